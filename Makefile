@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` (main job) and `make test` (tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# the venv's tools (snakemake, dvc, dlworkflow) come first for every recipe
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install demo test lint dvc-yaml bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## demo: prepare the four embedded demo datasets and run the workflow on them
+demo: $(STAMP)
+	snakemake --cores all --resources gpu=1 --keep-going
+
+## test: linters plus the whole test suite (what CI runs)
+test: $(STAMP) lint
+	pytest
+
+lint: $(STAMP)
+	ruff check src scripts tests bench
+	snakefmt --check Snakefile rules
+	dlworkflow dvc-yaml --check
+
+dvc-yaml: $(STAMP)
+	dlworkflow dvc-yaml
+
+bench: $(STAMP)
+	python bench/intake.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,18 @@
+# dlworkflow: the table of contents. Read rules/common.smk next, then one rules/<step>.smk.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/intake.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

@@ -1,0 +1,78 @@
+# Validation of params.yaml and every input function; no rules here.
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# The library lives in src/; scripts run in child processes, so they get it via PYTHONPATH.
+_SRC = str(Path(workflow.basedir) / "src")
+if _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from dlworkflow.config import validate_params  # noqa: E402
+from dlworkflow.errors import ConfigError  # noqa: E402
+from dlworkflow.layouts import walk_files  # noqa: E402
+from dlworkflow.workflow import all_targets  # noqa: E402
+
+try:
+    PARAMS = validate_params(config, base_dir=".")
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+DATASETS = PARAMS["datasets"]
+DEMO_DATASETS = sorted(name for name, ds in DATASETS.items() if ds.get("demo"))
+
+
+def _alternatives(names):
+    """A wildcard regex matching exactly these names (or nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+wildcard_constraints:
+    dataset=_alternatives(DATASETS),
+    demo_dataset=_alternatives(DEMO_DATASETS),
+
+
+def get_final_output():
+    """Every step's outputs for every dataset (the step table in dlworkflow.workflow)."""
+    return all_targets(PARAMS)
+
+
+def get_dataset(wildcards):
+    """The resolved params.yaml entry of the dataset (defaults filled)."""
+    return DATASETS[wildcards.dataset]
+
+
+def get_demo_source(wildcards):
+    """The public source a demo dataset is prepared from."""
+    return DATASETS[wildcards.demo_dataset]["demo"]
+
+
+def get_raw_root(wildcards):
+    """The dataset's raw folder (made by demo_data for demo datasets)."""
+    return DATASETS[wildcards.dataset]["root"]
+
+
+def get_raw_fingerprint(wildcards):
+    """Count, size and newest mtime of the raw files, so intake reruns when data changes.
+
+    Demo folders are tracked through the demo_data rule's output instead.
+    """
+    dataset = DATASETS[wildcards.dataset]
+    if dataset.get("demo"):
+        return "demo"
+    count = size = newest = 0
+    for _, real, _ in walk_files(Path(dataset["root"])):
+        if real is not None:
+            stat = real.stat()
+            count, size, newest = (
+                count + 1,
+                size + stat.st_size,
+                max(newest, stat.st_mtime_ns),
+            )
+    return f"{count} files, {size} bytes, newest {newest}"

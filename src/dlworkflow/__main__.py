@@ -1,0 +1,7 @@
+"""`python -m dlworkflow` is the `dlworkflow` command."""
+
+import sys
+
+from dlworkflow.cli import main
+
+sys.exit(main())

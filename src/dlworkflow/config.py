@@ -1,0 +1,205 @@
+"""Load and validate params.yaml: the schema (with defaults) plus checks a schema cannot express.
+
+Every problem is reported in one message that names the key (`datasets.sms.layout.file`)
+and what is allowed, so a bad config stops before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from dlworkflow.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "params.schema.yaml"
+
+
+@cache
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Return the params schema (read once)."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _extend_with_defaults(validator_class: type) -> type:
+    """Return a validator class that fills `default` values of properties while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """Render a JSON path as the dotted key a person would type (`datasets.sms.layout`)."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """Turn one jsonschema error into `key: what is wrong; what is allowed`."""
+    where = key_path(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        prefix = f"{where}." if error.absolute_path else ""
+        names = ", ".join(f"{prefix}{e}" for e in extra)
+        return f"unknown key {names}; allowed keys here: {', '.join(allowed)}"
+    if error.validator == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return f"{where}: {error.instance!r} is not allowed; choose one of: {allowed}"
+    if error.validator == "const":
+        return f"{where}: must be {error.validator_value!r}"
+    if error.validator == "required":
+        missing = [r for r in error.validator_value if r not in (error.instance or {})]
+        prefix = f"{where}." if error.absolute_path else ""
+        return f"missing required key {', '.join(prefix + m for m in missing)}"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where}: {error.instance!r} has the wrong type; expected {expected}"
+    if error.validator == "pattern" and error.absolute_path and error.path:
+        return f"{where}: {error.message}"
+    description = schema.get("description")
+    hint = f" ({description})" if description else ""
+    return f"{where}: {error.message}{hint}"
+
+
+def _leaf_errors(errors: Iterable[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
+    """Expand if/then and allOf wrappers so each reported error is a concrete one."""
+    out = []
+    for error in errors:
+        if error.context:
+            out.extend(_leaf_errors(error.context))
+        else:
+            out.append(error)
+    return out
+
+
+def validate_schema(params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Return (params with defaults filled, list of schema problems)."""
+    resolved = copy.deepcopy(dict(params))
+    validator = _DefaultingValidator(load_schema())
+    errors = _leaf_errors(validator.iter_errors(resolved))
+    messages = sorted({_describe(e) for e in errors})
+    return resolved, messages
+
+
+def _inside(root: Path, relative: str) -> bool:
+    """True when `relative` resolves to a path inside `root`."""
+    try:
+        (root / relative).resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
+    """Checks on one dataset entry that the schema cannot express."""
+    from dlworkflow.modalities import get_modality_class
+
+    key = f"datasets.{name}"
+    problems: list[str] = []
+    try:
+        modality = get_modality_class(ds["modality"])
+    except ConfigError as exc:
+        return [f"{key}.modality: {exc}"]
+    layout = ds["layout"]
+    kind = layout["kind"]
+    if kind not in modality.layouts:
+        problems.append(
+            f"{key}.layout.kind: {kind!r} is not available for modality {modality.name!r}; "
+            f"choose one of: {', '.join(modality.layouts)}"
+        )
+    if ds["task"] not in modality.tasks:
+        problems.append(
+            f"{key}.task: {ds['task']!r} is not available for modality {modality.name!r}; "
+            f"choose one of: {', '.join(modality.tasks)}"
+        )
+    labelled = ds["task"] in ("classification", "regression")
+    if kind == "filename_regex":
+        try:
+            pattern = re.compile(layout["regex"])
+        except re.error as exc:
+            problems.append(f"{key}.layout.regex: not a valid regular expression ({exc})")
+        else:
+            if labelled and "label" not in pattern.groupindex:
+                problems.append(
+                    f"{key}.layout.regex: needs a named group (?P<label>...) for a "
+                    f"{ds['task']} task; it has: {', '.join(pattern.groupindex) or 'none'}"
+                )
+    if kind == "manifest":
+        has_path, has_text = "path_column" in layout, "text_column" in layout
+        if has_path == has_text:
+            problems.append(f"{key}.layout: give exactly one of path_column or text_column")
+        if has_text and ds["modality"] != "text":
+            problems.append(f"{key}.layout.text_column: only for modality text; use path_column")
+    if kind == "delimited" and "text" not in layout["fields"]:
+        problems.append(f"{key}.layout.fields: must contain 'text'; got {layout['fields']}")
+    if labelled and kind == "delimited" and "label" not in layout["fields"]:
+        problems.append(f"{key}.layout.fields: a {ds['task']} task needs a 'label' field")
+    if labelled and kind in ("manifest", "wide_csv") and not layout.get("label_column"):
+        problems.append(f"{key}.layout.label_column: a {ds['task']} task needs a label column")
+    if ds["task"] == "forecasting" and kind != "long_csv":
+        problems.append(f"{key}.layout.kind: forecasting reads a long_csv layout, not {kind!r}")
+
+    root = base_dir / ds["root"]
+    if ds.get("demo") and Path(ds["root"]).as_posix().rstrip("/") != f"data/raw/{name}":
+        problems.append(f"{key}.root: a demo dataset is written to data/raw/{name}; "
+                        f"got {ds['root']!r}")
+    if not ds.get("demo"):
+        if not root.is_dir():
+            problems.append(f"{key}.root: folder {ds['root']} does not exist (relative to {base_dir})")
+        else:
+            for sub, rel in (("layout.file", layout.get("file")),
+                             ("side_table.file", (ds.get("side_table") or {}).get("file"))):
+                if rel is None:
+                    continue
+                if not _inside(root, rel):
+                    problems.append(f"{key}.{sub}: {rel} points outside the dataset root {ds['root']}")
+                elif not (root / rel).is_file():
+                    problems.append(f"{key}.{sub}: file {ds['root']}/{rel} does not exist")
+    return problems
+
+
+def validate_params(params: Mapping[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
+    """Validate params.yaml content; return it with defaults filled or raise ConfigError."""
+    if not isinstance(params, Mapping):
+        raise ConfigError("params.yaml: the top level must be a mapping of keys to values")
+    resolved, problems = validate_schema(params)
+    if not problems:
+        for name, ds in resolved["datasets"].items():
+            problems.extend(_check_dataset(name, ds, Path(base_dir)))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"params.yaml is invalid ({len(problems)} problem(s)):\n{lines}")
+    return resolved
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read, validate and resolve a params file; paths are relative to its folder."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return validate_params(params or {}, base_dir=path.parent)

@@ -1,0 +1,50 @@
+"""The records that flow through intake: a discovered raw item and a rejection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Item:
+    """One raw item found by a layout.
+
+    `file` is the absolute path to read when the item is a file; `payload` holds the raw
+    bytes when the item lives inside a bigger file (a line of a delimited text file, one
+    series of a long CSV). `path` is what a person sees: `<root>/<relative path>` or
+    `<root>/<file>:<line>`.
+    """
+
+    id: str
+    path: str
+    label: Any = None
+    group: str | None = None
+    side: dict[str, Any] = field(default_factory=dict)
+    file: Path | None = None
+    payload: bytes | None = None
+
+    def read_bytes(self) -> bytes:
+        """Return the item's raw bytes (file content or inline payload)."""
+        if self.payload is not None:
+            return self.payload
+        if self.file is None:
+            raise ValueError(f"item {self.id!r} has neither a file nor a payload")
+        return self.file.read_bytes()
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An item (or a would-be item) that was not accepted, with the reason."""
+
+    path: str
+    reason: str
+    code: str
+    step: str  # "discover" or "probe"
+    id: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """Return the row written to `intake/rejected.csv`."""
+        return {"path": self.path, "id": self.id, "step": self.step, "code": self.code,
+                "reason": self.reason}

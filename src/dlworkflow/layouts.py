@@ -1,0 +1,448 @@
+"""Source layouts: how the raw items of a dataset are found, labelled and grouped.
+
+A layout turns a dataset root plus its `layout:` params into `Item`s and `Rejection`s.
+It never reads item content (that is the modality's probe); it only reads listing
+files (a manifest, a delimited text file, a long or wide CSV). Anything that cannot
+become an item is rejected with a reason, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+
+from dlworkflow.errors import BadInput, ConfigError
+from dlworkflow.items import Item, Rejection
+
+RESERVED_FIELDS = ("label", "group", "id")
+#: bookkeeping files of tools and operating systems; never data, so never items
+TOOL_FILES = frozenset({".snakemake_timestamp", ".gitignore", ".dvcignore", ".DS_Store",
+                        "Thumbs.db", "desktop.ini"})
+
+
+@dataclass
+class Discovery:
+    """What a layout found: the candidate items and the rejected would-be items."""
+
+    items: list[Item] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def reject(self, path: str, reason: str, code: str, item_id: str | None = None) -> None:
+        """Record a would-be item that cannot be used."""
+        self.rejected.append(Rejection(path, reason, code, "discover", item_id))
+
+
+@dataclass(frozen=True)
+class LayoutContext:
+    """Everything a layout needs besides its own params."""
+
+    root: Path  # as configured (relative to the project), used for display
+    task: str
+    extensions: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def labelled(self) -> bool:
+        return self.task in ("classification", "regression")
+
+    def display(self, relative: str) -> str:
+        return f"{PurePosixPath(self.root.as_posix()) / relative}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob on relative POSIX paths (`**` spans folders, `*` does not)."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def walk_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
+    """Yield (relative path, real file, problem) for every file under root, sorted.
+
+    Symbolic links are followed only while they stay inside root; a link that leaves it,
+    or a broken one, is yielded with a problem instead of a file. Cycles are walked once.
+    """
+    real_root = root.resolve()
+    seen_dirs: set[Path] = set()
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        real_dir = directory.resolve()
+        if real_dir in seen_dirs:
+            continue
+        seen_dirs.add(real_dir)
+        for entry in os.scandir(directory):
+            if entry.name in TOOL_FILES:
+                continue
+            relative = f"{prefix}{entry.name}"
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target = path.resolve()
+                if not target.exists():
+                    yield relative, None, "broken symbolic link"
+                    continue
+                if not target.is_relative_to(real_root):
+                    yield relative, None, f"symbolic link points outside the dataset folder (-> {target})"
+                    continue
+            if path.is_dir():
+                stack.append((path, relative + "/"))
+            elif path.is_file():
+                yield relative, path.resolve(), None
+            else:
+                yield relative, None, "not a regular file"
+
+
+def _sorted_walk(root: Path) -> list[tuple[str, Path | None, str | None]]:
+    return sorted(walk_files(root), key=lambda row: row[0])
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """Resolve `relative` under root, or raise BadInput when it escapes root."""
+    candidate = Path(relative)
+    full = candidate if candidate.is_absolute() else root / candidate
+    real = full.resolve()
+    if not real.is_relative_to(root.resolve()):
+        what = "symbolic link" if full.is_symlink() else "path"
+        raise BadInput(f"{what} {relative!r} escapes the dataset folder", "outside_root")
+    if not real.exists():
+        raise BadInput(f"file {relative!r} not found", "missing_file")
+    if not real.is_file():
+        raise BadInput(f"{relative!r} is not a regular file", "not_a_file")
+    return real
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+def parse_label(value: Any, task: str) -> Any:
+    """Normalise a label: a stripped string for classification, a float for regression."""
+    if _is_missing(value):
+        raise BadInput("missing label", "missing_label")
+    if task == "regression":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise BadInput(f"label {value!r} is not a number", "bad_label") from None
+        if not math.isfinite(number):
+            raise BadInput(f"label {value!r} is not a finite number", "bad_label")
+        return number
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _check_extension(relative: str, ctx: LayoutContext) -> None:
+    suffix = PurePosixPath(relative).suffix.lower()
+    if ctx.extensions and suffix not in ctx.extensions:
+        raise BadInput(
+            f"extension {suffix or '(none)'!r} is not one of {', '.join(ctx.extensions)}",
+            "bad_extension",
+        )
+
+
+def _excluded(relative: str, ctx: LayoutContext) -> bool:
+    return any(glob_to_regex(p).match(relative) for p in ctx.exclude)
+
+
+def _candidate_files(root: Path, ctx: LayoutContext, found: Discovery, glob: str = "**/*"):
+    """Yield (relative, real path) of files that match glob, rejecting unsafe ones."""
+    matcher = glob_to_regex(glob)
+    for relative, real, problem in _sorted_walk(root):
+        if _excluded(relative, ctx) or not matcher.match(relative):
+            continue
+        if problem:
+            found.reject(ctx.display(relative), problem, "unsafe_path")
+            continue
+        try:
+            _check_extension(relative, ctx)
+        except BadInput as exc:
+            found.reject(ctx.display(relative), exc.reason, exc.code)
+            continue
+        yield relative, real
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def discover_folders(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Discovery:
+    """`<root>/<label>/<file>`: the first folder level is the label."""
+    found = Discovery()
+    for relative, real in _candidate_files(root, ctx, found):
+        parts = PurePosixPath(relative).parts
+        if len(parts) < 2:
+            found.reject(ctx.display(relative),
+                         "not inside a class folder (the folders layout reads <root>/<label>/<file>)",
+                         "no_class_folder")
+            continue
+        try:
+            label = parse_label(parts[0], ctx.task) if ctx.labelled else None
+        except BadInput as exc:
+            found.reject(ctx.display(relative), exc.reason, exc.code)
+            continue
+        found.items.append(Item(id=relative, path=ctx.display(relative), label=label, file=real))
+    return found
+
+
+def discover_filename_regex(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Discovery:
+    """Label, group, id and side fields parsed from each file name by named regex groups."""
+    found = Discovery()
+    pattern = re.compile(layout["regex"])
+    for relative, real in _candidate_files(root, ctx, found, layout.get("glob", "**/*")):
+        subject = PurePosixPath(relative).name if layout.get("match", "name") == "name" else relative
+        match = pattern.fullmatch(subject)
+        if not match:
+            found.reject(ctx.display(relative),
+                         f"file name {subject!r} does not match layout.regex {pattern.pattern!r}",
+                         "name_mismatch")
+            continue
+        fields = match.groupdict()
+        try:
+            label = parse_label(fields.get("label"), ctx.task) if ctx.labelled else None
+        except BadInput as exc:
+            found.reject(ctx.display(relative), exc.reason, exc.code)
+            continue
+        side = {k: v for k, v in fields.items() if k not in RESERVED_FIELDS}
+        found.items.append(Item(id=fields.get("id") or relative, path=ctx.display(relative),
+                                label=label, group=fields.get("group"), side=side, file=real))
+    return found
+
+
+def _read_table(path: Path, fmt: str, encoding: str, key: str) -> pd.DataFrame:
+    """Read a manifest-like table as strings; decoding problems are config errors."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{key}: {path} is not valid {encoding} at byte offset {exc.start}; "
+                          "set layout.encoding") from None
+    text = text.lstrip("\ufeff")
+    if fmt == "jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{key}: {path} line {number} is not valid JSON ({exc.msg})") from None
+        return pd.DataFrame(rows, dtype=object)
+    sep = "\t" if fmt == "tsv" else ","
+    return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+
+
+def _require_columns(table: pd.DataFrame, columns: Mapping[str, str | None], key: str, path: Path):
+    for option, column in columns.items():
+        if column and column not in table.columns:
+            raise ConfigError(f"{key}.{option}: column {column!r} not in {path.name} "
+                              f"(columns: {', '.join(map(str, table.columns))})")
+
+
+def discover_manifest(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
+                      key: str = "layout") -> Discovery:
+    """One row per item in a CSV/TSV/JSONL table: a path (or inline text) plus columns."""
+    found = Discovery()
+    file = root / layout["file"]
+    fmt = layout.get("format") or {".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
+                                   ".ndjson": "jsonl"}.get(file.suffix.lower(), "csv")
+    table = _read_table(file, fmt, layout.get("encoding", "utf-8"), key)
+    columns = {name: layout.get(name) for name in
+               ("path_column", "text_column", "label_column", "group_column", "id_column")}
+    _require_columns(table, columns, key, file)
+    _require_columns(table, {f"side_columns[{i}]": c for i, c in
+                             enumerate(layout.get("side_columns", []))}, key, file)
+    first_row = 1 if fmt == "jsonl" else 2  # 1-based line numbers, after a CSV header
+    for offset, row in enumerate(table.to_dict("records")):
+        number = first_row + offset
+        where = f"{ctx.display(layout['file'])}:{number}"
+        try:
+            label = None
+            if ctx.labelled:
+                label = parse_label(row.get(columns["label_column"]), ctx.task)
+            group = row.get(columns["group_column"]) if columns["group_column"] else None
+            group = None if _is_missing(group) else str(group)
+            side = {c: row.get(c) for c in layout.get("side_columns", [])}
+            if columns["path_column"]:
+                relative = row.get(columns["path_column"])
+                if _is_missing(relative):
+                    raise BadInput(f"row {number}: empty path", "missing_file")
+                relative = str(relative)
+                where = ctx.display(relative)
+                real = resolve_inside(root, relative)
+                _check_extension(relative, ctx)
+                item_id = str(row.get(columns["id_column"]) or relative) if columns["id_column"] \
+                    else relative
+                found.items.append(Item(id=item_id, path=where, label=label, group=group,
+                                        side=side, file=real))
+            else:
+                text = row.get(columns["text_column"])
+                payload = b"" if _is_missing(text) else str(text).encode("utf-8")
+                item_id = str(row.get(columns["id_column"])) if columns["id_column"] \
+                    else f"row-{number:06d}"
+                found.items.append(Item(id=item_id, path=where, label=label, group=group,
+                                        side=side, payload=payload))
+        except BadInput as exc:
+            reason = exc.reason if exc.reason.startswith("row ") else f"row {number}: {exc.reason}"
+            found.reject(where, reason, exc.code)
+    return found
+
+
+def discover_delimited(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Discovery:
+    """One item per line of a text file; the last field takes the rest of the line."""
+    found = Discovery()
+    fields: Sequence[str] = layout["fields"]
+    encoding = layout.get("encoding", "utf-8")
+    delimiter = layout["delimiter"].encode(encoding)
+    raw = (root / layout["file"]).read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final newline ends the last line, it does not start a new one
+    for number, line in enumerate(lines, start=1):
+        if number == 1 and layout.get("header"):
+            continue
+        line = line.removesuffix(b"\r")
+        where = f"{ctx.display(layout['file'])}:{number}"
+        try:
+            if not line.strip():
+                raise BadInput("empty line", "empty_line")
+            parts = line.split(delimiter, len(fields) - 1)
+            if len(parts) < len(fields):
+                raise BadInput(f"expected {len(fields)} fields ({', '.join(fields)}) separated by "
+                               f"{layout['delimiter']!r}, found {len(parts)}", "bad_row")
+            values = dict(zip(fields, parts, strict=True))
+            decoded = {}
+            for name, value in values.items():
+                if name == "text":
+                    continue
+                try:
+                    decoded[name] = value.decode(encoding).strip()
+                except UnicodeDecodeError as exc:
+                    raise BadInput(f"field {name!r} is not valid {encoding} at byte offset "
+                                   f"{exc.start}", "not_utf8") from None
+            label = parse_label(decoded.get("label"), ctx.task) if ctx.labelled else None
+            side = {k: v for k, v in decoded.items() if k not in RESERVED_FIELDS}
+            found.items.append(Item(id=decoded.get("id") or f"line-{number:06d}", path=where,
+                                    label=label, group=decoded.get("group") or None, side=side,
+                                    payload=values["text"]))
+        except BadInput as exc:
+            found.reject(where, f"line {number}: {exc.reason}", exc.code)
+    return found
+
+
+def _single_value(frame: pd.DataFrame, column: str | None, what: str) -> str | None:
+    if not column:
+        return None
+    values = [v for v in frame[column].unique() if not _is_missing(v)]
+    if len(values) > 1:
+        raise BadInput(f"{what} column {column!r} has {len(values)} different values in one series",
+                       "inconsistent_series")
+    return str(values[0]) if values else None
+
+
+def discover_long_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
+                      key: str = "layout") -> Discovery:
+    """A long table: each series_id (or the whole file) is one series item."""
+    found = Discovery()
+    file = root / layout["file"]
+    table = _read_table(file, "csv", "utf-8", key)
+    exogenous = list(layout.get("exogenous", []))
+    _require_columns(table, {"timestamp": layout["timestamp"], "target": layout["target"],
+                             "series_id": layout.get("series_id"),
+                             "label_column": layout.get("label_column"),
+                             "group_column": layout.get("group_column")}, key, file)
+    _require_columns(table, {f"exogenous[{i}]": c for i, c in enumerate(exogenous)}, key, file)
+    keep = [layout["timestamp"], layout["target"], *exogenous]
+    if layout.get("series_id"):
+        groups = [(str(k), g) for k, g in table.groupby(layout["series_id"], sort=True)]
+    else:
+        groups = [(file.stem, table)]
+    for series_id, frame in groups:
+        where = f"{ctx.display(layout['file'])}#{series_id}"
+        try:
+            label = None
+            if ctx.labelled:
+                label = parse_label(_single_value(frame, layout.get("label_column"), "label"),
+                                    ctx.task)
+            group = _single_value(frame, layout.get("group_column"), "group")
+        except BadInput as exc:
+            found.reject(where, f"series {series_id!r}: {exc.reason}", exc.code, series_id)
+            continue
+        payload = frame[keep].to_csv(index=False, lineterminator="\n").encode("utf-8")
+        found.items.append(Item(id=series_id, path=where, label=label, group=group,
+                                payload=payload))
+    return found
+
+
+def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
+                      key: str = "layout") -> Discovery:
+    """One series per row; the value columns are the time steps in order."""
+    found = Discovery()
+    file = root / layout["file"]
+    table = _read_table(file, "csv", "utf-8", key)
+    named = {"id_column": layout.get("id_column"), "label_column": layout.get("label_column"),
+             "group_column": layout.get("group_column")}
+    _require_columns(table, named, key, file)
+    values = layout.get("value_columns") or [c for c in table.columns if c not in named.values()]
+    _require_columns(table, {f"value_columns[{i}]": c for i, c in enumerate(values)}, key, file)
+    for offset, row in enumerate(table.to_dict("records")):
+        number = offset + 2
+        item_id = str(row[named["id_column"]]) if named["id_column"] else f"row-{number:06d}"
+        where = f"{ctx.display(layout['file'])}:{number}"
+        try:
+            label = parse_label(row.get(named["label_column"]), ctx.task) if ctx.labelled else None
+        except BadInput as exc:
+            found.reject(where, f"row {number}: {exc.reason}", exc.code, item_id)
+            continue
+        group = row.get(named["group_column"]) if named["group_column"] else None
+        payload = ("value\n" + "\n".join(str(row[c]) for c in values) + "\n").encode("utf-8")
+        found.items.append(Item(id=item_id, path=where, label=label,
+                                group=None if _is_missing(group) else str(group), payload=payload))
+    return found
+
+
+LAYOUTS: dict[str, Callable[..., Discovery]] = {
+    "folders": discover_folders,
+    "filename_regex": discover_filename_regex,
+    "manifest": discover_manifest,
+    "delimited": discover_delimited,
+    "long_csv": discover_long_csv,
+    "wide_csv": discover_wide_csv,
+}
+
+
+def discover(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Discovery:
+    """Run the layout named by `layout['kind']` over root."""
+    try:
+        function = LAYOUTS[layout["kind"]]
+    except KeyError:
+        raise ConfigError(f"layout.kind: {layout['kind']!r} is not one of "
+                          f"{', '.join(LAYOUTS)}") from None
+    return function(root, layout, ctx)

@@ -1,0 +1,28 @@
+"""Logging for rule scripts: everything to the job's log file, errors as one clear message."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dlworkflow.demo import DemoSourceUnavailable
+from dlworkflow.errors import ConfigError, IntakeFailed
+
+EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable)
+
+
+@contextmanager
+def rule_logging(log_path: str) -> Iterator[None]:
+    """Send stderr and logging to the rule's log; turn expected errors into a clean exit 1."""
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        sys.stderr = log_file
+        logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            yield
+        except EXPECTED_ERRORS as exc:
+            logging.getLogger("dlworkflow").error("%s", exc)
+            log_file.flush()
+            raise SystemExit(1) from None

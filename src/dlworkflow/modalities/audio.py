@@ -1,0 +1,78 @@
+"""Audio: WAV, FLAC, OGG, MP3 and other formats libsndfile reads, probed with soundfile."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, ClassVar
+
+import numpy as np
+import soundfile
+
+from dlworkflow.errors import BadInput
+from dlworkflow.items import Item
+from dlworkflow.modalities.base import Modality
+
+_FRAME_SECONDS = 0.010
+
+
+def silence_ratio(samples: np.ndarray, sample_rate: int, threshold_db: float) -> float:
+    """Share of 10 ms frames whose RMS (dBFS, mono mix) is below `threshold_db`."""
+    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
+    frame = max(1, int(round(sample_rate * _FRAME_SECONDS)))
+    count = max(1, len(mono) // frame)
+    frames = np.resize(mono[: count * frame], (count, frame)) if len(mono) >= frame \
+        else mono[None, :]
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    with np.errstate(divide="ignore"):
+        level = 20 * np.log10(rms)
+    return float(np.mean(level < threshold_db))
+
+
+class AudioModality(Modality):
+    """Sound clips; one file per item."""
+
+    name = "audio"
+    extensions: ClassVar[tuple[str, ...]] = (
+        ".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus",
+    )
+    stats: ClassVar[dict[str, str]] = {
+        "sample_rate": "Int64", "channels": "Int64", "frames": "Int64", "duration": "Float64",
+        "peak": "Float64", "silence_ratio": "Float64", "format": "string", "subtype": "string",
+    }
+
+    def probe(self, data: bytes, item: Item) -> dict[str, Any]:
+        """Decode every sample; report rate, channels, duration, peak and silence."""
+        if not data:
+            raise BadInput("empty file (0 bytes)", "empty")
+        try:
+            with soundfile.SoundFile(io.BytesIO(data)) as sound:
+                sample_rate, channels = sound.samplerate, sound.channels
+                fmt, subtype = sound.format, sound.subtype
+                samples = sound.read(dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise BadInput(f"not a readable audio file: {exc}", "unreadable") from None
+        frames = samples.shape[0]
+        if frames == 0:
+            raise BadInput("audio has no samples (0 frames)", "empty")
+        if not np.isfinite(samples).all():
+            raise BadInput("audio contains NaN or infinite samples", "non_finite")
+        duration = frames / sample_rate
+        min_duration = float(self.options.get("min_duration", 0.01))
+        if duration < min_duration:
+            raise BadInput(f"clip lasts {duration:.4f} s; shorter than intake.audio.min_duration "
+                           f"({min_duration} s)", "too_short")
+        peak = float(np.max(np.abs(samples)))
+        notes = []
+        if peak == 0.0:
+            notes.append("digital silence: every sample is zero")
+        elif peak >= 0.999:
+            notes.append("clipped: peak at full scale")
+        if channels > 1:
+            notes.append(f"{channels} channels: mixed to mono when decoded")
+        return {
+            "sample_rate": sample_rate, "channels": channels, "frames": frames,
+            "duration": duration, "peak": peak,
+            "silence_ratio": silence_ratio(samples, sample_rate,
+                                           float(self.options.get("silence_db", -40))),
+            "format": fmt, "subtype": subtype, "notes": notes,
+        }

@@ -1,0 +1,53 @@
+"""The modality interface: what every data type (text, image, audio, time series) provides.
+
+Shared code talks to a `Modality` and never asks which one it is. This issue's part of the
+interface is discovery (which files or records are items) and probing (stats for the
+inventory, or `BadInput` with a reason); decoding, previews, flat features and default
+models are added to the same class by later steps.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dlworkflow.items import Item
+from dlworkflow.layouts import Discovery, LayoutContext, discover
+
+FILE_LAYOUTS = ("folders", "filename_regex", "manifest")
+
+
+class Modality(ABC):
+    """Base class of every modality; subclasses register themselves by `name`."""
+
+    name: ClassVar[str]
+    #: lower-case file extensions (with the dot) accepted in file-based layouts
+    extensions: ClassVar[tuple[str, ...]]
+    #: layout kinds this modality can read
+    layouts: ClassVar[tuple[str, ...]] = FILE_LAYOUTS
+    #: tasks this modality supports
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    #: inventory columns the probe returns, with their pandas dtype
+    stats: ClassVar[dict[str, str]]
+
+    def __init__(self, options: Mapping[str, Any] | None = None,
+                 layout: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+        self.layout = dict(layout or {})
+
+    def discover(self, root: Path, root_display: Path, task: str,
+                 exclude: tuple[str, ...] = ()) -> Discovery:
+        """Find the dataset's items under root with the configured layout."""
+        ctx = LayoutContext(root=root_display, task=task, extensions=self.extensions,
+                            exclude=tuple(self.layout.get("exclude", ())) + exclude)
+        return discover(root, self.layout, ctx)
+
+    @abstractmethod
+    def probe(self, data: bytes, item: Item) -> dict[str, Any]:
+        """Return the item's stats (keys of `stats`, plus optional `notes`), or raise BadInput."""
+
+    def empty_stats(self) -> dict[str, Any]:
+        """Stats with every column present and no values (for typing empty inventories)."""
+        return {name: None for name in self.stats}

@@ -1,0 +1,82 @@
+"""Images: PNG, JPEG, GIF, BMP, TIFF, WebP files, probed with Pillow under a bomb guard."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any, ClassVar
+
+from PIL import Image, UnidentifiedImageError
+
+from dlworkflow.errors import BadInput
+from dlworkflow.items import Item
+from dlworkflow.modalities.base import Modality
+
+_EXIF_ORIENTATION = 0x0112
+_ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # width and height swap once the EXIF rotation is applied
+_BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
+
+
+class ImageModality(Modality):
+    """Still images; one file per item."""
+
+    name = "image"
+    extensions: ClassVar[tuple[str, ...]] = (
+        ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp",
+    )
+    stats: ClassVar[dict[str, str]] = {
+        "width": "Int64", "height": "Int64", "mode": "string", "channels": "Int64",
+        "bit_depth": "Int64", "format": "string", "frames": "Int64", "exif_orientation": "Int64",
+    }
+
+    def probe(self, data: bytes, item: Item) -> dict[str, Any]:
+        """Open and fully decode the image; report its size after EXIF rotation."""
+        if not data:
+            raise BadInput("empty file (0 bytes)", "empty")
+        max_pixels = int(self.options.get("max_pixels", 89_478_485))
+        min_side = int(self.options.get("min_side", 4))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+                if image.width * image.height > max_pixels:
+                    raise BadInput(
+                        f"decompression-bomb guard: {image.width}x{image.height} = "
+                        f"{image.width * image.height:,} pixels exceeds intake.image.max_pixels "
+                        f"({max_pixels:,})", "too_large")
+                image.load()  # decodes every byte: truncated files fail here
+        except BadInput:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise BadInput(f"decompression-bomb guard: {exc}", "too_large") from None
+        except UnidentifiedImageError:
+            raise BadInput("not a recognised image file", "unreadable") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise BadInput(f"cannot decode image: {exc}", "unreadable") from None
+        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        width, height = image.size
+        if orientation in _ROTATED_ORIENTATIONS:
+            width, height = height, width
+        if min(width, height) < min_side:
+            raise BadInput(f"image is {width}x{height}; smaller than intake.image.min_side "
+                           f"({min_side} px)", "too_small")
+        notes = []
+        mode = image.mode
+        if orientation != 1:
+            notes.append(f"EXIF orientation {orientation}: rotated when decoded")
+        if mode in ("P", "PA"):
+            notes.append("palette image: converted when decoded")
+        if mode == "CMYK":
+            notes.append("CMYK image: converted to RGB when decoded")
+        if "A" in image.getbands():
+            notes.append("has an alpha channel")
+        if _BIT_DEPTH.get(mode, 8) > 8:
+            notes.append(f"{_BIT_DEPTH[mode]}-bit image")
+        frames = int(getattr(image, "n_frames", 1))
+        if frames > 1:
+            notes.append(f"{frames} frames: the first is used")
+        return {
+            "width": width, "height": height, "mode": mode, "channels": len(image.getbands()),
+            "bit_depth": _BIT_DEPTH.get(mode, 8), "format": image.format or "",
+            "frames": frames, "exif_orientation": orientation, "notes": notes,
+        }

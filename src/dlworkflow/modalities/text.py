@@ -1,0 +1,49 @@
+"""Text: one document per file, per manifest row, or per line of a delimited file."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from dlworkflow.errors import BadInput
+from dlworkflow.items import Item
+from dlworkflow.modalities.base import FILE_LAYOUTS, Modality
+
+
+class TextModality(Modality):
+    """Documents of any length; decoded strictly so bad bytes are reported, not replaced."""
+
+    name = "text"
+    extensions: ClassVar[tuple[str, ...]] = (".txt", ".text", ".md", ".html", ".htm", ".json")
+    layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "delimited")
+    stats: ClassVar[dict[str, str]] = {
+        "characters": "Int64", "words": "Int64", "lines": "Int64", "empty": "boolean",
+        "non_ascii_ratio": "Float64",
+    }
+
+    def probe(self, data: bytes, item: Item) -> dict[str, Any]:
+        """Decode with the layout's encoding and count characters, words and lines."""
+        encoding = self.layout.get("encoding", "utf-8")
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            bad = data[exc.start: exc.start + 1].hex()
+            raise BadInput(f"not valid {encoding}: byte 0x{bad} at offset {exc.start}",
+                           "not_utf8") from None
+        except LookupError:
+            raise BadInput(f"unknown encoding {encoding!r}", "bad_encoding") from None
+        if "\x00" in text:
+            raise BadInput(f"contains a NUL character at offset {text.index(chr(0))} "
+                           "(binary data, not text)", "binary")
+        empty = not text.strip()
+        if empty and not self.options.get("allow_empty", False):
+            raise BadInput("empty text (nothing but whitespace)", "empty")
+        characters = len(text)
+        non_ascii = sum(1 for ch in text if ord(ch) > 127)
+        return {
+            "characters": characters, "words": len(text.split()),
+            "lines": text.count("\n") + (1 if text and not text.endswith("\n") else 0),
+            "empty": empty, "non_ascii_ratio": non_ascii / characters if characters else 0.0,
+            "notes": ["empty text kept (intake.text.allow_empty)"] if empty else [],
+        }

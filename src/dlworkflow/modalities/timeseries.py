@@ -1,0 +1,154 @@
+"""Time series: one series per CSV file, per series_id of a long table, or per row of a wide one."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from dlworkflow.errors import BadInput
+from dlworkflow.items import Item
+from dlworkflow.modalities.base import FILE_LAYOUTS, Modality
+
+MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a", "-"})
+
+
+def parse_numeric(values: pd.Series, column: str) -> np.ndarray:
+    """Parse strings to floats: missing tokens become NaN, anything else unparseable is an error."""
+    text = values.astype(str).str.strip()
+    missing = text.str.lower().isin(MISSING_TOKENS)
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(np.isnan(numbers) & ~missing.to_numpy())
+    if bad.size:
+        row = int(bad[0])
+        raise BadInput(f"row {row + 2}: value {text.iloc[row]!r} in column {column!r} is not a "
+                       f"number ({bad.size} such value(s))", "not_numeric")
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if infinite.size:
+        raise BadInput(f"row {int(infinite[0]) + 2}: infinite value in column {column!r} "
+                       f"({infinite.size} such value(s))", "non_finite")
+    return numbers
+
+
+def parse_timestamps(values: pd.Series, column: str) -> pd.DatetimeIndex:
+    """Parse a timestamp column; a missing or unparseable timestamp is an error naming the row."""
+    text = values.astype(str).str.strip()
+    empty = np.flatnonzero(text.str.lower().isin(MISSING_TOKENS).to_numpy())
+    if empty.size:
+        raise BadInput(f"row {int(empty[0]) + 2}: missing timestamp in column {column!r}",
+                       "bad_timestamp")
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        raise BadInput(f"row {int(bad[0]) + 2}: timestamp {text.iloc[int(bad[0])]!r} in column "
+                       f"{column!r} is not a date", "bad_timestamp")
+    return pd.DatetimeIndex(parsed)
+
+
+def infer_frequency(stamps: pd.DatetimeIndex) -> tuple[str | None, int]:
+    """Return (frequency string, number of missing time slots) of sorted timestamps."""
+    if len(stamps) < 3:
+        return None, 0
+    freq = pd.infer_freq(stamps)
+    if freq is None:
+        deltas = np.diff(stamps.asi8)
+        modal = pd.Series(deltas).mode().iloc[0]
+        regular = np.flatnonzero(deltas == modal)
+        # the first stretch of three equally spaced stamps names the frequency (keeps anchors
+        # like W-SAT that a bare "7D" would lose)
+        for start in regular:
+            if start + 1 < len(deltas) and deltas[start + 1] == modal:
+                freq = pd.infer_freq(stamps[start: start + 3])
+                break
+        if freq is None:
+            freq = pd.tseries.frequencies.to_offset(pd.Timedelta(int(modal), "ns")).freqstr
+    try:
+        expected = len(pd.date_range(stamps[0], stamps[-1], freq=freq))
+    except ValueError:
+        return freq, 0
+    return freq, max(0, expected - len(stamps))
+
+
+class TimeSeriesModality(Modality):
+    """Univariate or multivariate series with an optional timestamp column."""
+
+    name = "timeseries"
+    extensions: ClassVar[tuple[str, ...]] = (".csv",)
+    layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "long_csv", "wide_csv")
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "forecasting")
+    stats: ClassVar[dict[str, str]] = {
+        "length": "Int64", "missing": "Int64", "gaps": "Int64", "frequency": "string",
+        "start": "string", "end": "string", "min": "Float64", "max": "Float64",
+        "mean": "Float64", "std": "Float64", "exogenous": "Int64", "constant": "boolean",
+    }
+
+    def columns(self) -> tuple[str | None, str | None, list[str]]:
+        """(timestamp, target, exogenous) column names for this dataset's layout."""
+        kind = self.layout.get("kind")
+        if kind == "long_csv":
+            return self.layout["timestamp"], self.layout["target"], list(
+                self.layout.get("exogenous", []))
+        if kind == "wide_csv":
+            return None, "value", []
+        spec = self.layout.get("series", {})
+        return spec.get("timestamp"), spec.get("target"), list(spec.get("exogenous", []))
+
+    def probe(self, data: bytes, item: Item) -> dict[str, Any]:
+        """Parse the series; report length, missing values, gaps, frequency and range."""
+        if not data.strip():
+            raise BadInput("empty file (no rows)", "empty")
+        try:
+            table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise BadInput(f"not a readable CSV table: {exc}", "unreadable") from None
+        timestamp, target, exogenous = self.columns()
+        if target is None:
+            candidates = [c for c in table.columns if c != timestamp]
+            if len(candidates) != 1:
+                raise BadInput(f"cannot tell the value column among {list(table.columns)}; "
+                               "set layout.series.target", "bad_columns")
+            target = candidates[0]
+        for column in (timestamp, target, *exogenous):
+            if column and column not in table.columns:
+                raise BadInput(f"column {column!r} not found (columns: "
+                               f"{', '.join(table.columns)})", "bad_columns")
+        values = parse_numeric(table[target], target)
+        for column in exogenous:
+            parse_numeric(table[column], column)
+        notes: list[str] = []
+        frequency, gaps, start, end = None, 0, None, None
+        if timestamp:
+            stamps = parse_timestamps(table[timestamp], timestamp)
+            duplicated = stamps.duplicated()
+            if duplicated.any():
+                first = stamps[np.flatnonzero(duplicated)[0]]
+                raise BadInput(f"duplicate timestamp {first} ({int(duplicated.sum())} duplicate(s))",
+                               "duplicate_timestamp")
+            if not stamps.is_monotonic_increasing:
+                notes.append("rows not in time order: sorted by timestamp")
+                order = np.argsort(stamps.asi8, kind="stable")
+                stamps, values = stamps[order], values[order]
+            frequency, gaps = infer_frequency(stamps)
+            start, end = stamps[0].isoformat(), stamps[-1].isoformat()
+        observed = values[~np.isnan(values)]
+        min_length = int(self.options.get("min_length", 3))
+        if observed.size < min_length:
+            raise BadInput(f"only {observed.size} observed value(s) in {target!r}; fewer than "
+                           f"intake.timeseries.min_length ({min_length})", "too_short")
+        constant = bool(np.ptp(observed) == 0)
+        missing = int(np.isnan(values).sum())
+        if constant:
+            notes.append("constant series: every observed value is the same")
+        if missing:
+            notes.append(f"{missing} missing value(s)")
+        if gaps:
+            notes.append(f"{gaps} missing time step(s) at frequency {frequency}")
+        return {
+            "length": int(values.size), "missing": missing, "gaps": int(gaps),
+            "frequency": frequency, "start": start, "end": end,
+            "min": float(observed.min()), "max": float(observed.max()),
+            "mean": float(observed.mean()), "std": float(observed.std()),
+            "exogenous": len(exogenous), "constant": constant, "notes": notes,
+        }

@@ -1,0 +1,109 @@
+"""The step table: which rules, targets, params and code make up each step.
+
+`rules/common.smk` builds `rule all` from it and `dlworkflow dvc-yaml` generates dvc.yaml
+from it, so the Snakemake targets and the DVC stages cannot drift apart (a test checks the
+committed dvc.yaml and that each stage's outs are produced by that step's rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Step:
+    """One of the workflow's steps as both Snakemake and DVC see it."""
+
+    name: str
+    rules: tuple[str, ...]
+    #: per-dataset output templates ({dataset} and {root} are filled in)
+    outputs: tuple[str, ...]
+    #: outputs that are also DVC metrics (kept in git: cache false)
+    metrics: tuple[str, ...] = ()
+    #: params.yaml keys the step reads ({dataset} is filled in)
+    params: tuple[str, ...] = ()
+    #: code the step runs, beyond the library core
+    code: tuple[str, ...] = ()
+    #: which datasets the step applies to: all of them, or only the demo ones
+    demo_only: bool = False
+    #: earlier steps whose outputs are this step's deps
+    after: tuple[str, ...] = ()
+
+
+CORE_CODE = ("src/dlworkflow/config.py", "schemas/params.schema.yaml", "rules/common.smk")
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        name="demo_data",
+        rules=("demo_data",),
+        outputs=("{root}",),
+        params=("seed", "demo", "datasets.{dataset}.demo", "datasets.{dataset}.root"),
+        code=("rules/demo.smk", "scripts/demo_data.py", "src/dlworkflow/demo.py"),
+        demo_only=True,
+    ),
+    Step(
+        name="intake",
+        rules=("intake",),
+        outputs=(
+            "results/{dataset}/intake/inventory.parquet",
+            "results/{dataset}/intake/rejected.csv",
+        ),
+        metrics=("results/{dataset}/intake/counts.json",),
+        params=("intake", "datasets.{dataset}"),
+        code=(
+            "rules/intake.smk", "scripts/intake.py", "src/dlworkflow/intake.py",
+            "src/dlworkflow/layouts.py", "src/dlworkflow/items.py", "src/dlworkflow/modalities",
+        ),
+        after=("demo_data",),
+    ),
+)
+
+
+def get_step(name: str) -> Step:
+    """Return the step called `name`."""
+    for step in STEPS:
+        if step.name == name:
+            return step
+    raise KeyError(f"unknown step {name!r}; steps: {', '.join(s.name for s in STEPS)}")
+
+
+def step_datasets(step: Step, params: Mapping[str, Any]) -> list[str]:
+    """Names of the datasets the step runs on."""
+    datasets = params["datasets"]
+    return [n for n, ds in datasets.items() if ds.get("demo") or not step.demo_only]
+
+
+def _fill(template: str, name: str, dataset: Mapping[str, Any]) -> str:
+    return template.format(dataset=name, root=dataset["root"].rstrip("/"))
+
+
+def step_outputs(step: Step, params: Mapping[str, Any], metrics: bool = True) -> list[str]:
+    """Every file or folder the step produces, over its datasets."""
+    templates = step.outputs + (step.metrics if metrics else ())
+    return [_fill(t, name, params["datasets"][name])
+            for name in step_datasets(step, params) for t in templates]
+
+
+def step_metrics(step: Step, params: Mapping[str, Any]) -> list[str]:
+    """The step's metrics files, over its datasets."""
+    return [_fill(t, name, params["datasets"][name])
+            for name in step_datasets(step, params) for t in step.metrics]
+
+
+def step_params(step: Step, params: Mapping[str, Any]) -> list[str]:
+    """The params.yaml keys the step reads, expanded over its datasets."""
+    keys: list[str] = []
+    for template in step.params:
+        names = step_datasets(step, params) if "{dataset}" in template else [None]
+        for name in names:
+            key = template.format(dataset=name) if name else template
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def all_targets(params: Mapping[str, Any]) -> list[str]:
+    """What `rule all` asks for: every step's outputs for every dataset."""
+    return [target for step in STEPS for target in step_outputs(step, params)]
