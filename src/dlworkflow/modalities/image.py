@@ -35,24 +35,28 @@ class ImageModality(Modality):
             raise BadInput("empty file (0 bytes)", "empty")
         max_pixels = int(self.options.get("max_pixels", 89_478_485))
         min_side = int(self.options.get("min_side", 4))
+        pil_limit = Image.MAX_IMAGE_PIXELS
         try:
+            # Pillow's own guard would fire on open with its fixed limit; ours names the key.
+            Image.MAX_IMAGE_PIXELS = None
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > max_pixels:
+                raise BadInput(
+                    f"decompression-bomb guard: {image.width}x{image.height} = "
+                    f"{image.width * image.height:,} pixels exceeds intake.image.max_pixels "
+                    f"({max_pixels:,})", "too_large")
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(data))
-                if image.width * image.height > max_pixels:
-                    raise BadInput(
-                        f"decompression-bomb guard: {image.width}x{image.height} = "
-                        f"{image.width * image.height:,} pixels exceeds intake.image.max_pixels "
-                        f"({max_pixels:,})", "too_large")
                 image.load()  # decodes every byte: truncated files fail here
         except BadInput:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise BadInput(f"decompression-bomb guard: {exc}", "too_large") from None
         except UnidentifiedImageError:
             raise BadInput("not a recognised image file", "unreadable") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning,
+                Image.DecompressionBombError) as exc:
             raise BadInput(f"cannot decode image: {exc}", "unreadable") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = pil_limit
         orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
         width, height = image.size
         if orientation in _ROTATED_ORIENTATIONS:

@@ -47,11 +47,21 @@ def parse_timestamps(values: pd.Series, column: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(parsed)
 
 
+def _infer_freq(stamps: pd.DatetimeIndex) -> str | None:
+    """pandas' inferred frequency as a string, whichever type this pandas version returns."""
+    try:
+        with pd.option_context("future.infer_freq_returns_offset", True):
+            freq = pd.infer_freq(stamps)
+    except (KeyError, pd.errors.OptionError):  # older pandas without the option
+        freq = pd.infer_freq(stamps)
+    return getattr(freq, "freqstr", freq)
+
+
 def infer_frequency(stamps: pd.DatetimeIndex) -> tuple[str | None, int]:
     """Return (frequency string, number of missing time slots) of sorted timestamps."""
     if len(stamps) < 3:
         return None, 0
-    freq = pd.infer_freq(stamps)
+    freq = _infer_freq(stamps)
     if freq is None:
         deltas = np.diff(stamps.asi8)
         modal = pd.Series(deltas).mode().iloc[0]
@@ -60,7 +70,7 @@ def infer_frequency(stamps: pd.DatetimeIndex) -> tuple[str | None, int]:
         # like W-SAT that a bare "7D" would lose)
         for start in regular:
             if start + 1 < len(deltas) and deltas[start + 1] == modal:
-                freq = pd.infer_freq(stamps[start: start + 3])
+                freq = _infer_freq(stamps[start: start + 3])
                 break
         if freq is None:
             freq = pd.tseries.frequencies.to_offset(pd.Timedelta(int(modal), "ns")).freqstr
