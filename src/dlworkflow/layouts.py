@@ -422,7 +422,9 @@ def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
             found.reject(where, f"row {number}: {exc.reason}", exc.code, item_id)
             continue
         group = row.get(named["group_column"]) if named["group_column"] else None
-        payload = ("value\n" + "\n".join(str(row[c]) for c in values) + "\n").encode("utf-8")
+        # an empty cell must stay a row (a blank line would vanish from a one-column CSV)
+        cells = ("nan" if _is_missing(row[c]) else str(row[c]) for c in values)
+        payload = ("value\n" + "\n".join(cells) + "\n").encode("utf-8")
         found.items.append(Item(id=item_id, path=where, label=label,
                                 group=None if _is_missing(group) else str(group), payload=payload))
     return found

@@ -81,6 +81,15 @@ def infer_frequency(stamps: pd.DatetimeIndex) -> tuple[str | None, int]:
     return freq, max(0, expected - len(stamps))
 
 
+def integer_steps(stamps: np.ndarray) -> tuple[str | None, int]:
+    """Frequency ("every N steps") and missing slots of sorted integer time steps."""
+    if len(stamps) < 2:
+        return None, 0
+    step = int(pd.Series(np.diff(stamps)).mode().iloc[0])
+    expected = (int(stamps[-1]) - int(stamps[0])) // step + 1
+    return f"every {step} step(s)", max(0, expected - len(stamps))
+
+
 class TimeSeriesModality(Modality):
     """Univariate or multivariate series with an optional timestamp column."""
 
@@ -130,7 +139,11 @@ class TimeSeriesModality(Modality):
         notes: list[str] = []
         frequency, gaps, start, end = None, 0, None, None
         if timestamp:
-            stamps = parse_timestamps(table[timestamp], timestamp)
+            column = table[timestamp].astype(str).str.strip()
+            if column.str.fullmatch(r"-?\d+").all():  # integer time steps, not dates
+                stamps = pd.Index(column.astype(np.int64))
+            else:
+                stamps = parse_timestamps(table[timestamp], timestamp)
             duplicated = stamps.duplicated()
             if duplicated.any():
                 first = stamps[np.flatnonzero(duplicated)[0]]
@@ -138,10 +151,14 @@ class TimeSeriesModality(Modality):
                                "duplicate_timestamp")
             if not stamps.is_monotonic_increasing:
                 notes.append("rows not in time order: sorted by timestamp")
-                order = np.argsort(stamps.asi8, kind="stable")
+                order = np.argsort(np.asarray(stamps), kind="stable")
                 stamps, values = stamps[order], values[order]
-            frequency, gaps = infer_frequency(stamps)
-            start, end = stamps[0].isoformat(), stamps[-1].isoformat()
+            if isinstance(stamps, pd.DatetimeIndex):
+                frequency, gaps = infer_frequency(stamps)
+                start, end = stamps[0].isoformat(), stamps[-1].isoformat()
+            else:
+                frequency, gaps = integer_steps(np.asarray(stamps))
+                start, end = str(stamps[0]), str(stamps[-1])
         observed = values[~np.isnan(values)]
         min_length = int(self.options.get("min_length", 3))
         if observed.size < min_length:

@@ -1,0 +1,121 @@
+"""params.yaml validation: defaults filled, every problem named by key with what is allowed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from dlworkflow.config import load_params, validate_params
+from dlworkflow.errors import ConfigError
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def good(tmp_path):
+    (tmp_path / "data" / "raw" / "imgs").mkdir(parents=True)
+    return {"seed": 3, "datasets": {"imgs": {"modality": "image", "task": "classification",
+                                             "root": "data/raw/imgs",
+                                             "layout": {"kind": "folders"}}}}
+
+
+def _problems(params, base_dir) -> str:
+    with pytest.raises(ConfigError) as caught:
+        validate_params(params, base_dir=base_dir)
+    return str(caught.value)
+
+
+def test_shipped_params_are_valid_and_defaults_are_filled():
+    params = load_params(REPO / "params.yaml")
+    assert set(params["datasets"]) == {"digits", "fsdd", "sms_spam", "co2"}
+    assert {ds["modality"] for ds in params["datasets"].values()} == {
+        "image", "audio", "text", "timeseries"}
+    assert params["intake"]["on_bad_input"] == "quarantine"
+
+
+def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
+    original = copy.deepcopy(good)
+    params = validate_params(good, base_dir=tmp_path)
+    assert good == original
+    assert params["intake"]["image"]["max_pixels"] == 89478485
+    assert params["demo"]["max_per_class"] is None
+    assert params["datasets"]["imgs"]["layout"]["exclude"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda p: p.update(sed=1), "unknown key sed; allowed keys here: datasets, demo, intake"),
+        (lambda p: p["datasets"]["imgs"].update(modalty="image"),
+         "unknown key datasets.imgs.modalty"),
+        (lambda p: p["datasets"]["imgs"]["layout"].update(regex="x"),
+         "unknown key datasets.imgs.layout.regex; allowed keys here: exclude, kind, series"),
+        (lambda p: p.update(seed="forty-two"), "seed: 'forty-two' has the wrong type; expected integer"),
+        (lambda p: p["datasets"]["imgs"].update(modality="video"),
+         "datasets.imgs.modality: 'video' is not allowed; choose one of: text, image, audio, "
+         "timeseries"),
+        (lambda p: p["datasets"]["imgs"].update(root="data/raw/nowhere"),
+         "datasets.imgs.root: folder data/raw/nowhere does not exist"),
+        (lambda p: p["datasets"]["imgs"].pop("task"), "missing required key datasets.imgs.task"),
+        (lambda p: p.update(intake={"on_bad_input": "ignore"}),
+         "intake.on_bad_input: 'ignore' is not allowed; choose one of: quarantine, fail"),
+        (lambda p: p["datasets"]["imgs"].update(layout={"kind": "delimited", "file": "x"}),
+         "datasets.imgs.layout.kind: 'delimited' is not available for modality 'image'"),
+        (lambda p: p["datasets"]["imgs"].update(
+            layout={"kind": "filename_regex", "regex": r"(?P<speaker>\w+)\.png"}),
+         "datasets.imgs.layout.regex: needs a named group (?P<label>...)"),
+        (lambda p: p["datasets"]["imgs"].update(
+            layout={"kind": "filename_regex", "regex": "(unclosed"}),
+         "datasets.imgs.layout.regex: not a valid regular expression"),
+        (lambda p: p["datasets"]["imgs"].update(task="forecasting"),
+         "datasets.imgs.task: 'forecasting' is not available for modality 'image'"),
+        (lambda p: p["datasets"]["imgs"].update(side_table={"file": "../../etc/passwd", "key": "id"}),
+         "datasets.imgs.side_table.file: ../../etc/passwd points outside the dataset root"),
+        (lambda p: p["datasets"]["imgs"].update(demo="fsdd", root="data/raw/speech"),
+         "datasets.imgs.root: a demo dataset is written to data/raw/imgs"),
+        (lambda p: p["datasets"].update({"bad name!": p["datasets"]["imgs"]}), "bad name!"),
+    ],
+    ids=["unknown-top", "unknown-dataset-key", "unknown-layout-key", "wrong-type",
+         "unknown-modality", "missing-root", "missing-required", "bad-enum", "layout-vs-modality",
+         "regex-without-label", "bad-regex", "task-vs-modality", "side-table-escape",
+         "demo-root", "bad-dataset-name"],
+)
+def test_bad_config_names_the_key_and_what_is_allowed(good, tmp_path, change, expected):
+    change(good)
+    assert expected in _problems(good, tmp_path)
+
+
+def test_all_problems_are_reported_in_one_message(good, tmp_path):
+    good["datasets"]["imgs"]["modality"] = "video"
+    good["intake"] = {"on_bad_input": "ignore", "colour": "blue"}
+    message = _problems(good, tmp_path)
+    assert message.startswith("params.yaml is invalid (3 problem(s))")
+    assert "datasets.imgs.modality" in message and "intake.on_bad_input" in message
+    assert "intake.colour" in message
+
+
+def test_manifest_needs_exactly_one_of_path_or_text_column(good, tmp_path):
+    (tmp_path / "data" / "raw" / "imgs" / "m.csv").write_text("path,label\n")
+    good["datasets"]["imgs"]["layout"] = {"kind": "manifest", "file": "m.csv"}
+    assert "give exactly one of path_column or text_column" in _problems(good, tmp_path)
+    good["datasets"]["imgs"]["layout"]["text_column"] = "text"
+    assert "text_column: only for modality text" in _problems(good, tmp_path)
+
+
+def test_layout_file_must_exist(good, tmp_path):
+    good["datasets"]["imgs"]["layout"] = {"kind": "manifest", "file": "m.csv", "path_column": "p"}
+    assert "datasets.imgs.layout.file: file data/raw/imgs/m.csv does not exist" in _problems(
+        good, tmp_path)
+
+
+def test_load_params_reports_yaml_errors(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "absent.yaml")
+    path.write_text(yaml.safe_dump({"seed": 1}))
+    with pytest.raises(ConfigError, match="missing required key datasets"):
+        load_params(path)

@@ -1,0 +1,207 @@
+"""Source layouts on real data: folders, file-name regex, manifests, delimited, long/wide CSV."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from dlworkflow.config import validate_params
+from dlworkflow.errors import ConfigError
+from dlworkflow.intake import run_intake
+from dlworkflow.layouts import glob_to_regex, walk_files
+from tests.conftest import PER_CLASS
+
+
+def _intake(base, name, dataset, intake=None):
+    params = validate_params({"seed": 0, "datasets": {name: dataset}, "intake": intake or {}},
+                             base_dir=base)
+    return run_intake(name, params["datasets"][name], params["intake"], base_dir=base,
+                      progress=False)
+
+
+def test_glob_semantics():
+    assert glob_to_regex("recordings/*.wav").match("recordings/1_a_2.wav")
+    assert not glob_to_regex("recordings/*.wav").match("recordings/sub/1_a_2.wav")
+    assert glob_to_regex("**/*.wav").match("a/b/c.wav")
+    assert glob_to_regex("**/*.wav").match("c.wav")
+    assert not glob_to_regex("*.wav").match("c.wavx")
+
+
+def test_folders_layout_on_real_digits(copy_demo, tmp_path):
+    copy_demo("digits")
+    result = _intake(tmp_path, "digits", {"modality": "image", "task": "classification",
+                                          "root": "data/raw/digits", "layout": {"kind": "folders"}})
+    inventory = result.inventory
+    assert len(inventory) == 10 * PER_CLASS and result.counts["rejected"] == 0
+    assert sorted(inventory["label"].unique()) == [str(d) for d in range(10)]
+    assert (inventory["width"] == 8).all() and (inventory["mode"] == "L").all()
+    assert inventory["path"].str.startswith("data/raw/digits/").all()
+    assert inventory["id"].is_monotonic_increasing
+
+
+def test_filename_regex_layout_with_side_table_on_real_fsdd(copy_demo, tmp_path):
+    root = copy_demo("fsdd")
+    (root / "recordings" / "README.wav.txt").write_text("not a recording")
+    (root / "recordings" / "bad-name.wav").write_bytes(
+        next((root / "recordings").glob("*.wav")).read_bytes())
+    result = _intake(tmp_path, "fsdd", {
+        "modality": "audio", "task": "classification", "root": "data/raw/fsdd",
+        "layout": {"kind": "filename_regex", "glob": "recordings/*.wav",
+                   "regex": r"(?P<label>\d)_(?P<group>[a-z]+)_(?P<take>\d+)\.wav"},
+        "side_table": {"file": "speakers.csv", "key": "speaker", "on": "group"}})
+    inventory = result.inventory
+    assert len(inventory) == 10 * PER_CLASS
+    # the glob defines the candidates: README.wav.txt is not one, bad-name.wav is and fails
+    assert list(result.rejected["code"]) == ["name_mismatch"]
+    first = inventory.iloc[0]
+    name = first["id"].split("/")[-1]
+    digit, speaker, take = name[:-4].split("_")
+    assert (first["label"], first["group"], first["side_take"]) == (digit, speaker, take)
+    speakers = pd.read_csv(root / "speakers.csv").set_index("speaker")
+    for row in inventory.itertuples():
+        assert row.side_gender == speakers.loc[row.group, "gender"]
+        assert row.side_accent == speakers.loc[row.group, "accent"]
+    assert (inventory["sample_rate"] == 8000).all()
+    assert inventory["duration"].between(0.1, 2.5).all()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_manifest_with_inline_text(tmp_path, sms_lines, fmt):
+    rows = [dict(zip(["label", "text"], line.decode().split("\t", 1), strict=True))
+            for line in sms_lines[:12]]
+    for number, row in enumerate(rows):
+        row.update(msg_id=f"m{number}", sender=f"s{number % 3}")
+    root = tmp_path / "data" / "raw" / "sms"
+    root.mkdir(parents=True)
+    frame = pd.DataFrame(rows)
+    if fmt == "jsonl":
+        (root / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    else:
+        frame.to_csv(root / f"m.{fmt}", sep="\t" if fmt == "tsv" else ",", index=False)
+    result = _intake(tmp_path, "sms", {
+        "modality": "text", "task": "classification", "root": "data/raw/sms",
+        "layout": {"kind": "manifest", "file": f"m.{fmt}", "text_column": "text",
+                   "id_column": "msg_id", "group_column": "sender"}})
+    inventory = result.inventory.set_index("id")
+    assert len(inventory) == 12
+    assert inventory.loc["m0", "label"] == rows[0]["label"]
+    assert inventory.loc["m4", "group"] == "s1"
+    assert inventory.loc["m0", "characters"] == len(rows[0]["text"])
+
+
+def test_manifest_missing_column_is_a_config_error_naming_the_key(tmp_path):
+    root = tmp_path / "data" / "raw" / "docs"
+    root.mkdir(parents=True)
+    (root / "m.csv").write_text("file,label\na.txt,x\n")
+    with pytest.raises(ConfigError, match=r"layout.path_column: column 'path' not in m.csv"):
+        _intake(tmp_path, "docs", {"modality": "text", "task": "classification",
+                                   "root": "data/raw/docs",
+                                   "layout": {"kind": "manifest", "file": "m.csv",
+                                              "path_column": "path"}})
+
+
+def test_delimited_with_header_and_extra_fields_keeps_delimiters_in_text(tmp_path):
+    root = tmp_path / "data" / "raw" / "t"
+    root.mkdir(parents=True)
+    (root / "d.csv").write_bytes(b"\xef\xbb\xbfid;label;channel;text\r\n"
+                                 b"a1;pos;web;great; would buy again\r\nb2;neg;app;meh\r\n")
+    result = _intake(tmp_path, "t", {
+        "modality": "text", "task": "classification", "root": "data/raw/t",
+        "layout": {"kind": "delimited", "file": "d.csv", "delimiter": ";", "header": True,
+                   "fields": ["id", "label", "channel", "text"]}})
+    inventory = result.inventory.set_index("id")
+    assert list(inventory.index) == ["a1", "b2"]
+    assert inventory.loc["a1", "words"] == 4  # "great; would buy again"
+    assert inventory.loc["b2", "side_channel"] == "app"
+    assert inventory.loc["a1", "path"] == "data/raw/t/d.csv:2"
+
+
+def test_regression_labels_must_be_numbers(tmp_path):
+    root = tmp_path / "data" / "raw" / "r"
+    root.mkdir(parents=True)
+    (root / "r.tsv").write_text("3.5\tlovely\nabc\tnot a score\ninf\tinfinite\n")
+    result = _intake(tmp_path, "r", {
+        "modality": "text", "task": "regression", "root": "data/raw/r",
+        "layout": {"kind": "delimited", "file": "r.tsv"}})
+    assert list(result.inventory["label"]) == [3.5]
+    assert sorted(result.rejected["code"]) == ["bad_label", "bad_label"]
+
+
+def test_long_csv_single_series_is_the_real_co2(copy_demo, tmp_path, co2_csv):
+    copy_demo("co2")
+    result = _intake(tmp_path, "co2", {
+        "modality": "timeseries", "task": "forecasting", "root": "data/raw/co2",
+        "layout": {"kind": "long_csv", "file": "co2.csv", "timestamp": "date", "target": "co2"}})
+    row = result.inventory.iloc[0]
+    source = pd.read_csv(io.BytesIO(co2_csv))
+    assert (row["length"], row["missing"]) == (len(source), int(source["co2"].isna().sum()))
+    assert row["frequency"] == "W-SAT"
+    assert row["start"].startswith("1958-03-29") and row["end"].startswith("2001-12-29")
+    assert row["min"] == source["co2"].min() and row["max"] == source["co2"].max()
+
+
+def test_long_csv_counts_missing_time_steps_and_sorts(tmp_path, co2_csv):
+    source = pd.read_csv(io.BytesIO(co2_csv)).dropna().head(40)
+    gappy = source.drop(index=source.index[[5, 6, 20]]).iloc[::-1]  # 3 weeks gone, reversed
+    root = tmp_path / "data" / "raw" / "g"
+    root.mkdir(parents=True)
+    gappy.to_csv(root / "g.csv", index=False)
+    result = _intake(tmp_path, "g", {
+        "modality": "timeseries", "task": "forecasting", "root": "data/raw/g",
+        "layout": {"kind": "long_csv", "file": "g.csv", "timestamp": "date", "target": "co2"}})
+    row = result.inventory.iloc[0]
+    dates = pd.to_datetime(gappy["date"])
+    weeks = len(pd.date_range(dates.min(), dates.max(), freq="W-SAT"))
+    assert (row["length"], row["frequency"]) == (37, "W-SAT")
+    assert row["gaps"] == weeks - 37 >= 3  # the dropped weeks plus the series' own NaN weeks
+    assert "sorted by timestamp" in row["notes"]
+
+
+def test_long_csv_label_must_be_constant_within_a_series(tmp_path):
+    root = tmp_path / "data" / "raw" / "m"
+    root.mkdir(parents=True)
+    pd.DataFrame({"sid": ["a"] * 4 + ["b"] * 4, "t": list(range(4)) * 2,
+                  "v": [1, 2, 3, 4, 5, 6, 7, 9], "cls": ["x"] * 4 + ["y", "y", "z", "y"]}).to_csv(
+        root / "m.csv", index=False)
+    result = _intake(tmp_path, "m", {
+        "modality": "timeseries", "task": "classification", "root": "data/raw/m",
+        "layout": {"kind": "long_csv", "file": "m.csv", "timestamp": "t", "target": "v",
+                   "series_id": "sid", "label_column": "cls"}})
+    assert list(result.inventory["id"]) == ["a"]
+    assert result.rejected.loc[0, "code"] == "inconsistent_series"
+
+
+def test_wide_csv_one_series_per_row(tmp_path, co2_csv):
+    values = pd.read_csv(io.BytesIO(co2_csv))["co2"].dropna().to_numpy()
+    rows = [{"sid": f"w{i}", "label": "rising" if values[i * 10 + 9] > values[i * 10] else "falling",
+             **{f"t{j}": values[i * 10 + j] for j in range(10)}} for i in range(6)]
+    rows[2]["t4"] = ""  # a missing value inside a series is counted, not fatal
+    root = tmp_path / "data" / "raw" / "w"
+    root.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(root / "w.csv", index=False)
+    result = _intake(tmp_path, "w", {
+        "modality": "timeseries", "task": "classification", "root": "data/raw/w",
+        "layout": {"kind": "wide_csv", "file": "w.csv", "id_column": "sid"}})
+    inventory = result.inventory.set_index("id")
+    assert len(inventory) == 6 and (inventory["length"] == 10).all()
+    assert inventory.loc["w2", "missing"] == 1
+    assert inventory.loc["w0", "label"] == rows[0]["label"]
+
+
+def test_walk_follows_inside_links_once_and_rejects_outside_links(tmp_path):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "f.txt").write_text("x")
+    os.symlink(root / "a", root / "alias")         # inside: followed
+    os.symlink(root, root / "a" / "loop")          # cycle: walked once
+    os.symlink(tmp_path, root / "escape")          # outside: rejected
+    os.symlink(root / "nothing", root / "broken")  # broken: rejected
+    rows = {rel: problem for rel, _, problem in walk_files(root)}
+    assert rows["a/f.txt"] is None
+    assert "outside the dataset folder" in rows["escape"]
+    assert rows["broken"] == "broken symbolic link"
+    assert sum(1 for rel in rows if rel.endswith("f.txt")) <= 2
