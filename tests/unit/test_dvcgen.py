@@ -1,0 +1,49 @@
+"""dvc.yaml is generated from the step table and must not drift from the rules."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import yaml
+
+from dlworkflow.config import load_params
+from dlworkflow.dvcgen import render_dvc_yaml
+from dlworkflow.workflow import STEPS, all_targets
+from tests.conftest import REPO
+
+
+def test_committed_dvc_yaml_is_the_generated_one():
+    expected = render_dvc_yaml(load_params(REPO / "params.yaml"))
+    assert (REPO / "dvc.yaml").read_text() == expected, "run `dlworkflow dvc-yaml`"
+
+
+def test_every_rule_belongs_to_exactly_one_step():
+    listed = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout
+    rules = {line.strip() for line in listed.splitlines()
+             if re.fullmatch(r"\s*[a-z_]+\s*", line)} - {"all"}
+    owned = [rule for step in STEPS for rule in step.rules]
+    assert sorted(owned) == sorted(set(owned)), "a rule is listed in two steps"
+    assert rules == set(owned)
+
+
+def test_each_stage_reads_only_its_params_and_lists_its_code():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == [step.name for step in STEPS]
+    assert "intake" in stages["intake"]["params"] and "demo" not in stages["intake"]["params"]
+    assert "intake" not in stages["demo_data"]["params"]
+    for step in STEPS:
+        stage = stages[step.name]
+        assert stage["cmd"] == f"dlworkflow step {step.name}"
+        for code in step.code:
+            assert code in stage["deps"] and (REPO / code).exists()
+
+
+def test_rule_all_asks_for_every_stage_output():
+    params = load_params(REPO / "params.yaml")
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    declared = {out for stage in stages.values() for out in stage["outs"]}
+    declared |= {next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])}
+    assert declared == set(all_targets(params))

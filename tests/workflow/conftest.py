@@ -1,0 +1,50 @@
+"""A throw-away project folder holding the workflow and a params.yaml of tiny real data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PER_CLASS, REPO, SHARED_DATA
+
+WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "profiles", "src")
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command with the test interpreter's tools first on PATH; capture its output."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def shipped_params(per_class: int = PER_CLASS) -> dict:
+    """The shipped params.yaml, capped per class and pointed at this machine's shared data."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["demo"].update(max_per_class=per_class, shared_data=str(SHARED_DATA))
+    return params
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the workflow (no data, no results) with the shipped params, capped per class."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(shipped_params(), sort_keys=False))
+    return root
+
+
+def write_params(project: Path, params: dict) -> None:
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
