@@ -70,7 +70,7 @@ def image_dataset(tmp_path, digit_png):
         "3/one-pixel.png": (png_bytes(Image.new("L", (1, 1))), REJECTED, "too_small"),
         "3/bomb.png": (bomb_png(), REJECTED, "too_large"),
         "7/sixteen-bit.png": (png_bytes(Image.fromarray(
-            (np.asarray(good, dtype=np.uint16) * 257))), ACCEPTED, ""),
+            np.asarray(good, dtype=np.uint16) * 257)), ACCEPTED, ""),
         "7/cmyk.jpg": (jpeg_bytes(good.convert("CMYK")), ACCEPTED, ""),
         "7/palette.png": (png_bytes(good.convert("P")), ACCEPTED, ""),
         "7/rgba.png": (png_bytes(good.convert("RGBA")), ACCEPTED, ""),

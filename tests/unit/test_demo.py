@@ -80,7 +80,7 @@ def test_failed_download_names_the_url_and_the_dataset(tmp_path, monkeypatch):
     broken = demo.DemoSource("x", "x", "x", url=(tmp_path / "no-such.zip").as_uri(), sha256="0")
     monkeypatch.setitem(demo.SOURCES, "sms_spam", broken)
     settings = {"shared_data": str(tmp_path / "nowhere"), "download": True}
-    with pytest.raises(DemoSourceUnavailable, match="demo dataset 'sms_spam' skipped.*failed"):
+    with pytest.raises(DemoSourceUnavailable, match=r"demo dataset 'sms_spam' skipped.*failed"):
         prepare_demo("sms_spam", tmp_path / "sms", settings, seed=0,
                      downloads=tmp_path / "downloads")
 

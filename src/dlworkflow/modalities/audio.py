@@ -18,7 +18,7 @@ _FRAME_SECONDS = 0.010
 def silence_ratio(samples: np.ndarray, sample_rate: int, threshold_db: float) -> float:
     """Share of 10 ms frames whose RMS (dBFS, mono mix) is below `threshold_db`."""
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    frame = max(1, int(round(sample_rate * _FRAME_SECONDS)))
+    frame = max(1, round(sample_rate * _FRAME_SECONDS))
     count = max(1, len(mono) // frame)
     frames = np.resize(mono[: count * frame], (count, frame)) if len(mono) >= frame \
         else mono[None, :]
