@@ -10,6 +10,7 @@ configfile: "params.yaml"
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/intake.smk"
+include: "rules/split.smk"
 
 
 rule all:

@@ -17,6 +17,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 from dlworkflow.config import validate_params  # noqa: E402
 from dlworkflow.errors import ConfigError  # noqa: E402
 from dlworkflow.layouts import walk_files  # noqa: E402
+from dlworkflow.splits import split_settings  # noqa: E402
 from dlworkflow.workflow import all_targets  # noqa: E402
 
 try:
@@ -76,3 +77,13 @@ def get_raw_fingerprint(wildcards):
                 max(newest, stat.st_mtime_ns),
             )
     return f"{count} files, {size} bytes, newest {newest}"
+
+
+def get_task(wildcards):
+    """The dataset's task (classification, regression, forecasting)."""
+    return DATASETS[wildcards.dataset]["task"]
+
+
+def get_split_settings(wildcards):
+    """The top-level split section updated by the dataset's own split: keys."""
+    return split_settings(PARAMS, wildcards.dataset)

@@ -23,3 +23,23 @@ rule intake:
         raw_fingerprint=get_raw_fingerprint,
     script:
         "../scripts/intake.py"
+
+
+rule choose_metric:
+    input:
+        inventory="results/{dataset}/intake/inventory.parquet",
+    output:
+        metric="results/{dataset}/intake/metric.json",
+    log:
+        "logs/{dataset}/choose_metric.log",
+    benchmark:
+        "benchmarks/{dataset}/choose_metric.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        task=get_task,
+        intake=PARAMS["intake"],
+    script:
+        "../scripts/choose_metric.py"

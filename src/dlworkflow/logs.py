@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from dlworkflow.demo import DemoSourceUnavailable
 from dlworkflow.errors import ConfigError, IntakeFailed
 
-EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable)
+from dlworkflow.splits import LeakageFound
+
+EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable, LeakageFound)
 
 
 @contextmanager

@@ -45,18 +45,29 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="intake",
-        rules=("intake",),
+        rules=("intake", "choose_metric"),
         outputs=(
             "results/{dataset}/intake/inventory.parquet",
             "results/{dataset}/intake/rejected.csv",
+            "results/{dataset}/intake/metric.json",
         ),
         metrics=("results/{dataset}/intake/counts.json",),
         params=("intake", "datasets.{dataset}"),
         code=(
-            "rules/intake.smk", "scripts/intake.py", "src/dlworkflow/intake.py",
-            "src/dlworkflow/layouts.py", "src/dlworkflow/items.py", "src/dlworkflow/modalities",
+            "rules/intake.smk", "scripts/intake.py", "scripts/choose_metric.py",
+            "src/dlworkflow/intake.py", "src/dlworkflow/layouts.py", "src/dlworkflow/items.py",
+            "src/dlworkflow/modalities", "src/dlworkflow/metrics.py",
         ),
         after=("demo_data",),
+    ),
+    Step(
+        name="split",
+        rules=("split",),
+        outputs=("results/{dataset}/split/splits.parquet",),
+        metrics=("results/{dataset}/split/leakage.json",),
+        params=("seed", "split", "intake.sample", "datasets.{dataset}"),
+        code=("rules/split.smk", "scripts/split.py", "src/dlworkflow/splits.py"),
+        after=("intake",),
     ),
 )
 

@@ -114,8 +114,8 @@ class TimeSeriesModality(Modality):
         spec = self.layout.get("series", {})
         return spec.get("timestamp"), spec.get("target"), list(spec.get("exogenous", []))
 
-    def probe(self, data: bytes, item: Item) -> dict[str, Any]:
-        """Parse the series; report length, missing values, gaps, frequency and range."""
+    def parse(self, data: bytes) -> tuple[pd.Index | None, np.ndarray, list[str]]:
+        """Parse a series: (sorted time index or None, target values, notes), or BadInput."""
         if not data.strip():
             raise BadInput("empty file (no rows)", "empty")
         try:
@@ -137,7 +137,7 @@ class TimeSeriesModality(Modality):
         for column in exogenous:
             parse_numeric(table[column], column)
         notes: list[str] = []
-        frequency, gaps, start, end = None, 0, None, None
+        stamps = None
         if timestamp:
             column = table[timestamp].astype(str).str.strip()
             if column.str.fullmatch(r"-?\d+").all():  # integer time steps, not dates
@@ -153,16 +153,29 @@ class TimeSeriesModality(Modality):
                 notes.append("rows not in time order: sorted by timestamp")
                 order = np.argsort(np.asarray(stamps), kind="stable")
                 stamps, values = stamps[order], values[order]
-            if isinstance(stamps, pd.DatetimeIndex):
-                frequency, gaps = infer_frequency(stamps)
-                start, end = stamps[0].isoformat(), stamps[-1].isoformat()
-            else:
-                frequency, gaps = integer_steps(np.asarray(stamps))
-                start, end = str(stamps[0]), str(stamps[-1])
+        return stamps, values, notes
+
+    def frame(self, data: bytes) -> pd.DataFrame:
+        """The series as a table sorted by time: `timestamp` (or the row number) and `value`."""
+        stamps, values, _ = self.parse(data)
+        index = stamps if stamps is not None else pd.RangeIndex(len(values))
+        return pd.DataFrame({"timestamp": np.asarray(index), "value": values})
+
+    def probe(self, data: bytes, item: Item) -> dict[str, Any]:
+        """Parse the series; report length, missing values, gaps, frequency and range."""
+        stamps, values, notes = self.parse(data)
+        exogenous = self.columns()[2]
+        frequency, gaps, start, end = None, 0, None, None
+        if isinstance(stamps, pd.DatetimeIndex):
+            frequency, gaps = infer_frequency(stamps)
+            start, end = stamps[0].isoformat(), stamps[-1].isoformat()
+        elif stamps is not None:
+            frequency, gaps = integer_steps(np.asarray(stamps))
+            start, end = str(stamps[0]), str(stamps[-1])
         observed = values[~np.isnan(values)]
         min_length = int(self.options.get("min_length", 3))
         if observed.size < min_length:
-            raise BadInput(f"only {observed.size} observed value(s) in {target!r}; fewer than "
+            raise BadInput(f"only {observed.size} observed target value(s); fewer than "
                            f"intake.timeseries.min_length ({min_length})", "too_short")
         constant = bool(np.ptp(observed) == 0)
         missing = int(np.isnan(values).sum())

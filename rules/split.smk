@@ -1,0 +1,24 @@
+# Step 4: the validation/testing scheme: role (trainval | test), CV folds, leakage checks.
+
+
+rule split:
+    input:
+        inventory="results/{dataset}/intake/inventory.parquet",
+    output:
+        splits="results/{dataset}/split/splits.parquet",
+        leakage="results/{dataset}/split/leakage.json",
+    log:
+        "logs/{dataset}/split.log",
+    benchmark:
+        "benchmarks/{dataset}/split.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        dataset=get_dataset,
+        settings=get_split_settings,
+        seed=PARAMS["seed"],
+        sample=PARAMS["intake"]["sample"],
+    script:
+        "../scripts/split.py"

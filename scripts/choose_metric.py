@@ -1,0 +1,8 @@
+"""Adapter: choose the metric of one dataset (rule choose_metric)."""
+
+from dlworkflow.logs import rule_logging
+from dlworkflow.metrics import write_metric_choice
+
+with rule_logging(snakemake.log[0]):
+    write_metric_choice(snakemake.params.task, snakemake.input.inventory, snakemake.params.intake,
+                        snakemake.output.metric)
