@@ -11,6 +11,7 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/intake.smk"
 include: "rules/split.smk"
+include: "rules/eda.smk"
 
 
 rule all:

@@ -69,6 +69,16 @@ STEPS: tuple[Step, ...] = (
         code=("rules/split.smk", "scripts/split.py", "src/dlworkflow/splits.py"),
         after=("intake",),
     ),
+    Step(
+        name="eda",
+        rules=("eda",),
+        outputs=("results/{dataset}/intake/eda.html",),
+        metrics=("results/{dataset}/intake/summary.json",),
+        params=("seed", "intake", "datasets.{dataset}"),
+        code=("rules/eda.smk", "scripts/eda.py", "src/dlworkflow/eda.py",
+              "src/dlworkflow/figures.py", "src/dlworkflow/templates", "src/dlworkflow/modalities"),
+        after=("intake", "split"),
+    ),
 )
 
 

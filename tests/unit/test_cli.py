@@ -41,7 +41,7 @@ def test_step_command_runs_only_that_steps_rules_on_its_targets(monkeypatch):
     monkeypatch.chdir(REPO)
     command = snakemake_step_command("intake")
     allowed = command[command.index("--allowed-rules") + 1: command.index("--")]
-    assert allowed == ["intake"]
+    assert allowed == ["intake", "choose_metric"]
     targets = command[command.index("--") + 1:]
     assert "results/fsdd/intake/inventory.parquet" in targets
     assert not any(t.startswith("data/raw") for t in targets)

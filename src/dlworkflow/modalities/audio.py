@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from html import escape
 from typing import Any, ClassVar
 
 import numpy as np
 import soundfile
 
 from dlworkflow.errors import BadInput
+from dlworkflow.figures import data_uri, figure_uri, new_figure
 from dlworkflow.items import Item
 from dlworkflow.modalities.base import Modality
 
@@ -26,6 +28,20 @@ def silence_ratio(samples: np.ndarray, sample_rate: int, threshold_db: float) ->
     with np.errstate(divide="ignore"):
         level = 20 * np.log10(rms)
     return float(np.mean(level < threshold_db))
+
+
+def log_mel(samples: np.ndarray, sample_rate: int, n_mels: int = 40, n_fft: int = 512,
+            hop: int | None = None) -> np.ndarray:
+    """Log-mel spectrogram (dB, n_mels x frames) of a mono signal, with numpy FFTs."""
+    import librosa
+
+    hop = hop or n_fft // 4
+    if len(samples) < n_fft:
+        samples = np.pad(samples, (0, n_fft - len(samples)))
+    frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[::hop]
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2
+    mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels) @ power.T
+    return 10 * np.log10(np.maximum(mel, 1e-10))
 
 
 class AudioModality(Modality):
@@ -76,3 +92,18 @@ class AudioModality(Modality):
                                            float(self.options.get("silence_db", -40))),
             "format": fmt, "subtype": subtype, "notes": notes,
         }
+
+    def preview(self, data: bytes, item: Item) -> str:
+        """A log-mel spectrogram picture and a playable <audio> element."""
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        spectrogram = log_mel(samples.mean(axis=1), rate)
+        figure, axes = new_figure(2.2, 1.3)
+        axes.imshow(spectrogram, origin="lower", aspect="auto", cmap="magma",
+                    extent=(0, len(samples) / rate, 0, spectrogram.shape[0]))
+        axes.set_yticks([])
+        axes.tick_params(labelsize=6)
+        axes.set_xlabel("s", fontsize=6, labelpad=0)
+        return (f'<img class="spec" alt="log-mel spectrogram of {escape(item.id)}" '
+                f'src="{figure_uri(figure)}"><audio controls preload="none" '
+                f'src="{data_uri(data, "audio/wav" if data[:4] == b"RIFF" else "audio/mpeg")}">'
+                "</audio>")

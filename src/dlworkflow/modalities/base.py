@@ -48,6 +48,10 @@ class Modality(ABC):
     def probe(self, data: bytes, item: Item) -> dict[str, Any]:
         """Return the item's stats (keys of `stats`, plus optional `notes`), or raise BadInput."""
 
+    @abstractmethod
+    def preview(self, data: bytes, item: Item) -> str:
+        """A small self-contained HTML fragment showing the item (for the reports)."""
+
     def empty_stats(self) -> dict[str, Any]:
         """Stats with every column present and no values (for typing empty inventories)."""
         return {name: None for name in self.stats}

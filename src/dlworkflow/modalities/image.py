@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import warnings
+from html import escape
 from typing import Any, ClassVar
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dlworkflow.errors import BadInput
+from dlworkflow.figures import data_uri
 from dlworkflow.items import Item
 from dlworkflow.modalities.base import Modality
 
@@ -84,3 +86,15 @@ class ImageModality(Modality):
             "bit_depth": _BIT_DEPTH.get(mode, 8), "format": image.format or "",
             "frames": frames, "exif_orientation": orientation, "notes": notes,
         }
+
+    def preview(self, data: bytes, item: Item) -> str:
+        """A thumbnail (EXIF-rotated, RGB, at most 96 px; tiny images scaled up sharply)."""
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        scale = 96 / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+        buffer = io.BytesIO()
+        image.resize(size, resample).save(buffer, "PNG")
+        return (f'<img class="thumb" alt="{escape(item.id)}" '
+                f'src="{data_uri(buffer.getvalue(), "image/png")}">')

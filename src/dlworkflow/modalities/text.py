@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any, ClassVar
 
 from dlworkflow.errors import BadInput
@@ -47,3 +48,10 @@ class TextModality(Modality):
             "empty": empty, "non_ascii_ratio": non_ascii / characters if characters else 0.0,
             "notes": ["empty text kept (intake.text.allow_empty)"] if empty else [],
         }
+
+    def preview(self, data: bytes, item: Item) -> str:
+        """The first 280 characters, escaped, with the length in words."""
+        text = data.decode(self.layout.get("encoding", "utf-8"), errors="replace")
+        snippet = text[:280] + ("…" if len(text) > 280 else "")
+        return (f'<blockquote class="snippet">{escape(snippet)}</blockquote>'
+                f'<span class="meta">{len(text.split())} words</span>')

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from html import escape
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from dlworkflow.errors import BadInput
+from dlworkflow.figures import figure_uri, new_figure
 from dlworkflow.items import Item
 from dlworkflow.modalities.base import FILE_LAYOUTS, Modality
 
@@ -192,3 +194,16 @@ class TimeSeriesModality(Modality):
             "mean": float(observed.mean()), "std": float(observed.std()),
             "exogenous": len(exogenous), "constant": constant, "notes": notes,
         }
+
+    def preview(self, data: bytes, item: Item) -> str:
+        """A line plot of the series with missing values marked."""
+        frame = self.frame(data)
+        figure, axes = new_figure(3.2, 1.5)
+        axes.plot(frame["timestamp"], frame["value"], linewidth=0.8, color="#1f5f8b")
+        missing = frame.loc[frame["value"].isna(), "timestamp"]
+        for stamp in missing:
+            axes.axvline(stamp, color="#d62728", alpha=0.35, linewidth=0.8)
+        axes.tick_params(labelsize=6)
+        label = f"{len(missing)} missing" if len(missing) else "no missing values"
+        return (f'<img class="series" alt="series {escape(item.id)}" src="{figure_uri(figure)}">'
+                f'<span class="meta">{len(frame)} steps, {label} (red)</span>')

@@ -1,0 +1,31 @@
+"""Small helpers to turn matplotlib figures and raw bytes into inline data URIs for reports."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    """`data:<mime>;base64,...` for embedding in a self-contained HTML file."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def figure_uri(figure, dpi: int = 80) -> str:
+    """Render a matplotlib figure as an inline PNG data URI and close it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return data_uri(buffer.getvalue(), "image/png")
+
+
+def new_figure(width: float = 4.0, height: float = 2.6):
+    """A figure and axes with the report's style."""
+    figure, axes = plt.subplots(figsize=(width, height))
+    axes.spines[["top", "right"]].set_visible(False)
+    return figure, axes
