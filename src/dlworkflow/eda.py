@@ -56,7 +56,8 @@ def stat_table(inventory: pd.DataFrame, columns: list[str]) -> list[dict[str, An
         present = values.dropna()
         if _numeric(values) and len(present):
             numbers = present.astype(float)
-            row["summary"] = (f"mean {numbers.mean():.4g} ± {numbers.std():.3g}, "
+            spread = f" ± {numbers.std():.3g}" if len(numbers) > 1 else ""
+            row["summary"] = (f"mean {numbers.mean():.4g}{spread}, "
                               f"min {numbers.min():.4g}, max {numbers.max():.4g}")
         else:
             top = present.astype(str).value_counts().head(4)
@@ -164,14 +165,15 @@ def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: str) 
 def build_eda(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
               inventory: pd.DataFrame, rejected: pd.DataFrame, counts: Mapping[str, Any],
               metric: Mapping[str, Any], splits: pd.DataFrame, leakage: Mapping[str, Any],
-              seed: int, base_dir: str | Path = ".", per_class: int = 6) -> tuple[str, dict]:
+              seed: int, base_dir: str | Path = ".", per_class: int = 5) -> tuple[str, dict]:
     """Render the EDA report and the numbers it shows."""
     base = Path(base_dir)
     modality = create_modality(dataset["modality"], intake, dataset["layout"])
     task = dataset["task"]
     sampled = inventory
     sample_note = None
-    if task != "forecasting" and "in_sample" in splits and not splits["in_sample"].all():
+    trainval = splits[splits["role"] == "trainval"]
+    if task != "forecasting" and not trainval["in_sample"].all():
         keep = set(splits.loc[splits["in_sample"] | (splits["role"] == "test"), "id"])
         sampled = inventory[inventory["id"].isin(keep)]
         sample_note = (f"Distributions and previews show the intake.sample subset: "
@@ -203,7 +205,7 @@ def build_eda(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
     summary = {
         "dataset": name, "modality": dataset["modality"], "task": task,
         "items": int(counts["accepted"]), "found": int(counts["found"]),
-        "rejected": int(counts["rejected"]), "shown_items": int(len(sampled)),
+        "rejected": int(counts["rejected"]), "shown_items": len(sampled),
         "primary_metric": metric["primary"]["name"],
         "duplicate_groups": context["quality"]["duplicate_groups"],
         "duplicate_items": context["quality"]["duplicate_items"],

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 
 from dlworkflow.demo import DemoSourceUnavailable
 from dlworkflow.errors import ConfigError, IntakeFailed
-
 from dlworkflow.splits import LeakageFound
 
 EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable, LeakageFound)
@@ -28,3 +27,8 @@ def rule_logging(log_path: str) -> Iterator[None]:
             logging.getLogger("dlworkflow").error("%s", exc)
             log_file.flush()
             raise SystemExit(1) from None
+        except Exception:
+            # the traceback must reach the log before the file closes
+            logging.getLogger("dlworkflow").exception("unexpected error")
+            log_file.flush()
+            raise

@@ -114,7 +114,7 @@ def choose_metric(task: str, labels: pd.Series | None, settings: Mapping[str, An
         counts = labels.astype(str).value_counts()
         counts = counts.sort_values(ascending=False, kind="stable")
         shares = counts / counts.sum()
-        out.update(classes=int(len(counts)), class_counts={k: int(v) for k, v in counts.items()},
+        out.update(classes=len(counts), class_counts={k: int(v) for k, v in counts.items()},
                    imbalance_ratio=float(counts.iloc[0] / counts.iloc[-1]))
         minority, share = str(shares.index[-1]), float(shares.iloc[-1])
         if len(counts) == 2:

@@ -51,8 +51,13 @@ def _group_kfold(y: np.ndarray, groups: pd.Series, n_splits: int, seed: int, key
     """Fold index per row from StratifiedGroupKFold; clear error when there are too few units."""
     n_units = groups.nunique()
     if n_units < n_splits:
-        raise ConfigError(f"{key}: {n_splits} needs at least {n_splits} independent units "
-                          f"(groups or distinct items); this data has {n_units}")
+        raise ConfigError(f"{key}: splitting into {n_splits} parts needs at least {n_splits} "
+                          f"independent units (groups or distinct items); this data has {n_units}")
+    _, per_stratum = np.unique(y, return_counts=True)
+    if per_stratum.max() < n_splits:
+        raise ConfigError(f"{key}: splitting into {n_splits} parts needs at least {n_splits} "
+                          f"items in some class; the largest class has {per_stratum.max()}. Use "
+                          "fewer folds, a larger test_size, or more data.")
     folds = np.full(len(y), -1, dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for fold, (_, held) in enumerate(splitter.split(np.zeros(len(y)), y, groups.to_numpy())):
@@ -163,20 +168,38 @@ def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
     return pd.concat(frames, ignore_index=True)
 
 
+def training_steps(splits: pd.DataFrame, series_id: str, fold: int, gap: int) -> np.ndarray:
+    """The steps fold `fold` of a series trains on: trainval steps ending `gap` before its window.
+
+    This is the one definition later steps use to build a forecasting fold's training data.
+    """
+    rows = splits[(splits["id"] == series_id) & (splits["role"] == "trainval")]
+    val_start = int(rows.loc[rows["fold"] == fold, "step"].min())
+    return rows.loc[rows["step"] < val_start - gap, "step"].to_numpy()
+
+
 def time_windows(splits: pd.DataFrame, gap: int) -> list[dict[str, Any]]:
-    """Per series and fold: training end, validation start/end, and whether the gap holds."""
+    """Per series and fold: training end, validation window, and the proof that they are ordered.
+
+    `ordered` holds when the last training step (from `training_steps`) is more than `gap`
+    steps before the first validation step and no validation or test step is trained on.
+    """
     windows = []
     for (series_id, fold), rows in splits.dropna(subset=["fold"]).groupby(["id", "fold"]):
+        series = splits[splits["id"] == series_id]
+        train = training_steps(splits, str(series_id), int(fold), gap)
         val_start, val_end = int(rows["step"].min()), int(rows["step"].max())
-        train_end = val_start - gap - 1
-        windows.append({"series": str(series_id), "fold": int(fold), "train_end_step": train_end,
-                        "val_start_step": val_start, "val_end_step": val_end,
-                        "train_end": str(splits.loc[(splits["id"] == series_id)
-                                                    & (splits["step"] == train_end),
-                                                    "timestamp"].iloc[0]),
-                        "val_start": str(rows["timestamp"].iloc[0]),
-                        "val_end": str(rows["timestamp"].iloc[-1]),
-                        "ordered": bool(val_start > train_end + gap - 0)})
+        train_end = int(train.max()) if len(train) else -1
+        held_out = set(rows["step"]) | set(series.loc[series["role"] == "test", "step"])
+        stamp = series.set_index("step")["timestamp"]
+        windows.append({
+            "series": str(series_id), "fold": int(fold), "train_steps": len(train),
+            "train_end_step": train_end, "val_start_step": val_start, "val_end_step": val_end,
+            "train_end": str(stamp.get(train_end, "")), "val_start": str(stamp[val_start]),
+            "val_end": str(stamp[val_end]),
+            "ordered": bool(len(train) and train_end + gap < val_start
+                            and not held_out.intersection(train.tolist())),
+        })
     return windows
 
 

@@ -31,10 +31,9 @@ def shipped_params(per_class: int = PER_CLASS) -> dict:
     return params
 
 
-@pytest.fixture
-def project(tmp_path) -> Path:
+def make_project(parent: Path) -> Path:
     """A copy of the workflow (no data, no results) with the shipped params, capped per class."""
-    root = tmp_path / "project"
+    root = parent / "project"
     root.mkdir()
     for name in WORKFLOW_FILES:
         source = REPO / name
@@ -43,6 +42,21 @@ def project(tmp_path) -> Path:
         else:
             shutil.copy2(source, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(shipped_params(), sort_keys=False))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A fresh project per test."""
+    return make_project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    """One project on which the whole workflow ran once (shared by read-only tests)."""
+    root = make_project(tmp_path_factory.mktemp("demo-run"))
+    done = run(["snakemake", "--cores", "2"], root)
+    assert done.returncode == 0, done.stderr[-3000:]
     return root
 
 

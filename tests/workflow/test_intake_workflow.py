@@ -14,9 +14,8 @@ from tests.workflow.conftest import run, shipped_params, write_params
 pytestmark = pytest.mark.workflow
 
 
-def test_snakemake_runs_demo_data_and_intake_for_all_four_modalities(project):
-    done = run(["snakemake", "--cores", "2"], project)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_snakemake_runs_demo_data_and_intake_for_all_four_modalities(demo_project):
+    project = demo_project
     expected_rows = {"digits": 10 * PER_CLASS, "fsdd": 10 * PER_CLASS, "sms_spam": 2 * PER_CLASS,
                      "co2": 1}
     modalities = {"digits": "image", "fsdd": "audio", "sms_spam": "text", "co2": "timeseries"}
@@ -53,10 +52,13 @@ def _bad_text_dataset(project, sms_lines):
     return params
 
 
+INTAKE_TEXTS = ["--", "results/texts/intake/counts.json"]
+
+
 def test_quarantine_finishes_and_fail_stops_naming_every_bad_item(project, sms_lines):
     params = _bad_text_dataset(project, sms_lines)
     write_params(project, params)
-    done = run(["snakemake", "--cores", "2"], project)
+    done = run(["snakemake", "--cores", "2", *INTAKE_TEXTS], project)
     assert done.returncode == 0, done.stderr[-3000:]
     rejected = pd.read_csv(project / "results" / "texts" / "intake" / "rejected.csv")
     assert sorted(rejected["path"]) == [f"data/raw/texts/lines.tsv:{n}" for n in (7, 8, 9)]
@@ -66,7 +68,7 @@ def test_quarantine_finishes_and_fail_stops_naming_every_bad_item(project, sms_l
     shutil.rmtree(project / "results")
     params["intake"]["on_bad_input"] = "fail"
     write_params(project, params)
-    failed = run(["snakemake", "--cores", "2"], project)
+    failed = run(["snakemake", "--cores", "2", *INTAKE_TEXTS], project)
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     for line in (7, 8, 9):
@@ -90,9 +92,17 @@ def test_bad_config_stops_before_any_job_with_the_key_named(project):
 
 def test_intake_reruns_when_user_data_changes(project, sms_lines):
     write_params(project, _bad_text_dataset(project, sms_lines))
-    assert run(["snakemake", "--cores", "2"], project).returncode == 0
+    assert run(["snakemake", "--cores", "2", *INTAKE_TEXTS], project).returncode == 0
     lines = project / "data" / "raw" / "texts" / "lines.tsv"
     lines.write_bytes(lines.read_bytes() + sms_lines[10] + b"\n")
-    assert run(["snakemake", "--cores", "2"], project).returncode == 0
+    assert run(["snakemake", "--cores", "2", *INTAKE_TEXTS], project).returncode == 0
     counts = json.loads((project / "results" / "texts" / "intake" / "counts.json").read_text())
     assert counts["found"] == 10
+
+
+def test_too_little_data_for_the_folds_fails_with_a_clear_message_in_the_log(project, sms_lines):
+    write_params(project, _bad_text_dataset(project, sms_lines))
+    failed = run(["snakemake", "--cores", "2"], project)
+    assert failed.returncode != 0
+    log = (project / "logs" / "texts" / "split.log").read_text()
+    assert "datasets.texts.split" in log and "Use fewer folds" in log

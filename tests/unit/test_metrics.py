@@ -1,0 +1,102 @@
+"""Metric choice on hand-made target distributions, and the metric functions themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import fbeta_score
+
+from dlworkflow.metrics import choose_metric, compute, mase, season_length, smape
+
+
+def labels(**counts: int) -> pd.Series:
+    return pd.Series([k for k, n in counts.items() for _ in range(n)])
+
+
+def test_balanced_multiclass_gets_accuracy_and_macro_f1():
+    choice = choose_metric("classification", labels(a=50, b=48, c=52), {})
+    assert choice["primary"]["name"] == "accuracy"
+    assert [m["name"] for m in choice["secondary"]] == ["macro_f1"]
+    assert "roughly balanced" in choice["rationale"]
+
+
+def test_five_percent_positive_gets_f_beta_of_the_rare_class_and_pr_auc():
+    choice = choose_metric("classification", labels(ok=950, fraud=50), {"beta": 2})
+    assert choice["primary"]["name"] == "f_beta"
+    assert choice["primary"]["params"] == {"beta": 2.0, "positive_label": "fraud"}
+    assert choice["positive_label"] == "fraud"
+    assert "pr_auc" in [m["name"] for m in choice["secondary"]]
+    assert "5.0%" in choice["rationale"] and "95.0% accuracy" in choice["rationale"]
+
+
+def test_threshold_for_imbalance_is_configurable():
+    balanced_enough = choose_metric("classification", labels(a=700, b=300),
+                                    {"imbalance_share": 0.2})
+    assert balanced_enough["primary"]["name"] == "accuracy"
+    imbalanced = choose_metric("classification", labels(a=700, b=300), {"imbalance_share": 0.35})
+    assert imbalanced["primary"]["name"] == "f_beta"
+
+
+def test_imbalanced_multiclass_gets_macro_f1():
+    choice = choose_metric("classification", labels(a=500, b=100, c=20), {})
+    assert choice["primary"]["name"] == "macro_f1"
+
+
+def test_ranking_gets_roc_auc():
+    choice = choose_metric("classification", labels(a=90, b=10), {"ranking": True})
+    assert choice["primary"]["name"] == "roc_auc"
+
+
+def test_regression_and_forecasting():
+    assert choose_metric("regression", None, {})["primary"]["name"] == "rmse"
+    weekly = choose_metric("forecasting", None, {}, frequency="W-SAT")
+    assert weekly["primary"] == {**weekly["primary"], "name": "mase", "params": {"season": 52}}
+    assert [m["name"] for m in weekly["secondary"]][:1] == ["smape"]
+    assert choose_metric("forecasting", None, {}, frequency="MS")["season"] == 12
+    assert choose_metric("forecasting", None, {}, frequency=None)["season"] == 1
+
+
+def test_override_says_so_and_keeps_the_automatic_choice_as_secondary():
+    choice = choose_metric("classification", labels(ok=950, fraud=50), {"metric": "accuracy"})
+    assert choice["primary"]["name"] == "accuracy"
+    assert choice["rationale"].startswith("intake.metric sets accuracy")
+    names = [m["name"] for m in choice["secondary"]]
+    assert names[0] == "f_beta" and "accuracy" not in names
+
+
+def test_positive_label_must_be_a_class():
+    with pytest.raises(ValueError, match=r"intake\.positive_label"):
+        choose_metric("classification", labels(a=9, b=1), {"positive_label": "c"})
+    chosen = choose_metric("classification", labels(a=95, b=5), {"positive_label": "a"})
+    assert chosen["positive_label"] == "a"
+
+
+def test_metric_functions_match_their_definitions():
+    history = np.array([1.0, 3, 2, 4, 3, 5, 4, 6])
+    truth, forecast = np.array([5.0, 7]), np.array([6.0, 6])
+    naive_error = np.mean(np.abs(history[2:] - history[:-2]))
+    assert mase(truth, forecast, history, season=2) == pytest.approx(1.0 / naive_error)
+    assert smape([100, 0], [110, 0]) == pytest.approx(100 * (2 * 10 / 210) / 2)
+    assert season_length("W-SAT") == 52 and season_length("2h") == 24
+    y = ["a", "b", "b", "a", "b"]
+    p = ["a", "b", "a", "a", "b"]
+    assert compute("f_beta", y, p, positive_label="b", beta=2) == pytest.approx(
+        fbeta_score(y, p, beta=2, pos_label="b"))
+    assert compute("accuracy", y, p) == pytest.approx(0.8)
+    assert compute("pr_auc", y, scores=[0.1, 0.9, 0.8, 0.2, 0.7], positive_label="b") == 1.0
+    with pytest.raises(KeyError, match="unknown metric"):
+        compute("auc", y, p)
+
+
+def test_real_sms_spam_collection_gets_f1_of_spam(demo_raw):
+    from tests.conftest import SHARED_DATA
+
+    source = SHARED_DATA / "sms_spam" / "SMSSpamCollection"
+    if not source.is_file():
+        pytest.skip("../shared/data is not present on this machine")
+    labels_ = pd.Series([line.split("\t", 1)[0] for line in source.read_text().splitlines()])
+    choice = choose_metric("classification", labels_, {})
+    assert choice["primary"]["name"] == "f_beta"
+    assert choice["positive_label"] == "spam"
+    assert "13.4%" in choice["rationale"]

@@ -1,0 +1,186 @@
+"""Split properties: folds partition trainval, groups and duplicates never straddle, strata
+hold, time folds are ordered with their gap, test is never in a fold, and it is deterministic."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dlworkflow.errors import ConfigError
+from dlworkflow.splits import (
+    LeakageFound,
+    enforce_leakage_policy,
+    leakage_report,
+    split_items,
+    split_time,
+)
+
+SETTINGS = {"folds": 5, "test_size": 0.2, "stratify": True, "groups": True, "test": None,
+            "horizon": 10, "gap": 0, "on_leakage": "warn"}
+
+
+@st.composite
+def inventories(draw, with_groups: bool | None = None):
+    n = draw(st.integers(40, 160))
+    classes = draw(st.integers(2, 4))
+    labels = draw(st.lists(st.integers(0, classes - 1), min_size=n, max_size=n))
+    copies = draw(st.lists(st.integers(0, n - 1), max_size=n // 5))  # planted duplicates
+    content = list(range(n))
+    for position, source in enumerate(copies):
+        content[(source + position + 1) % n] = content[source]
+    grouped = draw(st.booleans()) if with_groups is None else with_groups
+    groups = ([f"g{draw(st.integers(0, 11))}" for _ in range(n)] if grouped else [None] * n)
+    if grouped and len(set(groups)) < 10:
+        groups = [f"g{i % 12}" for i in range(n)]
+    return pd.DataFrame({"id": [f"item{i:04d}" for i in range(n)],
+                         "label": pd.Series([f"c{x}" for x in labels], dtype="string"),
+                         "group": pd.Series(groups, dtype="string"),
+                         "sha256": [f"{c:064x}" for c in content]})
+
+
+def _check_partition(splits: pd.DataFrame, folds: int):
+    trainval = splits[splits["role"] == "trainval"]
+    test = splits[splits["role"] == "test"]
+    assert len(trainval) + len(test) == len(splits)
+    assert test["fold"].isna().all(), "a test item is in a fold"
+    assert trainval["fold"].notna().all()
+    assert set(trainval["fold"].astype(int)) == set(range(folds))
+
+
+HYPOTHESIS = settings(max_examples=25, deadline=None,
+                      suppress_health_check=[HealthCheck.too_slow])
+
+
+@HYPOTHESIS
+@given(inventories())
+def test_folds_partition_trainval_and_units_never_straddle(inventory):
+    splits = split_items(inventory, "classification", SETTINGS, seed=3)
+    _check_partition(splits, SETTINGS["folds"])
+    grouped = inventory["group"].notna().any()
+    unit = splits["group"] if grouped else splits["sha256"]
+    assert (splits.groupby(unit)["role"].nunique() == 1).all(), "a unit is in test and trainval"
+    trainval = splits[splits["role"] == "trainval"]
+    unit = trainval["group"] if grouped else trainval["sha256"]
+    assert (trainval.groupby(unit)["fold"].nunique() == 1).all(), "a unit is in two folds"
+    report = leakage_report(splits, "classification", SETTINGS)
+    if not grouped:
+        assert report["leaks"] == 0
+
+
+@HYPOTHESIS
+@given(inventories(with_groups=False))
+def test_split_is_deterministic_to_the_byte(inventory):
+    first = split_items(inventory, "classification", SETTINGS, seed=11, sample=30)
+    second = split_items(inventory.sample(frac=1, random_state=1), "classification", SETTINGS,
+                         seed=11, sample=30)
+    pd.testing.assert_frame_equal(first, second)
+    buffers = [io.BytesIO(), io.BytesIO()]
+    first.to_parquet(buffers[0], index=False)
+    second.to_parquet(buffers[1], index=False)
+    assert buffers[0].getvalue() == buffers[1].getvalue()
+
+
+def test_stratification_holds_in_test_and_every_fold():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(["ham", "spam", "other"], size=2000, p=[0.7, 0.2, 0.1])
+    inventory = pd.DataFrame({"id": [f"i{i:05d}" for i in range(2000)],
+                              "label": pd.Series(labels, dtype="string"),
+                              "group": pd.Series([None] * 2000, dtype="string"),
+                              "sha256": [f"{i:064x}" for i in range(2000)]})
+    splits = split_items(inventory, "classification", SETTINGS, seed=5)
+    overall = splits["label"].value_counts(normalize=True)
+    for _, part in splits.groupby(splits["fold"].astype("string").fillna("test")):
+        shares = part["label"].value_counts(normalize=True)
+        assert (shares - overall).abs().max() < 0.02
+    assert abs((splits["role"] == "test").mean() - 0.2) < 0.01
+
+
+def test_predefined_test_rule_and_sample():
+    inventory = pd.DataFrame({
+        "id": [f"{d}_{s}_{t}" for d in range(3) for s in "abcdef" for t in range(10)],
+        "label": pd.Series([str(d) for d in range(3) for _ in "abcdef" for _ in range(10)],
+                           dtype="string"),
+        "group": pd.Series([s for _ in range(3) for s in "abcdef" for _ in range(10)],
+                           dtype="string"),
+        "side_take": [str(t) for _ in range(3) for _ in "abcdef" for t in range(10)]})
+    inventory["sha256"] = [f"{i:064x}" for i in range(len(inventory))]
+    rule = {**SETTINGS, "test": {"column": "side_take", "values": [0, 1]}}
+    splits = split_items(inventory, "classification", rule, seed=1, sample=60)
+    test = splits[splits["role"] == "test"]
+    assert sorted(test["id"].str.rsplit("_", n=1).str[-1].unique()) == ["0", "1"]
+    _check_partition(splits, 5)
+    sampled = splits[splits["in_sample"]]
+    assert len(sampled) == 60 and (sampled["role"] == "trainval").all()
+    assert sampled["label"].value_counts().to_dict() == {"0": 20, "1": 20, "2": 20}
+    report = leakage_report(splits, "classification", rule)
+    assert len(report["groups_across_test"]) == 6  # the rule splits takes, not speakers
+    with pytest.raises(LeakageFound, match="groups_across_test"):
+        enforce_leakage_policy(report, "fail", "toy")
+
+
+def test_too_few_groups_for_the_folds_is_a_clear_error():
+    inventory = pd.DataFrame({"id": [f"i{i}" for i in range(30)],
+                              "label": pd.Series(["a", "b"] * 15, dtype="string"),
+                              "group": pd.Series([f"g{i % 3}" for i in range(30)], dtype="string"),
+                              "sha256": [f"{i:064x}" for i in range(30)]})
+    expected = r"split\.test_size: splitting into 5 parts needs at least 5 independent units"
+    with pytest.raises(ConfigError, match=expected):
+        split_items(inventory, "classification", SETTINGS, seed=0)
+
+
+def test_planted_duplicate_across_train_and_test_is_reported():
+    inventory = pd.DataFrame({"id": [f"i{i:03d}" for i in range(100)],
+                              "label": pd.Series(["a", "b"] * 50, dtype="string"),
+                              "group": pd.Series([None] * 100, dtype="string"),
+                              "sha256": [f"{i:064x}" for i in range(100)],
+                              "side_part": ["test" if i < 20 else "train" for i in range(100)]})
+    inventory.loc[50, "sha256"] = inventory.loc[3, "sha256"]  # i050 copies test item i003
+    rule = {**SETTINGS, "test": {"column": "side_part", "values": ["test"]}}
+    report = leakage_report(split_items(inventory, "classification", rule, seed=0),
+                            "classification", rule)
+    assert report["leaks"] == 1
+    finding = report["duplicates_across_test"][0]
+    assert finding["test"] == ["i003"] and finding["trainval"] == ["i050"]
+    with pytest.raises(LeakageFound, match="i050"):
+        enforce_leakage_policy(report, "fail", "toy")
+
+
+@HYPOTHESIS
+@given(st.integers(3, 6), st.integers(2, 12), st.integers(0, 5), st.integers(0, 40))
+def test_time_folds_are_ordered_with_the_gap_and_test_comes_last(folds, horizon, gap, extra):
+    n = (folds + 1) * horizon + gap + horizon + extra
+    stamps = pd.date_range("2000-01-01", periods=n, freq="W-SAT")
+    frame = pd.DataFrame({"timestamp": stamps, "value": np.arange(n, dtype=float)})
+    settings_ = {**SETTINGS, "folds": folds, "horizon": horizon, "gap": gap}
+    splits = split_time({"s": frame}, settings_)
+    assert (splits.loc[splits["role"] == "test", "step"] >= n - horizon).all()
+    assert splits.loc[splits["role"] == "test", "fold"].isna().all()
+    report = leakage_report(splits, "forecasting", settings_)
+    assert report["leaks"] == 0 and report["test_after_trainval"]
+    windows = report["windows"]
+    assert [w["fold"] for w in windows] == list(range(folds))
+    for window in windows:
+        assert window["val_start_step"] - window["train_end_step"] == gap + 1
+        assert window["val_end_step"] - window["val_start_step"] + 1 == horizon
+    ends = [w["val_end_step"] for w in windows]
+    assert ends == sorted(ends) and ends[-1] == n - horizon - 1
+
+
+def test_too_short_series_for_the_folds_is_a_clear_error():
+    frame = pd.DataFrame({"timestamp": pd.date_range("2000", periods=30, freq="D"),
+                          "value": np.ones(30)})
+    with pytest.raises(ConfigError, match=r"Lower split\.folds or split\.horizon"):
+        split_time({"s": frame}, {**SETTINGS, "horizon": 10})
+
+
+def test_test_start_date_sets_the_test_window():
+    frame = pd.DataFrame({"timestamp": pd.date_range("2000-01-01", periods=200, freq="D"),
+                          "value": np.ones(200)})
+    splits = split_time({"s": frame}, {**SETTINGS, "test_start": "2000-06-01"})
+    first_test = splits.loc[splits["role"] == "test", "timestamp"].iloc[0]
+    assert first_test.startswith("2000-06-01")
