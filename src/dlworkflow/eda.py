@@ -113,8 +113,13 @@ def forecasting_target(series: Mapping[str, pd.DataFrame], season: int) -> dict[
                          f"(autocorrelation of the detrended series {acf:.2f})")
     axes.legend(fontsize=6)
     axes.tick_params(labelsize=7)
-    return {"task": "forecasting", "figure": figure_uri(figure), "warnings": [],
-            "seasonality": hints}
+    histogram, hist_axes = new_figure(3.2, 2.6)
+    hist_axes.hist(pd.concat([f["value"] for f in series.values()]).dropna(), bins=40,
+                   color="#f58518")
+    hist_axes.set_title("target values", fontsize=9)
+    hist_axes.tick_params(labelsize=7)
+    return {"task": "forecasting", "figure": figure_uri(figure), "histogram": figure_uri(histogram),
+            "warnings": [], "seasonality": hints}
 
 
 def sample_grid(inventory: pd.DataFrame, modality, dataset: Mapping[str, Any], base: Path,

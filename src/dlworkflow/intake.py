@@ -112,9 +112,9 @@ def join_side_table(inventory: pd.DataFrame, root: Path, side: Mapping[str, Any]
     if side["key"] not in table.columns:
         raise ConfigError(f"{key}.side_table.key: column {side['key']!r} not in {side['file']} "
                           f"(columns: {', '.join(table.columns)})")
-    on = side.get("on", "id")
+    on = side.get("join_on", "id")
     if on not in inventory.columns:
-        raise ConfigError(f"{key}.side_table.on: {on!r} is not an inventory column "
+        raise ConfigError(f"{key}.side_table.join_on: {on!r} is not an inventory column "
                           f"(columns: {', '.join(inventory.columns)})")
     if table[side["key"]].duplicated().any():
         dup = table.loc[table[side["key"]].duplicated(), side["key"]].iloc[0]

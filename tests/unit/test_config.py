@@ -119,3 +119,24 @@ def test_load_params_reports_yaml_errors(tmp_path):
     path.write_text(yaml.safe_dump({"seed": 1}))
     with pytest.raises(ConfigError, match="missing required key datasets"):
         load_params(path)
+
+
+def test_no_key_is_a_yaml_boolean_word():
+    """DVC rewrites params.yaml on `-S` and drops quotes: a key like `on` would become True."""
+    from dlworkflow.config import load_schema
+
+    booleans = {"y", "n", "yes", "no", "on", "off", "true", "false"}
+
+    def keys(node):
+        if isinstance(node, dict):
+            for name, child in node.get("properties", {}).items():
+                yield name
+                yield from keys(child)
+            for child in node.values():
+                if isinstance(child, dict | list):
+                    yield from keys(child)
+        elif isinstance(node, list):
+            for child in node:
+                yield from keys(child)
+
+    assert not booleans & {k.lower() for k in keys(load_schema())}

@@ -60,8 +60,8 @@ def test_two_workers_give_the_same_inventory_as_one(tmp_path, copy_demo):
 
 @pytest.mark.parametrize(
     ("side_table", "message"),
-    [({"file": "speakers.csv", "key": "name", "on": "group"}, "side_table.key: column 'name'"),
-     ({"file": "speakers.csv", "key": "speaker", "on": "voice"}, "side_table.on: 'voice' is not"),
+    [({"file": "speakers.csv", "key": "name", "join_on": "group"}, "side_table.key: column 'name'"),
+     ({"file": "speakers.csv", "key": "speaker", "join_on": "voice"}, "side_table.join_on: 'voice' is not"),
      ],
 )
 def test_side_table_mistakes_are_config_errors(tmp_path, copy_demo, side_table, message):
@@ -72,7 +72,7 @@ def test_side_table_mistakes_are_config_errors(tmp_path, copy_demo, side_table, 
 
 def test_side_table_with_duplicate_keys_is_refused(tmp_path, copy_demo):
     dataset, intake = _speech(tmp_path, copy_demo,
-                              {"file": "speakers.csv", "key": "speaker", "on": "group"})
+                              {"file": "speakers.csv", "key": "speaker", "join_on": "group"})
     speakers = tmp_path / "data" / "raw" / "fsdd" / "speakers.csv"
     speakers.write_text(speakers.read_text() + "george,male,GRC/Greek,english\n")
     with pytest.raises(ConfigError, match="key 'george' appears twice"):

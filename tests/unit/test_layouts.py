@@ -52,7 +52,7 @@ def test_filename_regex_layout_with_side_table_on_real_fsdd(copy_demo, tmp_path)
         "modality": "audio", "task": "classification", "root": "data/raw/fsdd",
         "layout": {"kind": "filename_regex", "glob": "recordings/*.wav",
                    "regex": r"(?P<label>\d)_(?P<group>[a-z]+)_(?P<take>\d+)\.wav"},
-        "side_table": {"file": "speakers.csv", "key": "speaker", "on": "group"}})
+        "side_table": {"file": "speakers.csv", "key": "speaker", "join_on": "group"}})
     inventory = result.inventory
     assert len(inventory) == 10 * PER_CLASS
     # the glob defines the candidates: README.wav.txt is not one, bad-name.wav is and fails

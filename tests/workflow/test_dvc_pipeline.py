@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 import pytest
 
 from tests.workflow.conftest import run, shipped_params, write_params
@@ -40,6 +42,18 @@ def test_dvc_repro_runs_each_step_once_and_reruns_only_what_a_param_touches(proj
     assert third.returncode == 0, third.stderr[-2000:]
     assert "Stage 'demo_data' didn't change, skipping" in third.stdout
     assert "Running stage 'intake'" in third.stdout
+
+    # an experiment on a split param reruns split and eda only (the README's example)
+    for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                                           "commit", "-qm", "baseline"]):
+        assert run(command, project).returncode == 0
+    experiment = run(["dvc", "exp", "run", "-S", "split.folds=3"], project)
+    assert experiment.returncode == 0, experiment.stdout[-2000:] + experiment.stderr[-2000:]
+    assert "Stage 'intake' didn't change, skipping" in experiment.stdout
+    assert "Running stage 'split'" in experiment.stdout
+    assert "Running stage 'eda'" in experiment.stdout
+    splits = pd.read_parquet(project / "results" / "fsdd" / "split" / "splits.parquet")
+    assert sorted(splits["fold"].dropna().unique()) == [0, 1, 2]
 
 
 def test_step_command_refuses_to_run_under_a_stale_lock(project):

@@ -27,7 +27,7 @@ class ImageModality(Modality):
         ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp",
     )
     stats: ClassVar[dict[str, str]] = {
-        "width": "Int64", "height": "Int64", "mode": "string", "channels": "Int64",
+        "width": "Int64", "height": "Int64", "aspect_ratio": "Float64", "mode": "string", "channels": "Int64",
         "bit_depth": "Int64", "format": "string", "frames": "Int64", "exif_orientation": "Int64",
     }
 
@@ -82,7 +82,7 @@ class ImageModality(Modality):
         if frames > 1:
             notes.append(f"{frames} frames: the first is used")
         return {
-            "width": width, "height": height, "mode": mode, "channels": len(image.getbands()),
+            "width": width, "height": height, "aspect_ratio": width / height, "mode": mode, "channels": len(image.getbands()),
             "bit_depth": _BIT_DEPTH.get(mode, 8), "format": image.format or "",
             "frames": frames, "exif_orientation": orientation, "notes": notes,
         }
