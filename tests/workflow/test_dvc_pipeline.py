@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-
 import pytest
 
 from tests.workflow.conftest import run, shipped_params, write_params

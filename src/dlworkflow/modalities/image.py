@@ -82,7 +82,8 @@ class ImageModality(Modality):
         if frames > 1:
             notes.append(f"{frames} frames: the first is used")
         return {
-            "width": width, "height": height, "aspect_ratio": width / height, "mode": mode, "channels": len(image.getbands()),
+            "width": width, "height": height, "aspect_ratio": width / height, "mode": mode,
+            "channels": len(image.getbands()),
             "bit_depth": _BIT_DEPTH.get(mode, 8), "format": image.format or "",
             "frames": frames, "exif_orientation": orientation, "notes": notes,
         }
