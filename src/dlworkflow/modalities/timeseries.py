@@ -203,7 +203,16 @@ class TimeSeriesModality(Modality):
         missing = frame.loc[frame["value"].isna(), "timestamp"]
         for stamp in missing:
             axes.axvline(stamp, color="#d62728", alpha=0.35, linewidth=0.8)
+        gaps = 0
+        if len(frame) > 2:  # absent time steps: spacing well above the typical one
+            steps = np.diff(np.asarray(frame["timestamp"]))
+            typical = np.median(steps)
+            for position in np.flatnonzero(steps > typical * 1.5):
+                axes.axvspan(frame["timestamp"].iloc[position], frame["timestamp"].iloc[position + 1],
+                             color="#d62728", alpha=0.2)
+                gaps += 1
         axes.tick_params(labelsize=6)
-        label = f"{len(missing)} missing" if len(missing) else "no missing values"
+        label = (f"{len(missing)} missing value(s), {gaps} gap(s)" if len(missing) or gaps
+                 else "no missing values")
         return (f'<img class="series" alt="series {escape(item.id)}" src="{figure_uri(figure)}">'
                 f'<span class="meta">{len(frame)} steps, {label} (red)</span>')
