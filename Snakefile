@@ -12,6 +12,7 @@ include: "rules/demo.smk"
 include: "rules/intake.smk"
 include: "rules/split.smk"
 include: "rules/eda.smk"
+include: "rules/tensors.smk"
 
 
 rule all:

@@ -18,6 +18,7 @@ from dlworkflow.config import validate_params  # noqa: E402
 from dlworkflow.errors import ConfigError  # noqa: E402
 from dlworkflow.layouts import walk_files  # noqa: E402
 from dlworkflow.splits import split_settings  # noqa: E402
+from dlworkflow.tensors import shard_names  # noqa: E402
 from dlworkflow.workflow import all_targets  # noqa: E402
 
 try:
@@ -87,3 +88,12 @@ def get_task(wildcards):
 def get_split_settings(wildcards):
     """The top-level split section updated by the dataset's own split: keys."""
     return split_settings(PARAMS, wildcards.dataset)
+
+
+def get_trainval_shards(wildcards):
+    """The trainval shard files of the dataset's plan (known once the checkpoint ran)."""
+    plan = checkpoints.tensor_plan.get(dataset=wildcards.dataset).output.plan
+    return [
+        f"results/{wildcards.dataset}/tensors/{shard}.npz"
+        for shard in shard_names(plan, "trainval")
+    ]

@@ -30,8 +30,10 @@ def stage(step: Step, params: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     deps = [*CORE_CODE, *step.code]
     for earlier in step.after:
-        deps.extend(step_outputs(next(s for s in STEPS if s.name == earlier), params))
-    produced_earlier = {o for s in STEPS for o in step_outputs(s, params) if s.name in step.after}
+        deps.extend(step_outputs(next(s for s in STEPS if s.name == earlier), params,
+                                 for_dvc=True))
+    produced_earlier = {o for s in STEPS for o in step_outputs(s, params, for_dvc=True)
+                        if s.name in step.after}
     if step.name == "intake":  # raw data that no demo rule makes is a dep (dvc add it)
         deps.extend(ds["root"] for ds in params["datasets"].values()
                     if ds["root"] not in produced_earlier)
@@ -39,7 +41,7 @@ def stage(step: Step, params: Mapping[str, Any]) -> dict[str, Any] | None:
         "cmd": f"dlworkflow step {step.name}",
         "deps": list(dict.fromkeys(deps)),
         "params": step_params(step, params),
-        "outs": step_outputs(step, params, metrics=False),
+        "outs": step_outputs(step, params, metrics=False, for_dvc=True),
     }
     metrics = step_metrics(step, params)
     if metrics:

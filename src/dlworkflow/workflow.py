@@ -30,6 +30,8 @@ class Step:
     demo_only: bool = False
     #: earlier steps whose outputs are this step's deps
     after: tuple[str, ...] = ()
+    #: what DVC tracks, when it differs from the Snakemake targets (a folder of shards)
+    dvc_outs: tuple[str, ...] = ()
 
 
 CORE_CODE = ("src/dlworkflow/config.py", "schemas/params.schema.yaml", "rules/common.smk")
@@ -79,6 +81,16 @@ STEPS: tuple[Step, ...] = (
               "src/dlworkflow/figures.py", "src/dlworkflow/templates", "src/dlworkflow/modalities"),
         after=("intake", "split"),
     ),
+    Step(
+        name="tensors",
+        rules=("tensor_plan", "tensorize_shard", "tensors_index"),
+        outputs=("results/{dataset}/tensors/index.parquet", "results/{dataset}/tensors/stats.json"),
+        dvc_outs=("results/{dataset}/tensors",),
+        params=("seed", "tensors", "split", "datasets.{dataset}"),
+        code=("rules/tensors.smk", "scripts/tensor_plan.py", "scripts/tensorize_shard.py",
+              "scripts/tensors_index.py", "src/dlworkflow/tensors.py", "src/dlworkflow/modalities"),
+        after=("intake", "split"),
+    ),
 )
 
 
@@ -100,9 +112,11 @@ def _fill(template: str, name: str, dataset: Mapping[str, Any]) -> str:
     return template.format(dataset=name, root=dataset["root"].rstrip("/"))
 
 
-def step_outputs(step: Step, params: Mapping[str, Any], metrics: bool = True) -> list[str]:
-    """Every file or folder the step produces, over its datasets."""
-    templates = step.outputs + (step.metrics if metrics else ())
+def step_outputs(step: Step, params: Mapping[str, Any], metrics: bool = True,
+                 for_dvc: bool = False) -> list[str]:
+    """Every file (Snakemake targets) or folder (DVC outs) the step produces, over its datasets."""
+    outputs = step.dvc_outs if for_dvc and step.dvc_outs else step.outputs
+    templates = outputs + (step.metrics if metrics else ())
     return [_fill(t, name, params["datasets"][name])
             for name in step_datasets(step, params) for t in templates]
 

@@ -10,7 +10,7 @@ import yaml
 
 from dlworkflow.config import load_params
 from dlworkflow.dvcgen import render_dvc_yaml
-from dlworkflow.workflow import STEPS, all_targets
+from dlworkflow.workflow import STEPS, all_targets, step_outputs
 from tests.conftest import REPO
 
 
@@ -46,4 +46,7 @@ def test_rule_all_asks_for_every_stage_output():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     declared = {out for stage in stages.values() for out in stage["outs"]}
     declared |= {next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])}
-    assert declared == set(all_targets(params))
+    assert declared == {o for step in STEPS for o in step_outputs(step, params, for_dvc=True)}
+    # every Snakemake target lies inside what DVC tracks
+    for target in all_targets(params):
+        assert any(target == out or target.startswith(out + "/") for out in declared), target

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Mapping
 from html import escape
 from typing import Any, ClassVar
 
@@ -30,18 +32,32 @@ def silence_ratio(samples: np.ndarray, sample_rate: int, threshold_db: float) ->
     return float(np.mean(level < threshold_db))
 
 
+@functools.cache
+def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+
+
 def log_mel(samples: np.ndarray, sample_rate: int, n_mels: int = 40, n_fft: int = 512,
             hop: int | None = None) -> np.ndarray:
     """Log-mel spectrogram (dB, n_mels x frames) of a mono signal, with numpy FFTs."""
-    import librosa
-
     hop = hop or n_fft // 4
     if len(samples) < n_fft:
         samples = np.pad(samples, (0, n_fft - len(samples)))
     frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[::hop]
     power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2
-    mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels) @ power.T
+    mel = _mel_filters(sample_rate, n_fft, n_mels) @ power.T.astype(np.float32)
     return 10 * np.log10(np.maximum(mel, 1e-10))
+
+
+def fit_length(samples: np.ndarray, length: int, where: str) -> np.ndarray:
+    """Pad with zeros or trim to `length` samples, keeping the start or the centre."""
+    if len(samples) >= length:
+        start = 0 if where == "start" else (len(samples) - length) // 2
+        return samples[start: start + length]
+    before = 0 if where == "start" else (length - len(samples)) // 2
+    return np.pad(samples, (before, length - len(samples) - before))
 
 
 class AudioModality(Modality):
@@ -107,3 +123,26 @@ class AudioModality(Modality):
                 f'src="{figure_uri(figure)}"><audio controls preload="none" '
                 f'src="{data_uri(data, "audio/wav" if data[:4] == b"RIFF" else "audio/mpeg")}">'
                 "</audio>")
+
+    def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> np.ndarray:
+        """float32 log-mel (n_mels, frames, 1), MFCC (n_mfcc, frames, 1) or waveform (samples, 1)."""
+        import soxr
+
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        mono = samples.mean(axis=1)
+        target_rate = int(settings.get("sample_rate", 16000))
+        if rate != target_rate:
+            mono = soxr.resample(mono, rate, target_rate, quality="HQ").astype(np.float32)
+        mono = fit_length(mono, round(float(settings.get("duration", 1.0)) * target_rate),
+                          settings.get("fit", "center"))
+        representation = settings.get("representation", "logmel")
+        if representation == "waveform":
+            return mono[:, None]
+        spectrogram = log_mel(mono, target_rate, int(settings.get("n_mels", 64)),
+                              int(settings.get("n_fft", 512)), int(settings.get("hop_length", 160)))
+        if representation == "mfcc":
+            from scipy.fft import dct
+
+            spectrogram = dct(spectrogram, type=2, norm="ortho", axis=0)[
+                : int(settings.get("n_mfcc", 20))]
+        return spectrogram.astype(np.float32)[..., None]

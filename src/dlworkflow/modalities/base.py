@@ -52,6 +52,10 @@ class Modality(ABC):
     def preview(self, data: bytes, item: Item) -> str:
         """A small self-contained HTML fragment showing the item (for the reports)."""
 
+    @abstractmethod
+    def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> Any:
+        """Stateless decode of one item to its fixed-shape array (or normalised string)."""
+
     def empty_stats(self) -> dict[str, Any]:
         """Stats with every column present and no values (for typing empty inventories)."""
         return {name: None for name in self.stats}

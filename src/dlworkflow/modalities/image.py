@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 from html import escape
 from typing import Any, ClassVar
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dlworkflow.errors import BadInput
@@ -99,3 +101,22 @@ class ImageModality(Modality):
         image.resize(size, resample).save(buffer, "PNG")
         return (f'<img class="thumb" alt="{escape(item.id)}" '
                 f'src="{data_uri(buffer.getvalue(), "image/png")}">')
+
+    def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> np.ndarray:
+        """uint8 (height, width, channels): EXIF-rotated, colour policy, resize policy."""
+        height, width = settings.get("size", (64, 64))
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit: scale to 8 bits first
+            array = np.asarray(image, dtype=np.float64)
+            peak = array.max() or 1.0
+            image = Image.fromarray(np.rint(array / peak * 255).astype(np.uint8))
+        image = image.convert("L" if settings.get("color", "rgb") == "grayscale" else "RGB")
+        policy = settings.get("resize", "pad")
+        if policy == "stretch":
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        elif policy == "crop":
+            image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
+        else:
+            image = ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=0)
+        array = np.asarray(image, dtype=np.uint8)
+        return array[..., None] if array.ndim == 2 else array

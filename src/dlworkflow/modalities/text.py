@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Mapping
 from html import escape
 from typing import Any, ClassVar
 
@@ -55,3 +57,9 @@ class TextModality(Modality):
         snippet = text[:280] + ("…" if len(text) > 280 else "")
         return (f'<blockquote class="snippet">{escape(snippet)}</blockquote>'
                 f'<span class="meta">{len(text.split())} words</span>')
+
+    def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> str:
+        """The normalised raw string (NFC, whitespace collapsed); tokenising is per fold."""
+        text = data.decode(self.layout.get("encoding", "utf-8")).lstrip("\ufeff")
+        text = " ".join(unicodedata.normalize("NFC", text).split())
+        return text[: int(settings.get("max_characters", 10000))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from html import escape
 from typing import Any, ClassVar
 
@@ -216,3 +217,34 @@ class TimeSeriesModality(Modality):
                  else "no missing values")
         return (f'<img class="series" alt="series {escape(item.id)}" src="{figure_uri(figure)}">'
                 f'<span class="meta">{len(frame)} steps, {label} (red)</span>')
+
+    def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> np.ndarray:
+        """float32 (length, channels) for series classification/regression: the target and
+        exogenous channels, gaps interpolated, resampled to `length` steps (linear)."""
+        table = self.channels(data)
+        filled = table.interpolate(limit_direction="both").fillna(0.0).to_numpy(dtype=np.float64)
+        length = int(settings.get("length") or len(filled))
+        if len(filled) != length:
+            old = np.linspace(0.0, 1.0, len(filled))
+            new = np.linspace(0.0, 1.0, length)
+            filled = np.stack([np.interp(new, old, filled[:, c]) for c in range(filled.shape[1])],
+                              axis=1)
+        return filled.astype(np.float32)
+
+    def channels(self, data: bytes) -> pd.DataFrame:
+        """Target and exogenous values in time order (NaN where missing)."""
+        stamps, values, _ = self.parse(data)
+        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        timestamp, _, exogenous = self.columns()
+        frame = pd.DataFrame({"target": values})
+        for column in exogenous:
+            frame[column] = parse_numeric(table[column], column)
+        if timestamp:
+            raw = table[timestamp].astype(str).str.strip()
+            order = np.argsort(np.asarray(
+                raw.astype(np.int64) if raw.str.fullmatch(r"-?\d+").all()
+                else parse_timestamps(table[timestamp], timestamp)), kind="stable")
+            for column in exogenous:
+                frame[column] = frame[column].to_numpy()[order]
+        frame.index = stamps if stamps is not None else pd.RangeIndex(len(frame))
+        return frame

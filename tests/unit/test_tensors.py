@@ -1,0 +1,134 @@
+"""Step 3 tensors: shapes, dtypes and ranges per modality and policy; plans; the loader."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlworkflow.data import select
+from dlworkflow.items import Item
+from dlworkflow.modalities import create_modality
+from dlworkflow.splits import split_time
+from dlworkflow.tensors import _quantise, plan_items, plan_windows
+from tests.helpers.files import digit_image, jpeg_bytes, png_bytes
+
+
+@pytest.mark.parametrize(("resize", "color", "channels"), [
+    ("stretch", "rgb", 3), ("pad", "grayscale", 1), ("crop", "rgb", 3)])
+def test_image_policies_give_the_configured_shape(digit_png, resize, color, channels):
+    wide = png_bytes(digit_image(digit_png).resize((48, 24)))
+    modality = create_modality("image", {}, {"kind": "folders"})
+    array = modality.tensorize(wide, Item("x", "x"), {"size": [32, 40], "color": color,
+                                                       "resize": resize})
+    assert array.shape == (32, 40, channels) and array.dtype == np.uint8
+    if resize == "pad":  # letterboxed: the top and bottom rows are the zero padding
+        assert array[0].max() == 0 and array[-1].max() == 0 and array.max() > 0
+
+
+def test_image_exif_rotation_and_16_bit_are_applied(digit_png):
+    from PIL import Image
+
+    from tests.helpers.files import exif_rotated_jpeg
+
+    modality = create_modality("image", {}, {"kind": "folders"})
+    rotated = modality.tensorize(exif_rotated_jpeg(digit_png), Item("x", "x"),
+                                 {"size": [32, 16], "color": "grayscale", "resize": "stretch"})
+    assert rotated.shape == (32, 16, 1)
+    sixteen = Image.fromarray(np.asarray(digit_image(digit_png), dtype=np.uint16) * 257)
+    array = modality.tensorize(png_bytes(sixteen), Item("x", "x"),
+                               {"size": [8, 8], "color": "grayscale", "resize": "stretch"})
+    assert array.max() > 200  # scaled to 8 bits, not clipped to white or crushed to black
+    assert modality.tensorize(jpeg_bytes(digit_image(digit_png).convert("CMYK")), Item("x", "x"),
+                              {"size": [8, 8]}).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(("representation", "shape"), [
+    ("logmel", (40, 1 + (16000 - 400) // 160, 1)), ("mfcc", (13, 98, 1)), ("waveform", (16000, 1))])
+def test_audio_representations_have_fixed_shapes(fsdd_wav, representation, shape):
+    modality = create_modality("audio", {}, {"kind": "folders"})
+    settings = {"sample_rate": 16000, "duration": 1.0, "representation": representation,
+                "n_mels": 40, "n_mfcc": 13, "n_fft": 400, "hop_length": 160, "fit": "center"}
+    array = modality.tensorize(fsdd_wav, Item("x", "x"), settings)
+    assert array.shape == shape and array.dtype == np.float32 and np.isfinite(array).all()
+    if representation == "waveform":
+        assert np.abs(array).max() <= 1.0
+
+
+def test_audio_fit_pads_and_trims_where_asked():
+    from dlworkflow.modalities.audio import fit_length
+
+    signal = np.arange(1, 11, dtype=np.float32)
+    assert fit_length(signal, 4, "start").tolist() == [1, 2, 3, 4]
+    assert fit_length(signal, 4, "center").tolist() == [4, 5, 6, 7]
+    assert fit_length(signal[:2], 6, "center").tolist() == [0, 0, 1, 2, 0, 0]
+    assert fit_length(signal[:2], 4, "start").tolist() == [1, 2, 0, 0]
+
+
+def test_uint8_quantisation_keeps_the_scale():
+    batch = np.linspace(-80, 10, 1000, dtype=np.float32).reshape(10, 100)
+    packed = _quantise(batch)
+    restored = packed["x"].astype(np.float32) * packed["x_scale"] + packed["x_offset"]
+    assert packed["x"].dtype == np.uint8
+    assert np.abs(restored - batch).max() <= float(packed["x_scale"]) / 2 + 1e-4
+
+
+def test_text_is_normalised_but_not_tokenised():
+    modality = create_modality("text", {}, {"kind": "delimited"})
+    raw = "\ufeffCafe\u0301  au\tlait\n\nNOW ".encode()
+    assert modality.tensorize(raw, Item("x", "x"), {"max_characters": 100}) == "Café au lait NOW"
+    assert modality.tensorize(raw, Item("x", "x"), {"max_characters": 4}) == "Café"
+
+
+def test_series_classification_is_resampled_to_a_fixed_length(co2_csv):
+    modality = create_modality("timeseries", {}, {"kind": "long_csv", "timestamp": "date",
+                                                  "target": "co2"})
+    head = pd.read_csv(io.BytesIO(co2_csv)).head(30).to_csv(index=False).encode()
+    array = modality.tensorize(head, Item("x", "x"), {"length": 64})
+    assert array.shape == (64, 1) and array.dtype == np.float32 and np.isfinite(array).all()
+    source = pd.read_csv(io.BytesIO(co2_csv))["co2"].head(30).interpolate(limit_direction="both")
+    assert array[0, 0] == pytest.approx(source.iloc[0]) and array[-1, 0] == pytest.approx(
+        source.iloc[-1])
+
+
+def test_item_plan_keeps_test_items_in_their_own_shards():
+    splits = pd.DataFrame({"id": [f"i{i:03d}" for i in range(25)],
+                           "label": ["a", "b"] * 12 + ["a"],
+                           "role": ["test"] * 5 + ["trainval"] * 20,
+                           "fold": pd.array([pd.NA] * 5 + [i % 4 for i in range(20)],
+                                            dtype="Int64"),
+                           "in_sample": [False] * 5 + [True] * 20})
+    plan = plan_items(splits, shard_size=6, seed=0)
+    assert sorted(plan["shard"].unique()) == ["test-00000", "trainval-00000", "trainval-00001",
+                                              "trainval-00002", "trainval-00003"]
+    assert (plan.loc[plan["shard"].str.startswith("test"), "role"] == "test").all()
+    assert plan_items(splits, 6, 0).equals(plan)  # deterministic
+    assert not plan_items(splits, 6, 1)["id"].equals(plan["id"])  # the seed matters
+
+
+def test_window_plan_never_trains_on_validation_or_test_targets():
+    frame = pd.DataFrame({"timestamp": pd.date_range("2000-01-01", periods=120, freq="D"),
+                          "value": np.arange(120.0)})
+    settings = {"folds": 3, "horizon": 10, "gap": 2}
+    splits = split_time({"s": frame}, settings)
+    plan = plan_windows(splits, lookback=14, horizon=10, shard_size=50)
+    test_start = int(splits.loc[splits["role"] == "test", "step"].min())
+    assert (plan.loc[plan["role"] == "test", "target_end"] >= test_start).all()
+    assert (plan.loc[plan["role"] == "trainval", "target_end"] < test_start).all()
+    for fold in range(3):
+        valid = select(plan, fold, "valid")
+        train = select(plan, fold, "train", gap=2)
+        assert len(valid) == 1  # one forecast origin per fold window
+        assert train["target_end"].max() < valid["target_start"].min() - 2
+        assert set(train["id"]).isdisjoint(valid["id"])
+
+
+def test_item_selection_for_a_fold_is_disjoint_and_skips_test():
+    index = pd.DataFrame({"id": list("abcdefgh"), "role": ["trainval"] * 6 + ["test"] * 2,
+                          "fold": pd.array([0, 1, 2, 0, 1, 2, pd.NA, pd.NA], dtype="Int64"),
+                          "in_sample": [True, True, True, True, False, True, False, False]})
+    train, valid = select(index, 1, "train"), select(index, 1, "valid")
+    assert list(train["id"]) == ["a", "c", "d", "f"] and list(valid["id"]) == ["b"]
+    assert list(select(index, None, "trainval")["id"]) == list("abcdef")
