@@ -146,3 +146,15 @@ class AudioModality(Modality):
             spectrogram = dct(spectrogram, type=2, norm="ortho", axis=0)[
                 : int(settings.get("n_mfcc", 20))]
         return spectrogram.astype(np.float32)[..., None]
+
+    def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
+        """Training-only augmentation layers from `augment.audio`."""
+        from dlworkflow.layers import audio_augmentation
+
+        return audio_augmentation(settings, seed)
+
+    def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
+        """Per-fold preprocessing layers (fitted on the fold's training rows)."""
+        from dlworkflow.layers import adapted_normalizer
+
+        return [adapted_normalizer(train_x, axis=1)]  # one mean/variance per mel band

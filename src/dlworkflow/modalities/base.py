@@ -56,6 +56,14 @@ class Modality(ABC):
     def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> Any:
         """Stateless decode of one item to its fixed-shape array (or normalised string)."""
 
+    def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
+        """Keras layers that augment training batches (active only with training=True)."""
+        return []
+
+    def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
+        """Keras layers adapted on a fold's training rows, saved inside that fold's model."""
+        return []
+
     def empty_stats(self) -> dict[str, Any]:
         """Stats with every column present and no values (for typing empty inventories)."""
         return {name: None for name in self.stats}

@@ -120,3 +120,15 @@ class ImageModality(Modality):
             image = ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=0)
         array = np.asarray(image, dtype=np.uint8)
         return array[..., None] if array.ndim == 2 else array
+
+    def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
+        """Training-only augmentation layers from `augment.image`."""
+        from dlworkflow.layers import image_augmentation
+
+        return image_augmentation(settings, seed)
+
+    def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
+        """Per-fold preprocessing layers (fitted on the fold's training rows)."""
+        import keras
+
+        return [keras.layers.Rescaling(1.0 / 255)]  # stateless: pixels to [0, 1]

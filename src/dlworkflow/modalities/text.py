@@ -63,3 +63,10 @@ class TextModality(Modality):
         text = data.decode(self.layout.get("encoding", "utf-8")).lstrip("\ufeff")
         text = " ".join(unicodedata.normalize("NFC", text).split())
         return text[: int(settings.get("max_characters", 10000))]
+
+    def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
+        """TextVectorization adapted on the fold's training texts: the model takes raw strings."""
+        from dlworkflow.layers import adapted_text_vectorizer
+
+        return [adapted_text_vectorizer(train_x, settings.get("max_tokens", 20000),
+                                        int(settings.get("sequence_length", 64)))]

@@ -248,3 +248,15 @@ class TimeSeriesModality(Modality):
                 frame[column] = frame[column].to_numpy()[order]
         frame.index = stamps if stamps is not None else pd.RangeIndex(len(frame))
         return frame
+
+    def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
+        """Training-only augmentation layers from `augment.timeseries`."""
+        from dlworkflow.layers import series_augmentation
+
+        return series_augmentation(settings, seed)
+
+    def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
+        """Per-fold preprocessing layers (fitted on the fold's training rows)."""
+        from dlworkflow.layers import adapted_normalizer
+
+        return [adapted_normalizer(train_x, axis=-1)]  # one mean/variance per channel

@@ -1,0 +1,124 @@
+"""Keras layers the workflow adds to models: training-only augmentation and per-fold
+preprocessing. Random layers act only when `training=True`, so evaluation and the exported
+model see the input unchanged; adapted layers are fitted on a fold's training rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class SpecAugment(keras.layers.Layer):
+    """Masks one random band of frequencies and one random stretch of time (SpecAugment).
+
+    Input (batch, freq, time, channels); `freq_mask` and `time_mask` are the largest masked
+    share of each axis.
+    """
+
+    def __init__(self, freq_mask: float = 0.1, time_mask: float = 0.1, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.freq_mask, self.time_mask, self.seed = freq_mask, time_mask, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def _band(self, size, share, batch):
+        width = ops.cast(ops.floor(keras.random.uniform((batch, 1), 0, share * size + 1,
+                                                        seed=self.generator)), "int32")
+        start = ops.cast(keras.random.uniform((batch, 1), 0, 1, seed=self.generator)
+                         * ops.cast(size - width + 1, "float32"), "int32")
+        positions = ops.arange(size)[None, :]
+        return (positions >= start) & (positions < start + width)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        batch = ops.shape(inputs)[0]
+        freq, time = inputs.shape[1], inputs.shape[2]
+        freq_band = self._band(freq, self.freq_mask, batch)[:, :, None, None]
+        time_band = self._band(time, self.time_mask, batch)[:, None, :, None]
+        fill = ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
+        return ops.where(freq_band | time_band, fill, inputs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "freq_mask": self.freq_mask,
+                "time_mask": self.time_mask, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class RandomScaling(keras.layers.Layer):
+    """Multiplies each example by a random factor in [1 - factor, 1 + factor] (series scaling)."""
+
+    def __init__(self, factor: float = 0.1, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.factor, self.seed = factor, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        scale = keras.random.uniform(shape, 1 - self.factor, 1 + self.factor, seed=self.generator)
+        return inputs * ops.cast(scale, inputs.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+
+
+def image_augmentation(settings: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
+    """Flip, rotation, zoom and contrast, each only when its setting is on."""
+    layers: list[keras.layers.Layer] = []
+    if settings.get("flip", "none") != "none":
+        layers.append(keras.layers.RandomFlip(settings["flip"], seed=seed))
+    if settings.get("rotation"):
+        layers.append(keras.layers.RandomRotation(settings["rotation"], seed=seed))
+    if settings.get("zoom"):
+        layers.append(keras.layers.RandomZoom(settings["zoom"], seed=seed))
+    if settings.get("contrast"):
+        layers.append(keras.layers.RandomContrast(settings["contrast"], seed=seed))
+    return layers
+
+
+def audio_augmentation(settings: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
+    """Time/frequency masking, a time shift and noise on spectrograms."""
+    layers: list[keras.layers.Layer] = []
+    if settings.get("time_mask") or settings.get("freq_mask"):
+        layers.append(SpecAugment(settings.get("freq_mask", 0.0), settings.get("time_mask", 0.0),
+                                  seed=seed))
+    if settings.get("shift"):
+        layers.append(keras.layers.RandomTranslation(0.0, settings["shift"], fill_mode="constant",
+                                                     seed=seed))
+    if settings.get("noise"):
+        layers.append(keras.layers.GaussianNoise(settings["noise"], seed=seed))
+    return layers
+
+
+def series_augmentation(settings: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
+    """Jitter (Gaussian noise) and random scaling."""
+    layers: list[keras.layers.Layer] = []
+    if settings.get("jitter"):
+        layers.append(keras.layers.GaussianNoise(settings["jitter"], seed=seed))
+    if settings.get("scaling"):
+        layers.append(RandomScaling(settings["scaling"], seed=seed))
+    return layers
+
+
+def adapted_text_vectorizer(train_texts: Sequence[str], max_tokens: int | None,
+                            sequence_length: int) -> keras.layers.TextVectorization:
+    """TextVectorization adapted on the fold's training texts only (index 1 = out of vocabulary)."""
+    layer = keras.layers.TextVectorization(max_tokens=max_tokens,
+                                           output_sequence_length=sequence_length)
+    layer.adapt(np.asarray(train_texts, dtype=str))
+    return layer
+
+
+def adapted_normalizer(train_x: np.ndarray, axis: int | None = -1) -> keras.layers.Normalization:
+    """Normalization whose mean and variance come from the fold's training rows only."""
+    layer = keras.layers.Normalization(axis=axis)
+    layer.adapt(np.asarray(train_x, dtype=np.float32))
+    return layer
