@@ -13,6 +13,7 @@ include: "rules/intake.smk"
 include: "rules/split.smk"
 include: "rules/eda.smk"
 include: "rules/tensors.smk"
+include: "rules/features.smk"
 
 
 rule all:

@@ -97,3 +97,11 @@ def get_trainval_shards(wildcards):
         f"results/{wildcards.dataset}/tensors/{shard}.npz"
         for shard in shard_names(plan, "trainval")
     ]
+
+
+def get_trainval_features(wildcards):
+    """The embedding file of every trainval shard of the dataset."""
+    return [
+        path.replace("/tensors/", "/features/")
+        for path in get_trainval_shards(wildcards)
+    ]

@@ -122,23 +122,24 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
         labels = rows.set_index("id")
         sample_x, sample_y = _first_example(tensors_dir / f"{shards[0]}.npz", wanted, labels,
                                             classes)
-        signature = (tf.TensorSpec(sample_x.shape, tf.as_dtype(sample_x.dtype)),
-                     tf.TensorSpec(sample_y.shape, tf.as_dtype(sample_y.dtype)))
+        signature = (tf.TensorSpec((None, *sample_x.shape), tf.as_dtype(sample_x.dtype)),
+                     tf.TensorSpec((None, *sample_y.shape), tf.as_dtype(sample_y.dtype)))
 
         def generate(path: bytes) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            # one whole shard at a time: per-item Python yields would dominate the epoch
             ids, x, y = _shard_arrays(Path(path.decode()), wanted)
             if y is None:
                 y = _targets(labels.loc[ids].reset_index(), classes)
-            yield from zip(x, y, strict=True)
+            yield x, np.asarray(y)
 
         files = tf.data.Dataset.from_tensor_slices([str(tensors_dir / f"{s}.npz") for s in shards])
         if shuffle:
             files = files.shuffle(len(shards), seed=seed)
         dataset = files.interleave(
             lambda path: tf.data.Dataset.from_generator(generate, output_signature=signature,
-                                                        args=(path,)),
-            cycle_length=min(4, len(shards)), num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True)
+                                                        args=(path,)).unbatch(),
+            cycle_length=min(4, len(shards)), block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
         dataset = dataset.cache()
     if shuffle:

@@ -26,8 +26,9 @@ class Step:
     params: tuple[str, ...] = ()
     #: code the step runs, beyond the library core
     code: tuple[str, ...] = ()
-    #: which datasets the step applies to: all of them, or only the demo ones
-    demo_only: bool = False
+    #: which datasets the step applies to: "all", "demo" (demo sources) or "features"
+    #: (an extractor is configured and supports the dataset's modality)
+    datasets: str = "all"
     #: earlier steps whose outputs are this step's deps
     after: tuple[str, ...] = ()
     #: what DVC tracks, when it differs from the Snakemake targets (a folder of shards)
@@ -43,7 +44,7 @@ STEPS: tuple[Step, ...] = (
         outputs=("{root}",),
         params=("seed", "demo", "datasets.{dataset}.demo", "datasets.{dataset}.root"),
         code=("rules/demo.smk", "scripts/demo_data.py", "src/dlworkflow/demo.py"),
-        demo_only=True,
+        datasets="demo",
     ),
     Step(
         name="intake",
@@ -91,6 +92,17 @@ STEPS: tuple[Step, ...] = (
               "scripts/tensors_index.py", "src/dlworkflow/tensors.py", "src/dlworkflow/modalities"),
         after=("intake", "split"),
     ),
+    Step(
+        name="features",
+        rules=("extract_features", "features_index"),
+        outputs=("results/{dataset}/features/index.parquet",),
+        dvc_outs=("results/{dataset}/features",),
+        params=("features",),
+        code=("rules/features.smk", "scripts/extract_features.py", "scripts/features_index.py",
+              "src/dlworkflow/models/extractors.py"),
+        datasets="features",
+        after=("tensors",),
+    ),
 )
 
 
@@ -102,10 +114,24 @@ def get_step(name: str) -> Step:
     raise KeyError(f"unknown step {name!r}; steps: {', '.join(s.name for s in STEPS)}")
 
 
+def _extracts_features(dataset: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    from dlworkflow.models.extractors import get_extractor
+
+    name = (params.get("features") or {}).get("extractor")
+    return bool(name) and dataset["modality"] in get_extractor(name).modalities
+
+
+DATASET_FILTERS = {
+    "all": lambda dataset, params: True,
+    "demo": lambda dataset, params: bool(dataset.get("demo")),
+    "features": _extracts_features,
+}
+
+
 def step_datasets(step: Step, params: Mapping[str, Any]) -> list[str]:
     """Names of the datasets the step runs on."""
-    datasets = params["datasets"]
-    return [n for n, ds in datasets.items() if ds.get("demo") or not step.demo_only]
+    keep = DATASET_FILTERS[step.datasets]
+    return [n for n, ds in params["datasets"].items() if keep(ds, params)]
 
 
 def _fill(template: str, name: str, dataset: Mapping[str, Any]) -> str:

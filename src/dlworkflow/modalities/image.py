@@ -112,7 +112,11 @@ class ImageModality(Modality):
             image = Image.fromarray(np.rint(array / peak * 255).astype(np.uint8))
         image = image.convert("L" if settings.get("color", "rgb") == "grayscale" else "RGB")
         policy = settings.get("resize", "pad")
-        if policy == "stretch":
+        if image.width * height == image.height * width:  # same aspect: every policy is a resize
+            policy = "stretch"
+        if image.size == (width, height):
+            pass
+        elif policy == "stretch":
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         elif policy == "crop":
             image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)

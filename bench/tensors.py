@@ -1,0 +1,236 @@
+"""Benchmark step 3: tensorisation speed, epoch input speed, and memory growth.
+
+    python bench/tensors.py [--items 2000]
+
+P1  tensorisation items/s per core against a bare loop that only decodes and resizes
+    (PIL for images; soundfile + log-mel for audio) and writes nothing; 2 cores vs 1.
+P2  one epoch of input from shards (streamed and in RAM) against
+    keras.utils.image_dataset_from_directory, which decodes the files every epoch.
+P3  peak RSS of tensorising, and of one streamed epoch, at 1x and 8x the data.
+Images are scikit-learn's digits written as 64x64 PNGs; audio is FSDD from ../shared/data.
+Every measurement runs in its own process. Prints tables; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+IMAGE = {"size": [64, 64], "color": "rgb", "resize": "pad"}
+AUDIO = {"sample_rate": 16000, "duration": 1.0, "fit": "center", "representation": "logmel",
+         "n_mels": 64, "n_fft": 512, "hop_length": 160, "storage": "float16"}
+
+
+def make_images(root: Path, count: int) -> list[str]:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)
+    paths = []
+    for index in range(count):
+        source = index % len(pixels)
+        folder = root / str(digits.target[source])
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"img-{index:06d}.png"
+        Image.fromarray(pixels[source]).resize((64, 64)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def audio_files(count: int) -> list[str]:
+    recordings = sorted((REPO.parent / "shared" / "data" / "fsdd" / "recordings").glob("*.wav"))
+    return [str(recordings[i % len(recordings)]) for i in range(count)] if recordings else []
+
+
+def peak_rss_mb() -> float:
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+
+
+def tensorise(kind: str, paths: list[str], out: str) -> dict:
+    """What one shard job does: decode, transform, stack, write."""
+    import numpy as np
+
+    from dlworkflow.items import Item
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.tensors import _save
+
+    modality = create_modality(kind, {}, {"kind": "folders"})
+    settings = IMAGE if kind == "image" else AUDIO
+    start = time.perf_counter()
+    arrays = [modality.tensorize(Path(p).read_bytes(), Item(p, p), settings) for p in paths]
+    batch = np.stack(arrays)
+    _save(out, {"ids": np.array(paths), "x": batch if batch.dtype == np.uint8
+                else batch.astype(np.float16)})
+    return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb()}
+
+
+def bare(kind: str, paths: list[str]) -> dict:
+    """Decode and resize only (images) or decode and log-mel only (audio); nothing written."""
+    import io
+
+    import numpy as np
+    import soundfile
+    from PIL import Image
+
+    from dlworkflow.modalities.audio import log_mel
+
+    start = time.perf_counter()
+    for path in paths:
+        if kind == "image":
+            np.asarray(Image.open(path).convert("RGB").resize((64, 64)))
+        else:
+            samples, rate = soundfile.read(io.BytesIO(Path(path).read_bytes()), dtype="float32")
+            log_mel(samples, rate, 64, 512, 160)
+    return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb()}
+
+
+def epoch(mode: str, shards: str, image_root: str, epochs: int = 2) -> dict:
+    """Seconds per epoch of input only (iterate batches, no model)."""
+    import keras
+    import numpy as np
+
+    from dlworkflow.data import make_dataset
+
+    if mode == "directory":
+        dataset = keras.utils.image_dataset_from_directory(image_root, image_size=(64, 64),
+                                                           batch_size=64, verbose=False)
+    else:
+        dataset = make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
+                               in_memory=mode == "ram")
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for x, _y in dataset:
+            np.asarray(x)
+        times.append(time.perf_counter() - start)
+    return {"epochs": times, "rss": peak_rss_mb()}
+
+
+def as_arg(paths: list[str]) -> str:
+    """A list of paths travels to a child process in a file (argv has a size limit)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(paths, handle)
+    return "@" + handle.name
+
+
+def from_arg(value: str) -> list[str]:
+    return json.loads(Path(value[1:]).read_text())
+
+
+def child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def write_shard_set(paths: list[str], folder: Path, shard_size: int = 512) -> None:
+    """Shards plus an index, as the workflow writes them (trainval role, one fold)."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for number in range(0, len(paths), shard_size):
+        part = paths[number: number + shard_size]
+        name = f"trainval-{number // shard_size:05d}"
+        child("tensorise", "image", as_arg(part), str(folder / f"{name}.npz"))
+        rows += [{"id": p, "label": Path(p).parent.name, "role": "trainval", "fold": 0,
+                  "in_sample": True, "shard": name} for p in part]
+    frame = pd.DataFrame(rows)
+    frame["fold"] = frame["fold"].astype("Int64")
+    frame.to_parquet(folder / "index.parquet", index=False)
+
+
+def run_child(spec: list[str]) -> None:
+    kind = spec[0]
+    if kind == "tensorise":
+        result = tensorise(spec[1], from_arg(spec[2]), spec[3])
+    elif kind == "bare":
+        result = bare(spec[1], from_arg(spec[2]))
+    elif kind == "make":
+        result = {"paths": make_images(Path(spec[1]), int(spec[2]))}
+    else:
+        result = epoch(spec[1], spec[2], spec[3])
+    print(json.dumps(result))
+
+
+def parallel(kind: str, paths: list[str], workers: int, tmp: Path) -> float:
+    """Wall time of `workers` shard jobs side by side over the same items."""
+    chunks = [paths[i::workers] for i in range(workers)]
+    # as Snakemake runs a threads=1 job: numeric libraries get one thread each
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, __file__, "--child",
+                               json.dumps(["tensorise", kind, as_arg(c), str(tmp / f"p{i}.npz")])],
+                              stdout=subprocess.PIPE, env=env) for i, c in enumerate(chunks)]
+    for proc in procs:
+        proc.communicate()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(json.loads(args.child))
+        return
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        images = child("make", str(tmp / "img"), str(args.items))["paths"]
+        sounds = audio_files(args.items)
+        print(f"P1  tensorisation vs a bare decode loop ({args.items} items, 1 process each)")
+        print(f"    {'kind':<7}{'bare items/s':>14}{'tensorise items/s':>19}{'ratio':>8}"
+              f"{'1 core s':>10}{'2 cores s':>11}{'speed-up':>10}")
+        for kind, paths in (("image", images), ("audio", sounds)):
+            if not paths:
+                print(f"    {kind}: skipped (no ../shared/data)")
+                continue
+            ref = child("bare", kind, as_arg(paths))
+            ours = child("tensorise", kind, as_arg(paths), str(tmp / f"{kind}.npz"))
+            one, two = parallel(kind, paths, 1, tmp), parallel(kind, paths, 2, tmp)
+            rate_ref, rate = ref["items"] / ref["seconds"], ours["items"] / ours["seconds"]
+            print(f"    {kind:<7}{rate_ref:>14.0f}{rate:>19.0f}{rate / rate_ref:>8.2f}"
+                  f"{one:>10.2f}{two:>11.2f}{one / two:>10.2f}")
+
+        print("\nP2  seconds per epoch of input (64x64 RGB, batch 64, no model)")
+        write_shard_set(images, tmp / "shards")
+        rows = {mode: child("epoch", mode, str(tmp / "shards"), str(tmp / "img"))
+                for mode in ("directory", "stream", "ram")}
+        print(f"    {'source':<34}{'epoch 1':>9}{'epoch 2':>9}")
+        names = {"directory": "image_dataset_from_directory", "stream": "shards, streamed",
+                 "ram": "shards, in RAM"}
+        for mode, row in rows.items():
+            print(f"    {names[mode]:<34}{row['epochs'][0]:>9.2f}{row['epochs'][1]:>9.2f}")
+        d, s, r = (rows[m]["epochs"][1] for m in ("directory", "stream", "ram"))
+        print(f"    epoch 2: directory / streamed = {d / s:.1f}x;  in-RAM / streamed = {r / s:.2f}x")
+
+        print("\nP3  peak RSS (MB) at 1x and 8x the data")
+        big = child("make", str(tmp / "img8"), str(8 * args.items))["paths"]
+        small_t = child("tensorise", "image", as_arg(images[:512]), str(tmp / "s.npz"))["rss"]
+        big_t = child("tensorise", "image", as_arg(big[:512]), str(tmp / "b.npz"))["rss"]
+        write_shard_set(big, tmp / "shards8")
+        small_e = child("epoch", "stream", str(tmp / "shards"), str(tmp / "img"))["rss"]
+        big_e = child("epoch", "stream", str(tmp / "shards8"), str(tmp / "img"))["rss"]
+        print(f"    {'':<28}{'1x':>8}{'8x':>8}{'growth':>8}")
+        print(f"    {'tensorise one shard job':<28}{small_t:>8.0f}{big_t:>8.0f}{big_t / small_t:>8.2f}")
+        print(f"    {'one streamed epoch':<28}{small_e:>8.0f}{big_e:>8.0f}{big_e / small_e:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

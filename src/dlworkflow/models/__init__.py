@@ -1,0 +1,1 @@
+"""Keras model builders and frozen feature extractors, registered by name."""

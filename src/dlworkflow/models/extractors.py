@@ -1,0 +1,128 @@
+"""Frozen pretrained bases that turn image or spectrogram shards into embeddings, once.
+
+`weights` is `imagenet` (Keras downloads the file on first use; it needs internet once),
+a path to a `.weights.h5` file, or `none` (random weights: only for trying the plumbing).
+Spectrograms are scaled to 0-255 per example and repeated to three channels, the usual way
+to reuse an image backbone for audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlworkflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A registered backbone: how to build it and the smallest input side it accepts."""
+
+    name: str
+    build: Callable[..., Any]
+    min_side: int
+    modalities: tuple[str, ...] = ("image", "audio")
+
+
+def _mobilenet_v3_small(input_shape, weights):
+    import keras
+
+    return keras.applications.MobileNetV3Small(
+        input_shape=input_shape, include_top=False, weights=weights, pooling="avg",
+        include_preprocessing=True)
+
+
+def _efficientnet_b0(input_shape, weights):
+    import keras
+
+    return keras.applications.EfficientNetB0(input_shape=input_shape, include_top=False,
+                                             weights=weights, pooling="avg")
+
+
+EXTRACTORS: dict[str, Extractor] = {
+    e.name: e for e in (Extractor("mobilenet_v3_small", _mobilenet_v3_small, 32),
+                        Extractor("efficientnet_b0", _efficientnet_b0, 32))
+}
+
+
+def get_extractor(name: str) -> Extractor:
+    """The registered extractor, or a ConfigError listing the valid names."""
+    try:
+        return EXTRACTORS[name]
+    except KeyError:
+        raise ConfigError(f"features.extractor: {name!r} is not one of "
+                          f"{', '.join(sorted(EXTRACTORS))}") from None
+
+
+def as_rgb_batch(x: np.ndarray, min_side: int) -> np.ndarray:
+    """Images (uint8) or spectrograms (float) as float32 RGB in 0-255, at least min_side."""
+    import tensorflow as tf
+
+    x = np.asarray(x)
+    if x.dtype != np.uint8:  # spectrograms: per-example min-max to the pixel range
+        low = x.min(axis=(1, 2, 3), keepdims=True)
+        high = x.max(axis=(1, 2, 3), keepdims=True)
+        x = (x - low) / np.maximum(high - low, 1e-6) * 255.0
+    x = x.astype(np.float32)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    height, width = x.shape[1:3]
+    if min(height, width) < min_side:
+        scale = min_side / min(height, width)
+        x = tf.image.resize(x, (round(height * scale), round(width * scale))).numpy()
+    return x
+
+
+def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
+    """The frozen backbone with the requested weights, or a clear error when they are missing."""
+    extractor = get_extractor(name)
+    if weights == "imagenet":
+        try:
+            model = extractor.build(input_shape, "imagenet")
+        except Exception as exc:  # urllib/HTTP/OS errors differ by platform
+            raise ConfigError(
+                f"features.weights: could not get the ImageNet weights of {name} ({exc}). They "
+                "are downloaded on first use and need internet once; without it, put the path "
+                "of a .weights.h5 file in features.weights.") from None
+    else:
+        model = extractor.build(input_shape, None)
+        if weights != "none":
+            if not Path(weights).is_file():
+                raise ConfigError(f"features.weights: file {weights} does not exist")
+            model.load_weights(weights)
+    model.trainable = False
+    return model
+
+
+def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, output: str,
+                  model=None) -> int:
+    """Embed every item of a shard; write ids and embeddings (float32) to output."""
+    from dlworkflow.tensors import _save, load_shard
+
+    arrays = load_shard(shard_path)
+    x = as_rgb_batch(arrays["x"], get_extractor(name).min_side)
+    model = model or build_extractor(name, tuple(x.shape[1:]), weights)
+    embeddings = model.predict(x, batch_size=batch_size, verbose=0).astype(np.float32)
+    _save(output, {"ids": arrays["ids"], "x": embeddings})
+    return len(embeddings)
+
+
+def write_features_index(tensors_index: str, feature_files: list[str], output: str) -> int:
+    """The tensors index restricted to embedded items, with each item's feature file."""
+    import pandas as pd
+
+    from dlworkflow.tensors import load_shard
+
+    index = pd.read_parquet(tensors_index)
+    shard_of = {}
+    for path in feature_files:
+        for item_id in load_shard(path)["ids"]:
+            shard_of[str(item_id)] = Path(path).stem
+    index = index[index["id"].isin(shard_of)].assign(feature_shard=lambda f: f["id"].map(shard_of))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    index.to_parquet(output, index=False)
+    return len(index)

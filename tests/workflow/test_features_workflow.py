@@ -1,0 +1,87 @@
+"""Feature pre-extraction: a frozen base with weights the test trains and saves itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlworkflow.errors import ConfigError
+from dlworkflow.models import extractors
+from dlworkflow.tensors import load_shard
+from tests.workflow.conftest import run, shipped_params, write_params
+
+pytestmark = pytest.mark.workflow
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def trained_weights(tmp_path_factory, demo_raw):
+    """MobileNetV3Small trained for one epoch on real digits; only the backbone is saved."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.repeat(digits.images[:300, :, :, None] * (255 / 16), 3, axis=-1).astype("float32")
+    x = keras.ops.image.resize(x, (32, 32))
+    backbone = extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), "none")
+    backbone.trainable = True
+    model = keras.Sequential([keras.Input((32, 32, 3)), backbone, keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, digits.target[:300], epochs=1, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_digits.weights.h5"
+    backbone.save_weights(path)
+    return path, backbone
+
+
+def test_extracted_features_equal_the_trained_backbones_output(demo_project, trained_weights,
+                                                               tmp_path):
+    path, backbone = trained_weights
+    shard = demo_project / "results" / "digits" / "tensors" / "trainval-00000.npz"
+    out = tmp_path / "features.npz"
+    count = extractors.extract_shard(str(shard), "mobilenet_v3_small", str(path), 32, str(out))
+    features = load_shard(out)
+    assert count == len(load_shard(shard)["ids"]) == len(features["x"])
+    assert features["x"].shape[1] == backbone.output_shape[-1]
+    images = extractors.as_rgb_batch(load_shard(shard)["x"], 32)
+    same = extractors.build_extractor("mobilenet_v3_small", images.shape[1:], "none")
+    same.load_weights(path)  # convolution weights do not depend on the input size
+    direct = same.predict(images, verbose=0)
+    np.testing.assert_allclose(features["x"], direct, rtol=1e-4, atol=1e-4)
+    untrained = tmp_path / "random.npz"
+    extractors.extract_shard(str(shard), "mobilenet_v3_small", "none", 32, str(untrained))
+    assert not np.allclose(load_shard(untrained)["x"], features["x"])
+
+
+def test_imagenet_without_internet_fails_with_a_clear_message(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline)
+    with pytest.raises(ConfigError, match="need internet once.*weights.h5"):
+        extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), "imagenet")
+    with pytest.raises(ConfigError, match="does not exist"):
+        extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), "/nowhere.weights.h5")
+    with pytest.raises(ConfigError, match="is not one of"):
+        extractors.get_extractor("resnet9000")
+
+
+def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(project,
+                                                                            trained_weights):
+    path, _ = trained_weights
+    params = shipped_params(per_class=6)
+    params["split"]["folds"] = 3
+    params["datasets"] = {"digits": params["datasets"]["digits"], "fsdd": params["datasets"]["fsdd"],
+                          "sms_spam": params["datasets"]["sms_spam"]}
+    params["features"] = {"extractor": "mobilenet_v3_small", "weights": str(path),
+                          "batch_size": 32}
+    write_params(project, params)
+    done = run(["snakemake", "--cores", "2", "--resources", "gpu=1"], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("digits", "fsdd"):  # images and spectrograms; text has no extractor
+        index = pd.read_parquet(project / "results" / name / "features" / "index.parquet")
+        tensors = pd.read_parquet(project / "results" / name / "tensors" / "index.parquet")
+        assert sorted(index["id"]) == sorted(tensors["id"])
+    assert not (project / "results" / "sms_spam" / "features").exists()
+    dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n"], project)
+    assert "gpu=1" in dry.stdout
