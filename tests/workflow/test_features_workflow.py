@@ -58,7 +58,7 @@ def test_imagenet_without_internet_fails_with_a_clear_message(monkeypatch):
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline)
-    with pytest.raises(ConfigError, match="need internet once.*weights.h5"):
+    with pytest.raises(ConfigError, match=r"need internet once.*weights\.h5"):
         extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), "imagenet")
     with pytest.raises(ConfigError, match="does not exist"):
         extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), "/nowhere.weights.h5")
