@@ -17,6 +17,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dlworkflow.figures import figure_uri, new_figure
+from dlworkflow.intake import item_records
 from dlworkflow.modalities import create_modality
 
 RARE_SHARE = 0.05
@@ -137,14 +138,6 @@ def sample_grid(inventory: pd.DataFrame, modality, dataset: Mapping[str, Any], b
             cells.append({"id": item.id, "html": modality.preview(item.read_bytes(), item)})
         rows.append({"label": label, "count": len(members), "cells": cells})
     return rows
-
-
-def item_records(rows: pd.DataFrame, modality, dataset: Mapping[str, Any], base: Path):
-    """Rebuild Item objects (file or inline payload) for inventory rows, via discovery."""
-    wanted = set(rows["id"].astype(str))
-    found = modality.discover(base / dataset["root"], Path(dataset["root"]), dataset["task"])
-    by_id = {item.id: item for item in found.items if item.id in wanted}
-    return [by_id[i] for i in rows["id"].astype(str) if i in by_id]
 
 
 def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: str) -> dict[str, Any]:

@@ -215,3 +215,11 @@ def intake_dataset(name: str, dataset: Mapping[str, Any], intake: Mapping[str, A
     enforce_policy(result, intake.get("on_bad_input", "quarantine"))
     write_intake(result, outputs["inventory"], outputs["rejected"], outputs["counts"])
     return result
+
+
+def item_records(rows: pd.DataFrame, modality, dataset: Mapping[str, Any], base: Path):
+    """Rebuild Item objects (file or inline payload) for inventory rows, via discovery."""
+    wanted = set(rows["id"].astype(str))
+    found = modality.discover(base / dataset["root"], Path(dataset["root"]), dataset["task"])
+    by_id = {item.id: item for item in found.items if item.id in wanted}
+    return [by_id[i] for i in rows["id"].astype(str) if i in by_id]

@@ -281,14 +281,12 @@ def load_series(dataset: Mapping[str, Any], inventory: pd.DataFrame,
     """Re-read the accepted series of a forecasting dataset (time order, timestamps)."""
     from pathlib import Path
 
+    from dlworkflow.intake import item_records
     from dlworkflow.modalities import create_modality
 
     modality = create_modality(dataset["modality"], {}, dataset["layout"])
-    found = modality.discover(Path(base_dir) / dataset["root"], Path(dataset["root"]),
-                              dataset["task"])
-    wanted = set(inventory["id"].astype(str))
-    return {item.id: modality.frame(item.read_bytes()) for item in found.items
-            if item.id in wanted}
+    return {item.id: modality.frame(item.read_bytes())
+            for item in item_records(inventory, modality, dataset, Path(base_dir))}
 
 
 def split_dataset(name: str, dataset: Mapping[str, Any], settings: Mapping[str, Any], seed: int,

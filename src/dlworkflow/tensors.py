@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.errors import ConfigError
+from dlworkflow.intake import item_records
 from dlworkflow.modalities import create_modality
 
 
@@ -108,8 +109,6 @@ def modality_settings(dataset: Mapping[str, Any], tensors: Mapping[str, Any],
 def write_item_shard(dataset: Mapping[str, Any], tensors: Mapping[str, Any], plan: pd.DataFrame,
                      inventory: pd.DataFrame, shard: str, output: str, base_dir: str = ".") -> int:
     """Tensorise the items of one shard and write them as one .npz file."""
-    from dlworkflow.eda import item_records
-
     rows = plan[plan["shard"] == shard].reset_index(drop=True)
     modality = create_modality(dataset["modality"], {}, dataset["layout"])
     settings = modality_settings(dataset, tensors, inventory)
@@ -139,8 +138,6 @@ def write_window_shard(dataset: Mapping[str, Any], tensors: Mapping[str, Any], h
                        plan: pd.DataFrame, inventory: pd.DataFrame, shard: str, output: str,
                        base_dir: str = ".") -> int:
     """Forecasting: cut the shard's windows out of their series (past inputs, known future)."""
-    from dlworkflow.eda import item_records
-
     rows = plan[plan["shard"] == shard].reset_index(drop=True)
     settings = tensors["timeseries"]
     lookback, policy = int(settings["lookback"]), settings.get("missing", "interpolate")
