@@ -138,19 +138,21 @@ def _fill(template: str, name: str, dataset: Mapping[str, Any]) -> str:
     return template.format(dataset=name, root=dataset["root"].rstrip("/"))
 
 
-def step_outputs(step: Step, params: Mapping[str, Any], metrics: bool = True,
-                 for_dvc: bool = False) -> list[str]:
-    """Every file (Snakemake targets) or folder (DVC outs) the step produces, over its datasets."""
-    outputs = step.dvc_outs if for_dvc and step.dvc_outs else step.outputs
-    templates = outputs + (step.metrics if metrics else ())
+def _expand(templates: tuple[str, ...], step: Step, params: Mapping[str, Any]) -> list[str]:
     return [_fill(t, name, params["datasets"][name])
             for name in step_datasets(step, params) for t in templates]
 
 
+def step_outputs(step: Step, params: Mapping[str, Any], metrics: bool = True,
+                 for_dvc: bool = False) -> list[str]:
+    """Every file (Snakemake targets) or folder (DVC outs) the step produces, over its datasets."""
+    outputs = step.dvc_outs if for_dvc and step.dvc_outs else step.outputs
+    return _expand(outputs + (step.metrics if metrics else ()), step, params)
+
+
 def step_metrics(step: Step, params: Mapping[str, Any]) -> list[str]:
     """The step's metrics files, over its datasets."""
-    return [_fill(t, name, params["datasets"][name])
-            for name in step_datasets(step, params) for t in step.metrics]
+    return _expand(step.metrics, step, params)
 
 
 def step_params(step: Step, params: Mapping[str, Any]) -> list[str]:

@@ -119,6 +119,11 @@ class TimeSeriesModality(Modality):
 
     def parse(self, data: bytes) -> tuple[pd.Index | None, np.ndarray, list[str]]:
         """Parse a series: (sorted time index or None, target values, notes), or BadInput."""
+        stamps, frame, notes = self._parse(data)
+        return stamps, frame["target"].to_numpy(), notes
+
+    def _parse(self, data: bytes) -> tuple[pd.Index | None, pd.DataFrame, list[str]]:
+        """(sorted time index or None, target and exogenous columns in time order, notes)."""
         if not data.strip():
             raise BadInput("empty file (no rows)", "empty")
         try:
@@ -136,9 +141,9 @@ class TimeSeriesModality(Modality):
             if column and column not in table.columns:
                 raise BadInput(f"column {column!r} not found (columns: "
                                f"{', '.join(table.columns)})", "bad_columns")
-        values = parse_numeric(table[target], target)
+        frame = pd.DataFrame({"target": parse_numeric(table[target], target)})
         for column in exogenous:
-            parse_numeric(table[column], column)
+            frame[column] = parse_numeric(table[column], column)
         notes: list[str] = []
         stamps = None
         if timestamp:
@@ -155,8 +160,8 @@ class TimeSeriesModality(Modality):
             if not stamps.is_monotonic_increasing:
                 notes.append("rows not in time order: sorted by timestamp")
                 order = np.argsort(np.asarray(stamps), kind="stable")
-                stamps, values = stamps[order], values[order]
-        return stamps, values, notes
+                stamps, frame = stamps[order], frame.iloc[order].reset_index(drop=True)
+        return stamps, frame, notes
 
     def frame(self, data: bytes) -> pd.DataFrame:
         """The series as a table sorted by time: `timestamp` (or the row number) and `value`."""
@@ -233,19 +238,7 @@ class TimeSeriesModality(Modality):
 
     def channels(self, data: bytes) -> pd.DataFrame:
         """Target and exogenous values in time order (NaN where missing)."""
-        stamps, values, _ = self.parse(data)
-        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-        timestamp, _, exogenous = self.columns()
-        frame = pd.DataFrame({"target": values})
-        for column in exogenous:
-            frame[column] = parse_numeric(table[column], column)
-        if timestamp:
-            raw = table[timestamp].astype(str).str.strip()
-            order = np.argsort(np.asarray(
-                raw.astype(np.int64) if raw.str.fullmatch(r"-?\d+").all()
-                else parse_timestamps(table[timestamp], timestamp)), kind="stable")
-            for column in exogenous:
-                frame[column] = frame[column].to_numpy()[order]
+        stamps, frame, _ = self._parse(data)
         frame.index = stamps if stamps is not None else pd.RangeIndex(len(frame))
         return frame
 
