@@ -3,11 +3,15 @@
     python bench/tensors.py [--items 2000]
 
 P1  tensorisation items/s per core against a bare loop that only decodes and resizes
-    (PIL for images; soundfile + log-mel for audio) and writes nothing; 2 cores vs 1.
-P2  one epoch of input from shards (streamed and in RAM) against
-    keras.utils.image_dataset_from_directory, which decodes the files every epoch.
+    (PIL for images; soundfile + resampling + log-mel for audio, so both compute the same
+    array) and writes nothing; 2 cores vs 1 (items/s while the jobs work, and wall time
+    with each job's start-up).
+P2  one epoch from shards (streamed and in RAM) against
+    keras.utils.image_dataset_from_directory, which decodes the files every epoch: input
+    only, and training a small CNN (where prefetching overlaps loading with compute).
 P3  peak RSS of tensorising, and of one streamed epoch, at 1x and 8x the data.
-Images are scikit-learn's digits written as 64x64 PNGs; audio is FSDD from ../shared/data.
+Images are scikit-learn's digits written as 64x64 PNGs, and photo-like 640x480 JPEGs (the
+digits enlarged over a gradient with sensor-like noise); audio is FSDD from ../shared/data.
 Every measurement runs in its own process. Prints tables; asserts nothing.
 """
 
@@ -50,6 +54,29 @@ def make_images(root: Path, count: int) -> list[str]:
     return paths
 
 
+def make_photos(root: Path, count: int) -> list[str]:
+    """640x480 JPEGs (quality 90) that cost what a camera picture costs to decode."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 120, 640)[None, :, None] + np.linspace(0, 60, 480)[:, None, None]
+    paths = []
+    for index in range(count):
+        source = index % len(digits.images)
+        glyph = np.asarray(Image.fromarray(np.uint8(digits.images[source] * 15)).resize((480, 480)))
+        canvas = ramp + rng.normal(0, 12, (480, 640, 3))
+        canvas[:, 80:560] += glyph[..., None] * np.array([0.5, 0.8, 0.3])
+        folder = root / str(digits.target[source])
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"photo-{index:06d}.jpg"
+        Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
 def audio_files(count: int) -> list[str]:
     recordings = sorted((REPO.parent / "shared" / "data" / "fsdd" / "recordings").glob("*.wav"))
     return [str(recordings[i % len(recordings)]) for i in range(count)] if recordings else []
@@ -68,54 +95,69 @@ def tensorise(kind: str, paths: list[str], out: str) -> dict:
     from dlworkflow.modalities import create_modality
     from dlworkflow.tensors import _save
 
-    modality = create_modality(kind, {}, {"kind": "folders"})
-    settings = IMAGE if kind == "image" else AUDIO
-    start = time.perf_counter()
+    modality = create_modality("audio" if kind == "audio" else "image", {}, {"kind": "folders"})
+    settings = AUDIO if kind == "audio" else IMAGE
+    began, start = time.time(), time.perf_counter()
     arrays = [modality.tensorize(Path(p).read_bytes(), Item(p, p), settings) for p in paths]
     batch = np.stack(arrays)
     _save(out, {"ids": np.array(paths), "x": batch if batch.dtype == np.uint8
                 else batch.astype(np.float16)})
-    return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb()}
+    return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb(),
+            "began": began, "ended": time.time()}
 
 
 def bare(kind: str, paths: list[str]) -> dict:
-    """Decode and resize only (images) or decode and log-mel only (audio); nothing written."""
+    """Decode and resize only (images) or decode, resample and log-mel (audio); nothing written."""
     import io
 
     import numpy as np
     import soundfile
+    import soxr
     from PIL import Image
 
     from dlworkflow.modalities.audio import log_mel
 
     start = time.perf_counter()
     for path in paths:
-        if kind == "image":
+        if kind != "audio":
             np.asarray(Image.open(path).convert("RGB").resize((64, 64)))
         else:
             samples, rate = soundfile.read(io.BytesIO(Path(path).read_bytes()), dtype="float32")
-            log_mel(samples, rate, 64, 512, 160)
+            log_mel(soxr.resample(samples, rate, 16000, quality="HQ"), 16000, 64, 512, 160)
     return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb()}
 
 
 def epoch(mode: str, shards: str, image_root: str, epochs: int = 2) -> dict:
-    """Seconds per epoch of input only (iterate batches, no model)."""
+    """Seconds per epoch of input only (iterate batches), or of training a small CNN on it."""
     import keras
     import numpy as np
 
     from dlworkflow.data import make_dataset
 
-    if mode == "directory":
+    source, _, model_part = mode.partition("+")
+    if source == "directory":
         dataset = keras.utils.image_dataset_from_directory(image_root, image_size=(64, 64),
                                                            batch_size=64, verbose=False)
     else:
         dataset = make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
-                               in_memory=mode == "ram")
+                               in_memory=source == "ram")
+    model = None
+    if model_part:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+            keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
-        for x, _y in dataset:
-            np.asarray(x)
+        if model is not None:
+            model.fit(dataset, epochs=1, verbose=0)
+        else:
+            for x, _y in dataset:
+                np.asarray(x)
         times.append(time.perf_counter() - start)
     return {"epochs": times, "rss": peak_rss_mb()}
 
@@ -162,13 +204,15 @@ def run_child(spec: list[str]) -> None:
         result = bare(spec[1], from_arg(spec[2]))
     elif kind == "make":
         result = {"paths": make_images(Path(spec[1]), int(spec[2]))}
+    elif kind == "photos":
+        result = {"paths": make_photos(Path(spec[1]), int(spec[2]))}
     else:
         result = epoch(spec[1], spec[2], spec[3])
     print(json.dumps(result))
 
 
-def parallel(kind: str, paths: list[str], workers: int, tmp: Path) -> float:
-    """Wall time of `workers` shard jobs side by side over the same items."""
+def parallel(kind: str, paths: list[str], workers: int, tmp: Path) -> tuple[float, float]:
+    """`workers` shard jobs side by side over the same items: (items/s while working, wall s)."""
     chunks = [paths[i::workers] for i in range(workers)]
     # as Snakemake runs a threads=1 job: numeric libraries get one thread each
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -176,10 +220,12 @@ def parallel(kind: str, paths: list[str], workers: int, tmp: Path) -> float:
     start = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, __file__, "--child",
                                json.dumps(["tensorise", kind, as_arg(c), str(tmp / f"p{i}.npz")])],
-                              stdout=subprocess.PIPE, env=env) for i, c in enumerate(chunks)]
-    for proc in procs:
-        proc.communicate()
-    return time.perf_counter() - start
+                              stdout=subprocess.PIPE, text=True, env=env)
+             for i, c in enumerate(chunks)]
+    results = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+    wall = time.perf_counter() - start
+    span = max(r["ended"] for r in results) - min(r["began"] for r in results)
+    return len(paths) / span, wall
 
 
 def main() -> None:
@@ -194,31 +240,38 @@ def main() -> None:
         tmp = Path(tmp_name)
         images = child("make", str(tmp / "img"), str(args.items))["paths"]
         sounds = audio_files(args.items)
-        print(f"P1  tensorisation vs a bare decode loop ({args.items} items, 1 process each)")
+        photos = child("photos", str(tmp / "photo"), str(max(200, args.items // 4)))["paths"]
+        print(f"P1  tensorisation vs a bare decode loop ({args.items} items; photos "
+              f"{len(photos)}; 1 process each)")
         print(f"    {'kind':<7}{'bare items/s':>14}{'tensorise items/s':>19}{'ratio':>8}"
-              f"{'1 core s':>10}{'2 cores s':>11}{'speed-up':>10}")
-        for kind, paths in (("image", images), ("audio", sounds)):
+              f"{'1 core /s':>11}{'2 cores /s':>12}{'speed-up':>10}{'wall 1 / 2 s':>15}")
+        for kind, paths in (("image", images), ("photo", photos), ("audio", sounds)):
             if not paths:
                 print(f"    {kind}: skipped (no ../shared/data)")
                 continue
             ref = child("bare", kind, as_arg(paths))
             ours = child("tensorise", kind, as_arg(paths), str(tmp / f"{kind}.npz"))
-            one, two = parallel(kind, paths, 1, tmp), parallel(kind, paths, 2, tmp)
+            (one, wall_one), (two, wall_two) = (parallel(kind, paths, 1, tmp),
+                                                parallel(kind, paths, 2, tmp))
             rate_ref, rate = ref["items"] / ref["seconds"], ours["items"] / ours["seconds"]
             print(f"    {kind:<7}{rate_ref:>14.0f}{rate:>19.0f}{rate / rate_ref:>8.2f}"
-                  f"{one:>10.2f}{two:>11.2f}{one / two:>10.2f}")
+                  f"{one:>11.0f}{two:>12.0f}{two / one:>10.2f}"
+                  f"{f'{wall_one:.2f} / {wall_two:.2f}':>15}")
 
-        print("\nP2  seconds per epoch of input (64x64 RGB, batch 64, no model)")
+        print("\nP2  seconds per epoch (64x64 RGB, batch 64): input only, and training a small CNN")
         write_shard_set(images, tmp / "shards")
-        rows = {mode: child("epoch", mode, str(tmp / "shards"), str(tmp / "img"))
-                for mode in ("directory", "stream", "ram")}
-        print(f"    {'source':<34}{'epoch 1':>9}{'epoch 2':>9}")
         names = {"directory": "image_dataset_from_directory", "stream": "shards, streamed",
                  "ram": "shards, in RAM"}
-        for mode, row in rows.items():
-            print(f"    {names[mode]:<34}{row['epochs'][0]:>9.2f}{row['epochs'][1]:>9.2f}")
-        d, s, r = (rows[m]["epochs"][1] for m in ("directory", "stream", "ram"))
-        print(f"    epoch 2: directory / streamed = {d / s:.1f}x;  in-RAM / streamed = {r / s:.2f}x")
+        rows = {mode: child("epoch", mode, str(tmp / "shards"), str(tmp / "img"))
+                for base in names for mode in (base, base + "+cnn")}
+        print(f"    {'source':<34}{'input e1':>10}{'input e2':>10}{'CNN e1':>9}{'CNN e2':>9}")
+        for mode, name in names.items():
+            plain, cnn = rows[mode]["epochs"], rows[mode + "+cnn"]["epochs"]
+            print(f"    {name:<34}{plain[0]:>10.2f}{plain[1]:>10.2f}{cnn[0]:>9.2f}{cnn[1]:>9.2f}")
+        for suffix, label in (("", "input only"), ("+cnn", "with the CNN")):
+            d, s_, r = (rows[m + suffix]["epochs"][1] for m in ("directory", "stream", "ram"))
+            print(f"    epoch 2, {label}: directory / streamed = {d / s_:.1f}x;  "
+                  f"streamed speed / in-RAM speed = {r / s_:.2f}x")
 
         print("\nP3  peak RSS (MB) at 1x and 8x the data")
         big = child("make", str(tmp / "img8"), str(8 * args.items))["paths"]

@@ -14,7 +14,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
 )
 
-from dlworkflow.config import validate_params  # noqa: E402
+from dlworkflow.config import dataset_section, validate_params  # noqa: E402
 from dlworkflow.errors import ConfigError  # noqa: E402
 from dlworkflow.layouts import walk_files  # noqa: E402
 from dlworkflow.splits import split_settings  # noqa: E402
@@ -88,6 +88,11 @@ def get_task(wildcards):
 def get_split_settings(wildcards):
     """The top-level split section updated by the dataset's own split: keys."""
     return split_settings(PARAMS, wildcards.dataset)
+
+
+def get_tensor_settings(wildcards):
+    """The tensors section with the dataset's own tensors: keys merged in."""
+    return dataset_section(PARAMS, wildcards.dataset, "tensors")
 
 
 def get_trainval_shards(wildcards):

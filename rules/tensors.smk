@@ -18,7 +18,7 @@ checkpoint tensor_plan:
         runtime=10,
     params:
         dataset=get_dataset,
-        tensors=PARAMS["tensors"],
+        tensors=get_tensor_settings,
         split=get_split_settings,
         seed=PARAMS["seed"],
     script:
@@ -44,7 +44,7 @@ rule tensorize_shard:
         runtime=30,
     params:
         dataset=get_dataset,
-        tensors=PARAMS["tensors"],
+        tensors=get_tensor_settings,
         split=get_split_settings,
     script:
         "../scripts/tensorize_shard.py"

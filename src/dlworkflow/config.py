@@ -179,12 +179,47 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
     return problems
 
 
+#: top-level sections a dataset may override key by key (`datasets.<name>.tensors: {...}`)
+OVERRIDABLE = ("tensors", "augment", "baseline", "train")
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`base` with `override`'s keys replacing its own, nested mappings merged key by key."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def dataset_section(params: Mapping[str, Any], name: str, section: str) -> dict[str, Any]:
+    """The top-level `section` as dataset `name` sees it, with its own overrides merged in."""
+    return deep_merge(params.get(section) or {}, params["datasets"][name].get(section))
+
+
+def _check_overrides(resolved: dict[str, Any]) -> list[str]:
+    """Each dataset's merged sections must pass the same schema as the top-level ones."""
+    problems = []
+    for name, ds in resolved["datasets"].items():
+        for section in OVERRIDABLE:
+            if not ds.get(section):
+                continue
+            trial = {**resolved, section: dataset_section(resolved, name, section)}
+            for problem in validate_schema(trial)[1]:
+                if problem.startswith(section) or f" {section}." in problem:
+                    problems.append(problem.replace(section, f"datasets.{name}.{section}", 1))
+    return problems
+
+
 def validate_params(params: Mapping[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
     """Validate params.yaml content; return it with defaults filled or raise ConfigError."""
     if not isinstance(params, Mapping):
         raise ConfigError("params.yaml: the top level must be a mapping of keys to values")
     resolved, problems = validate_schema(params)
     if not problems:
+        problems.extend(_check_overrides(resolved))
         for name, ds in resolved["datasets"].items():
             problems.extend(_check_dataset(name, ds, Path(base_dir)))
     if problems:

@@ -1,8 +1,7 @@
 """Loading shards for training: one function returns a `tf.data.Dataset` for (dataset, fold, part).
 
 Small data is loaded into RAM once (`in_memory="auto"` picks it below a byte budget); larger
-data streams shard by shard (interleave, shuffle buffer, batch, prefetch), so memory stays
-flat as the data grows. Test shards are never read here: they belong to the final step.
+data streams a few shards at a time, shuffled together in NumPy, then batched and prefetched, so memory stays flat as the data grows. Test shards are never read here: they belong to the final step.
 """
 
 from __future__ import annotations
@@ -58,35 +57,44 @@ def _targets(rows: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray | None:
     return rows["label"].astype(float).to_numpy(dtype=np.float32)
 
 
-def _shard_arrays(path: Path, wanted: set[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _shard_rows(path: Path, wanted: np.ndarray) -> dict[str, np.ndarray]:
+    """The shard's per-row arrays (ids, x, and y / x_future / x_mask when stored) for `wanted`."""
     arrays = load_shard(path)
-    keep = np.array([i in wanted for i in arrays["ids"]], dtype=bool)
-    y = arrays["y"][keep] if "y" in arrays else None
-    return arrays["ids"][keep], arrays["x"][keep], y
+    count = len(arrays["ids"])
+    per_row = {k: v for k, v in arrays.items() if np.ndim(v) and len(v) == count}
+    keep = np.isin(arrays["ids"], wanted)
+    if keep.all():  # the common case (a whole trainval shard): no copy
+        return per_row
+    return {k: v[keep] for k, v in per_row.items()}
+
+
+def _shard_arrays(path: Path, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    rows = _shard_rows(path, wanted)
+    return rows["ids"], rows["x"], rows.get("y")
 
 
 def load_arrays(tensors_dir: str | Path, fold: int | None, part: str, gap: int = 0,
                 use_sample: bool = True) -> dict[str, Any]:
-    """The selected rows as in-memory arrays: ids, x, y (class index, value or horizon)."""
+    """The selected rows as in-memory arrays: ids, x, y (class index, value or horizon), and
+    x_future (forecasting with known-future covariates), ordered by id."""
     tensors_dir = Path(tensors_dir)
     index = pd.read_parquet(tensors_dir / "index.parquet")
     rows = select(index, fold, part, gap, use_sample)
     classes = _classes(index)
-    wanted = set(rows["id"])
-    ids, xs, ys = [], [], []
-    for shard in sorted(rows["shard"].unique()):
-        shard_ids, x, y = _shard_arrays(tensors_dir / f"{shard}.npz", wanted)
-        ids.append(shard_ids)
-        xs.append(x)
-        ys.append(y)
-    ids = np.concatenate(ids) if ids else np.array([], dtype=str)
+    wanted = rows["id"].to_numpy(dtype=str)
+    parts = [_shard_rows(tensors_dir / f"{shard}.npz", wanted)
+             for shard in sorted(rows["shard"].unique())]
+    if not parts:
+        return {"ids": np.array([], dtype=str), "x": np.empty((0,)), "y": None, "classes": classes}
+    ids = np.concatenate([p["ids"] for p in parts])
     order = np.argsort(ids, kind="stable")
-    x = np.concatenate(xs)[order] if xs else np.empty((0,))
-    if ys and ys[0] is not None:
-        y = np.concatenate(ys)[order]
-    else:
-        y = _targets(rows.set_index("id").loc[ids[order]].reset_index(), classes)
-    return {"ids": ids[order], "x": x, "y": y, "classes": classes}
+    out: dict[str, Any] = {"ids": ids[order], "classes": classes}
+    for key in parts[0]:
+        if key != "ids":
+            out[key] = np.concatenate([p[key] for p in parts])[order]
+    if "y" not in out:
+        out["y"] = _targets(rows.set_index("id").loc[out["ids"]].reset_index(), classes)
+    return out
 
 
 def _classes(index: pd.DataFrame) -> tuple[str, ...]:
@@ -102,8 +110,13 @@ def _classes(index: pd.DataFrame) -> tuple[str, ...]:
 def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_size: int = 32,
                  shuffle: bool = True, seed: int = 0, in_memory: bool | str = "auto",
                  cache: bool = False, gap: int = 0, shuffle_buffer: int = 2048,
-                 use_sample: bool = True):
-    """A batched `tf.data.Dataset` of (x, y) for one fold and part, streamed or in RAM."""
+                 use_sample: bool = True, pool: int = 4):
+    """A batched `tf.data.Dataset` of (x, y) for one fold and part, streamed or in RAM.
+
+    Streaming reads `pool` shards at a time (in a new random order each epoch) and shuffles
+    their rows together in NumPy; tf.data slices and batches them. Python is visited once per
+    pool, not per item, and at most `pool` shards are in memory.
+    """
     import tensorflow as tf
 
     tensors_dir = Path(tensors_dir)
@@ -116,38 +129,49 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
     if in_memory:
         arrays = load_arrays(tensors_dir, fold, part, gap, use_sample)
         dataset = tf.data.Dataset.from_tensor_slices((arrays["x"], arrays["y"]))
-    else:
-        classes = _classes(index)
-        wanted = set(rows["id"])
-        labels = rows.set_index("id")
-        sample_x, sample_y = _first_example(tensors_dir / f"{shards[0]}.npz", wanted, labels,
-                                            classes)
-        signature = (tf.TensorSpec((None, *sample_x.shape), tf.as_dtype(sample_x.dtype)),
-                     tf.TensorSpec((None, *sample_y.shape), tf.as_dtype(sample_y.dtype)))
-
-        def generate(path: bytes) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            # one whole shard at a time: per-item Python yields would dominate the epoch
-            ids, x, y = _shard_arrays(Path(path.decode()), wanted)
-            if y is None:
-                y = _targets(labels.loc[ids].reset_index(), classes)
-            yield x, np.asarray(y)
-
-        files = tf.data.Dataset.from_tensor_slices([str(tensors_dir / f"{s}.npz") for s in shards])
+        if cache:
+            dataset = dataset.cache()
         if shuffle:
-            files = files.shuffle(len(shards), seed=seed)
-        dataset = files.interleave(
-            lambda path: tf.data.Dataset.from_generator(generate, output_signature=signature,
-                                                        args=(path,)).unbatch(),
-            cycle_length=min(4, len(shards)), block_length=1,
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            dataset = dataset.shuffle(min(shuffle_buffer, max(1, len(arrays["x"]))), seed=seed,
+                                      reshuffle_each_iteration=True)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    classes = _classes(index)
+    wanted = rows["id"].to_numpy(dtype=str)
+    labels = rows.set_index("id")
+    paths = [tensors_dir / f"{s}.npz" for s in shards]
+    sample_x, sample_y = _first_example(paths[0], wanted, labels, classes)
+    signature = (tf.TensorSpec((None, *sample_x.shape), tf.as_dtype(sample_x.dtype)),
+                 tf.TensorSpec((None, *sample_y.shape), tf.as_dtype(sample_y.dtype)))
+    epochs = iter(range(1 << 62))
+
+    def pools() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([seed, next(epochs)])  # a new, reproducible order per epoch
+        order = [paths[i] for i in (rng.permutation(len(paths)) if shuffle else range(len(paths)))]
+        for start in range(0, len(order), pool):
+            xs, ys = [], []
+            for path in order[start: start + pool]:
+                ids, x, y = _shard_arrays(path, wanted)
+                if y is None:
+                    y = _targets(labels.loc[ids].reset_index(), classes)
+                xs.append(x)
+                ys.append(np.asarray(y))
+            x, y = np.concatenate(xs), np.concatenate(ys)
+            if shuffle:
+                mix = rng.permutation(len(x))
+                x, y = x[mix], y[mix]
+            yield x, y
+
+    # Python hands over one pool of shards at a time; slicing and batching stay in tf.data
+    dataset = tf.data.Dataset.from_generator(pools, output_signature=signature)
+    dataset = dataset.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)))
     if cache:
         dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if shuffle:  # a cached stream repeats its order; mix it again each epoch
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _first_example(path: Path, wanted: set[str], labels: pd.DataFrame,
+def _first_example(path: Path, wanted: np.ndarray, labels: pd.DataFrame,
                    classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     ids, x, y = _shard_arrays(path, wanted)
     if y is None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import io
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+def _pyplot():
+    """matplotlib, imported on first use: jobs that draw nothing do not pay ~0.5 s for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def data_uri(data: bytes, mime: str) -> str:
@@ -20,12 +25,12 @@ def figure_uri(figure, dpi: int = 80) -> str:
     """Render a matplotlib figure as an inline PNG data URI and close it."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return data_uri(buffer.getvalue(), "image/png")
 
 
 def new_figure(width: float = 4.0, height: float = 2.6):
     """A figure and axes with the report's style."""
-    figure, axes = plt.subplots(figsize=(width, height))
+    figure, axes = _pyplot().subplots(figsize=(width, height))
     axes.spines[["top", "right"]].set_visible(False)
     return figure, axes

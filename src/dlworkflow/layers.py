@@ -108,17 +108,64 @@ def series_augmentation(settings: Mapping[str, Any], seed: int) -> list[keras.la
     return layers
 
 
-def adapted_text_vectorizer(train_texts: Sequence[str], max_tokens: int | None,
+def _adaptable(data: Any, dtype: Any) -> Any:
+    """Arrays are adapted on directly; a tf.data.Dataset (streamed folds) is passed through."""
+    return data if hasattr(data, "element_spec") else np.asarray(data, dtype=dtype)
+
+
+def adapted_text_vectorizer(train_texts: Any, max_tokens: int | None,
                             sequence_length: int) -> keras.layers.TextVectorization:
     """TextVectorization adapted on the fold's training texts only (index 1 = out of vocabulary)."""
     layer = keras.layers.TextVectorization(max_tokens=max_tokens,
                                            output_sequence_length=sequence_length)
-    layer.adapt(np.asarray(train_texts, dtype=str))
+    layer.adapt(_adaptable(train_texts, str))
     return layer
 
 
-def adapted_normalizer(train_x: np.ndarray, axis: int | None = -1) -> keras.layers.Normalization:
+def adapted_normalizer(train_x: Any, axis: int | None = -1) -> keras.layers.Normalization:
     """Normalization whose mean and variance come from the fold's training rows only."""
     layer = keras.layers.Normalization(axis=axis)
-    layer.adapt(np.asarray(train_x, dtype=np.float32))
+    layer.adapt(_adaptable(train_x, np.float32))
     return layer
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class LastValue(keras.layers.Layer):
+    """The last time step of one channel of a (batch, time, channels) window: (batch, 1)."""
+
+    def __init__(self, channel: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.channel = channel
+
+    def call(self, inputs):
+        return inputs[:, -1, self.channel: self.channel + 1]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "channel": self.channel}
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class RelativeToLast(keras.layers.Layer):
+    """A window minus its own last time step, per channel: the model sees shape, not level."""
+
+    def call(self, inputs):
+        return inputs - inputs[:, -1:, :]
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class PositionalEmbedding(keras.layers.Layer):
+    """Token embedding plus a learned embedding of each position (for the Transformer)."""
+
+    def __init__(self, sequence_length: int, vocabulary: int, dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sequence_length, self.vocabulary, self.dim = sequence_length, vocabulary, dim
+        self.tokens = keras.layers.Embedding(vocabulary, dim)
+        self.positions = keras.layers.Embedding(sequence_length, dim)
+
+    def call(self, inputs):
+        positions = ops.arange(ops.shape(inputs)[-1])
+        return self.tokens(inputs) + self.positions(positions)[None]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "sequence_length": self.sequence_length,
+                "vocabulary": self.vocabulary, "dim": self.dim}

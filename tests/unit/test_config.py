@@ -140,3 +140,18 @@ def test_no_key_is_a_yaml_boolean_word():
                 yield from keys(child)
 
     assert not booleans & {k.lower() for k in keys(load_schema())}
+
+
+def test_a_dataset_overrides_section_keys_and_is_checked_like_the_section(good, tmp_path):
+    from dlworkflow.config import dataset_section
+
+    good["tensors"] = {"image": {"size": [48, 48]}}
+    good["datasets"]["imgs"]["tensors"] = {"image": {"color": "grayscale"}, "shard_size": 64}
+    params = validate_params(good, base_dir=tmp_path)
+    merged = dataset_section(params, "imgs", "tensors")
+    assert merged["image"] == {"size": [48, 48], "color": "grayscale", "resize": "pad"}
+    assert merged["shard_size"] == 64 and params["tensors"]["shard_size"] == 512
+    good["datasets"]["imgs"]["tensors"] = {"image": {"resize": "squash"}, "colour": 1}
+    message = _problems(good, tmp_path)
+    assert "datasets.imgs.tensors.image.resize: 'squash' is not allowed" in message
+    assert "datasets.imgs.tensors.colour" in message

@@ -147,6 +147,30 @@ class AudioModality(Modality):
                 : int(settings.get("n_mfcc", 20))]
         return spectrogram.astype(np.float32)[..., None]
 
+    networks: ClassVar[dict[str, tuple[str, ...]]] = {
+        "classification": ("audio_cnn",), "regression": ("audio_cnn",)}
+
+    def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
+        """MFCC summary: mean and std over time of the MFCCs and of their deltas.
+
+        From a log-mel or MFCC shard (bands, frames, 1); a waveform shard gets its log-mel first.
+        """
+        from scipy.fft import dct
+
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 2:  # cached embeddings
+            return x
+        if x.ndim == 3:  # waveform (samples, 1): log-mel at the shard's sample rate
+            rate = int(settings.get("sample_rate", 16000))
+            x = np.stack([log_mel(wave[:, 0], rate) for wave in x])[..., None]
+        x = x[..., 0]
+        n_mfcc = int((settings.get("audio") or {}).get("n_mfcc", 20))
+        if x.shape[1] > n_mfcc * 2:  # log-mel bands -> MFCCs; an MFCC shard is used as it is
+            x = dct(x, type=2, norm="ortho", axis=1)[:, :n_mfcc]
+        delta = np.diff(x, axis=2)
+        return np.concatenate([x.mean(axis=2), x.std(axis=2), delta.mean(axis=2),
+                               delta.std(axis=2)], axis=1)
+
     def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
         """Training-only augmentation layers from `augment.audio`."""
         from dlworkflow.layers import audio_augmentation

@@ -64,6 +64,21 @@ class Modality(ABC):
         """Keras layers adapted on a fold's training rows, saved inside that fold's model."""
         return []
 
+    #: network architectures (names in dlworkflow.models) per task; the first is the default
+    networks: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def flat(self, x: Any, settings: Mapping[str, Any]) -> Any:
+        """The flat representation step 2's traditional baselines use (rows of numbers)."""
+        import numpy as np
+
+        return np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+
+    def baselines(self, task: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """Unfitted scikit-learn estimators (Pipelines) for step 2, by name."""
+        from dlworkflow.baselines import standard_baselines
+
+        return standard_baselines(task, settings, seed)
+
     def empty_stats(self) -> dict[str, Any]:
         """Stats with every column present and no values (for typing empty inventories)."""
         return {name: None for name in self.stats}

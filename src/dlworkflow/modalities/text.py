@@ -64,6 +64,20 @@ class TextModality(Modality):
         text = " ".join(unicodedata.normalize("NFC", text).split())
         return text[: int(settings.get("max_characters", 10000))]
 
+    networks: ClassVar[dict[str, tuple[str, ...]]] = {
+        "classification": ("text_cnn", "text_bigru", "text_transformer"),
+        "regression": ("text_cnn", "text_bigru", "text_transformer")}
+
+    def flat(self, x: Any, settings: Mapping[str, Any]) -> list[str]:
+        """The normalised texts themselves: TF-IDF is fitted per fold inside the pipeline."""
+        return [str(t) for t in x]
+
+    def baselines(self, task: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """TF-IDF (word n-grams, optionally char n-grams) into a linear model."""
+        from dlworkflow.baselines import tfidf_baselines
+
+        return tfidf_baselines(task, settings, seed)
+
     def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
         """TextVectorization adapted on the fold's training texts: the model takes raw strings."""
         from dlworkflow.layers import adapted_text_vectorizer

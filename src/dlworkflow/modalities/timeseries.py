@@ -242,6 +242,19 @@ class TimeSeriesModality(Modality):
         frame.index = stamps if stamps is not None else pd.RangeIndex(len(frame))
         return frame
 
+    networks: ClassVar[dict[str, tuple[str, ...]]] = {
+        "classification": ("series_fcn",), "regression": ("series_fcn",),
+        "forecasting": ("forecast_cnn", "forecast_lstm")}
+
+    def baselines(self, task: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """1-NN Euclidean and a ridge classifier on the fixed-length series; forecasting:
+        seasonal naive and ridge on lags (see dlworkflow.baselines)."""
+        from dlworkflow.baselines import forecasting_baselines, series_baselines
+
+        if task == "forecasting":
+            return forecasting_baselines(settings)
+        return series_baselines(task, settings, seed)
+
     def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
         """Training-only augmentation layers from `augment.timeseries`."""
         from dlworkflow.layers import series_augmentation

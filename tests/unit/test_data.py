@@ -1,0 +1,68 @@
+"""The shard loader: streaming and in-RAM give the same items; streaming reshuffles per epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+from dlworkflow.data import make_dataset
+from dlworkflow.tensors import _save
+
+
+@pytest.fixture(scope="module")
+def digit_shards(tmp_path_factory):
+    """scikit-learn's 1,797 digits as uint8 images in shards of 100, one trainval fold 0."""
+    folder = tmp_path_factory.mktemp("shards")
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+    ids = np.array([f"d{i:05d}" for i in range(len(images))])
+    rows = []
+    for number, first in enumerate(range(0, len(images), 100)):
+        name = f"trainval-{number:05d}"
+        _save(str(folder / f"{name}.npz"), {"ids": ids[first: first + 100],
+                                            "x": images[first: first + 100]})
+        rows += [{"id": ids[i], "label": str(digits.target[i]), "role": "trainval",
+                  "fold": i % 5, "in_sample": True, "shard": name}
+                 for i in range(first, min(first + 100, len(images)))]
+    index = pd.DataFrame(rows)
+    index["fold"] = index["fold"].astype("Int64")
+    index.to_parquet(folder / "index.parquet", index=False)
+    return folder, images, digits.target
+
+
+def _epoch(dataset):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_streamed_epochs_hold_every_training_item_once_in_a_new_order(digit_shards):
+    folder, images, target = digit_shards
+    dataset = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
+                           in_memory=False, pool=3)
+    first, labels = _epoch(dataset)
+    second, _ = _epoch(dataset)
+    train = np.arange(len(images)) % 5 != 0
+    assert len(first) == len(second) == train.sum()
+    key = lambda x: sorted(x.reshape(len(x), -1).sum(axis=1).tolist())  # noqa: E731
+    assert key(first) == key(second) == key(images[train])
+    assert not np.array_equal(first, second)  # reshuffled between epochs
+    assert sorted(labels.tolist()) == sorted(target[train].tolist())
+    # pairs stay aligned: each image keeps its own label
+    lookup = {images[i].tobytes(): target[i] for i in np.flatnonzero(train)}
+    assert all(lookup[x.tobytes()] == y for x, y in zip(first, labels, strict=True))
+    # every shard of a pool is mixed into the same batches (not one shard per batch)
+    again = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
+                         in_memory=False, pool=3)
+    assert np.array_equal(_epoch(again)[0], first)  # the same seed gives the same order
+
+
+def test_streamed_without_shuffle_matches_in_ram(digit_shards):
+    folder, _, _ = digit_shards
+    streamed = make_dataset(folder, 2, "valid", batch_size=50, shuffle=False, in_memory=False)
+    in_ram = make_dataset(folder, 2, "valid", batch_size=50, shuffle=False, in_memory=True)
+    (xs, ys), (xr, yr) = _epoch(streamed), _epoch(in_ram)
+    assert xs.shape == xr.shape and xs.dtype == np.uint8
+    assert np.array_equal(np.sort(xs.reshape(len(xs), -1).sum(1)), np.sort(xr.reshape(len(xr), -1).sum(1)))
+    assert sorted(ys.tolist()) == sorted(yr.tolist())
