@@ -14,6 +14,8 @@ include: "rules/split.smk"
 include: "rules/eda.smk"
 include: "rules/tensors.smk"
 include: "rules/features.smk"
+include: "rules/baseline.smk"
+include: "rules/train.smk"
 
 
 rule all:

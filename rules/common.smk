@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 _SRC = str(Path(workflow.basedir) / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines are noise
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
 )
@@ -19,7 +20,7 @@ from dlworkflow.errors import ConfigError  # noqa: E402
 from dlworkflow.layouts import walk_files  # noqa: E402
 from dlworkflow.splits import split_settings  # noqa: E402
 from dlworkflow.tensors import shard_names  # noqa: E402
-from dlworkflow.workflow import all_targets  # noqa: E402
+from dlworkflow.workflow import all_targets, extracts_features  # noqa: E402
 
 try:
     PARAMS = validate_params(config, base_dir=".")
@@ -110,3 +111,55 @@ def get_trainval_features(wildcards):
         path.replace("/tensors/", "/features/")
         for path in get_trainval_shards(wildcards)
     ]
+
+
+def get_baseline_settings(wildcards):
+    """The baseline section with the dataset's own baseline: keys merged in."""
+    return dataset_section(PARAMS, wildcards.dataset, "baseline")
+
+
+def get_train_settings(wildcards):
+    """The train section with the dataset's own train: keys merged in."""
+    return dataset_section(PARAMS, wildcards.dataset, "train")
+
+
+def get_augment_settings(wildcards):
+    """The augment section with the dataset's own augment: keys merged in."""
+    return dataset_section(PARAMS, wildcards.dataset, "augment")
+
+
+def get_features_index_if_extracted(wildcards):
+    """The features index when an extractor embeds this dataset's modality, else nothing."""
+    if extracts_features(DATASETS[wildcards.dataset], PARAMS):
+        return f"results/{wildcards.dataset}/features/index.parquet"
+    return []
+
+
+def _fold_files(wildcards, kind, name):
+    folds = split_settings(PARAMS, wildcards.dataset)["folds"]
+    return [f"results/{wildcards.dataset}/{kind}/fold-{k}/{name}" for k in range(folds)]
+
+
+def get_baseline_fold_metrics(wildcards):
+    """metrics.json of every baseline fold."""
+    return _fold_files(wildcards, "baseline", "metrics.json")
+
+
+def get_baseline_fold_predictions(wildcards):
+    """predictions.parquet of every baseline fold."""
+    return _fold_files(wildcards, "baseline", "predictions.parquet")
+
+
+def get_nn_fold_metrics(wildcards):
+    """metrics.json of every network fold."""
+    return _fold_files(wildcards, "nn", "metrics.json")
+
+
+def get_nn_fold_predictions(wildcards):
+    """predictions.parquet of every network fold."""
+    return _fold_files(wildcards, "nn", "predictions.parquet")
+
+
+def get_fold_dir(wildcards):
+    """The folder a fold's network and its logs are written to."""
+    return f"results/{wildcards.dataset}/nn/fold-{wildcards.fold}"

@@ -66,7 +66,7 @@ def tfidf_baselines(task: str, settings: Mapping[str, Any], seed: int) -> dict[s
     if task == "regression":
         model: Any = RidgeCV(alphas=np.logspace(-3, 3, 13))
     else:
-        model = LogisticRegression(C=float(settings.get("C", 10.0)), max_iter=2000,
+        model = LogisticRegression(C=float(text.get("C", 10.0)), max_iter=2000,
                                    class_weight=_class_weight(settings), random_state=seed)
     return {"tfidf_logreg" if task != "regression" else "tfidf_ridge":
             Pipeline([("tfidf", features), ("model", model)])}

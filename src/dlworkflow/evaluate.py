@@ -128,3 +128,28 @@ def prediction_frame(ids: Sequence[str], fold: int, model: str, y_true: Any, y_p
         for number, name in enumerate(classes):
             frame[f"p_{name}"] = np.asarray(proba)[:, number]
     return frame
+
+
+def network_summary(choice_path: str, fold_metrics: Sequence[str], fold_predictions: Sequence[str],
+                    baseline_summary: str, oof_output: str, summary_output: str) -> dict[str, Any]:
+    """The network's CV summary, its best epoch per fold, and the comparison with the baseline."""
+    baseline = json.loads(Path(baseline_summary).read_text())
+    primary = baseline["primary"]
+    best_name = baseline["best"]
+    reference = baseline["models"][best_name][primary]
+    summary = fold_outputs_to_summary("nn", choice_path, fold_metrics, fold_predictions,
+                                      oof_output, summary_output)
+    network = summary["models"][summary["best"]][primary]
+    sign = 1 if summary["greater_is_better"] else -1
+    difference = network["mean"] - reference["mean"]
+    beats = sign * difference > 0
+    epochs = [d.get("best_epoch") for d in summary["fold_details"][summary["best"]].values()]
+    verdict = (f"The network ({summary['best']}) {'beats' if beats else 'does not beat'} the best "
+               f"traditional baseline ({best_name}) on {primary}: {network['mean']:.4f} ± "
+               f"{network['std']:.4f} against {reference['mean']:.4f} ± {reference['std']:.4f} "
+               f"(difference {difference:+.4f}).")
+    summary.update(best_epochs=epochs, baseline={"model": best_name, primary: reference},
+                   beats_baseline=bool(beats), verdict=verdict)
+    summary["headline"]["baseline_" + primary + "_mean"] = reference["mean"]
+    Path(summary_output).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +17,14 @@ EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable, LeakageFoun
 
 @contextmanager
 def rule_logging(log_path: str) -> Iterator[None]:
-    """Send stderr and logging to the rule's log; turn expected errors into a clean exit 1."""
+    """Send stdout, stderr and logging to the rule's log (native libraries such as
+    TensorFlow's C++ core included); turn expected errors into a clean exit 1."""
     with open(log_path, "w", encoding="utf-8") as log_file:
-        sys.stderr = log_file
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        sys.stdout = sys.stderr = log_file
         logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:

@@ -103,6 +103,30 @@ STEPS: tuple[Step, ...] = (
         datasets="features",
         after=("tensors",),
     ),
+    Step(
+        name="baseline",
+        rules=("baseline_fold", "baseline_summary"),
+        outputs=("results/{dataset}/baseline/oof.parquet",),
+        metrics=("results/{dataset}/baseline/summary.json",),
+        params=("seed", "baseline", "split", "tensors", "features", "datasets.{dataset}"),
+        code=("rules/baseline.smk", "scripts/baseline_fold.py", "scripts/baseline_summary.py",
+              "src/dlworkflow/baselines.py", "src/dlworkflow/evaluate.py",
+              "src/dlworkflow/data.py"),
+        after=("intake", "tensors", "features"),
+        dvc_outs=("results/{dataset}/baseline/fold-{fold}", "results/{dataset}/baseline/oof.parquet"),
+    ),
+    Step(
+        name="train",
+        rules=("train_fold", "nn_summary"),
+        outputs=("results/{dataset}/nn/oof.parquet",),
+        metrics=("results/{dataset}/nn/summary.json",),
+        params=("seed", "train", "augment", "split", "tensors", "datasets.{dataset}"),
+        code=("rules/train.smk", "scripts/train_fold.py", "scripts/nn_summary.py",
+              "src/dlworkflow/train.py", "src/dlworkflow/models", "src/dlworkflow/layers.py",
+              "src/dlworkflow/evaluate.py", "src/dlworkflow/data.py"),
+        after=("intake", "tensors", "baseline"),
+        dvc_outs=("results/{dataset}/nn/fold-{fold}", "results/{dataset}/nn/oof.parquet"),
+    ),
 )
 
 
@@ -114,7 +138,7 @@ def get_step(name: str) -> Step:
     raise KeyError(f"unknown step {name!r}; steps: {', '.join(s.name for s in STEPS)}")
 
 
-def _extracts_features(dataset: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+def extracts_features(dataset: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     from dlworkflow.models.extractors import get_extractor
 
     name = (params.get("features") or {}).get("extractor")
@@ -124,7 +148,7 @@ def _extracts_features(dataset: Mapping[str, Any], params: Mapping[str, Any]) ->
 DATASET_FILTERS = {
     "all": lambda dataset, params: True,
     "demo": lambda dataset, params: bool(dataset.get("demo")),
-    "features": _extracts_features,
+    "features": extracts_features,
 }
 
 
@@ -134,13 +158,20 @@ def step_datasets(step: Step, params: Mapping[str, Any]) -> list[str]:
     return [n for n, ds in params["datasets"].items() if keep(ds, params)]
 
 
-def _fill(template: str, name: str, dataset: Mapping[str, Any]) -> str:
-    return template.format(dataset=name, root=dataset["root"].rstrip("/"))
+def _fill(template: str, name: str, params: Mapping[str, Any]) -> list[str]:
+    """The template for one dataset; `{fold}` gives one path per cross-validation fold."""
+    root = params["datasets"][name]["root"].rstrip("/")
+    if "{fold}" not in template:
+        return [template.format(dataset=name, root=root)]
+    from dlworkflow.splits import split_settings
+
+    folds = int(split_settings(params, name)["folds"])
+    return [template.format(dataset=name, root=root, fold=k) for k in range(folds)]
 
 
 def _expand(templates: tuple[str, ...], step: Step, params: Mapping[str, Any]) -> list[str]:
-    return [_fill(t, name, params["datasets"][name])
-            for name in step_datasets(step, params) for t in templates]
+    return [path for name in step_datasets(step, params) for t in templates
+            for path in _fill(t, name, params)]
 
 
 def step_outputs(step: Step, params: Mapping[str, Any], metrics: bool = True,

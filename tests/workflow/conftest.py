@@ -24,10 +24,19 @@ def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.Complet
                           timeout=timeout, check=False)
 
 
-def shipped_params(per_class: int = PER_CLASS) -> dict:
-    """The shipped params.yaml, capped per class and pointed at this machine's shared data."""
+#: tests train tiny networks for two epochs; the shipped defaults stay real
+QUICK_TRAIN = {"epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2,
+               "batch_size": 16, "text": {"embedding_dim": 8, "max_tokens": 2000}}
+
+
+def shipped_params(per_class: int = PER_CLASS, quick: bool = True) -> dict:
+    """The shipped params.yaml, capped per class and pointed at this machine's shared data;
+    `quick` shrinks the networks and their epochs."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["demo"].update(max_per_class=per_class, shared_data=str(SHARED_DATA))
+    if quick:
+        params["train"].update({k: v for k, v in QUICK_TRAIN.items() if k != "text"})
+        params["train"]["text"].update(QUICK_TRAIN["text"])
     return params
 
 

@@ -153,20 +153,20 @@ class AudioModality(Modality):
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """MFCC summary: mean and std over time of the MFCCs and of their deltas.
 
-        From a log-mel or MFCC shard (bands, frames, 1); a waveform shard gets its log-mel first.
+        `settings` holds the shard's tensors.audio keys (representation, sample_rate, n_mfcc).
         """
         from scipy.fft import dct
 
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 2:  # cached embeddings
             return x
-        if x.ndim == 3:  # waveform (samples, 1): log-mel at the shard's sample rate
+        representation = settings.get("representation", "logmel")
+        if representation == "waveform":  # (samples, 1): log-mel at the shard's sample rate
             rate = int(settings.get("sample_rate", 16000))
             x = np.stack([log_mel(wave[:, 0], rate) for wave in x])[..., None]
         x = x[..., 0]
-        n_mfcc = int((settings.get("audio") or {}).get("n_mfcc", 20))
-        if x.shape[1] > n_mfcc * 2:  # log-mel bands -> MFCCs; an MFCC shard is used as it is
-            x = dct(x, type=2, norm="ortho", axis=1)[:, :n_mfcc]
+        if representation != "mfcc":  # log-mel bands -> MFCCs
+            x = dct(x, type=2, norm="ortho", axis=1)[:, : int(settings.get("n_mfcc", 20))]
         delta = np.diff(x, axis=2)
         return np.concatenate([x.mean(axis=2), x.std(axis=2), delta.mean(axis=2),
                                delta.std(axis=2)], axis=1)

@@ -1,0 +1,59 @@
+# Step 5: the network baseline, one job per fold (gpu=1: `--resources gpu=1` runs GPU jobs one
+# at a time), then the CV summary compared with the traditional baseline.
+
+
+rule train_fold:
+    input:
+        index="results/{dataset}/tensors/index.parquet",
+        stats="results/{dataset}/tensors/stats.json",
+        shards=get_trainval_shards,
+        metric="results/{dataset}/intake/metric.json",
+    output:
+        model="results/{dataset}/nn/fold-{fold}/model.keras",
+        card="results/{dataset}/nn/fold-{fold}/model.json",
+        metrics="results/{dataset}/nn/fold-{fold}/metrics.json",
+        predictions="results/{dataset}/nn/fold-{fold}/predictions.parquet",
+        history="results/{dataset}/nn/fold-{fold}/history.csv",
+        dvclive=directory("results/{dataset}/nn/fold-{fold}/dvclive"),
+    log:
+        "logs/{dataset}/train_fold-{fold}.log",
+    benchmark:
+        "benchmarks/{dataset}/train_fold-{fold}.tsv"
+    wildcard_constraints:
+        fold=r"\d+",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    params:
+        dataset=get_dataset,
+        train=get_train_settings,
+        augment=get_augment_settings,
+        tensors=get_tensor_settings,
+        split=get_split_settings,
+        seed=PARAMS["seed"],
+        out_dir=get_fold_dir,
+    script:
+        "../scripts/train_fold.py"
+
+
+rule nn_summary:
+    input:
+        metric="results/{dataset}/intake/metric.json",
+        metrics=get_nn_fold_metrics,
+        predictions=get_nn_fold_predictions,
+        baseline="results/{dataset}/baseline/summary.json",
+    output:
+        oof="results/{dataset}/nn/oof.parquet",
+        summary="results/{dataset}/nn/summary.json",
+    log:
+        "logs/{dataset}/nn_summary.log",
+    benchmark:
+        "benchmarks/{dataset}/nn_summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/nn_summary.py"

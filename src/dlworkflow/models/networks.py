@@ -1,0 +1,338 @@
+"""Step 5: the first network architectures per modality, registered by name.
+
+Every builder takes a `NetworkSpec` (input, output, adapted preprocessing layers, training-only
+augmentation, and the `train:` knobs) and returns an uncompiled `keras.Model` whose input is
+the stored tensor (uint8 image, spectrogram, raw string, series window): everything learned
+from data lives inside the model, so a saved model takes what the shards hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlworkflow.errors import ConfigError
+
+
+@dataclass
+class NetworkSpec:
+    """What a builder needs to know about the data and the settings."""
+
+    task: str
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    outputs: int  # classes, 1 for regression, the horizon for forecasting
+    settings: Mapping[str, Any]  # the train: section (dataset overrides merged)
+    preprocessing: Sequence[Any] = ()  # layers adapted on fold-train rows
+    augmentation: Sequence[Any] = ()  # random layers, active only when training
+    target_offset: float = 0.0  # regression/forecasting: outputs are scaled back to units
+    target_scale: float = 1.0
+    future_shape: tuple[int, ...] | None = None  # forecasting: known-future covariates
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+BUILDERS: dict[str, Callable[[NetworkSpec], Any]] = {}
+
+
+def register(name: str) -> Callable:
+    """Decorator: add a builder to the registry under `name`."""
+    def add(builder: Callable[[NetworkSpec], Any]) -> Callable[[NetworkSpec], Any]:
+        BUILDERS[name] = builder
+        return builder
+    return add
+
+
+def build_network(name: str, spec: NetworkSpec):
+    """Build the named architecture, or a ConfigError listing the valid names."""
+    if name not in BUILDERS:
+        raise ConfigError(f"train.architecture: {name!r} is not one of {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[name](spec)
+
+
+def _regularizer(spec: NetworkSpec):
+    import keras
+
+    l2 = float(spec.settings.get("l2", 0.0))
+    return keras.regularizers.L2(l2) if l2 > 0 else None
+
+
+def _apply(x, layers: Sequence[Any]):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def _head(x, spec: NetworkSpec):
+    """Dropout, a dense layer, and the output: softmax classes or values scaled to units."""
+    import keras
+
+    dropout = float(spec.settings.get("dropout", 0.3))
+    units = int(spec.settings.get("units", 64))
+    x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
+    x = keras.layers.Dense(units, activation="relu", kernel_regularizer=_regularizer(spec))(x)
+    x = keras.layers.Dropout(dropout, seed=spec.seed + 1)(x)
+    if spec.task == "classification":
+        return keras.layers.Dense(spec.outputs, activation="softmax", dtype="float32",
+                                  name="classes")(x)
+    x = keras.layers.Dense(spec.outputs, dtype="float32")(x)
+    return keras.layers.Rescaling(spec.target_scale, offset=spec.target_offset, dtype="float32",
+                                  name="values")(x)
+
+
+def _conv_blocks(x, spec: NetworkSpec, dims: int):
+    """`layers` blocks of conv-BN-ReLU-max-pool, doubling the filters, then global pooling."""
+    import keras
+
+    conv = keras.layers.Conv2D if dims == 2 else keras.layers.Conv1D
+    pool = keras.layers.MaxPooling2D if dims == 2 else keras.layers.MaxPooling1D
+    filters = int(spec.settings.get("filters", 32))
+    for block in range(int(spec.settings.get("layers", 3))):
+        x = conv(filters * 2 ** block, 3, padding="same", use_bias=False,
+                 kernel_regularizer=_regularizer(spec))(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+        if min(x.shape[1:-1]) >= 2:
+            x = pool(2)(x)
+    return (keras.layers.GlobalAveragePooling2D() if dims == 2
+            else keras.layers.GlobalAveragePooling1D())(x)
+
+
+@register("image_cnn")
+def image_cnn(spec: NetworkSpec):
+    """A small CNN from scratch: pixels to [0, 1], augmentation, conv blocks, dense head."""
+    import keras
+
+    inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
+    x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
+    x = _apply(x, spec.augmentation)
+    x = keras.layers.Rescaling(1.0 / 255)(x)
+    x = _apply(x, spec.preprocessing[1:])  # [0] is the image modality's own Rescaling
+    return keras.Model(inputs, _head(_conv_blocks(x, spec, 2), spec), name="image_cnn")
+
+
+def find_backbone(model):
+    """The pretrained backbone nested in a transfer model (the one layer that is a Model)."""
+    import keras
+
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+def image_backbone(name: str, input_shape: tuple[int, ...], weights: str):
+    """A Keras applications backbone (no top, average pooled) with imagenet | file | none."""
+    from dlworkflow.models.extractors import build_extractor
+
+    return build_extractor(name, input_shape, weights)
+
+
+@register("image_transfer")
+def image_transfer(spec: NetworkSpec):
+    """Transfer learning: a frozen pretrained backbone (0-255 RGB inside) and a new head.
+
+    `train.fine_tune_layers` > 0 unfreezes the last N backbone layers for a second phase at
+    `train.fine_tune_learning_rate` (see dlworkflow.train).
+    """
+    import keras
+
+    from dlworkflow.models.extractors import get_extractor
+
+    transfer = spec.settings.get("transfer") or {}
+    name = transfer.get("backbone", "mobilenet_v3_small")
+    inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
+    x = keras.layers.Rescaling(1.0)(inputs)
+    x = _apply(x, spec.augmentation)
+    height, width, channels = spec.input_shape
+    side = get_extractor(name).min_side
+    if min(height, width) < side:
+        scale = side / min(height, width)
+        height, width = round(height * scale), round(width * scale)
+        x = keras.layers.Resizing(height, width)(x)
+    if channels == 1:
+        x = keras.layers.Concatenate()([x, x, x])
+    backbone = image_backbone(name, (height, width, 3), transfer.get("weights", "imagenet"))
+    x = backbone(x, training=False)  # BatchNormalization stays in inference mode
+    return keras.Model(inputs, _head(x, spec), name="image_transfer")
+
+
+@register("audio_cnn")
+def audio_cnn(spec: NetworkSpec):
+    """A 2D CNN on log-mel spectrograms with per-band normalisation adapted on fold-train."""
+    import keras
+
+    inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
+    x = _apply(inputs, spec.preprocessing)
+    x = _apply(x, spec.augmentation)
+    return keras.Model(inputs, _head(_conv_blocks(x, spec, 2), spec), name="audio_cnn")
+
+
+def _text_embedding(x, spec: NetworkSpec, mask_zero: bool):
+    import keras
+
+    vectorizer = spec.preprocessing[0]
+    vocabulary = vectorizer.get_vocabulary()
+    text = spec.settings.get("text") or {}
+    dim = int(text.get("embedding_dim", 64))
+    initializer: Any = "uniform"
+    vectors = text.get("pretrained_vectors")
+    if vectors:
+        matrix = glove_matrix(vectors, vocabulary, dim, spec.seed)
+        initializer = keras.initializers.Constant(matrix)
+    return keras.layers.Embedding(len(vocabulary), dim, embeddings_initializer=initializer,
+                                  mask_zero=mask_zero, name="embedding")(x)
+
+
+def glove_matrix(path: str, vocabulary: Sequence[str], dim: int, seed: int) -> np.ndarray:
+    """Rows of a GloVe-format text file (word v1 v2 ...) for the fold's vocabulary; words it
+    lacks keep small random vectors; row 0 (padding) is zero."""
+    if not Path(path).is_file():
+        raise ConfigError(f"train.text.pretrained_vectors: file {path} does not exist")
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(0, 0.05, (len(vocabulary), dim)).astype(np.float32)
+    matrix[0] = 0
+    wanted = {word: row for row, word in enumerate(vocabulary)}
+    found = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            word, _, rest = line.rstrip().partition(" ")
+            if word in wanted:
+                values = np.asarray(rest.split(), dtype=np.float32)
+                if len(values) != dim:
+                    raise ConfigError(f"train.text.pretrained_vectors: {path} has {len(values)}-"
+                                      f"dimensional vectors; set train.text.embedding_dim: "
+                                      f"{len(values)}")
+                matrix[wanted[word]] = values
+                found += 1
+    return matrix
+
+
+def _text_input(spec: NetworkSpec):
+    import keras
+
+    inputs = keras.Input((), dtype="string", name="text")
+    return inputs, spec.preprocessing[0](inputs)
+
+
+@register("text_cnn")
+def text_cnn(spec: NetworkSpec):
+    """Adapted TextVectorization, a trainable embedding, a 1D convolution and max pooling."""
+    import keras
+
+    inputs, tokens = _text_input(spec)
+    x = _text_embedding(tokens, spec, mask_zero=False)
+    x = keras.layers.Dropout(float(spec.settings.get("dropout", 0.3)) / 2, seed=spec.seed)(x)
+    filters = int(spec.settings.get("filters", 32)) * 4
+    pooled = []
+    for width in (3, 5):
+        branch = keras.layers.Conv1D(filters, width, padding="same", activation="relu",
+                                     kernel_regularizer=_regularizer(spec))(x)
+        pooled.append(keras.layers.GlobalMaxPooling1D()(branch))
+    return keras.Model(inputs, _head(keras.layers.Concatenate()(pooled), spec), name="text_cnn")
+
+
+@register("text_bigru")
+def text_bigru(spec: NetworkSpec):
+    """Adapted TextVectorization, a masked embedding and a bidirectional GRU."""
+    import keras
+
+    inputs, tokens = _text_input(spec)
+    x = _text_embedding(tokens, spec, mask_zero=True)
+    x = keras.layers.Bidirectional(keras.layers.GRU(int(spec.settings.get("units", 64))))(x)
+    return keras.Model(inputs, _head(x, spec), name="text_bigru")
+
+
+@register("text_transformer")
+def text_transformer(spec: NetworkSpec):
+    """A small Transformer encoder: token + position embeddings, self-attention, feed-forward."""
+    import keras
+
+    from dlworkflow.layers import PositionalEmbedding
+
+    inputs, tokens = _text_input(spec)
+    vectorizer = spec.preprocessing[0]
+    dim = int((spec.settings.get("text") or {}).get("embedding_dim", 64))
+    length = int(vectorizer.get_config()["output_sequence_length"])
+    x = PositionalEmbedding(length, vectorizer.vocabulary_size(), dim)(tokens)
+    for _ in range(int(spec.settings.get("layers", 3)) // 2 or 1):
+        attention = keras.layers.MultiHeadAttention(num_heads=4, key_dim=dim // 4)(x, x)
+        x = keras.layers.LayerNormalization()(x + attention)
+        forward = keras.layers.Dense(dim * 2, activation="relu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(dim)(forward))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, _head(x, spec), name="text_transformer")
+
+
+@register("series_fcn")
+def series_fcn(spec: NetworkSpec):
+    """Fully convolutional network for series classification (Wang et al. 2017): three
+    conv-BN-ReLU blocks (128, 256, 128 filters; widths 8, 5, 3) and global average pooling."""
+    import keras
+
+    inputs = keras.Input(spec.input_shape, dtype="float32", name="series")
+    x = _apply(inputs, spec.preprocessing)
+    x = _apply(x, spec.augmentation)
+    for filters, width in ((128, 8), (256, 5), (128, 3)):
+        scale = int(spec.settings.get("filters", 32)) / 32
+        x = keras.layers.Conv1D(max(8, int(filters * scale)), width, padding="same",
+                                kernel_regularizer=_regularizer(spec))(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, _head(x, spec), name="series_fcn")
+
+
+def _forecaster(spec: NetworkSpec, body: Callable[[Any], Any], name: str):
+    """Shared forecasting frame: the window relative to its last value, scaled by the fold's
+    typical change; the body; known-future covariates joined before the head; the output is a
+    change per horizon step added back to the last observed value."""
+    import keras
+
+    from dlworkflow.layers import LastValue, RelativeToLast
+
+    past = keras.Input(spec.input_shape, dtype="float32", name="past")
+    inputs = [past]
+    x = RelativeToLast()(past)
+    x = keras.layers.Rescaling(1.0 / spec.target_scale)(x)
+    x = _apply(x, spec.augmentation)
+    x = body(x)
+    if spec.future_shape and spec.future_shape[-1]:
+        future = keras.Input(spec.future_shape, dtype="float32", name="future")
+        inputs.append(future)
+        x = keras.layers.Concatenate()([x, keras.layers.Flatten()(future)])
+    dropout = float(spec.settings.get("dropout", 0.3))
+    x = keras.layers.Dense(int(spec.settings.get("units", 64)), activation="relu",
+                           kernel_regularizer=_regularizer(spec))(x)
+    x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
+    change = keras.layers.Dense(spec.outputs, dtype="float32")(x)
+    change = keras.layers.Rescaling(spec.target_scale, dtype="float32")(change)
+    outputs = keras.layers.Add(name="values", dtype="float32")([change, LastValue()(past)])
+    return keras.Model(inputs if len(inputs) > 1 else past, outputs, name=name)
+
+
+@register("forecast_cnn")
+def forecast_cnn(spec: NetworkSpec):
+    """A 1D CNN over the lookback window predicting the whole horizon at once."""
+    import keras
+
+    def body(x):
+        filters = int(spec.settings.get("filters", 32))
+        for block in range(int(spec.settings.get("layers", 3))):
+            x = keras.layers.Conv1D(filters, 5, padding="same", activation="relu",
+                                    kernel_regularizer=_regularizer(spec))(x)
+            if x.shape[1] >= 4:
+                x = keras.layers.MaxPooling1D(2)(x)
+        return keras.layers.Flatten()(x)
+
+    return _forecaster(spec, body, "forecast_cnn")
+
+
+@register("forecast_lstm")
+def forecast_lstm(spec: NetworkSpec):
+    """An LSTM over the lookback window predicting the whole horizon at once."""
+    import keras
+
+    return _forecaster(spec, lambda x: keras.layers.LSTM(int(spec.settings.get("units", 64)))(x),
+                       "forecast_lstm")

@@ -1,0 +1,315 @@
+"""Step 5: train a network on one fold's training rows, validate on the fold's validation rows.
+
+One Snakemake job per fold (`gpu=1`, TF threads from the rule). Preprocessing layers are
+adapted on the fold's training rows and saved inside the model, so `nn/fold-<k>/model.keras`
+takes what the shards hold and `dlworkflow.predict` takes raw files. A killed job resumes
+from its last finished epoch (`BackupAndRestore`); DVCLive logs every epoch for `dvc plots`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dlworkflow.data import IN_MEMORY_BYTES, load_arrays, make_dataset, select
+from dlworkflow.errors import ConfigError
+from dlworkflow.evaluate import prediction_frame, score, write_fold_metrics
+from dlworkflow.modalities import create_modality
+
+log = logging.getLogger(__name__)
+
+
+def configure_tensorflow(threads: int, seed: int, deterministic: bool = True) -> list:
+    """Threads from the rule, seeded weights and shuffles, op determinism, and mixed precision
+    when a GPU is visible. Returns the visible GPUs."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    except RuntimeError:  # already initialised in this process (tests): keep its threads
+        pass
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "float32")
+    return gpus
+
+
+def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> str:
+    """`train.architecture`, or the modality's first network for the task when `auto`."""
+    available = modality.networks.get(task, ())
+    name = settings.get("architecture", "auto")
+    if name == "auto":
+        if not available:
+            raise ConfigError(f"no network is registered for {modality.name} {task}")
+        return available[0]
+    if name not in available:
+        raise ConfigError(f"train.architecture: {name!r} does not fit {modality.name} {task}; "
+                          f"choose one of: auto, {', '.join(available)}")
+    return name
+
+
+def class_weights(settings: Mapping[str, Any], labels: pd.Series,
+                  classes: tuple[str, ...]) -> dict[int, float] | None:
+    """Keras class_weight from `train.class_weight`: none, balanced, or {class: weight}."""
+    choice = settings.get("class_weight", "none")
+    if not classes or choice in (None, "none"):
+        return None
+    if choice == "balanced":
+        counts = labels.astype(str).value_counts()
+        return {i: float(len(labels) / (len(classes) * counts.get(c, 1))) for i, c in enumerate(classes)}
+    unknown = sorted(set(map(str, choice)) - set(classes))
+    if unknown:
+        raise ConfigError(f"train.class_weight: {', '.join(unknown)} not among the classes "
+                          f"({', '.join(classes)})")
+    return {i: float(choice.get(c, 1.0)) for i, c in enumerate(classes)}
+
+
+def sequence_length(settings: Mapping[str, Any], stats_path: str | None) -> int:
+    """`train.text.sequence_length`, or the 95th percentile of words from tensors/stats.json."""
+    value = (settings.get("text") or {}).get("sequence_length", "auto")
+    if value != "auto":
+        return int(value)
+    stats = json.loads(Path(stats_path).read_text()) if stats_path else {}
+    return int(np.clip(stats.get("suggested_sequence_length", 64), 8, 512))
+
+
+def _callbacks(settings: Mapping[str, Any], out_dir: Path, backup: Path, phase: str) -> list:
+    import keras
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    patience = int(settings.get("patience", 8))
+    live = Live(str(out_dir / "dvclive"), resume=(backup / phase).exists(), save_dvc_exp=False,
+                dvcyaml=False)
+    return [
+        keras.callbacks.BackupAndRestore(str(backup / phase)),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                          patience=max(1, patience // 3), min_lr=1e-6),
+        keras.callbacks.CSVLogger(str(out_dir / f"history-{phase}.csv"), append=True),
+        DVCLiveCallback(live=live),
+    ]
+
+
+def _loss(task: str):
+    import keras
+
+    if task == "classification":
+        return keras.losses.SparseCategoricalCrossentropy(), ["accuracy"]
+    return keras.losses.MeanSquaredError(), ["mae"]
+
+
+class FoldData:
+    """The fold's training stream, validation arrays, and what the builders need to know."""
+
+    def __init__(self, task: str, tensors_dir: str, fold: int, gap: int, batch_size: int,
+                 seed: int) -> None:
+        import tensorflow as tf
+
+        index = pd.read_parquet(Path(tensors_dir) / "index.parquet")
+        self.train_rows = select(index, fold, "train", gap)
+        self.valid = load_arrays(tensors_dir, fold, "valid", gap)
+        self.classes = self.valid["classes"]
+        shards = sorted(self.train_rows["shard"].unique())
+        size = sum((Path(tensors_dir) / f"{s}.npz").stat().st_size for s in shards)
+        self.in_memory = task == "forecasting" or size <= IN_MEMORY_BYTES
+        self.train_arrays = load_arrays(tensors_dir, fold, "train", gap) if self.in_memory else None
+        if self.train_arrays is not None:
+            self.train = self._from_arrays(self.train_arrays, batch_size, seed)
+        else:
+            self.train = make_dataset(tensors_dir, fold, "train", batch_size, shuffle=True,
+                                      seed=seed, gap=gap, in_memory=False)
+            self.train = self.train.map(lambda x, y: (_as_float(x), y))
+        self.valid_inputs = self.inputs(self.valid)
+        self.valid_set = tf.data.Dataset.from_tensor_slices(
+            (self.valid_inputs, self.valid["y"])).batch(batch_size)
+
+    @staticmethod
+    def inputs(arrays: Mapping[str, Any]) -> Any:
+        x = arrays["x"]
+        x = x if x.dtype.kind in "U" or x.dtype == np.uint8 else x.astype(np.float32)
+        if arrays.get("x_future") is not None and arrays["x_future"].shape[-1]:
+            return {"past": x, "future": arrays["x_future"].astype(np.float32)}
+        return x
+
+    def _from_arrays(self, arrays: Mapping[str, Any], batch_size: int, seed: int):
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices((self.inputs(arrays), arrays["y"]))
+        return (dataset.shuffle(len(arrays["ids"]), seed=seed, reshuffle_each_iteration=True)
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+    def adapt_x(self) -> Any:
+        """Training inputs to adapt preprocessing layers on (arrays, or the x of the stream)."""
+        if self.train_arrays is not None:
+            inputs = self.inputs(self.train_arrays)
+            return inputs["past"] if isinstance(inputs, dict) else inputs
+        return self.train.map(lambda x, y: x)
+
+    def target_stats(self, task: str) -> tuple[float, float]:
+        """(offset, scale) that map a unit-variance output to the fold's targets (train rows)."""
+        if task == "classification":
+            return 0.0, 1.0
+        if task == "forecasting":
+            arrays = self.train_arrays
+            change = arrays["y"] - arrays["x"][:, -1:, 0]
+            return 0.0, float(np.std(change) or 1.0)
+        values = self.train_rows["label"].astype(float)
+        return float(values.mean()), float(values.std(ddof=0) or 1.0)
+
+
+def _as_float(x):
+    import tensorflow as tf
+
+    return tf.cast(x, tf.float32) if x.dtype == tf.float16 else x
+
+
+def _spec(dataset: Mapping[str, Any], modality: Any, settings: Mapping[str, Any],
+          augment: Mapping[str, Any], data: FoldData, seed: int, stats_path: str | None):
+    from dlworkflow.models.networks import NetworkSpec
+
+    task = dataset["task"]
+    x = data.valid["x"]
+    layer_settings = dict(settings.get("text") or {})
+    if dataset["modality"] == "text":
+        layer_settings["sequence_length"] = sequence_length(settings, stats_path)
+    preprocessing = modality.preprocessing(data.adapt_x(), layer_settings)
+    offset, scale = data.target_stats(task)
+    outputs = (len(data.classes) if task == "classification"
+               else data.valid["y"].shape[1] if task == "forecasting" else 1)
+    future = data.valid.get("x_future")
+    return NetworkSpec(
+        task=task, input_shape=tuple(x.shape[1:]),
+        input_dtype="uint8" if x.dtype == np.uint8 else "float32", outputs=outputs,
+        settings=settings, preprocessing=preprocessing,
+        augmentation=modality.augmentation(augment.get(dataset["modality"]) or {}, seed),
+        target_offset=offset, target_scale=scale,
+        future_shape=tuple(future.shape[1:]) if future is not None else None, seed=seed)
+
+
+def _fit(model, data: FoldData, settings: Mapping[str, Any], out_dir: Path, backup: Path,
+         phase: str, learning_rate: float, epochs: int, weights: dict | None):
+    import keras
+
+    loss, metrics = _loss(data.task)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    history = model.fit(data.train, validation_data=data.valid_set, epochs=epochs,
+                        class_weight=weights, verbose=2, shuffle=False,
+                        callbacks=_callbacks(settings, out_dir, backup, phase))
+    return history.history
+
+
+def _unfreeze_last(model, count: int) -> int:
+    """Make the last `count` non-BatchNormalization layers of the backbone trainable."""
+    import keras
+
+    from dlworkflow.models.networks import find_backbone
+
+    backbone = find_backbone(model)
+    backbone.trainable = True
+    layers = [layer for layer in backbone.layers
+              if not isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in backbone.layers:
+        layer.trainable = False
+    for layer in layers[-count:]:
+        layer.trainable = True
+    return len(layers[-count:])
+
+
+def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
+               augment: Mapping[str, Any], choice_path: str, tensors_dir: str, fold: int,
+               seed: int, gap: int, threads: int, out_dir: str,
+               stats_path: str | None = None,
+               tensor_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train one fold; write model.keras, model.json, metrics.json, predictions.parquet and
+    history.csv (plus dvclive/) into out_dir."""
+    import keras
+
+    from dlworkflow.models.networks import build_network
+
+    started = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    backup = out.parent / f".{out.name}.backup"  # not an output: survives a killed job
+    gpus = configure_tensorflow(threads, seed + fold)
+    task = dataset["task"]
+    modality = create_modality(dataset["modality"], {}, dataset["layout"])
+    architecture = architecture_for(modality, task, settings)
+    choice = json.loads(Path(choice_path).read_text())
+    batch_size = int(settings.get("batch_size", 32))
+    data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + fold)
+    data.task = task
+    if not len(data.train_rows) or not len(data.valid["ids"]):
+        raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
+                         f"{len(data.valid['ids'])} validation rows; every fold needs both")
+    spec = _spec(dataset, modality, settings, augment, data, seed + fold, stats_path)
+    model = build_network(architecture, spec)
+    weights = (class_weights(settings, data.train_rows["label"], data.classes)
+               if task == "classification" else None)
+    log.info("fold %d: %s, %d training and %d validation rows, %s, %s, %d parameters", fold,
+             architecture, len(data.train_rows), len(data.valid["ids"]),
+             "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
+             model.count_params())
+    epochs = int(settings.get("epochs", 40))
+    history = _fit(model, data, settings, out, backup, "train",
+                   float(settings.get("learning_rate", 1e-3)), epochs, weights)
+    if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
+        opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
+        log.info("fine-tuning the last %d backbone layers", opened)
+        tuned = _fit(model, data, settings, out, backup, "fine_tune",
+                     float(settings.get("fine_tune_learning_rate", 1e-5)),
+                     int(settings.get("fine_tune_epochs", 5)), weights)
+        history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
+    model.save(out / "model.keras")
+    shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
+
+    prediction = np.asarray(model.predict(data.valid_set, verbose=0))
+    valid = data.valid
+    if task == "classification":
+        classes = np.asarray(data.classes)
+        y_true, y_pred, proba = classes[valid["y"]], classes[prediction.argmax(axis=1)], prediction
+        metrics = score(choice, y_true, y_pred, proba, data.classes)
+        frame = prediction_frame(valid["ids"], fold, architecture, y_true, y_pred, proba,
+                                 data.classes)
+    elif task == "forecasting":
+        metrics = score(choice, valid["y"], prediction, history=valid["x"][:, :, 0])
+        frame = prediction_frame(valid["ids"], fold, architecture, valid["y"], prediction)
+    else:
+        metrics = score(choice, valid["y"], prediction[:, 0])
+        frame = prediction_frame(valid["ids"], fold, architecture, valid["y"], prediction[:, 0])
+    losses = history.get("val_loss", [])
+    best = int(np.argmin(losses)) + 1 if losses else 0
+    details = {
+        "metrics": metrics, "best_epoch": best, "epochs_run": len(losses),
+        "train_loss_at_best": float(history["loss"][best - 1]) if best else None,
+        "val_loss_at_best": float(losses[best - 1]) if best else None,
+        "train_rows": int(len(data.train_rows)), "valid_rows": int(len(valid["ids"])),
+        "parameters": int(model.count_params()), "seconds": round(time.time() - started, 1),
+        "device": "GPU" if gpus else "CPU",
+    }
+    write_fold_metrics(str(out / "metrics.json"), fold, {architecture: details})
+    frame.to_parquet(out / "predictions.parquet", index=False)
+    pd.DataFrame(history).assign(epoch=lambda f: np.arange(1, len(f) + 1)).to_csv(
+        out / "history.csv", index=False)
+    card = {"dataset": dataset.get("description", ""), "modality": dataset["modality"],
+            "task": task, "architecture": architecture, "classes": list(data.classes),
+            "input_shape": list(spec.input_shape), "fold": fold, "best_epoch": best,
+            "layout": dict(dataset["layout"]),
+            "tensors": dict((tensor_settings or {}).get(dataset["modality"]) or {}),
+            "keras": keras.__version__}
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    log.info("fold %d: %s", fold, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return details

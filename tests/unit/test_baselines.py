@@ -1,0 +1,140 @@
+"""Step 2 baselines: fitted on fold-train rows only, deterministic, every modality's flat form."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from dlworkflow.baselines import LagRidge, SeasonalNaive, run_baseline_fold
+from dlworkflow.data import load_arrays
+from dlworkflow.evaluate import fold_outputs_to_summary
+from dlworkflow.modalities import create_modality
+from tests.helpers.shards import (digits_images, fsdd_spectrograms, sms_texts, write_metric,
+                                  write_shards, write_windows)
+
+SETTINGS = {"C": 1.0, "knn_neighbors": 3, "class_weight": "none", "image": {"pixels": 8},
+            "text": {"word_ngrams": 2, "char_ngrams": True, "C": 10.0}}
+DATASETS = {
+    "image": {"modality": "image", "task": "classification", "layout": {"kind": "folders"}},
+    "audio": {"modality": "audio", "task": "classification", "layout": {"kind": "folders"}},
+    "text": {"modality": "text", "task": "classification", "layout": {"kind": "delimited"}},
+    "timeseries": {"modality": "timeseries", "task": "forecasting",
+                   "layout": {"kind": "long_csv"}},
+}
+
+
+@pytest.fixture(scope="module")
+def image_shards(tmp_path_factory):
+    x, labels, folds = digits_images(400)
+    folder = write_shards(tmp_path_factory.mktemp("img"), x, labels, folds)
+    write_metric(folder, "classification", labels)
+    return folder
+
+
+def _run(folder, kind, fold, tmp_path, name="a"):
+    out = tmp_path / name
+    out.mkdir(exist_ok=True)
+    models = run_baseline_fold(DATASETS[kind], SETTINGS, {}, str(folder / "metric.json"),
+                               str(folder), fold, 7, 0, str(out / "metrics.json"),
+                               str(out / "predictions.parquet"))
+    return models, out
+
+
+class Recorder(BaseEstimator, ClassifierMixin):
+    """Remembers the rows it was fitted on; predicts the first class."""
+
+    def fit(self, x, y):
+        Recorder.seen = np.asarray(x).copy()
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, x):
+        return np.full(len(x), self.classes_[0])
+
+
+def test_each_fold_is_fitted_on_its_training_rows_only(image_shards, tmp_path, monkeypatch):
+    modality_class = type(create_modality("image", {}, {"kind": "folders"}))
+    monkeypatch.setattr(modality_class, "baselines", lambda self, task, s, seed: {"rec": Recorder()})
+    _, out = _run(image_shards, "image", 2, tmp_path)
+    modality = create_modality("image", {}, {"kind": "folders"})
+    train = load_arrays(image_shards, 2, "train")
+    valid = load_arrays(image_shards, 2, "valid")
+    assert set(train["ids"]).isdisjoint(valid["ids"])
+    assert np.array_equal(Recorder.seen, modality.flat(train["x"], SETTINGS))
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert sorted(predictions["id"]) == sorted(valid["ids"])  # scored on validation rows only
+
+
+def test_image_baselines_are_deterministic_and_learn(image_shards, tmp_path):
+    first, out_a = _run(image_shards, "image", 0, tmp_path, "a")
+    _, out_b = _run(image_shards, "image", 0, tmp_path, "b")
+    assert (out_a / "metrics.json").read_bytes() == (out_b / "metrics.json").read_bytes()
+    assert first["logreg"]["metrics"]["accuracy"] > 0.8  # 8x8 digits, chance is 0.1
+    assert set(first) == {"logreg", "knn"}
+    frame = pd.read_parquet(out_a / "predictions.parquet")
+    probabilities = frame[[f"p_{d}" for d in range(10)]].to_numpy()
+    assert np.allclose(probabilities[frame["model"] == "logreg"].sum(axis=1), 1.0)
+
+
+def test_summary_reports_mean_and_std_over_folds(image_shards, tmp_path):
+    metrics, predictions = [], []
+    for fold in range(5):
+        _, out = _run(image_shards, "image", fold, tmp_path, f"f{fold}")
+        metrics.append(str(out / "metrics.json"))
+        predictions.append(str(out / "predictions.parquet"))
+    summary = fold_outputs_to_summary("baseline", str(image_shards / "metric.json"), metrics,
+                                      predictions, str(tmp_path / "oof.parquet"),
+                                      str(tmp_path / "summary.json"))
+    accuracy = summary["models"]["logreg"]["accuracy"]
+    assert len(accuracy["folds"]) == 5
+    assert accuracy["mean"] == pytest.approx(np.mean(accuracy["folds"]))
+    assert accuracy["std"] == pytest.approx(np.std(accuracy["folds"], ddof=1))
+    oof = pd.read_parquet(tmp_path / "oof.parquet")
+    per_model = oof[oof["model"] == "logreg"]
+    assert len(per_model) == 400 and per_model["id"].is_unique  # every row scored exactly once
+    assert json.loads((tmp_path / "summary.json").read_text())["best"] in ("logreg", "knn")
+
+
+def test_audio_baseline_uses_mfcc_statistics(tmp_path):
+    x, labels, folds, _, settings = fsdd_spectrograms(100)
+    folder = write_shards(tmp_path / "audio", x, labels, folds)
+    write_metric(folder, "classification", labels)
+    flat = create_modality("audio", {}, {"kind": "folders"}).flat(x, SETTINGS)
+    assert flat.shape == (100, 4 * 20)  # mean and std of 20 MFCCs and of their deltas
+    models, _ = _run(folder, "audio", 1, tmp_path)
+    assert models["logreg"]["metrics"]["accuracy"] > 0.3  # 10 spoken digits, chance is 0.1
+
+
+def test_text_baseline_tfidf_on_real_sms(tmp_path):
+    texts, labels, folds = sms_texts(600)
+    folder = write_shards(tmp_path / "text", texts, labels, folds)
+    choice = json.loads(open(write_metric(folder, "classification", labels)).read())
+    assert choice["primary"]["name"] == "f_beta" and choice["positive_label"] == "spam"
+    models, out = _run(folder, "text", 0, tmp_path)
+    metrics = models["tfidf_logreg"]["metrics"]
+    assert metrics["f_beta"] > 0.6 and "pr_auc" in metrics
+    assert "p_spam" in pd.read_parquet(out / "predictions.parquet")
+
+
+def test_forecasting_ridge_beats_seasonal_naive_on_co2(tmp_path):
+    folder = write_windows(tmp_path / "co2")
+    models, out = _run(folder, "timeseries", 2, tmp_path)
+    ridge, naive = models["ridge_lags"]["metrics"], models["seasonal_naive"]["metrics"]
+    assert ridge["mase"] < naive["mase"]
+    frame = pd.read_parquet(out / "predictions.parquet")
+    assert set(frame["step"]) == set(range(1, 14))  # one row per window and horizon step
+
+
+def test_seasonal_naive_repeats_the_last_season():
+    past = np.arange(10, dtype=float).reshape(1, 10, 1)
+    assert SeasonalNaive(season=4, horizon=6).fit(past).predict(past).tolist() == [
+        [6, 7, 8, 9, 6, 7]]
+    trend = np.arange(40, dtype=float)
+    windows = np.stack([trend[s: s + 8] for s in range(30)])[..., None]
+    targets = np.stack([trend[s + 8: s + 10] for s in range(30)])
+    model = LagRidge().fit(windows, targets)
+    assert np.allclose(model.predict(windows[:2]), targets[:2], atol=1e-3)
