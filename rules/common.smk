@@ -10,7 +10,9 @@ from snakemake.exceptions import WorkflowError
 _SRC = str(Path(workflow.basedir) / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines are noise
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "1"
+)  # TensorFlow's C++ INFO lines are noise
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
 )

@@ -8,6 +8,7 @@ rule train_fold:
         stats="results/{dataset}/tensors/stats.json",
         shards=get_trainval_shards,
         metric="results/{dataset}/intake/metric.json",
+        features=get_features_index_if_extracted,
     output:
         model="results/{dataset}/nn/fold-{fold}/model.keras",
         card="results/{dataset}/nn/fold-{fold}/model.json",
@@ -34,6 +35,7 @@ rule train_fold:
         split=get_split_settings,
         seed=PARAMS["seed"],
         out_dir=get_fold_dir,
+        features=PARAMS["features"],
     script:
         "../scripts/train_fold.py"
 

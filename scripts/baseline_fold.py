@@ -1,5 +1,7 @@
 """Adapter: fit and score every traditional baseline on one fold (rule baseline_fold)."""
 
+import os
+
 from dlworkflow.baselines import run_baseline_fold
 from dlworkflow.logs import rule_logging
 
@@ -10,4 +12,4 @@ with rule_logging(snakemake.log[0]):
                       str(snakemake.input.index).rsplit("/", 1)[0], int(snakemake.wildcards.fold),
                       snakemake.params.seed, int(snakemake.params.split["gap"]),
                       snakemake.output.metrics, snakemake.output.predictions,
-                      features_dir=str(features[0]).rsplit("/", 1)[0] if features else None)
+                      features_dir=os.path.dirname(str(features)) if features else None)

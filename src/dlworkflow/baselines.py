@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifierCV, RidgeCV
+from sklearn.linear_model import LogisticRegression, RidgeClassifierCV, RidgeCV
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -191,7 +191,8 @@ def run_baseline_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
             metrics = score(choice, y_true, y_pred, proba, classes)
             frames.append(prediction_frame(valid["ids"], fold, name, y_true, y_pred, proba, classes))
         models[name] = {"metrics": metrics, "train_rows": len(train["ids"]),
-                        "valid_rows": len(valid["ids"])}
+                        "valid_rows": len(valid["ids"]),
+                        "input": "cached embeddings" if features_dir else "tensors"}
         log.info("fold %d %s: %s", fold, name,
                  ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     write_fold_metrics(metrics_output, fold, models)

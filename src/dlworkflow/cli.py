@@ -1,4 +1,4 @@
-"""Command line: `dlworkflow check | step <name> | dvc-yaml [--check]`."""
+"""Command line: `dlworkflow check | step <name> | dvc-yaml [--check] | predict <model> <inputs>`."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ def snakemake_step_command(name: str, params_path: str = "params.yaml",
     params = load_params(params_path)
     targets = step_outputs(step, params)
     allowed = list(step.rules)
-    return [sys.executable, "-m", "snakemake", "--cores", "all", "--rerun-incomplete",
-            "--allowed-rules", *allowed, *(extra or []), "--", *targets]
+    extra = list(extra or [])
+    if "--resources" not in extra:  # network jobs take the one GPU slot in turn
+        extra = ["--resources", "gpu=1", *extra]
+    return [sys.executable, "-m", "snakemake", "--cores", "all", "--rerun-incomplete", *extra,
+            "--allowed-rules", *allowed, "--", *targets]
 
 
 def run_step(name: str, params_path: str = "params.yaml", extra: list[str] | None = None) -> int:
@@ -50,8 +53,17 @@ def main(argv: list[str] | None = None) -> int:
                       help="extra arguments passed to snakemake")
     dvc = sub.add_parser("dvc-yaml", help="write dvc.yaml generated from the step table")
     dvc.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
+    predict = sub.add_parser("predict", help="predict raw files (or texts) with a saved model; "
+                             "prints CSV")
+    predict.add_argument("model_dir", help="a folder with model.keras and model.json")
+    predict.add_argument("inputs", nargs="+", help="raw files; for text models also plain strings")
     args = parser.parse_args(argv)
     try:
+        if args.command == "predict":
+            from dlworkflow.predict import predict as run_predict
+
+            print(run_predict(args.model_dir, args.inputs).to_csv(index=False), end="")
+            return 0
         if args.command == "check":
             params = load_params(args.params)
             print(f"{args.params}: valid ({len(params['datasets'])} datasets)")
@@ -72,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote dvc.yaml")
         return 0
     except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 2
 

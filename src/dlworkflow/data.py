@@ -1,7 +1,9 @@
 """Loading shards for training: one function returns a `tf.data.Dataset` for (dataset, fold, part).
 
 Small data is loaded into RAM once (`in_memory="auto"` picks it below a byte budget); larger
-data streams a few shards at a time, shuffled together in NumPy, then batched and prefetched, so memory stays flat as the data grows. Test shards are never read here: they belong to the final step.
+data streams a few shards at a time, shuffled together in NumPy, then batched and prefetched,
+so memory stays flat as the data grows. Test shards are never read here: they belong to the
+final step.
 """
 
 from __future__ import annotations

@@ -43,13 +43,35 @@ def stage(step: Step, params: Mapping[str, Any]) -> dict[str, Any] | None:
         "params": step_params(step, params),
         "outs": step_outputs(step, params, metrics=False, for_dvc=True),
     }
-    metrics = step_metrics(step, params)
+    metrics = [m for m in step_metrics(step, params) if not inside(m, body["outs"])]
     if metrics:
         body["metrics"] = [{m: {"cache": False}} for m in metrics]
     return body
 
 
+def inside(path: str, folders: list[str]) -> bool:
+    """True when `path` lies in one of the tracked folders."""
+    return any(path.startswith(folder.rstrip("/") + "/") for folder in folders)
+
+
+def top_level_metrics(params: Mapping[str, Any]) -> list[str]:
+    """Metrics files inside a tracked output folder (DVC forbids declaring them as stage
+    outputs too; the top-level `metrics:` list makes `dvc metrics` and `dvc exp show` read them)."""
+    found = []
+    for step in STEPS:
+        if not step_datasets(step, params):
+            continue
+        outs = step_outputs(step, params, metrics=False, for_dvc=True)
+        found.extend(m for m in step_metrics(step, params) if inside(m, outs))
+    return found
+
+
 def render_dvc_yaml(params: Mapping[str, Any]) -> str:
     """The full text of dvc.yaml for these params."""
     stages = {s.name: body for s in STEPS if (body := stage(s, params)) is not None}
-    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=100)
+    document: dict[str, Any] = {}
+    metrics = top_level_metrics(params)
+    if metrics:
+        document["metrics"] = metrics
+    document["stages"] = stages
+    return HEADER + yaml.safe_dump(document, sort_keys=False, width=100)

@@ -5,7 +5,7 @@ model see the input unchanged; adapted layers are fitted on a fold's training ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import keras

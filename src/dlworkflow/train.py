@@ -90,7 +90,7 @@ def _callbacks(settings: Mapping[str, Any], out_dir: Path, backup: Path, phase: 
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    patience = int(settings.get("patience", 8))
+    patience = int(settings.get("patience", 6))
     live = Live(str(out_dir / "dvclive"), resume=(backup / phase).exists(), save_dvc_exp=False,
                 dvcyaml=False)
     return [
@@ -229,11 +229,47 @@ def _unfreeze_last(model, count: int) -> int:
     return len(layers[-count:])
 
 
+def _head_on_embeddings(spec, features: Mapping[str, Any] | None, features_dir: str, fold: int,
+                        gap: int, batch_size: int, seed: int, out: Path, backup: Path, task: str,
+                        settings: Mapping[str, Any]):
+    """Fit the transfer head on the fold's cached embeddings (fast: the backbone ran once in
+    the features step), then build the full model: the same frozen backbone with that head,
+    so the saved model still takes images."""
+    from dataclasses import replace
+
+    from dlworkflow.models.networks import build_network, embedding_head
+
+    embedded = FoldData(task, features_dir, fold, gap, batch_size, seed + fold)
+    embedded.task = task
+    head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
+                        input_dtype="float32", preprocessing=(), augmentation=())
+    head = embedding_head(head_spec)
+    weights = (class_weights(settings, embedded.train_rows["label"], embedded.classes)
+               if task == "classification" else None)
+    history = _fit(head, embedded, settings, out, backup, "train",
+                   float(settings.get("learning_rate", 1e-3)), int(settings.get("epochs", 30)),
+                   weights)
+    transfer = {"backbone": (features or {}).get("extractor") or "mobilenet_v3_small",
+                "weights": (features or {}).get("weights", "imagenet")}
+    full = build_network("image_transfer", replace(spec, settings={**spec.settings,
+                                                                   "transfer": transfer},
+                                                   extra={**spec.extra, "head": head}))
+    return full, history
+
+
+def backup_dir(out_dir: str | Path) -> Path:
+    """Where a fold's BackupAndRestore state lives: results/<ds>/.backup/<kind>-<fold>."""
+    out = Path(out_dir)
+    return out.parent.parent / ".backup" / f"{out.parent.name}-{out.name}"
+
+
 def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
                augment: Mapping[str, Any], choice_path: str, tensors_dir: str, fold: int,
                seed: int, gap: int, threads: int, out_dir: str,
                stats_path: str | None = None,
-               tensor_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               tensor_settings: Mapping[str, Any] | None = None,
+               features_dir: str | None = None,
+               features: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train one fold; write model.keras, model.json, metrics.json, predictions.parquet and
     history.csv (plus dvclive/) into out_dir."""
     import keras
@@ -243,8 +279,9 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
     started = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    backup = out.parent / f".{out.name}.backup"  # not an output: survives a killed job
-    gpus = configure_tensorflow(threads, seed + fold)
+    # outside nn/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
+    backup = backup_dir(out)
+    gpus = configure_tensorflow(threads, seed + fold, bool(settings.get("deterministic", True)))
     task = dataset["task"]
     modality = create_modality(dataset["modality"], {}, dataset["layout"])
     architecture = architecture_for(modality, task, settings)
@@ -256,16 +293,22 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")
     spec = _spec(dataset, modality, settings, augment, data, seed + fold, stats_path)
-    model = build_network(architecture, spec)
+    cached = bool(features_dir) and architecture == "image_transfer"
+    if cached:  # train the head on the cached embeddings, then put the backbone in front
+        model, history = _head_on_embeddings(spec, features, features_dir, fold, gap,
+                                             batch_size, seed, out, backup, task, settings)
+    else:
+        model = build_network(architecture, spec)
     weights = (class_weights(settings, data.train_rows["label"], data.classes)
                if task == "classification" else None)
     log.info("fold %d: %s, %d training and %d validation rows, %s, %s, %d parameters", fold,
              architecture, len(data.train_rows), len(data.valid["ids"]),
              "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
              model.count_params())
-    epochs = int(settings.get("epochs", 40))
-    history = _fit(model, data, settings, out, backup, "train",
-                   float(settings.get("learning_rate", 1e-3)), epochs, weights)
+    epochs = int(settings.get("epochs", 30))
+    if not cached:
+        history = _fit(model, data, settings, out, backup, "train",
+                       float(settings.get("learning_rate", 1e-3)), epochs, weights)
     if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
         opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
         log.info("fine-tuning the last %d backbone layers", opened)
@@ -275,6 +318,8 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
         history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
     model.save(out / "model.keras")
     shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
+    if backup.parent.exists() and not any(backup.parent.iterdir()):
+        backup.parent.rmdir()
 
     prediction = np.asarray(model.predict(data.valid_set, verbose=0))
     valid = data.valid
@@ -296,7 +341,7 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
         "metrics": metrics, "best_epoch": best, "epochs_run": len(losses),
         "train_loss_at_best": float(history["loss"][best - 1]) if best else None,
         "val_loss_at_best": float(losses[best - 1]) if best else None,
-        "train_rows": int(len(data.train_rows)), "valid_rows": int(len(valid["ids"])),
+        "train_rows": len(data.train_rows), "valid_rows": len(valid["ids"]),
         "parameters": int(model.count_params()), "seconds": round(time.time() - started, 1),
         "device": "GPU" if gpus else "CPU",
     }

@@ -20,7 +20,8 @@ class Step:
     rules: tuple[str, ...]
     #: per-dataset output templates ({dataset} and {root} are filled in)
     outputs: tuple[str, ...]
-    #: outputs that are also DVC metrics (kept in git: cache false)
+    #: outputs that are also DVC metrics (kept in git, cache false, unless inside a dvc_outs
+    #: folder: then dvc.yaml lists them in its top-level metrics)
     metrics: tuple[str, ...] = ()
     #: params.yaml keys the step reads ({dataset} is filled in)
     params: tuple[str, ...] = ()
@@ -113,19 +114,20 @@ STEPS: tuple[Step, ...] = (
               "src/dlworkflow/baselines.py", "src/dlworkflow/evaluate.py",
               "src/dlworkflow/data.py"),
         after=("intake", "tensors", "features"),
-        dvc_outs=("results/{dataset}/baseline/fold-{fold}", "results/{dataset}/baseline/oof.parquet"),
+        # one folder per dataset: the number of folds is a param (dvc exp run -S split.folds=3)
+        dvc_outs=("results/{dataset}/baseline",),
     ),
     Step(
         name="train",
         rules=("train_fold", "nn_summary"),
         outputs=("results/{dataset}/nn/oof.parquet",),
         metrics=("results/{dataset}/nn/summary.json",),
-        params=("seed", "train", "augment", "split", "tensors", "datasets.{dataset}"),
+        params=("seed", "train", "augment", "split", "tensors", "features", "datasets.{dataset}"),
         code=("rules/train.smk", "scripts/train_fold.py", "scripts/nn_summary.py",
               "src/dlworkflow/train.py", "src/dlworkflow/models", "src/dlworkflow/layers.py",
               "src/dlworkflow/evaluate.py", "src/dlworkflow/data.py"),
-        after=("intake", "tensors", "baseline"),
-        dvc_outs=("results/{dataset}/nn/fold-{fold}", "results/{dataset}/nn/oof.parquet"),
+        after=("intake", "tensors", "features", "baseline"),
+        dvc_outs=("results/{dataset}/nn",),
     ),
 )
 
@@ -158,20 +160,13 @@ def step_datasets(step: Step, params: Mapping[str, Any]) -> list[str]:
     return [n for n, ds in params["datasets"].items() if keep(ds, params)]
 
 
-def _fill(template: str, name: str, params: Mapping[str, Any]) -> list[str]:
-    """The template for one dataset; `{fold}` gives one path per cross-validation fold."""
-    root = params["datasets"][name]["root"].rstrip("/")
-    if "{fold}" not in template:
-        return [template.format(dataset=name, root=root)]
-    from dlworkflow.splits import split_settings
-
-    folds = int(split_settings(params, name)["folds"])
-    return [template.format(dataset=name, root=root, fold=k) for k in range(folds)]
+def _fill(template: str, name: str, dataset: Mapping[str, Any]) -> str:
+    return template.format(dataset=name, root=dataset["root"].rstrip("/"))
 
 
 def _expand(templates: tuple[str, ...], step: Step, params: Mapping[str, Any]) -> list[str]:
-    return [path for name in step_datasets(step, params) for t in templates
-            for path in _fill(t, name, params)]
+    return [_fill(t, name, params["datasets"][name])
+            for name in step_datasets(step, params) for t in templates]
 
 
 def step_outputs(step: Step, params: Mapping[str, Any], metrics: bool = True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,14 @@ from dlworkflow.baselines import LagRidge, SeasonalNaive, run_baseline_fold
 from dlworkflow.data import load_arrays
 from dlworkflow.evaluate import fold_outputs_to_summary
 from dlworkflow.modalities import create_modality
-from tests.helpers.shards import (digits_images, fsdd_spectrograms, sms_texts, write_metric,
-                                  write_shards, write_windows)
+from tests.helpers.shards import (
+    digits_images,
+    fsdd_spectrograms,
+    sms_texts,
+    write_metric,
+    write_shards,
+    write_windows,
+)
 
 SETTINGS = {"C": 1.0, "knn_neighbors": 3, "class_weight": "none", "image": {"pixels": 8},
             "text": {"word_ngrams": 2, "char_ngrams": True, "C": 10.0}}
@@ -100,7 +107,7 @@ def test_summary_reports_mean_and_std_over_folds(image_shards, tmp_path):
 
 
 def test_audio_baseline_uses_mfcc_statistics(tmp_path):
-    x, labels, folds, _, settings = fsdd_spectrograms(100)
+    x, labels, folds, _, _ = fsdd_spectrograms(100)
     folder = write_shards(tmp_path / "audio", x, labels, folds)
     write_metric(folder, "classification", labels)
     flat = create_modality("audio", {}, {"kind": "folders"}).flat(x, SETTINGS)
@@ -112,7 +119,7 @@ def test_audio_baseline_uses_mfcc_statistics(tmp_path):
 def test_text_baseline_tfidf_on_real_sms(tmp_path):
     texts, labels, folds = sms_texts(600)
     folder = write_shards(tmp_path / "text", texts, labels, folds)
-    choice = json.loads(open(write_metric(folder, "classification", labels)).read())
+    choice = json.loads(Path(write_metric(folder, "classification", labels)).read_text())
     assert choice["primary"]["name"] == "f_beta" and choice["positive_label"] == "spam"
     models, out = _run(folder, "text", 0, tmp_path)
     metrics = models["tfidf_logreg"]["metrics"]

@@ -33,7 +33,7 @@ def digit_shards(tmp_path_factory):
 
 
 def _epoch(dataset):
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset], strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 

@@ -49,6 +49,9 @@ def test_rule_all_asks_for_every_stage_output():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     declared = {out for stage in stages.values() for out in stage["outs"]}
     declared |= {next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])}
+    top_level = set(yaml.safe_load((REPO / "dvc.yaml").read_text()).get("metrics", []))
+    assert all(any(m.startswith(out + "/") for out in declared) for m in top_level)
+    declared |= top_level
     assert declared == {o for step in STEPS for o in step_outputs(step, params, for_dvc=True)}
     # every Snakemake target lies inside what DVC tracks
     for target in all_targets(params):

@@ -12,10 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlworkflow.train import train_fold
+from dlworkflow.train import backup_dir, train_fold
 from tests.conftest import REPO
-from tests.helpers.shards import (digits_images, fsdd_spectrograms, sms_texts, write_metric,
-                                  write_shards, write_windows)
+from tests.helpers.shards import (
+    digits_images,
+    fsdd_spectrograms,
+    sms_texts,
+    write_metric,
+    write_shards,
+    write_windows,
+)
 
 QUICK = {"epochs": 2, "patience": 2, "batch_size": 16, "learning_rate": 0.003, "dropout": 0.1,
          "l2": 0.0, "units": 16, "filters": 4, "layers": 2, "class_weight": "none",
@@ -54,7 +60,7 @@ def _check_outputs(out, architecture):
     assert 1 <= entry["best_epoch"] <= entry["epochs_run"] <= 2
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
     assert (out / "dvclive" / "metrics.json").is_file()  # DVCLive wrote the epochs
-    assert not (out.parent / f".{out.name}.backup").exists()  # finished: no backup left
+    assert not backup_dir(out).exists()  # finished: no backup left
     return entry
 
 
@@ -69,7 +75,7 @@ def test_image_cnn_trains_saves_and_predicts_from_raw_files_in_a_fresh_process(
     card = json.loads((out / "model.json").read_text())
     card["tensors"] = {"size": [32, 32], "color": "grayscale", "resize": "pad"}
     (out / "model.json").write_text(json.dumps(card))
-    x, labels, _ = digits_images(6)
+    x, _, _ = digits_images(6)
     files = []
     for number, image in enumerate(x):
         path = tmp_path / f"digit-{number}.png"
@@ -121,6 +127,19 @@ def test_audio_cnn_on_fsdd_spectrograms(tmp_path):
     write_metric(folder, "classification", labels)
     _, out = _train(folder, dataset("audio"), tmp_path, "audio_cnn")
     _check_outputs(out, "audio_cnn")
+    import keras
+
+    from dlworkflow.data import load_arrays
+
+    model = keras.saving.load_model(out / "model.keras")
+    normaliser = next(layer for layer in model.layers
+                      if isinstance(layer, keras.layers.Normalization))
+    train = load_arrays(folder, 0, "train")["x"].astype(np.float32)
+    everything = x.astype(np.float32)
+    adapted = np.ravel(normaliser.mean)
+    # adapted on fold-train rows only: per-band means of those rows, not of all rows
+    assert np.allclose(adapted, train.mean(axis=(0, 2, 3)), atol=1e-2)
+    assert not np.allclose(adapted, everything.mean(axis=(0, 2, 3)), atol=1e-2)
 
 
 @pytest.mark.parametrize("architecture", ["text_cnn", "text_bigru", "text_transformer"])
@@ -177,3 +196,42 @@ def test_forecasters_predict_the_whole_horizon_on_co2(tmp_path, architecture):
     assert frame["step"].max() == 13 and np.isfinite(frame["y_pred"]).all()
     # predictions are anchored on the last observed value, so even two epochs are in range
     assert entry["metrics"]["mase"] < 10
+
+
+RESUMABLE = """
+import json, sys
+from dlworkflow.train import train_fold
+settings = json.loads(sys.argv[2])
+train_fold({"modality": "image", "task": "classification", "layout": {"kind": "folders"}},
+           settings, {}, sys.argv[1] + "/metric.json", sys.argv[1], 0, seed=5, gap=0,
+           threads=1, out_dir=sys.argv[3])
+"""
+
+
+def test_a_killed_training_job_resumes_from_its_last_epoch(image_shards, tmp_path):
+    import os
+    import signal
+    import time
+
+    settings = {**QUICK, "architecture": "image_cnn", "epochs": 25, "patience": 25}
+    out = tmp_path / "nn" / "fold-0"
+    command = [sys.executable, "-c", RESUMABLE, str(image_shards), json.dumps(settings), str(out)]
+    history = out / "history-train.csv"
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and job.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 4:  # 3 epochs done
+            break
+        time.sleep(0.05)
+    assert job.poll() is None, "training finished before it could be killed; make it longer"
+    os.kill(job.pid, signal.SIGKILL)  # mid-epoch, no chance to clean up
+    job.wait()
+    before = len(history.read_text().splitlines()) - 1
+    assert not (out / "model.keras").exists()
+    assert backup_dir(out).is_dir()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    epochs = pd.read_csv(history)["epoch"].tolist()
+    # the rerun continued from the backup: every epoch once (the interrupted one at most twice)
+    assert set(epochs) == set(range(25)) and len(epochs) <= 25 + 1 < 25 + before
+    assert (out / "model.keras").is_file() and not backup_dir(out).exists()

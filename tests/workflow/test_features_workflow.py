@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,12 +78,36 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     params["features"] = {"extractor": "mobilenet_v3_small", "weights": str(path),
                           "batch_size": 32}
     write_params(project, params)
-    done = run(["snakemake", "--cores", "2", "--resources", "gpu=1"], project)
+    params["datasets"]["digits"]["train"] = {"architecture": "image_transfer"}
+    targets = [f"results/{name}/{kind}" for name in ("digits", "fsdd", "sms_spam")
+               for kind in ("features/index.parquet", "baseline/summary.json")
+               if not (name == "sms_spam" and kind.startswith("features"))]
+    targets.append("results/digits/nn/fold-0/model.keras")
+    done = run(["snakemake", "--cores", "2", "--resources", "gpu=1", *targets], project)
     assert done.returncode == 0, done.stderr[-3000:]
+    # the image and audio baselines ran on the cached embeddings, text on its tensors
+    for name, source in (("digits", "cached embeddings"), ("fsdd", "cached embeddings"),
+                         ("sms_spam", "tensors")):
+        fold = json.loads((project / "results" / name / "baseline" / "fold-0" / "metrics.json")
+                          .read_text())
+        assert {m["input"] for m in fold["models"].values()} == {source}
     for name in ("digits", "fsdd"):  # images and spectrograms; text has no extractor
         index = pd.read_parquet(project / "results" / name / "features" / "index.parquet")
         tensors = pd.read_parquet(project / "results" / name / "tensors" / "index.parquet")
         assert sorted(index["id"]) == sorted(tensors["id"])
     assert not (project / "results" / "sms_spam" / "features").exists()
-    dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n"], project)
+    # the transfer head trained on the cached embeddings; the saved model takes images
+    model_dir = project / "results" / "digits" / "nn" / "fold-0"
+    history = pd.read_csv(model_dir / "history.csv")
+    assert len(history) >= 1 and np.isfinite(history["val_loss"]).all()
+    image = next((project / "data" / "raw" / "digits").rglob("*.png"))
+    done = run(["dlworkflow", "predict", str(model_dir), str(image)], project)
+    assert done.returncode == 0 and done.stdout.startswith("input,prediction"), done.stderr[-2000:]
+    from dlworkflow.models.networks import find_backbone
+
+    model = keras.saving.load_model(model_dir / "model.keras")
+    trained = extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), str(path))
+    assert np.allclose(find_backbone(model).weights[0].numpy(), trained.weights[0].numpy())
+    dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", *targets],
+              project)
     assert "gpu=1" in dry.stdout

@@ -38,6 +38,11 @@ class NetworkSpec:
 
 BUILDERS: dict[str, Callable[[NetworkSpec], Any]] = {}
 
+#: Keras' default 0.99 needs ~500 steps before the moving variance (initialised at 1) reaches
+#: the real, often tiny, variance; folds of a few thousand items train for fewer steps than
+#: that per epoch, and early stopping then keeps weights whose inference statistics are wrong.
+BN_MOMENTUM = 0.9
+
 
 def register(name: str) -> Callable:
     """Decorator: add a builder to the registry under `name`."""
@@ -84,8 +89,9 @@ def _head(x, spec: NetworkSpec):
                                   name="values")(x)
 
 
-def _conv_blocks(x, spec: NetworkSpec, dims: int):
-    """`layers` blocks of conv-BN-ReLU-max-pool, doubling the filters, then global pooling."""
+def _conv_blocks(x, spec: NetworkSpec, dims: int, pool_time_only: bool = False):
+    """`layers` blocks of conv-BN-ReLU-max-pool, doubling the filters, then global pooling
+    (for spectrograms only over time: where a pattern sits in frequency matters)."""
     import keras
 
     conv = keras.layers.Conv2D if dims == 2 else keras.layers.Conv1D
@@ -94,10 +100,15 @@ def _conv_blocks(x, spec: NetworkSpec, dims: int):
     for block in range(int(spec.settings.get("layers", 3))):
         x = conv(filters * 2 ** block, 3, padding="same", use_bias=False,
                  kernel_regularizer=_regularizer(spec))(x)
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = keras.layers.Activation("relu")(x)
         if min(x.shape[1:-1]) >= 2:
             x = pool(2)(x)
+    if pool_time_only:  # (batch, freq, time, channels) -> mean over time -> freq x channels
+        bands, frames, channels = x.shape[1:]
+        x = keras.layers.Permute((2, 1, 3))(x)
+        x = keras.layers.Reshape((frames, bands * channels))(x)
+        return keras.layers.GlobalAveragePooling1D()(x)
     return (keras.layers.GlobalAveragePooling2D() if dims == 2
             else keras.layers.GlobalAveragePooling1D())(x)
 
@@ -155,7 +166,17 @@ def image_transfer(spec: NetworkSpec):
         x = keras.layers.Concatenate()([x, x, x])
     backbone = image_backbone(name, (height, width, 3), transfer.get("weights", "imagenet"))
     x = backbone(x, training=False)  # BatchNormalization stays in inference mode
-    return keras.Model(inputs, _head(x, spec), name="image_transfer")
+    head = spec.extra.get("head")  # trained on cached embeddings (features step)
+    return keras.Model(inputs, head(x) if head is not None else _head(x, spec),
+                       name="image_transfer")
+
+
+def embedding_head(spec: NetworkSpec):
+    """The transfer head alone, on cached embeddings of `spec.input_shape` (features step)."""
+    import keras
+
+    inputs = keras.Input(spec.input_shape, dtype="float32", name="embedding")
+    return keras.Model(inputs, _head(inputs, spec), name="head")
 
 
 @register("audio_cnn")
@@ -166,7 +187,8 @@ def audio_cnn(spec: NetworkSpec):
     inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
     x = _apply(inputs, spec.preprocessing)
     x = _apply(x, spec.augmentation)
-    return keras.Model(inputs, _head(_conv_blocks(x, spec, 2), spec), name="audio_cnn")
+    features = _conv_blocks(x, spec, 2, pool_time_only=True)
+    return keras.Model(inputs, _head(features, spec), name="audio_cnn")
 
 
 def _text_embedding(x, spec: NetworkSpec, mask_zero: bool):
@@ -278,7 +300,7 @@ def series_fcn(spec: NetworkSpec):
         scale = int(spec.settings.get("filters", 32)) / 32
         x = keras.layers.Conv1D(max(8, int(filters * scale)), width, padding="same",
                                 kernel_regularizer=_regularizer(spec))(x)
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = keras.layers.Activation("relu")(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, _head(x, spec), name="series_fcn")
@@ -320,7 +342,7 @@ def forecast_cnn(spec: NetworkSpec):
     def body(x):
         filters = int(spec.settings.get("filters", 32))
         for block in range(int(spec.settings.get("layers", 3))):
-            x = keras.layers.Conv1D(filters, 5, padding="same", activation="relu",
+            x = keras.layers.Conv1D(filters * 2 ** min(block, 2), 5, padding="same", activation="relu",
                                     kernel_regularizer=_regularizer(spec))(x)
             if x.shape[1] >= 4:
                 x = keras.layers.MaxPooling1D(2)(x)
