@@ -46,7 +46,7 @@ def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda p: p.update(sed=1), "unknown key sed; allowed keys here: augment, datasets, demo"),
+        (lambda p: p.update(sed=1), "unknown key sed; allowed keys here: augment, baseline, datasets, demo"),
         (lambda p: p["datasets"]["imgs"].update(modalty="image"),
          "unknown key datasets.imgs.modalty"),
         (lambda p: p["datasets"]["imgs"]["layout"].update(regex="x"),

@@ -235,3 +235,22 @@ def test_a_killed_training_job_resumes_from_its_last_epoch(image_shards, tmp_pat
     # the rerun continued from the backup: every epoch once (the interrupted one at most twice)
     assert set(epochs) == set(range(25)) and len(epochs) <= 25 + 1 < 25 + before
     assert (out / "model.keras").is_file() and not backup_dir(out).exists()
+
+
+def test_regression_outputs_are_in_the_targets_units(tmp_path):
+    from dlworkflow.baselines import run_baseline_fold
+
+    x, labels, folds = digits_images(200)
+    values = labels.astype(float) * 10.0 + 100.0  # a numeric target far from 0 and 1
+    folder = write_shards(tmp_path / "reg", x, values, folds)
+    write_metric(folder, "regression")
+    entry, out = _train(folder, dataset("image", "regression"), tmp_path, "image_cnn",
+                        epochs=2)
+    frame = pd.read_parquet(out / "predictions.parquet")
+    # the output layer is scaled by the fold's target mean and std: predictions start in range
+    assert 60 < frame["y_pred"].mean() < 150 and set(entry["metrics"]) == {"rmse", "mae"}
+    models = run_baseline_fold(dataset("image", "regression"), {"knn_neighbors": 3, "image":
+                                                                {"pixels": 8}}, {},
+                               str(folder / "metric.json"), str(folder), 0, 1, 0,
+                               str(tmp_path / "m.json"), str(tmp_path / "p.parquet"))
+    assert models["ridge"]["metrics"]["rmse"] < np.std(values)  # learns something
