@@ -85,14 +85,33 @@ def sequence_length(settings: Mapping[str, Any], stats_path: str | None) -> int:
     return int(np.clip(stats.get("suggested_sequence_length", 64), 8, 512))
 
 
+def _live(directory: str, resume: bool):
+    """A DVCLive logger that only writes files (experiments are DVC's job, not training's).
+
+    DVCLive 3.49 fails in a git repository without commits (`git init` then `dvc repro`);
+    there it logs without looking at the repository.
+    """
+    import dvclive.live
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    try:
+        return Live(directory, resume=resume, save_dvc_exp=False, dvcyaml=False)
+    except SCMError:
+        lookup = dvclive.live.get_dvc_repo
+        dvclive.live.get_dvc_repo = lambda: None
+        try:
+            return Live(directory, resume=resume, save_dvc_exp=False, dvcyaml=False)
+        finally:
+            dvclive.live.get_dvc_repo = lookup
+
+
 def _callbacks(settings: Mapping[str, Any], out_dir: Path, backup: Path, phase: str) -> list:
     import keras
-    from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     patience = int(settings.get("patience", 6))
-    live = Live(str(out_dir / "dvclive"), resume=(backup / phase).exists(), save_dvc_exp=False,
-                dvcyaml=False)
+    live = _live(str(out_dir / "dvclive"), resume=(backup / phase).exists())
     return [
         keras.callbacks.BackupAndRestore(str(backup / phase)),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
