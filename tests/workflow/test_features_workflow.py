@@ -83,7 +83,7 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
                for kind in ("features/index.parquet", "baseline/summary.json")
                if not (name == "sms_spam" and kind.startswith("features"))]
     targets.append("results/digits/nn/fold-0/model.keras")
-    done = run(["snakemake", "--cores", "2", "--resources", "gpu=1", *targets], project)
+    done = run(["snakemake", "--cores", "2", "--resources", "gpu=1", "--", *targets], project)
     assert done.returncode == 0, done.stderr[-3000:]
     # the image and audio baselines ran on the cached embeddings, text on its tensors
     for name, source in (("digits", "cached embeddings"), ("fsdd", "cached embeddings"),
@@ -108,6 +108,6 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     model = keras.saving.load_model(model_dir / "model.keras")
     trained = extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), str(path))
     assert np.allclose(find_backbone(model).weights[0].numpy(), trained.weights[0].numpy())
-    dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", *targets],
+    dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", "--", *targets],
               project)
     assert "gpu=1" in dry.stdout

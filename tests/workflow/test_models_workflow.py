@@ -34,7 +34,9 @@ def test_baseline_and_network_summaries_cover_every_fold(demo_project, name):
     network = json.loads((results / "nn" / "summary.json").read_text())
     assert network["baseline"]["model"] in json.loads(
         (results / "baseline" / "summary.json").read_text())["models"]
-    assert ("beats" in network["verdict"]) and len(network["best_epochs"]) == 5
+    # the verdict says plainly whether the network beat the baseline (tiny data: often not)
+    said = "beats" if network["beats_baseline"] else "does not beat"
+    assert said in network["verdict"] and len(network["best_epochs"]) == 5
     model_dir = results / "nn" / "fold-0"
     card = json.loads((model_dir / "model.json").read_text())
     assert card["task"] == choice["task"] and card["fold"] == 0
