@@ -77,8 +77,8 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
                           "sms_spam": params["datasets"]["sms_spam"]}
     params["features"] = {"extractor": "mobilenet_v3_small", "weights": str(path),
                           "batch_size": 32}
-    write_params(project, params)
     params["datasets"]["digits"]["train"] = {"architecture": "image_transfer"}
+    write_params(project, params)
     targets = [f"results/{name}/{kind}" for name in ("digits", "fsdd", "sms_spam")
                for kind in ("features/index.parquet", "baseline/summary.json")
                if not (name == "sms_spam" and kind.startswith("features"))]
