@@ -138,6 +138,7 @@ class FoldData:
                  seed: int) -> None:
         import tensorflow as tf
 
+        self.task = task
         index = pd.read_parquet(Path(tensors_dir) / "index.parquet")
         self.train_rows = select(index, fold, "train", gap)
         self.valid = load_arrays(tensors_dir, fold, "valid", gap)
@@ -259,7 +260,6 @@ def _head_on_embeddings(spec, features: Mapping[str, Any] | None, features_dir: 
     from dlworkflow.models.networks import build_network, embedding_head
 
     embedded = FoldData(task, features_dir, fold, gap, batch_size, seed + fold)
-    embedded.task = task
     head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
                         input_dtype="float32", preprocessing=(), augmentation=())
     head = embedding_head(head_spec)
@@ -307,7 +307,6 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
     choice = json.loads(Path(choice_path).read_text())
     batch_size = int(settings.get("batch_size", 32))
     data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + fold)
-    data.task = task
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")
