@@ -81,6 +81,11 @@ def series_baselines(task: str, settings: Mapping[str, Any], seed: int) -> dict[
                                ("model", RidgeClassifierCV(alphas=np.logspace(-3, 3, 13)))])}
 
 
+def _past(x: Any) -> np.ndarray:
+    """Forecasting inputs are {"past", "future"} or just the past windows."""
+    return x["past"] if isinstance(x, dict) else x
+
+
 class SeasonalNaive(BaseEstimator, RegressorMixin):
     """Repeat the last `season` observed target values over the horizon (nothing to fit)."""
 
@@ -92,8 +97,8 @@ class SeasonalNaive(BaseEstimator, RegressorMixin):
         self.fitted_ = True
         return self
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        target = np.asarray(x)[:, :, 0]
+    def predict(self, x: Any) -> np.ndarray:
+        target = np.asarray(_past(x))[:, :, 0]
         season = min(self.season, target.shape[1])
         last = target[:, -season:]
         steps = np.arange(self.horizon) % season
@@ -111,7 +116,7 @@ class LagRidge(BaseEstimator, RegressorMixin):
         self.lags = lags
 
     def _features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        past = np.asarray(x["past"] if isinstance(x, dict) else x, dtype=np.float64)
+        past = np.asarray(_past(x), dtype=np.float64)
         lags = past.shape[1] if not self.lags else min(self.lags, past.shape[1])
         last = past[:, -1:, 0]
         columns = [past[:, -lags:, 0] - last, past[:, -lags:, 1:].reshape(len(past), -1)]
@@ -165,23 +170,23 @@ def run_baseline_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
     classes = train["classes"]
     flat_settings = {**settings, **(tensor_settings.get(dataset["modality"]) or {})}
     estimators = modality.baselines(task, settings, seed)
+    if task == "forecasting":  # every forecaster sees the windows and the known future
+        x_train = {"past": train["x"], "future": train.get("x_future")}
+        x_valid = {"past": valid["x"], "future": valid.get("x_future")}
+    else:  # flattened once, shared by every estimator
+        x_train = modality.flat(train["x"], flat_settings)
+        x_valid = modality.flat(valid["x"], flat_settings)
     models, frames = {}, []
     for name, estimator in estimators.items():
         estimator = clone(estimator)
         if task == "forecasting":
-            horizon = train["y"].shape[1]
             if isinstance(estimator, SeasonalNaive):
-                estimator.set_params(season=int(choice.get("season", 1)), horizon=horizon)
-            x_train = {"past": train["x"], "future": train.get("x_future")}
-            x_valid = {"past": valid["x"], "future": valid.get("x_future")}
-            if isinstance(estimator, SeasonalNaive):
-                x_train, x_valid = train["x"], valid["x"]
+                estimator.set_params(season=int(choice.get("season", 1)),
+                                     horizon=train["y"].shape[1])
             prediction, proba = _fit_predict(estimator, x_train, train["y"], x_valid, ())
             metrics = score(choice, valid["y"], prediction, history=valid["x"][:, :, 0])
             frames.append(prediction_frame(valid["ids"], fold, name, valid["y"], prediction))
         else:
-            x_train = modality.flat(train["x"], flat_settings)
-            x_valid = modality.flat(valid["x"], flat_settings)
             prediction, proba = _fit_predict(estimator, x_train, train["y"], x_valid, classes)
             if classes:
                 y_true = np.asarray(classes)[valid["y"]]
