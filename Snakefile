@@ -16,6 +16,7 @@ include: "rules/tensors.smk"
 include: "rules/features.smk"
 include: "rules/baseline.smk"
 include: "rules/train.smk"
+include: "rules/final.smk"
 
 
 rule all:

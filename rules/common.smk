@@ -165,3 +165,31 @@ def get_nn_fold_predictions(wildcards):
 def get_fold_dir(wildcards):
     """The folder a fold's network and its logs are written to."""
     return f"results/{wildcards.dataset}/nn/fold-{wildcards.fold}"
+
+
+def get_test_shards(wildcards):
+    """The test shard files of the dataset's plan, written under final/ (only final rules
+    read them)."""
+    plan = checkpoints.tensor_plan.get(dataset=wildcards.dataset).output.plan
+    return [
+        f"results/{wildcards.dataset}/final/tensors/{shard}.npz"
+        for shard in shard_names(plan, "test")
+    ]
+
+
+def get_final_settings(wildcards):
+    """The final section with the dataset's own final: keys merged in."""
+    return dataset_section(PARAMS, wildcards.dataset, "final")
+
+
+def get_nn_fold_histories(wildcards):
+    """history.csv of every network fold (best epochs and learning-rate schedules)."""
+    return _fold_files(wildcards, "nn", "history.csv")
+
+
+def get_final_scores_baseline(wildcards):
+    """Whether final_test also scores the refitted best baseline (not on cached embeddings:
+    test shards are not embedded)."""
+    dataset = DATASETS[wildcards.dataset]
+    settings = dataset_section(PARAMS, wildcards.dataset, "final")
+    return bool(settings["baseline"]) and not extracts_features(dataset, PARAMS)

@@ -141,8 +141,9 @@ def forecasting_baselines(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {"seasonal_naive": SeasonalNaive(), "ridge_lags": LagRidge(settings.get("lags"))}
 
 
-def _fit_predict(estimator: Any, x_train: Any, y_train: np.ndarray, x_valid: Any,
+def fit_predict(estimator: Any, x_train: Any, y_train: np.ndarray, x_valid: Any,
                  classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fit on the training rows; predictions and (classifiers) probabilities for x_valid."""
     estimator.fit(x_train, y_train)
     prediction = estimator.predict(x_valid)
     proba = None
@@ -183,11 +184,11 @@ def run_baseline_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
             if isinstance(estimator, SeasonalNaive):
                 estimator.set_params(season=int(choice.get("season", 1)),
                                      horizon=train["y"].shape[1])
-            prediction, proba = _fit_predict(estimator, x_train, train["y"], x_valid, ())
+            prediction, proba = fit_predict(estimator, x_train, train["y"], x_valid, ())
             metrics = score(choice, valid["y"], prediction, history=valid["x"][:, :, 0])
             frames.append(prediction_frame(valid["ids"], fold, name, valid["y"], prediction))
         else:
-            prediction, proba = _fit_predict(estimator, x_train, train["y"], x_valid, classes)
+            prediction, proba = fit_predict(estimator, x_train, train["y"], x_valid, classes)
             if classes:
                 y_true = np.asarray(classes)[valid["y"]]
                 y_pred = np.asarray(classes)[np.asarray(prediction, dtype=int)]

@@ -180,7 +180,7 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
 
 
 #: top-level sections a dataset may override key by key (`datasets.<name>.tensors: {...}`)
-OVERRIDABLE = ("tensors", "augment", "baseline", "train")
+OVERRIDABLE = ("tensors", "augment", "baseline", "train", "final")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:

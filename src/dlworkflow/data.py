@@ -55,7 +55,7 @@ def _targets(rows: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray | None:
         return None
     if classes:
         lookup = {c: i for i, c in enumerate(classes)}
-        return rows["label"].astype(str).map(lookup).to_numpy(dtype=np.int64)
+        return rows["label"].astype(str).map(lambda c: lookup.get(c, -1)).to_numpy(dtype=np.int64)
     return rows["label"].astype(float).to_numpy(dtype=np.float32)
 
 
@@ -76,13 +76,46 @@ def _shard_arrays(path: Path, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def load_arrays(tensors_dir: str | Path, fold: int | None, part: str, gap: int = 0,
-                use_sample: bool = True) -> dict[str, Any]:
+                use_sample: bool = True, shards: list[str] | None = None) -> dict[str, Any]:
     """The selected rows as in-memory arrays: ids, x, y (class index, value or horizon), and
-    x_future (forecasting with known-future covariates), ordered by id."""
+    x_future (forecasting with known-future covariates), ordered by id. `shards` limits the
+    rows to those shards (e.g. one shard as a shape example)."""
     tensors_dir = Path(tensors_dir)
     index = pd.read_parquet(tensors_dir / "index.parquet")
     rows = select(index, fold, part, gap, use_sample)
+    if shards is not None:
+        rows = rows[rows["shard"].isin(shards)]
     classes = _classes(index)
+    return _gather(tensors_dir, rows, classes)
+
+
+def load_test_arrays(plan_path: str | Path, shard_paths: list[str], classes: tuple[str, ...],
+                     held_out_only: bool = True) -> dict[str, Any]:
+    """The test rows (for the final step only) as arrays, like `load_arrays`.
+
+    Labels come from the plan and are coded with the trainval `classes`; a test label the
+    training never saw gets -1 (counted wrong). For forecasting, `held_out_only` keeps the
+    windows whose targets all lie in the test period (the held-out horizon).
+    """
+    plan = pd.read_parquet(plan_path)
+    rows = plan[plan["role"] == "test"]
+    if held_out_only and "target_start" in rows:
+        first_test = rows.groupby("series")["target_end"].transform("min")
+        rows = rows[rows["target_start"] >= first_test]
+    folder = Path(shard_paths[0]).parent if shard_paths else Path(".")
+    wanted = {Path(p).stem for p in shard_paths}
+    missing = sorted(set(rows["shard"]) - wanted)
+    if missing:
+        raise FileNotFoundError(f"test shards {', '.join(missing)} are not among the inputs")
+    out = _gather(folder, rows, classes)
+    if classes and out["y"] is not None:
+        lookup = {c: i for i, c in enumerate(classes)}
+        labels = rows.set_index("id").loc[out["ids"], "label"].astype(str)
+        out["y"] = labels.map(lambda label: lookup.get(label, -1)).to_numpy(dtype=np.int64)
+    return out
+
+
+def _gather(tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...]) -> dict[str, Any]:
     wanted = rows["id"].to_numpy(dtype=str)
     parts = [_shard_rows(tensors_dir / f"{shard}.npz", wanted)
              for shard in sorted(rows["shard"].unique())]

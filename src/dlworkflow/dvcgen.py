@@ -11,6 +11,7 @@ from dlworkflow.workflow import (
     CORE_CODE,
     STEPS,
     Step,
+    dataset_plots,
     step_datasets,
     step_metrics,
     step_outputs,
@@ -73,5 +74,8 @@ def render_dvc_yaml(params: Mapping[str, Any]) -> str:
     metrics = top_level_metrics(params)
     if metrics:
         document["metrics"] = metrics
+    plots = dataset_plots(params)
+    if plots:
+        document["plots"] = plots
     document["stages"] = stages
     return HEADER + yaml.safe_dump(document, sort_keys=False, width=100)

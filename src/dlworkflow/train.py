@@ -13,6 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +107,28 @@ def _live(directory: str, resume: bool):
             dvclive.live.get_dvc_repo = lookup
 
 
-def _callbacks(settings: Mapping[str, Any], out_dir: Path, backup: Path, phase: str) -> list:
+def _callbacks(settings: Mapping[str, Any], out_dir: Path, backup: Path, phase: str,
+               schedule: list[float] | None = None) -> list:
+    """Early stopping and learning-rate reduction on the validation loss, or, without a
+    validation part (the final model), a replayed learning-rate `schedule`."""
     import keras
     from dvclive.keras import DVCLiveCallback
 
     patience = int(settings.get("patience", 6))
     live = _live(str(out_dir / "dvclive"), resume=(backup / phase).exists())
+    if schedule is None:
+        steering = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                          restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                              patience=max(1, patience // 3), min_lr=1e-6)]
+    else:
+        rates = [float(rate) for rate in schedule]
+        steering = [keras.callbacks.LearningRateScheduler(
+            lambda epoch, rate: rates[min(epoch, len(rates) - 1)])]
     return [
         keras.callbacks.BackupAndRestore(str(backup / phase)),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                          patience=max(1, patience // 3), min_lr=1e-6),
+        *steering,
         keras.callbacks.CSVLogger(str(out_dir / f"history-{phase}.csv"), append=True),
         DVCLiveCallback(live=live),
     ]
@@ -132,29 +143,38 @@ def _loss(task: str):
 
 
 class FoldData:
-    """The fold's training stream, validation arrays, and what the builders need to know."""
+    """The fold's training stream, validation arrays, and what the builders need to know.
 
-    def __init__(self, task: str, tensors_dir: str, fold: int, gap: int, batch_size: int,
-                 seed: int) -> None:
+    `fold=None` is the final model's data: every trainval row trains (the sample of
+    `intake.sample` does not apply), and there is no validation part (`valid_set` is None).
+    """
+
+    def __init__(self, task: str, tensors_dir: str, fold: int | None, gap: int,
+                 batch_size: int, seed: int) -> None:
         import tensorflow as tf
 
         self.task = task
+        part = "train" if fold is not None else "trainval"
         index = pd.read_parquet(Path(tensors_dir) / "index.parquet")
-        self.train_rows = select(index, fold, "train", gap)
-        self.valid = load_arrays(tensors_dir, fold, "valid", gap)
-        self.classes = self.valid["classes"]
+        self.train_rows = select(index, fold, part, gap)
         shards = sorted(self.train_rows["shard"].unique())
         size = sum((Path(tensors_dir) / f"{s}.npz").stat().st_size for s in shards)
         self.in_memory = task == "forecasting" or size <= IN_MEMORY_BYTES
-        self.train_arrays = load_arrays(tensors_dir, fold, "train", gap) if self.in_memory else None
+        self.train_arrays = load_arrays(tensors_dir, fold, part, gap) if self.in_memory else None
+        if fold is not None:
+            self.valid = load_arrays(tensors_dir, fold, "valid", gap)
+        else:  # no validation part: keep the first training shard's rows as a shape example
+            self.valid = self.train_arrays or load_arrays(tensors_dir, None, "trainval", gap,
+                                                          shards=shards[:1])
+        self.classes = self.valid["classes"]
         if self.train_arrays is not None:
             self.train = self._from_arrays(self.train_arrays, batch_size, seed)
         else:
-            self.train = make_dataset(tensors_dir, fold, "train", batch_size, shuffle=True,
+            self.train = make_dataset(tensors_dir, fold, part, batch_size, shuffle=True,
                                       seed=seed, gap=gap, in_memory=False)
             self.train = self.train.map(lambda x, y: (_as_float(x), y))
         self.valid_inputs = self.inputs(self.valid)
-        self.valid_set = tf.data.Dataset.from_tensor_slices(
+        self.valid_set = None if fold is None else tf.data.Dataset.from_tensor_slices(
             (self.valid_inputs, self.valid["y"])).batch(batch_size)
 
     @staticmethod
@@ -221,14 +241,15 @@ def _spec(dataset: Mapping[str, Any], modality: Any, settings: Mapping[str, Any]
 
 
 def _fit(model, data: FoldData, settings: Mapping[str, Any], out_dir: Path, backup: Path,
-         phase: str, learning_rate: float, epochs: int, weights: dict | None):
+         phase: str, learning_rate: float, epochs: int, weights: dict | None,
+         schedule: list[float] | None = None):
     import keras
 
     loss, metrics = _loss(data.task)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     history = model.fit(data.train, validation_data=data.valid_set, epochs=epochs,
                         class_weight=weights, verbose=2, shuffle=False,
-                        callbacks=_callbacks(settings, out_dir, backup, phase))
+                        callbacks=_callbacks(settings, out_dir, backup, phase, schedule))
     return history.history
 
 
@@ -249,9 +270,10 @@ def _unfreeze_last(model, count: int) -> int:
     return len(layers[-count:])
 
 
-def _head_on_embeddings(spec, features: Mapping[str, Any] | None, features_dir: str, fold: int,
-                        gap: int, batch_size: int, seed: int, out: Path, backup: Path, task: str,
-                        settings: Mapping[str, Any]):
+def _head_on_embeddings(spec, features: Mapping[str, Any] | None, features_dir: str,
+                        fold: int | None, gap: int, batch_size: int, seed: int, out: Path,
+                        backup: Path, task: str, settings: Mapping[str, Any], epochs: int,
+                        schedule: list[float] | None):
     """Fit the transfer head on the fold's cached embeddings (fast: the backbone ran once in
     the features step), then build the full model: the same frozen backbone with that head,
     so the saved model still takes images."""
@@ -259,21 +281,107 @@ def _head_on_embeddings(spec, features: Mapping[str, Any] | None, features_dir: 
 
     from dlworkflow.models.networks import build_network, embedding_head
 
-    embedded = FoldData(task, features_dir, fold, gap, batch_size, seed + fold)
+    embedded = FoldData(task, features_dir, fold, gap, batch_size, seed + (fold or 0))
     head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
                         input_dtype="float32", preprocessing=(), augmentation=())
     head = embedding_head(head_spec)
     weights = (class_weights(settings, embedded.train_rows["label"], embedded.classes)
                if task == "classification" else None)
     history = _fit(head, embedded, settings, out, backup, "train",
-                   float(settings.get("learning_rate", 1e-3)), int(settings.get("epochs", 30)),
-                   weights)
+                   float(settings.get("learning_rate", 1e-3)), epochs, weights, schedule)
     transfer = {"backbone": (features or {}).get("extractor") or "mobilenet_v3_small",
                 "weights": (features or {}).get("weights", "imagenet")}
     full = build_network("image_transfer", replace(spec, settings={**spec.settings,
                                                                    "transfer": transfer},
                                                    extra={**spec.extra, "head": head}))
     return full, history
+
+
+@dataclass
+class Trained:
+    """A trained network and how it came about."""
+
+    model: Any
+    history: dict[str, list]
+    spec: Any
+    architecture: str
+    data: FoldData
+    devices: list
+
+
+def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Mapping[str, Any],
+           tensors_dir: str, fold: int | None, seed: int, gap: int, threads: int, out: Path,
+           stats_path: str | None, features_dir: str | None,
+           features: Mapping[str, Any] | None, epochs: int,
+           schedule: list[float] | None = None) -> Trained:
+    """Build the configured network, fit it (and fine-tune a transfer backbone), save
+    `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
+    following `schedule` (one learning rate per epoch) instead of early stopping."""
+    from dlworkflow.models.networks import build_network
+
+    out.mkdir(parents=True, exist_ok=True)
+    # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
+    backup = backup_dir(out)
+    gpus = configure_tensorflow(threads, seed + (fold or 0),
+                                bool(settings.get("deterministic", True)))
+    task = dataset["task"]
+    modality = create_modality(dataset["modality"], {}, dataset["layout"])
+    architecture = architecture_for(modality, task, settings)
+    batch_size = int(settings.get("batch_size", 32))
+    data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + (fold or 0))
+    if not len(data.train_rows) or not len(data.valid["ids"]):
+        raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
+                         f"{len(data.valid['ids'])} validation rows; every fold needs both")
+    spec = _spec(dataset, modality, settings, augment, data, seed + (fold or 0), stats_path)
+    cached = bool(features_dir) and architecture == "image_transfer"
+    if cached:  # train the head on the cached embeddings, then put the backbone in front
+        model, history = _head_on_embeddings(spec, features, features_dir, fold, gap,
+                                             batch_size, seed, out, backup, task, settings,
+                                             epochs, schedule)
+    else:
+        model = build_network(architecture, spec)
+    weights = (class_weights(settings, data.train_rows["label"], data.classes)
+               if task == "classification" else None)
+    log.info("%s: %s, %d training and %d validation rows, %s, %s, %d parameters",
+             "final" if fold is None else f"fold {fold}", architecture, len(data.train_rows),
+             0 if fold is None else len(data.valid["ids"]),
+             "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
+             model.count_params())
+    if not cached:
+        history = _fit(model, data, settings, out, backup, "train",
+                       float(settings.get("learning_rate", 1e-3)), epochs, weights, schedule)
+    if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
+        opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
+        log.info("fine-tuning the last %d backbone layers", opened)
+        tune_epochs = int(settings.get("fine_tune_epochs", 5))
+        tune_rate = float(settings.get("fine_tune_learning_rate", 1e-5))
+        tuned = _fit(model, data, settings, out, backup, "fine_tune", tune_rate, tune_epochs,
+                     weights, None if schedule is None else [tune_rate] * tune_epochs)
+        history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
+    model.save(out / "model.keras")
+    shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
+    if backup.parent.exists() and not any(backup.parent.iterdir()):
+        backup.parent.rmdir()
+    return Trained(model, history, spec, architecture, data, gpus)
+
+
+def model_card(dataset: Mapping[str, Any], trained: Trained,
+               tensor_settings: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """What `model.json` says: enough to decode raw inputs and read the outputs."""
+    import keras
+
+    return {"dataset": dataset.get("description", ""), "modality": dataset["modality"],
+            "task": dataset["task"], "architecture": trained.architecture,
+            "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
+            **extra, "layout": dict(dataset["layout"]),
+            "tensors": dict((tensor_settings or {}).get(dataset["modality"]) or {}),
+            "keras": keras.__version__}
+
+
+def write_history(history: Mapping[str, list], path: Path) -> None:
+    """Per-epoch losses, metrics and learning rate as CSV."""
+    pd.DataFrame(history).assign(epoch=lambda f: np.arange(1, len(f) + 1)).to_csv(path,
+                                                                                  index=False)
 
 
 def backup_dir(out_dir: str | Path) -> Path:
@@ -291,54 +399,14 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
                features: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train one fold; write model.keras, model.json, metrics.json, predictions.parquet and
     history.csv (plus dvclive/) into out_dir."""
-    import keras
-
-    from dlworkflow.models.networks import build_network
-
     started = time.time()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # outside nn/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
-    backup = backup_dir(out)
-    gpus = configure_tensorflow(threads, seed + fold, bool(settings.get("deterministic", True)))
+    trained = _train(dataset, settings, augment, tensors_dir, fold, seed, gap, threads, out,
+                     stats_path, features_dir, features, int(settings.get("epochs", 30)))
+    model, history, data, architecture = (trained.model, trained.history, trained.data,
+                                          trained.architecture)
     task = dataset["task"]
-    modality = create_modality(dataset["modality"], {}, dataset["layout"])
-    architecture = architecture_for(modality, task, settings)
     choice = json.loads(Path(choice_path).read_text())
-    batch_size = int(settings.get("batch_size", 32))
-    data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + fold)
-    if not len(data.train_rows) or not len(data.valid["ids"]):
-        raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
-                         f"{len(data.valid['ids'])} validation rows; every fold needs both")
-    spec = _spec(dataset, modality, settings, augment, data, seed + fold, stats_path)
-    cached = bool(features_dir) and architecture == "image_transfer"
-    if cached:  # train the head on the cached embeddings, then put the backbone in front
-        model, history = _head_on_embeddings(spec, features, features_dir, fold, gap,
-                                             batch_size, seed, out, backup, task, settings)
-    else:
-        model = build_network(architecture, spec)
-    weights = (class_weights(settings, data.train_rows["label"], data.classes)
-               if task == "classification" else None)
-    log.info("fold %d: %s, %d training and %d validation rows, %s, %s, %d parameters", fold,
-             architecture, len(data.train_rows), len(data.valid["ids"]),
-             "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
-             model.count_params())
-    epochs = int(settings.get("epochs", 30))
-    if not cached:
-        history = _fit(model, data, settings, out, backup, "train",
-                       float(settings.get("learning_rate", 1e-3)), epochs, weights)
-    if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
-        opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
-        log.info("fine-tuning the last %d backbone layers", opened)
-        tuned = _fit(model, data, settings, out, backup, "fine_tune",
-                     float(settings.get("fine_tune_learning_rate", 1e-5)),
-                     int(settings.get("fine_tune_epochs", 5)), weights)
-        history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
-    model.save(out / "model.keras")
-    shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
-    if backup.parent.exists() and not any(backup.parent.iterdir()):
-        backup.parent.rmdir()
-
     prediction = np.asarray(model.predict(data.valid_set, verbose=0))
     valid = data.valid
     if task == "classification":
@@ -361,18 +429,12 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
         "val_loss_at_best": float(losses[best - 1]) if best else None,
         "train_rows": len(data.train_rows), "valid_rows": len(valid["ids"]),
         "parameters": int(model.count_params()), "seconds": round(time.time() - started, 1),
-        "device": "GPU" if gpus else "CPU",
+        "device": "GPU" if trained.devices else "CPU",
     }
     write_fold_metrics(str(out / "metrics.json"), fold, {architecture: details})
     frame.to_parquet(out / "predictions.parquet", index=False)
-    pd.DataFrame(history).assign(epoch=lambda f: np.arange(1, len(f) + 1)).to_csv(
-        out / "history.csv", index=False)
-    card = {"dataset": dataset.get("description", ""), "modality": dataset["modality"],
-            "task": task, "architecture": architecture, "classes": list(data.classes),
-            "input_shape": list(spec.input_shape), "fold": fold, "best_epoch": best,
-            "layout": dict(dataset["layout"]),
-            "tensors": dict((tensor_settings or {}).get(dataset["modality"]) or {}),
-            "keras": keras.__version__}
+    write_history(history, out / "history.csv")
+    card = model_card(dataset, trained, tensor_settings, fold=fold, best_epoch=best)
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     log.info("fold %d: %s", fold, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return details

@@ -129,7 +129,85 @@ STEPS: tuple[Step, ...] = (
         after=("intake", "tensors", "features", "baseline"),
         dvc_outs=("results/{dataset}/nn",),
     ),
+    Step(
+        name="final",
+        rules=("tensorize_test_shard", "final_train", "final_test", "final_latency",
+               "final_report"),
+        outputs=("results/{dataset}/final/report.html",),
+        metrics=("results/{dataset}/final/test_metrics.json",
+                 "results/{dataset}/final/latency.json"),
+        params=("seed", "train", "augment", "split", "tensors", "features", "baseline", "final",
+                "datasets.{dataset}"),
+        code=("rules/final.smk", "scripts/final_train.py", "scripts/final_test.py",
+              "scripts/final_latency.py", "scripts/final_report.py", "scripts/tensorize_shard.py",
+              "src/dlworkflow/final.py", "src/dlworkflow/latency.py", "src/dlworkflow/report.py",
+              "src/dlworkflow/templates", "src/dlworkflow/train.py", "src/dlworkflow/models",
+              "src/dlworkflow/layers.py", "src/dlworkflow/evaluate.py", "src/dlworkflow/data.py",
+              "src/dlworkflow/baselines.py", "src/dlworkflow/predict.py",
+              "src/dlworkflow/tensors.py", "src/dlworkflow/modalities"),
+        after=("intake", "split", "tensors", "features", "baseline", "train"),
+        # the test shards and the final model live here; only this stage reads test rows
+        dvc_outs=("results/{dataset}/final",),
+    ),
 )
+
+
+#: DVC plots per task, as {title: definition} with {dataset} filled in (dvc plots show / diff).
+#: Learning curves come from DVCLive; the final step writes the CSVs under final/plots/.
+_CURVES = {
+    "Loss per epoch, fold 0 ({dataset})": {
+        "x": "step", "y": {"results/{dataset}/nn/fold-0/dvclive/plots/metrics/train/loss.tsv":
+                           "loss",
+                           "results/{dataset}/nn/fold-0/dvclive/plots/metrics/eval/loss.tsv":
+                           "loss"}},
+    "Loss per epoch, final model ({dataset})": {
+        "x": "step", "y": {"results/{dataset}/final/dvclive/plots/metrics/train/loss.tsv":
+                           "loss"}},
+}
+PLOTS: dict[str, dict[str, dict[str, Any]]] = {
+    "classification": {
+        **_CURVES,
+        "Confusion matrix, test ({dataset})": {
+            "template": "confusion", "x": "predicted",
+            "y": {"results/{dataset}/final/plots/confusion.csv": "actual"}},
+        "ROC, test ({dataset})": {
+            "template": "simple", "x": "fpr",
+            "y": {"results/{dataset}/final/plots/roc.csv": "tpr"}},
+        "Precision-recall, test ({dataset})": {
+            "template": "simple", "x": "recall",
+            "y": {"results/{dataset}/final/plots/pr.csv": "precision"}},
+    },
+    "forecasting": {
+        **_CURVES,
+        "Forecast vs actual, held-out horizon ({dataset})": {
+            "x": "step", "y": {"results/{dataset}/final/plots/forecast.csv": ["actual",
+                                                                             "forecast"]}},
+    },
+    "regression": {
+        **_CURVES,
+        "Predicted vs actual, test ({dataset})": {
+            "template": "scatter", "x": "actual",
+            "y": {"results/{dataset}/final/plots/scatter.csv": "predicted"}},
+    },
+}
+
+
+def _fill_plot(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        return value.format(dataset=name)
+    if isinstance(value, dict):
+        return {_fill_plot(k, name): _fill_plot(v, name) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_plot(v, name) for v in value]
+    return value
+
+
+def dataset_plots(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Top-level dvc.yaml plot definitions for every dataset the final step runs on."""
+    final = get_step("final")
+    return [{title.format(dataset=name): _fill_plot(definition, name)}
+            for name in step_datasets(final, params)
+            for title, definition in PLOTS[params["datasets"][name]["task"]].items()]
 
 
 def get_step(name: str) -> Step:

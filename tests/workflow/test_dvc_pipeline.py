@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
-import pandas as pd
 import pytest
 
 from tests.workflow.conftest import run, shipped_params, write_params
@@ -12,9 +13,36 @@ from tests.workflow.conftest import run, shipped_params, write_params
 pytestmark = pytest.mark.workflow
 
 
-def test_dvc_repro_runs_each_step_once_and_reruns_only_what_a_param_touches(project):
+def _git_commit(project, message: str) -> None:
+    for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                                           "commit", "-qm", message]):
+        done = run(command, project)
+        assert done.returncode == 0, done.stderr
+
+
+def _experiments(project) -> dict[str, dict]:
+    """{experiment name: {"params": flat params, "metrics": {file: data}}} from dvc exp show."""
+    shown = run(["dvc", "exp", "show", "--json"], project)
+    assert shown.returncode == 0, shown.stderr
+    found = {}
+    for commit in json.loads(shown.stdout):
+        for exp in commit.get("experiments") or []:
+            for revision in exp.get("revs", []):
+                data = revision.get("data") or {}
+                if revision.get("name") and data:
+                    params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                    metrics = {path: entry.get("data", {})
+                               for path, entry in (data.get("metrics") or {}).items()}
+                    found[revision["name"]] = {"params": params, "metrics": metrics}
+    return found
+
+
+def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(project):
+    """One small forecasting dataset through every DVC behaviour a user counts on."""
     params = shipped_params()
-    params["datasets"] = {k: params["datasets"][k] for k in ("fsdd", "co2")}
+    params["datasets"] = {"co2": params["datasets"]["co2"]}
+    params["split"]["folds"] = 3
+    params["final"]["bootstrap"] = 200
     write_params(project, params)
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"],
                     ["dvc", "config", "core.analytics", "false"],
@@ -23,33 +51,65 @@ def test_dvc_repro_runs_each_step_once_and_reruns_only_what_a_param_touches(proj
         assert done.returncode == 0, done.stderr
     first = run(["dvc", "repro"], project)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for name in ("fsdd", "co2"):
-        assert (project / "results" / name / "intake" / "inventory.parquet").exists()
-        assert (project / "results" / name / "tensors" / "index.parquet").exists()
     shown = run(["dvc", "metrics", "show", "--json"], project)
     assert shown.returncode == 0, shown.stderr
-    metrics = json.loads(shown.stdout)
-    assert any("counts.json" in path for entry in metrics.values()
-               for path in entry.get("data", {}))
+    files = {path for entry in json.loads(shown.stdout).values()
+             for path in entry.get("data", {})}
+    for name in ("intake/counts.json", "baseline/summary.json", "nn/summary.json",
+                 "final/test_metrics.json", "final/latency.json"):
+        assert f"results/co2/{name}" in files, name
+    plots = run(["dvc", "plots", "show", "--json"], project)
+    assert plots.returncode == 0 and "Forecast vs actual" in plots.stdout, plots.stderr[-2000:]
 
     second = run(["dvc", "repro"], project)
     assert second.returncode == 0
     assert "Data and pipelines are up to date" in second.stdout
-    status = run(["dvc", "status"], project)
-    assert "up to date" in status.stdout
 
-    # an experiment on a split param reruns split and eda only (the README's example)
-    for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
-                                           "commit", "-qm", "baseline"]):
-        assert run(command, project).returncode == 0
-    experiment = run(["dvc", "exp", "run", "-S", "split.folds=3"], project)
+    # a training param reruns training and the final step only
+    _git_commit(project, "first run")
+    experiment = run(["dvc", "exp", "run", "-n", "drop2", "-S", "train.dropout=0.2"], project)
     assert experiment.returncode == 0, experiment.stdout[-2000:] + experiment.stderr[-2000:]
-    assert "Stage 'demo_data' didn't change, skipping" in experiment.stdout
-    assert "Stage 'intake' didn't change, skipping" in experiment.stdout
-    assert "Running stage 'split'" in experiment.stdout
-    assert "Running stage 'eda'" in experiment.stdout
-    splits = pd.read_parquet(project / "results" / "fsdd" / "split" / "splits.parquet")
-    assert sorted(splits["fold"].dropna().unique()) == [0, 1, 2]
+    for stage in ("demo_data", "intake", "split", "eda", "tensors", "baseline"):
+        assert f"Stage '{stage}' didn't change, skipping" in experiment.stdout, stage
+    for stage in ("train", "final"):
+        assert f"Running stage '{stage}'" in experiment.stdout, stage
+    experiments = _experiments(project)
+    drop2 = experiments["drop2"]
+    assert drop2["params"]["train"]["dropout"] == 0.2
+    test = drop2["metrics"]["results/co2/final/test_metrics.json"]["headline"]
+    assert test["mase_low"] <= test["mase"] <= test["mase_high"]
+    assert "headline" in drop2["metrics"]["results/co2/nn/summary.json"]
+    diff = run(["dvc", "metrics", "diff", "HEAD", "drop2"], project)
+    assert diff.returncode == 0 and "test_metrics.json" in diff.stdout, diff.stderr
+    plots_diff = run(["dvc", "plots", "diff", "HEAD", "drop2", "--json"], project)
+    assert plots_diff.returncode == 0, plots_diff.stderr[-2000:]
+
+    # queued experiments run in temporary copies: each result belongs to its own params
+    for dropout in ("0.1", "0.4"):
+        queued = run(["dvc", "exp", "run", "--queue", "-n", f"q{dropout[-1]}", "-S",
+                      f"train.dropout={dropout}"], project)
+        assert queued.returncode == 0, queued.stderr
+    started = run(["dvc", "queue", "start"], project)
+    assert started.returncode == 0, started.stderr
+    for _ in range(180):
+        status = run(["dvc", "queue", "status"], project).stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, run(["dvc", "queue", "logs", "q1"], project).stdout[-3000:]
+    experiments = _experiments(project)
+    results = {}
+    for name, dropout in (("q1", 0.1), ("q4", 0.4), ("drop2", 0.2)):
+        assert experiments[name]["params"]["train"]["dropout"] == dropout
+        results[name] = experiments[name]["metrics"]["results/co2/nn/summary.json"]["headline"]
+    assert len({json.dumps(r, sort_keys=True) for r in results.values()}) == 3  # none stale
+
+    # back to the committed params: DVC restores train and final from its run cache
+    back = run(["dvc", "exp", "run", "-n", "back", "-S", "train.dropout=0.3"], project)
+    assert back.returncode == 0, back.stdout[-2000:]
+    assert "Running stage 'train'" not in back.stdout
+    assert re.search(r"(Restored stage 'train' from run-cache|Stage 'train' didn't change)",
+                     back.stdout), back.stdout[-2000:]
 
 
 def test_step_command_refuses_to_run_under_a_stale_lock(project):

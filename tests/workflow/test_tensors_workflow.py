@@ -37,11 +37,37 @@ def test_trainval_shards_cover_trainval_and_no_test_shard_is_built(demo_project)
     assert co2["x"].shape[1:] == (104, 1) and co2["y"].shape[1:] == (52,)
 
 
-def test_no_rule_reads_test_rows_or_test_shards(demo_project):
+#: the only rules that may have test-role tensors among their inputs or outputs
+FINAL_READERS = {"final_test", "final_report"}
+
+
+def _jobs(dry_run: str) -> list[tuple[str, str, str]]:
+    """(rule, input line, output line) of every job in `snakemake -n` output."""
+    jobs, rule, fields = [], None, {}
+    for line in [*dry_run.splitlines(), "rule end:"]:
+        stripped = line.strip()
+        if line.startswith(("rule ", "checkpoint ", "localrule ")) and stripped.endswith(":"):
+            if rule:
+                jobs.append((rule, fields.get("input", ""), fields.get("output", "")))
+            rule, fields = stripped.split()[-1].rstrip(":"), {}
+        elif rule and stripped.startswith(("input:", "output:")):
+            key, _, value = stripped.partition(":")
+            fields[key] = value
+    return jobs
+
+
+def test_only_final_rules_read_test_shards(demo_project):
+    """Walk the whole DAG: test-role tensors are written by one rule and read only by the
+    scoring and report rules; the final model's training reads none."""
     dry = run(["snakemake", "--cores", "2", "--forceall", "-n"], demo_project)
     assert dry.returncode == 0, dry.stderr[-2000:]
-    inputs = [line for line in dry.stdout.splitlines() if line.strip().startswith("input:")]
-    assert inputs and not any("/test-" in line for line in inputs)
+    jobs = _jobs(dry.stdout)
+    rules = {rule for rule, _, _ in jobs}
+    assert {"final_train", "final_test", "tensorize_test_shard", "train_fold"} <= rules
+    readers = {rule for rule, inputs, _ in jobs if "/test-" in inputs}
+    writers = {rule for rule, _, outputs in jobs if "/test-" in outputs}
+    assert readers == FINAL_READERS and writers == {"tensorize_test_shard"}
+    assert all("/final/" in outputs for rule, _, outputs in jobs if rule == "tensorize_test_shard")
 
 
 def test_a_deleted_shard_is_the_only_one_recomputed(demo_project):

@@ -40,15 +40,23 @@ def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 
 def log_mel(samples: np.ndarray, sample_rate: int, n_mels: int = 40, n_fft: int = 512,
-            hop: int | None = None) -> np.ndarray:
-    """Log-mel spectrogram (dB, n_mels x frames) of a mono signal, with numpy FFTs."""
+            hop: int | None = None, top_db: float | None = 80.0) -> np.ndarray:
+    """Log-mel spectrogram (dB, n_mels x frames) of a mono signal, with numpy FFTs.
+
+    `top_db` floors the result that many dB below the clip's loudest cell (as librosa's
+    power_to_db does): digital silence and zero padding otherwise sit at -100 dB, far below
+    any recorded room noise, and dominate the value range a network has to learn from.
+    """
     hop = hop or n_fft // 4
     if len(samples) < n_fft:
         samples = np.pad(samples, (0, n_fft - len(samples)))
     frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[::hop]
     power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2
     mel = _mel_filters(sample_rate, n_fft, n_mels) @ power.T.astype(np.float32)
-    return 10 * np.log10(np.maximum(mel, 1e-10))
+    decibels = 10 * np.log10(np.maximum(mel, 1e-10))
+    if top_db is not None:
+        decibels = np.maximum(decibels, decibels.max() - float(top_db))
+    return decibels
 
 
 def fit_length(samples: np.ndarray, length: int, where: str) -> np.ndarray:
@@ -139,7 +147,8 @@ class AudioModality(Modality):
         if representation == "waveform":
             return mono[:, None]
         spectrogram = log_mel(mono, target_rate, int(settings.get("n_mels", 64)),
-                              int(settings.get("n_fft", 512)), int(settings.get("hop_length", 160)))
+                              int(settings.get("n_fft", 512)), int(settings.get("hop_length", 160)),
+                              settings.get("top_db", 80.0))
         if representation == "mfcc":
             from scipy.fft import dct
 

@@ -1,0 +1,157 @@
+# Step 7: the only rules that read test rows. The final network is retrained on every
+# trainval row (final_train sees no test row), then final_test scores it once; latency and
+# the report follow. Test shards are written under final/, next to what reads them.
+
+
+rule tensorize_test_shard:
+    input:
+        plan="results/{dataset}/tensors/plan.parquet",
+        inventory="results/{dataset}/intake/inventory.parquet",
+        raw=get_raw_root,
+    output:
+        shard="results/{dataset}/final/tensors/{shard}.npz",
+    log:
+        "logs/{dataset}/tensorize_{shard}.log",
+    benchmark:
+        "benchmarks/{dataset}/tensorize_{shard}.tsv"
+    wildcard_constraints:
+        shard=r"test-\d{5}",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        dataset=get_dataset,
+        tensors=get_tensor_settings,
+        split=get_split_settings,
+    script:
+        "../scripts/tensorize_shard.py"
+
+
+rule final_train:
+    input:
+        index="results/{dataset}/tensors/index.parquet",
+        stats="results/{dataset}/tensors/stats.json",
+        shards=get_trainval_shards,
+        metric="results/{dataset}/intake/metric.json",
+        summary="results/{dataset}/nn/summary.json",
+        oof="results/{dataset}/nn/oof.parquet",
+        histories=get_nn_fold_histories,
+        features=get_features_index_if_extracted,
+    output:
+        model="results/{dataset}/final/model.keras",
+        card="results/{dataset}/final/model.json",
+        history="results/{dataset}/final/history.csv",
+        dvclive=directory("results/{dataset}/final/dvclive"),
+    log:
+        "logs/{dataset}/final_train.log",
+    benchmark:
+        "benchmarks/{dataset}/final_train.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=360,
+        gpu=1,
+    params:
+        dataset=get_dataset,
+        train=get_train_settings,
+        augment=get_augment_settings,
+        final=get_final_settings,
+        tensors=get_tensor_settings,
+        split=get_split_settings,
+        seed=PARAMS["seed"],
+        features=PARAMS["features"],
+    script:
+        "../scripts/final_train.py"
+
+
+rule final_test:
+    input:
+        model="results/{dataset}/final/model.keras",
+        card="results/{dataset}/final/model.json",
+        metric="results/{dataset}/intake/metric.json",
+        plan="results/{dataset}/tensors/plan.parquet",
+        test_shards=get_test_shards,
+        index="results/{dataset}/tensors/index.parquet",
+        trainval_shards=get_trainval_shards,
+        baseline="results/{dataset}/baseline/summary.json",
+    output:
+        metrics="results/{dataset}/final/test_metrics.json",
+        predictions="results/{dataset}/final/predictions.parquet",
+        plots=directory("results/{dataset}/final/plots"),
+    log:
+        "logs/{dataset}/final_test.log",
+    benchmark:
+        "benchmarks/{dataset}/final_test.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        dataset=get_dataset,
+        final=get_final_settings,
+        baseline=get_baseline_settings,
+        tensors=get_tensor_settings,
+        seed=PARAMS["seed"],
+        with_baseline=get_final_scores_baseline,
+    script:
+        "../scripts/final_test.py"
+
+
+rule final_latency:
+    input:
+        model="results/{dataset}/final/model.keras",
+        card="results/{dataset}/final/model.json",
+        inventory="results/{dataset}/intake/inventory.parquet",
+        index="results/{dataset}/tensors/index.parquet",
+        raw=get_raw_root,
+    output:
+        latency="results/{dataset}/final/latency.json",
+    log:
+        "logs/{dataset}/final_latency.log",
+    benchmark:
+        "benchmarks/{dataset}/final_latency.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        dataset=get_dataset,
+        final=get_final_settings,
+        seed=PARAMS["seed"],
+    script:
+        "../scripts/final_latency.py"
+
+
+rule final_report:
+    input:
+        metric="results/{dataset}/intake/metric.json",
+        counts="results/{dataset}/intake/counts.json",
+        leakage="results/{dataset}/split/leakage.json",
+        inventory="results/{dataset}/intake/inventory.parquet",
+        baseline="results/{dataset}/baseline/summary.json",
+        network="results/{dataset}/nn/summary.json",
+        histories=get_nn_fold_histories,
+        final_history="results/{dataset}/final/history.csv",
+        card="results/{dataset}/final/model.json",
+        test="results/{dataset}/final/test_metrics.json",
+        predictions="results/{dataset}/final/predictions.parquet",
+        latency="results/{dataset}/final/latency.json",
+        plan="results/{dataset}/tensors/plan.parquet",
+        test_shards=get_test_shards,
+        raw=get_raw_root,
+    output:
+        report="results/{dataset}/final/report.html",
+    log:
+        "logs/{dataset}/final_report.log",
+    benchmark:
+        "benchmarks/{dataset}/final_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        dataset=get_dataset,
+        final=get_final_settings,
+    script:
+        "../scripts/final_report.py"

@@ -1,0 +1,196 @@
+"""Step 7 on real data: the epoch rule, threshold tuning on out-of-fold predictions, bootstrap
+intervals, the final retrain on every trainval row and the single scoring of the test rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+
+from dlworkflow.baselines import SeasonalNaive
+from dlworkflow.data import load_test_arrays
+from dlworkflow.errors import ConfigError
+from dlworkflow.evaluate import score
+from dlworkflow.final import (
+    bootstrap_intervals,
+    decide,
+    evaluate_predictions,
+    final_epochs,
+    score_test,
+    train_final,
+    tune_threshold,
+)
+from dlworkflow.tensors import _save
+from tests.helpers.shards import co2_windows, digits_images, sms_texts, write_metric, write_shards
+
+QUICK = {"epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2, "batch_size": 32,
+         "learning_rate": 1e-3, "dropout": 0.1, "l2": 0.0, "deterministic": True}
+IMAGE = {"modality": "image", "task": "classification", "layout": {"kind": "folders"}}
+
+
+def _history(path: Path, rates: list[float]) -> str:
+    pd.DataFrame({"loss": np.linspace(1, 0.5, len(rates)), "learning_rate": rates,
+                  "epoch": np.arange(1, len(rates) + 1)}).to_csv(path, index=False)
+    return str(path)
+
+
+def test_final_epochs_take_the_median_and_replay_that_folds_learning_rates(tmp_path):
+    histories = [_history(tmp_path / f"h{k}.csv", [1e-3] * 4 + [5e-4] * (n - 4))
+                 for k, n in enumerate([9, 12, 14])]
+    plan = final_epochs([7, 10, 12], histories)
+    assert plan["epochs"] == 10 and plan["schedule_from_fold"] == 1
+    assert plan["schedule"] == [1e-3] * 4 + [5e-4] * 6
+    longer = final_epochs([7, 10, 12], histories, setting=15)
+    assert longer["epochs"] == 15 and longer["schedule"][-1] == 5e-4  # last rate holds
+    with pytest.raises(ConfigError, match=r"final\.epochs"):
+        final_epochs([3], histories, setting=0)
+
+
+@pytest.fixture(scope="module")
+def sms_oof():
+    """Out-of-fold spam probabilities of a TF-IDF logistic regression on real SMS."""
+    texts, labels, folds = sms_texts(1500)
+    model = LogisticRegression(C=1.0, max_iter=1000)
+    features = TfidfVectorizer().fit_transform(texts)
+    proba = cross_val_predict(model, features, labels, groups=folds, cv=5,
+                              method="predict_proba")
+    frame = pd.DataFrame({"id": [f"m{i}" for i in range(len(texts))], "y_true": labels,
+                          "p_ham": proba[:, 0], "p_spam": proba[:, 1]})
+    choice = json.loads(Path(write_metric(Path(__import__("tempfile").mkdtemp()),
+                                          "classification", labels)).read_text())
+    return frame, choice
+
+
+def test_threshold_tuned_on_oof_predictions_raises_the_primary_metric(sms_oof):
+    frame, choice = sms_oof
+    assert choice["primary"]["name"] == "f_beta" and choice["positive_label"] == "spam"
+    tuned = tune_threshold(frame, choice, ("ham", "spam"))
+    assert tuned["positive"] == "spam" and 0.05 <= tuned["threshold"] <= 0.95
+    # an under-confident model (C=1 on few spam rows) gains from a threshold below 0.5
+    assert tuned["threshold"] < 0.5
+    assert tuned["oof_f_beta_at_threshold"] > tuned["oof_f_beta_at_0.5"]
+    y_pred = decide(frame[["p_ham", "p_spam"]].to_numpy(), ("ham", "spam"), tuned)
+    assert score(choice, frame["y_true"].to_numpy(), y_pred)["f_beta"] == pytest.approx(
+        tuned["oof_f_beta_at_threshold"])
+    fixed = tune_threshold(frame, choice, ("ham", "spam"), setting=0.7)
+    assert fixed["threshold"] == 0.7
+    assert tune_threshold(frame, choice, ("ham", "spam"), setting="none") is None
+    assert tune_threshold(frame, choice, ("a", "b", "c")) is None  # not binary
+    with pytest.raises(ConfigError, match=r"final\.threshold"):
+        tune_threshold(frame, choice, ("ham", "spam"), setting=1.5)
+
+
+def test_bootstrap_intervals_hold_the_value_and_narrow_with_more_rows(sms_oof):
+    frame, choice = sms_oof
+    y_true = frame["y_true"].to_numpy()
+    y_pred = np.where(frame["p_spam"] >= 0.3, "spam", "ham")
+
+    def width(rows: int) -> tuple[float, list[float]]:
+        picked = slice(0, rows)
+        point = score(choice, y_true[picked], y_pred[picked])["f_beta"]
+        bounds = bootstrap_intervals(
+            lambda i: score(choice, y_true[picked][i], y_pred[picked][i]), rows, 200, 1, 0.95)
+        return point, bounds["f_beta"]
+
+    point, (low, high) = width(1500)
+    assert low <= point <= high and 0 < high - low < 0.2
+    small_point, (small_low, small_high) = width(300)
+    assert small_low <= small_point <= small_high
+    assert small_high - small_low > 1.5 * (high - low)  # about sqrt(5) wider
+
+
+def test_forecast_intervals_resample_horizon_steps_and_mase_matches_score():
+    x, y, _, _ = co2_windows(horizon=52)
+    last = slice(len(x) - 1, len(x))  # the held-out horizon: one window
+    test = {"ids": np.array(["co2@final"]), "x": x[last], "y": y[last]}
+    naive = SeasonalNaive(season=52, horizon=52).fit(x).predict(x[last])
+    choice = json.loads(Path(write_metric(Path(__import__("tempfile").mkdtemp()),
+                                          "forecasting", frequency="W-SAT")).read_text())
+    result, frame = evaluate_predictions(choice, "forecasting", test, naive, (), None,
+                                         "seasonal_naive", 300, 0, 0.95)
+    mase = result["metrics"]["mase"]
+    assert mase["value"] == pytest.approx(score(choice, y[last], naive, history=x[last][:, :, 0])
+                                          ["mase"])
+    assert mase["low"] <= mase["value"] <= mase["high"] and result["units"] == 52
+    assert len(frame) == 52 and (frame["step"] == np.arange(1, 53)).all()
+
+
+def _plan_with_test(folder: Path, test_x, test_labels) -> tuple[str, list[str]]:
+    """plan.parquet (trainval rows of the index + test rows) and a test shard under final/."""
+    index = pd.read_parquet(folder / "index.parquet")
+    ids = np.array([f"test-{i:04d}" for i in range(len(test_x))])
+    final = folder / "final" / "tensors"
+    final.mkdir(parents=True)
+    _save(str(final / "test-00000.npz"), {"ids": ids, "x": test_x})
+    test = pd.DataFrame({"id": ids, "label": test_labels, "role": "test", "fold": pd.NA,
+                         "in_sample": False, "shard": "test-00000"})
+    plan = pd.concat([index, test], ignore_index=True)
+    plan["fold"] = plan["fold"].astype("Int64")
+    plan.to_parquet(folder / "plan.parquet", index=False)
+    return str(folder / "plan.parquet"), [str(final / "test-00000.npz")]
+
+
+def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_path):
+    x, labels, folds = digits_images(500)
+    folder = write_shards(tmp_path / "tensors", x[:400], labels[:400], folds[:400])
+    metric = write_metric(folder, "classification", labels[:400])
+    plan, test_shards = _plan_with_test(folder, x[400:], labels[400:])
+    nn = tmp_path / "nn"
+    nn.mkdir()
+    histories = [_history(nn / f"history-{k}.csv", [1e-3, 1e-3, 5e-4]) for k in range(5)]
+    (nn / "summary.json").write_text(json.dumps({"best_epochs": [2, 3, 3, 2, 3],
+                                                 "headline": {"model": "image_cnn"}}))
+    pd.DataFrame({"id": ["a"], "y_true": ["1"]}).to_parquet(nn / "oof.parquet")
+    (tmp_path / "baseline.json").write_text(json.dumps({"best": "knn"}))
+    out = tmp_path / "final"
+    card = train_final(IMAGE, QUICK, {}, {"epochs": "auto"}, metric, str(folder),
+                       str(nn / "summary.json"), str(nn / "oof.parquet"), histories, 7, 0, 1,
+                       str(out))
+    assert card["training"]["train_rows"] == 400  # all trainval rows, no validation part
+    assert card["training"]["epochs"]["epochs"] == 3 and card["threshold"] is None
+    assert len(pd.read_csv(out / "history.csv")) == 3
+    assert "val_loss" not in pd.read_csv(out / "history.csv")
+    assert pd.read_csv(out / "history.csv")["learning_rate"].round(6).tolist() == [1e-3, 1e-3,
+                                                                                   5e-4]
+    result = score_test(IMAGE, {"bootstrap": 200, "confidence": 0.9}, metric, str(out), plan,
+                        test_shards, str(folder), str(tmp_path / "baseline.json"),
+                        {"knn_neighbors": 3, "image": {"pixels": 8}, "C": 1.0}, {}, 7,
+                        str(out / "test_metrics.json"), str(out / "predictions.parquet"))
+    for kind in ("network", "baseline"):
+        accuracy = result[kind]["metrics"]["accuracy"]
+        assert result[kind]["rows"] == 100
+        assert accuracy["low"] <= accuracy["value"] <= accuracy["high"]
+    assert result["baseline"]["model"] == "knn"
+    assert result["baseline"]["metrics"]["accuracy"]["value"] > 0.8  # real digits, k-NN
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert sorted(predictions.groupby("model")["id"].nunique()) == [100, 100]
+    assert json.loads((out / "test_metrics.json").read_text())["headline"]["model"] == \
+        "image_cnn"
+
+
+def test_test_arrays_code_labels_with_trainval_classes_and_keep_the_held_out_horizon(tmp_path):
+    x, labels, folds = digits_images(60)
+    folder = write_shards(tmp_path / "t", x[:50], labels[:50], folds[:50])
+    test_labels = labels[50:].copy()
+    test_labels[0] = "unseen"
+    plan, shards = _plan_with_test(folder, x[50:], test_labels)
+    arrays = load_test_arrays(plan, shards, tuple(str(d) for d in range(10)))
+    assert arrays["y"][0] == -1 and (arrays["y"][1:] == labels[51:].astype(int)).all()
+    windows = pd.DataFrame({"id": [f"s@{i}" for i in range(5)], "series": "s",
+                            "target_start": [96, 97, 98, 99, 100],
+                            "target_end": [99, 100, 101, 102, 103], "role": "test",
+                            "shard": "test-00000"})
+    windows.to_parquet(tmp_path / "windows.parquet")
+    store = tmp_path / "w"
+    store.mkdir()
+    _save(str(store / "test-00000.npz"), {"ids": windows["id"].to_numpy(dtype=str),
+                                          "x": np.zeros((5, 4, 1), np.float32),
+                                          "y": np.zeros((5, 4), np.float32)})
+    held = load_test_arrays(tmp_path / "windows.parquet", [str(store / "test-00000.npz")], ())
+    assert held["ids"].tolist() == ["s@3", "s@4"]  # targets from the first test step on

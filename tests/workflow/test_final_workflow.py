@@ -1,0 +1,78 @@
+"""Step 7 in the workflow: the final model on all trainval rows, the test scored once with
+intervals, latency, the exported model on raw files, and the self-contained report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from tests.workflow.conftest import run
+
+pytestmark = pytest.mark.workflow
+DATASETS = ("digits", "fsdd", "sms_spam", "co2")
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_final_scores_every_test_row_once_with_intervals(demo_project, name):
+    results = demo_project / "results" / name
+    plan = pd.read_parquet(results / "tensors" / "plan.parquet")
+    index = pd.read_parquet(results / "tensors" / "index.parquet")
+    card = json.loads((results / "final" / "model.json").read_text())
+    assert card["training"]["train_rows"] == len(index)  # every trainval row, no validation
+    best = json.loads((results / "nn" / "summary.json").read_text())["best_epochs"]
+    assert card["training"]["epochs"]["fold_best_epochs"] == [e for e in best if e > 0]
+    result = json.loads((results / "final" / "test_metrics.json").read_text())
+    test = plan[plan["role"] == "test"]
+    if "target_start" in test:  # forecasting: the windows wholly inside the test period
+        test = test[test["target_start"] >= test["target_end"].min()]
+    predictions = pd.read_parquet(results / "final" / "predictions.parquet")
+    assert set(predictions["model"]) == {result["network"]["model"], result["baseline"]["model"]}
+    for kind in ("network", "baseline"):
+        assert result[kind]["rows"] == len(test)
+        rows = predictions[predictions["model"] == result[kind]["model"]]
+        assert sorted(rows["id"].unique()) == sorted(test["id"])
+        for metric in result[kind]["metrics"].values():
+            assert metric["low"] <= metric["value"] + 1e-12 <= metric["high"] + 2e-12
+    assert result["headline"]["model"] == card["architecture"]
+    latency = json.loads((results / "final" / "latency.json").read_text())
+    assert 0 < latency["single_item_ms"]["p50"] <= latency["single_item_ms"]["p95"]
+    assert latency["parameters"] == card["training"]["parameters"]
+
+
+def test_binary_threshold_is_tuned_out_of_fold_and_applied_to_the_test(demo_project):
+    results = demo_project / "results" / "sms_spam"
+    card = json.loads((results / "final" / "model.json").read_text())
+    threshold = card["threshold"]
+    assert threshold["positive"] in card["classes"] and 0.05 <= threshold["threshold"] <= 0.95
+    predictions = pd.read_parquet(results / "final" / "predictions.parquet")
+    mine = predictions[predictions["model"] == card["architecture"]]
+    positive = threshold["positive"]
+    expected = mine[f"p_{positive}"] >= threshold["threshold"]
+    assert ((mine["y_pred"] == positive) == expected).all()
+
+
+def test_report_is_self_contained_and_shows_every_part(demo_project):
+    for name in DATASETS:
+        html = (demo_project / "results" / name / "final" / "report.html").read_text()
+        for section in ("summary", "cv", "test", "fit", "errors", "latency"):
+            assert f'id="{section}"' in html, (name, section)
+        assert not re.search(r'(src|href)="(?!data:)[^"#]', html), name  # nothing external
+        assert "scored once" in html and "± " in html
+    digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
+    assert "confusion matrix" in digits and "calibration" in digits
+    sms = (demo_project / "results" / "sms_spam" / "final" / "report.html").read_text()
+    assert 'title="ROC"' in sms and 'title="PR"' in sms and "Decision threshold" in sms
+    co2 = (demo_project / "results" / "co2" / "final" / "report.html").read_text()
+    assert "held-out horizon" in co2
+
+
+def test_exported_final_model_predicts_raw_files(demo_project):
+    raw = sorted((demo_project / "data" / "raw" / "digits").glob("*/*.png"))[:4]
+    done = run(["dlworkflow", "predict", str(demo_project / "results" / "digits" / "final"),
+                *map(str, raw)], demo_project)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("input,prediction,p_0") and len(lines) == 5
