@@ -1,10 +1,10 @@
-"""Model quality of a finished run: baseline and network CV scores per dataset, as a table.
+"""Model quality of a finished run: CV scores and the one test score per dataset, as tables.
 
     python bench/quality.py [results]
 
-Reads results/<dataset>/{baseline,nn}/summary.json (run the workflow with the shipped
-defaults first: `make demo`) and prints the Markdown table kept in docs/BENCHMARKS.md, with
-the training time per fold from the rules' benchmark files.
+Reads results/<dataset>/{baseline,nn}/summary.json and final/test_metrics.json (run the
+workflow with the shipped defaults first: `make demo`) and prints the Markdown tables kept in
+docs/BENCHMARKS.md, with the training time per fold from the rules' benchmark files.
 """
 
 from __future__ import annotations
@@ -41,6 +41,32 @@ def main() -> None:
                   if name == base["best"] and m != primary}
         net_others = {m: fmt(v) for m, v in network["models"][best].items() if m != primary}
         print(f"|  | other metrics | {others} | {net_others} | | | |")
+    final_table(results)
+
+
+def interval(entry: dict) -> str:
+    return f"{entry['value']:.4f} [{entry['low']:.4f}, {entry['high']:.4f}]"
+
+
+def final_table(results: Path) -> None:
+    """The test score (95 % bootstrap interval) of the final network and refitted baseline."""
+    print()
+    print("| dataset | metric | test rows | network (final) | best baseline (refitted) | "
+          "final epochs | threshold | p50 ms / item |")
+    print("|---|---|---:|---|---|---:|---|---:|")
+    for folder in sorted(p for p in results.iterdir()
+                         if (p / "final" / "test_metrics.json").exists()):
+        test = json.loads((folder / "final" / "test_metrics.json").read_text())
+        card = json.loads((folder / "final" / "model.json").read_text())
+        latency = json.loads((folder / "final" / "latency.json").read_text())
+        primary = test["primary"]
+        base = test.get("baseline")
+        threshold = card.get("threshold") or {}
+        print(f"| {folder.name} | {primary} | {test['network']['rows']} | "
+              f"{test['network']['model']}: {interval(test['network']['metrics'][primary])} | "
+              + (f"{base['model']}: {interval(base['metrics'][primary])}" if base else "-")
+              + f" | {card['training']['epochs']['epochs']} | "
+              f"{threshold.get('threshold', '-')} | {latency['single_item_ms']['p50']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 # Step 7: the only rules that read test rows. The final network is retrained on every
 # trainval row (final_train sees no test row), then final_test scores it once; latency and
-# the report follow. Test shards are written under final/, next to what reads them.
+# the report (which plots and explains the scored test predictions) follow. Test shards are written under final/, next to what reads them.
 
 
 rule tensorize_test_shard:
@@ -139,6 +139,9 @@ rule final_report:
         latency="results/{dataset}/final/latency.json",
         plan="results/{dataset}/tensors/plan.parquet",
         test_shards=get_test_shards,
+        model="results/{dataset}/final/model.keras",
+        index="results/{dataset}/tensors/index.parquet",
+        trainval_shards=get_trainval_shards,
         raw=get_raw_root,
     output:
         report="results/{dataset}/final/report.html",
@@ -146,7 +149,7 @@ rule final_report:
         "logs/{dataset}/final_report.log",
     benchmark:
         "benchmarks/{dataset}/final_report.tsv"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=20,

@@ -34,3 +34,9 @@ def new_figure(width: float = 4.0, height: float = 2.6):
     figure, axes = _pyplot().subplots(figsize=(width, height))
     axes.spines[["top", "right"]].set_visible(False)
     return figure, axes
+
+
+def new_panels(count: int, width: float = 4.0, height: float = 2.0):
+    """A figure with `count` side-by-side axes."""
+    figure, axes = _pyplot().subplots(1, count, figsize=(width, height))
+    return figure, list(axes) if count > 1 else [axes]

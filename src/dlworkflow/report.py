@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlworkflow.data import load_arrays, load_test_arrays
 from dlworkflow.figures import figure_uri, new_figure
 from dlworkflow.intake import item_records
 from dlworkflow.modalities import create_modality
@@ -275,6 +276,7 @@ def build_report(name: str, dataset: Mapping[str, Any], inputs: Mapping[str, Any
     mine = predictions[predictions["model"] == model]
     task = card["task"]
     classes = card["classes"]
+    test = load_test_arrays(inputs["plan"], list(inputs["test_shards"]), tuple(classes))
     context: dict[str, Any] = {
         "name": name, "dataset": dataset, "metric": choice, "counts": counts, "leakage": leakage,
         "names": names, "primary": primary, "result": result, "card": card,
@@ -299,9 +301,6 @@ def build_report(name: str, dataset: Mapping[str, Any], inputs: Mapping[str, Any
         context["ece"] = ece
         context["per_class"] = per_class_table(y_true, y_pred, classes)
     elif task == "forecasting":
-        from dlworkflow.data import load_test_arrays
-
-        test = load_test_arrays(inputs["plan"], list(inputs["test_shards"]), ())
         first = sorted(predictions["id"].unique())[0]
         row = list(test["ids"]).index(first)
         context["figures"].append({"title": "held-out horizon",
@@ -311,6 +310,19 @@ def build_report(name: str, dataset: Mapping[str, Any], inputs: Mapping[str, Any
     if task != "forecasting":
         worst = worst_errors(mine, task, classes, int(settings.get("report_examples", 3)))
         context["cells"] = error_cells(worst, pd.read_parquet(inputs["inventory"]), dataset, base)
+    per_class = int(settings.get("explanations", 1))
+    if per_class:
+        from dlworkflow.explain import explain_final
+        from dlworkflow.predict import load_model
+
+        model, _ = load_model(Path(inputs["card"]).parent)
+        background = load_arrays(Path(inputs["index"]).parent, None, "trainval")["x"]
+        rng = np.random.default_rng(0)
+        background = background[rng.choice(len(background), min(100, len(background)),
+                                           replace=False)]
+        modality = create_modality(dataset["modality"], {}, dataset["layout"])
+        context["explanations"] = explain_final(model, card, modality, test, mine, background,
+                                                per_class)
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("report.html.j2").render(**context)
@@ -318,6 +330,7 @@ def build_report(name: str, dataset: Mapping[str, Any], inputs: Mapping[str, Any
                "cv_network": network["headline"], "cv_baseline": baseline["headline"],
                "figures": [f["title"] for f in context["figures"]],
                "worst_errors_shown": len(context["cells"]),
+               "explained": len(context.get("explanations", [])),
                "diagnosis": context["diagnosis"]["hint"]}
     return html, summary
 

@@ -141,6 +141,7 @@ STEPS: tuple[Step, ...] = (
         code=("rules/final.smk", "scripts/final_train.py", "scripts/final_test.py",
               "scripts/final_latency.py", "scripts/final_report.py", "scripts/tensorize_shard.py",
               "src/dlworkflow/final.py", "src/dlworkflow/latency.py", "src/dlworkflow/report.py",
+              "src/dlworkflow/explain.py",
               "src/dlworkflow/templates", "src/dlworkflow/train.py", "src/dlworkflow/models",
               "src/dlworkflow/layers.py", "src/dlworkflow/evaluate.py", "src/dlworkflow/data.py",
               "src/dlworkflow/baselines.py", "src/dlworkflow/predict.py",

@@ -194,3 +194,36 @@ def test_test_arrays_code_labels_with_trainval_classes_and_keep_the_held_out_hor
                                           "y": np.zeros((5, 4), np.float32)})
     held = load_test_arrays(tmp_path / "windows.parquet", [str(store / "test-00000.npz")], ())
     assert held["ids"].tolist() == ["s@3", "s@4"]  # targets from the first test step on
+
+
+def test_shap_attributions_of_a_digit_add_up_to_the_change_they_explain(tmp_path):
+    from dlworkflow.explain import explain, model_function
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.predict import load_model
+    from dlworkflow.train import _train
+
+    x, labels, folds = digits_images(300)
+    folder = write_shards(tmp_path / "tensors", x[:250], labels[:250], folds[:250])
+    _train(IMAGE, {**QUICK, "epochs": 3}, {}, str(folder), None, 7, 0, 1, tmp_path / "m",
+           None, None, None, 3)
+    (tmp_path / "m" / "model.json").write_text("{}")
+    model, _ = load_model(tmp_path / "m")
+    proba = np.asarray(model.predict(x[250:], verbose=0))
+    classes = tuple(str(d) for d in range(10))
+    frame = pd.DataFrame({"id": [f"t{i}" for i in range(50)], "y_true": labels[250:],
+                          "y_pred": np.asarray(classes)[proba.argmax(axis=1)],
+                          **{f"p_{c}": proba[:, i] for i, c in enumerate(classes)}})
+    modality = create_modality("image", {}, {"kind": "folders"})
+    background = x[:100]
+    cells = explain(model, modality, "classification", x[250:], frame, classes, background,
+                    per_class=1, max_evals=200)
+    predicted = set(frame["y_pred"])
+    assert len(cells) == len(predicted) and {c["predicted"] for c in cells} == predicted
+    for cell in cells[:3]:  # efficiency: attributions share out f(x) - f(all hidden)
+        row = int(cell["id"][1:])
+        output = classes.index(cell["predicted"])
+        function = model_function(model, "classification", x.dtype, output)
+        hidden = background.astype(np.float32).mean(axis=0)[None]
+        change = function(x[250 + row: 251 + row]) - function(hidden)
+        assert cell["total"] == pytest.approx(float(change[0]), abs=2e-3)
+        assert cell["html"].startswith('<img alt="SHAP attributions" src="data:image/png')

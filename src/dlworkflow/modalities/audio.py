@@ -158,6 +158,7 @@ class AudioModality(Modality):
 
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
         "classification": ("audio_cnn",), "regression": ("audio_cnn",)}
+    origin: ClassVar[str] = "lower"  # spectrograms: low frequencies at the bottom
 
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """MFCC summary: mean and std over time of the MFCCs and of their deltas.

@@ -79,6 +79,38 @@ class Modality(ABC):
 
         return standard_baselines(task, settings, seed)
 
+    #: where row 0 of a 2-D input is drawn: "upper" for pictures, "lower" for spectrograms
+    origin: ClassVar[str] = "upper"
+
+    def shap_masker(self, background: Any) -> Any:
+        """SHAP masker for explanations: regions of the array (a partition tree over its
+        cells) are hidden by the mean of `background` (training rows)."""
+        import numpy as np
+        import shap
+
+        mean = np.asarray(background, dtype=np.float32).mean(axis=0)
+        return shap.maskers.Image(mean, mean.shape)
+
+    def attribution_html(self, x: Any, values: Any, what: str) -> str:
+        """The input beside its SHAP attributions (red raises `what`, blue lowers it)."""
+        import numpy as np
+
+        from dlworkflow.figures import figure_uri, new_panels
+
+        picture = np.asarray(x, dtype=np.float32).mean(axis=-1)
+        heat = np.asarray(values, dtype=np.float64).reshape(*picture.shape, -1).sum(axis=-1)
+        limit = float(np.abs(heat).max()) or 1.0
+        figure, (left, right) = new_panels(2, 3.4, 1.7)
+        left.imshow(picture, cmap="gray", origin=self.origin, aspect="auto")
+        right.imshow(picture, cmap="gray", origin=self.origin, aspect="auto", alpha=0.35)
+        right.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, origin=self.origin,
+                     aspect="auto", alpha=0.8)
+        for axes in (left, right):
+            axes.set_xticks([])
+            axes.set_yticks([])
+        right.set_title(f"SHAP for {what}", fontsize=7)
+        return f'<img alt="SHAP attributions" src="{figure_uri(figure)}">'
+
     def empty_stats(self) -> dict[str, Any]:
         """Stats with every column present and no values (for typing empty inventories)."""
         return {name: None for name in self.stats}

@@ -68,6 +68,27 @@ class TextModality(Modality):
         "classification": ("text_cnn", "text_bigru", "text_transformer"),
         "regression": ("text_cnn", "text_bigru", "text_transformer")}
 
+    def shap_masker(self, background: Any) -> Any:
+        """SHAP hides words (split at non-word characters)."""
+        import shap
+
+        return shap.maskers.Text(r"\W+")
+
+    def attribution_html(self, x: Any, values: Any, what: str) -> str:
+        """The text with each word shaded by its SHAP value (red raises `what`)."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=np.float64).reshape(len(x), -1).sum(axis=1)
+        limit = float(np.abs(values).max()) or 1.0
+        spans = []
+        for token, value in zip(x, values, strict=True):
+            share = min(1.0, abs(value) / limit)
+            colour = f"rgba(214,39,40,{share:.2f})" if value > 0 else f"rgba(31,119,180,{share:.2f})"
+            spans.append(f'<span style="background:{colour}" title="{value:+.3f}">'
+                         f"{escape(str(token))}</span>")
+        return (f'<blockquote class="snippet">{"".join(spans)}</blockquote>'
+                f'<span class="meta">SHAP for {escape(what)}; red raises it</span>')
+
     def flat(self, x: Any, settings: Mapping[str, Any]) -> list[str]:
         """The normalised texts themselves: TF-IDF is fitted per fold inside the pipeline."""
         return [str(t) for t in x]

@@ -223,6 +223,24 @@ class TimeSeriesModality(Modality):
         return (f'<img class="series" alt="series {escape(item.id)}" src="{figure_uri(figure)}">'
                 f'<span class="meta">{len(frame)} steps, {label} (red)</span>')
 
+    def attribution_html(self, x: Any, values: Any, what: str) -> str:
+        """The window (first channel) over bars of its per-step SHAP values, all channels
+        summed (red raises `what`)."""
+        series = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        steps = np.asarray(values, dtype=np.float64).reshape(len(x), -1).sum(axis=1)
+        figure, axes = new_figure(3.4, 1.6)
+        position = np.arange(len(series))
+        bars = axes.twinx()
+        bars.bar(position, steps, color=np.where(steps > 0, "#d62728", "#1f77b4"), alpha=0.5,
+                 width=1.0)
+        bars.set_yticks([])
+        axes.plot(position, series[:, 0], color="#333", linewidth=0.9)
+        axes.set_zorder(bars.get_zorder() + 1)
+        axes.patch.set_visible(False)
+        axes.tick_params(labelsize=6)
+        axes.set_title(f"SHAP per step for {what}", fontsize=7)
+        return f'<img alt="SHAP attributions" src="{figure_uri(figure)}">'
+
     def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> np.ndarray:
         """float32 (length, channels) for series classification/regression: the target and
         exogenous channels, gaps interpolated, resampled to `length` steps (linear)."""
