@@ -38,7 +38,12 @@ rule baseline_summary:
         predictions=get_baseline_fold_predictions,
     output:
         oof="results/{dataset}/baseline/oof.parquet",
-        summary="results/{dataset}/baseline/summary.json",
+        summary=report(
+            "results/{dataset}/baseline/summary.json",
+            caption="../report/cv.rst",
+            category="2 traditional baseline",
+            labels={"dataset": "{dataset}", "file": "CV summary"},
+        ),
     log:
         "logs/{dataset}/baseline_summary.log",
     benchmark:

@@ -10,7 +10,12 @@ rule eda:
         splits="results/{dataset}/split/splits.parquet",
         leakage="results/{dataset}/split/leakage.json",
     output:
-        html="results/{dataset}/intake/eda.html",
+        html=report(
+            "results/{dataset}/intake/eda.html",
+            caption="../report/eda.rst",
+            category="1 data and metric",
+            labels={"dataset": "{dataset}", "file": "EDA report"},
+        ),
         summary="results/{dataset}/intake/summary.json",
     log:
         "logs/{dataset}/eda.log",

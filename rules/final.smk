@@ -1,6 +1,7 @@
 # Step 7: the only rules that read test rows. The final network is retrained on every
 # trainval row (final_train sees no test row), then final_test scores it once; latency and
-# the report (which plots and explains the scored test predictions) follow. Test shards are written under final/, next to what reads them.
+# the report (which plots and explains the scored test predictions) follow. Test shards are
+# written under final/, next to what reads them.
 
 
 rule tensorize_test_shard:
@@ -76,7 +77,12 @@ rule final_test:
         trainval_shards=get_trainval_shards,
         baseline="results/{dataset}/baseline/summary.json",
     output:
-        metrics="results/{dataset}/final/test_metrics.json",
+        metrics=report(
+            "results/{dataset}/final/test_metrics.json",
+            caption="../report/test.rst",
+            category="7 final",
+            labels={"dataset": "{dataset}", "file": "test metrics"},
+        ),
         predictions="results/{dataset}/final/predictions.parquet",
         plots=directory("results/{dataset}/final/plots"),
     log:
@@ -106,7 +112,12 @@ rule final_latency:
         index="results/{dataset}/tensors/index.parquet",
         raw=get_raw_root,
     output:
-        latency="results/{dataset}/final/latency.json",
+        latency=report(
+            "results/{dataset}/final/latency.json",
+            caption="../report/latency.rst",
+            category="7 final",
+            labels={"dataset": "{dataset}", "file": "latency"},
+        ),
     log:
         "logs/{dataset}/final_latency.log",
     benchmark:
@@ -144,7 +155,12 @@ rule final_report:
         trainval_shards=get_trainval_shards,
         raw=get_raw_root,
     output:
-        report="results/{dataset}/final/report.html",
+        report=report(
+            "results/{dataset}/final/report.html",
+            caption="../report/final.rst",
+            category="7 final",
+            labels={"dataset": "{dataset}", "file": "final report"},
+        ),
     log:
         "logs/{dataset}/final_report.log",
     benchmark:

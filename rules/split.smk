@@ -6,7 +6,12 @@ rule split:
         inventory="results/{dataset}/intake/inventory.parquet",
     output:
         splits="results/{dataset}/split/splits.parquet",
-        leakage="results/{dataset}/split/leakage.json",
+        leakage=report(
+            "results/{dataset}/split/leakage.json",
+            caption="../report/leakage.rst",
+            category="4 validation scheme",
+            labels={"dataset": "{dataset}", "file": "leakage check"},
+        ),
     log:
         "logs/{dataset}/split.log",
     benchmark:

@@ -48,7 +48,12 @@ rule nn_summary:
         baseline="results/{dataset}/baseline/summary.json",
     output:
         oof="results/{dataset}/nn/oof.parquet",
-        summary="results/{dataset}/nn/summary.json",
+        summary=report(
+            "results/{dataset}/nn/summary.json",
+            caption="../report/cv.rst",
+            category="5 network",
+            labels={"dataset": "{dataset}", "file": "CV summary"},
+        ),
     log:
         "logs/{dataset}/nn_summary.log",
     benchmark:

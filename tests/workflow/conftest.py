@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import PER_CLASS, REPO, SHARED_DATA
 
-WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "profiles", "src")
+WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "profiles", "src", "report")
 BIN = Path(sys.executable).parent
 
 
@@ -29,14 +29,19 @@ QUICK_TRAIN = {"epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2
                "batch_size": 16, "text": {"embedding_dim": 8, "max_tokens": 2000}}
 
 
+QUICK_FOLDS = 3
+
+
 def shipped_params(per_class: int = PER_CLASS, quick: bool = True) -> dict:
     """The shipped params.yaml, capped per class and pointed at this machine's shared data;
     `quick` shrinks the networks and their epochs."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["demo"].update(max_per_class=per_class, shared_data=str(SHARED_DATA))
-    if quick:
+    if quick:  # three folds: every fold-wise behaviour shows, with fewer jobs
+        params["split"]["folds"] = QUICK_FOLDS
         params["train"].update({k: v for k, v in QUICK_TRAIN.items() if k != "text"})
         params["train"]["text"].update(QUICK_TRAIN["text"])
+        params["final"]["bootstrap"] = 200
     return params
 
 

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.workflow.conftest import run
+from tests.workflow.conftest import QUICK_FOLDS, run
 
 pytestmark = pytest.mark.workflow
 DATASETS = ("digits", "fsdd", "sms_spam", "co2")
@@ -22,9 +22,9 @@ def test_baseline_and_network_summaries_cover_every_fold(demo_project, name):
     validated = index["fold"].notna().sum()  # forecasting: windows outside folds only train
     for kind in ("baseline", "nn"):
         summary = json.loads((results / kind / "summary.json").read_text())
-        assert summary["primary"] == primary and summary["folds"] == 5
+        assert summary["primary"] == primary and summary["folds"] == QUICK_FOLDS
         for metrics in summary["models"].values():
-            assert len(metrics[primary]["folds"]) == 5
+            assert len(metrics[primary]["folds"]) == QUICK_FOLDS
             assert metrics[primary]["std"] >= 0
         oof = pd.read_parquet(results / kind / "oof.parquet")
         for _, rows in oof.groupby("model"):
@@ -36,7 +36,7 @@ def test_baseline_and_network_summaries_cover_every_fold(demo_project, name):
         (results / "baseline" / "summary.json").read_text())["models"]
     # the verdict says plainly whether the network beat the baseline (tiny data: often not)
     said = "beats" if network["beats_baseline"] else "does not beat"
-    assert said in network["verdict"] and len(network["best_epochs"]) == 5
+    assert said in network["verdict"] and len(network["best_epochs"]) == QUICK_FOLDS
     model_dir = results / "nn" / "fold-0"
     card = json.loads((model_dir / "model.json").read_text())
     assert card["task"] == choice["task"] and card["fold"] == 0
