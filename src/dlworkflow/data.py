@@ -50,7 +50,8 @@ def select(index: pd.DataFrame, fold: int | None, part: str, gap: int = 0,
     return rows[rows["fold"] != fold]
 
 
-def _targets(rows: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray | None:
+def encode_targets(rows: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray | None:
+    """Targets of index rows: class numbers (-1 for a class not in `classes`) or values."""
     if "label" not in rows or rows["label"].isna().all():
         return None
     if classes:
@@ -107,12 +108,7 @@ def load_test_arrays(plan_path: str | Path, shard_paths: list[str], classes: tup
     missing = sorted(set(rows["shard"]) - wanted)
     if missing:
         raise FileNotFoundError(f"test shards {', '.join(missing)} are not among the inputs")
-    out = _gather(folder, rows, classes)
-    if classes and out["y"] is not None:
-        lookup = {c: i for i, c in enumerate(classes)}
-        labels = rows.set_index("id").loc[out["ids"], "label"].astype(str)
-        out["y"] = labels.map(lambda label: lookup.get(label, -1)).to_numpy(dtype=np.int64)
-    return out
+    return _gather(folder, rows, classes)
 
 
 def _gather(tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...]) -> dict[str, Any]:
@@ -128,7 +124,7 @@ def _gather(tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...]) -> 
         if key != "ids":
             out[key] = np.concatenate([p[key] for p in parts])[order]
     if "y" not in out:
-        out["y"] = _targets(rows.set_index("id").loc[out["ids"]].reset_index(), classes)
+        out["y"] = encode_targets(rows.set_index("id").loc[out["ids"]].reset_index(), classes)
     return out
 
 
@@ -187,7 +183,7 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
             for path in order[start: start + pool]:
                 ids, x, y = _shard_arrays(path, wanted)
                 if y is None:
-                    y = _targets(labels.loc[ids].reset_index(), classes)
+                    y = encode_targets(labels.loc[ids].reset_index(), classes)
                 xs.append(x)
                 ys.append(np.asarray(y))
             x, y = np.concatenate(xs), np.concatenate(ys)
@@ -210,5 +206,31 @@ def _first_example(path: Path, wanted: np.ndarray, labels: pd.DataFrame,
                    classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     ids, x, y = _shard_arrays(path, wanted)
     if y is None:
-        y = _targets(labels.loc[ids[:1]].reset_index(), classes)
+        y = encode_targets(labels.loc[ids[:1]].reset_index(), classes)
     return x[0], np.asarray(y[0])
+
+
+def resampled(dataset, labels: np.ndarray, classes: int, mode: str, seed: int,
+              buffer: int = 10000):
+    """One epoch of an unbatched (x, y) training stream with its classes balanced.
+
+    `oversample` draws every class as often as the largest one has rows (rows of small
+    classes repeat), `undersample` as often as the smallest (rows of large classes are left
+    out, a different subset each epoch), in a new random order each epoch. Only the training
+    part is ever resampled, so validation and test keep their real distribution.
+    """
+    import tensorflow as tf
+
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=classes)
+    present = [c for c in range(classes) if counts[c]]
+    per_class = int(counts[present].max() if mode == "oversample" else counts[present].min())
+    parts = []
+    for number in present:
+        only = dataset.filter(lambda x, y, c=number: tf.equal(tf.cast(y, tf.int64), c))
+        parts.append(only.shuffle(int(min(counts[number], buffer)), seed=seed + number,
+                                  reshuffle_each_iteration=True).repeat())
+    # each class exactly per_class times per epoch, in a new random order every epoch
+    order = tf.data.Dataset.from_tensor_slices(
+        np.repeat(np.arange(len(present), dtype=np.int64), per_class)).shuffle(
+        per_class * len(present), seed=seed, reshuffle_each_iteration=True)
+    return tf.data.Dataset.choose_from_datasets(parts, order)

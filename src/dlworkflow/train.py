@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlworkflow.data import IN_MEMORY_BYTES, load_arrays, make_dataset, select
+from dlworkflow.data import IN_MEMORY_BYTES, encode_targets, load_arrays, make_dataset, resampled, select
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import prediction_frame, score, write_fold_metrics
 from dlworkflow.modalities import create_modality
@@ -150,10 +150,11 @@ class FoldData:
     """
 
     def __init__(self, task: str, tensors_dir: str, fold: int | None, gap: int,
-                 batch_size: int, seed: int) -> None:
+                 batch_size: int, seed: int, resample: str = "none") -> None:
         import tensorflow as tf
 
         self.task = task
+        self.resample = resample if task == "classification" else "none"
         part = "train" if fold is not None else "trainval"
         index = pd.read_parquet(Path(tensors_dir) / "index.parquet")
         self.train_rows = select(index, fold, part, gap)
@@ -173,6 +174,10 @@ class FoldData:
             self.train = make_dataset(tensors_dir, fold, part, batch_size, shuffle=True,
                                       seed=seed, gap=gap, in_memory=False)
             self.train = self.train.map(lambda x, y: (_as_float(x), y))
+            if self.resample != "none":
+                labels = encode_targets(self.train_rows, self.classes)
+                self.train = resampled(self.train.unbatch(), labels, len(self.classes),
+                                       self.resample, seed).batch(batch_size)
         self.valid_inputs = self.inputs(self.valid)
         self.valid_set = None if fold is None else tf.data.Dataset.from_tensor_slices(
             (self.valid_inputs, self.valid["y"])).batch(batch_size)
@@ -189,8 +194,12 @@ class FoldData:
         import tensorflow as tf
 
         dataset = tf.data.Dataset.from_tensor_slices((self.inputs(arrays), arrays["y"]))
-        return (dataset.shuffle(len(arrays["ids"]), seed=seed, reshuffle_each_iteration=True)
-                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+        if self.resample != "none":  # class-balanced epochs, fold-train rows only
+            dataset = resampled(dataset, arrays["y"], len(self.classes), self.resample, seed)
+        else:
+            dataset = dataset.shuffle(len(arrays["ids"]), seed=seed,
+                                      reshuffle_each_iteration=True)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def adapt_x(self) -> Any:
         """Training inputs to adapt preprocessing layers on (arrays, or the x of the stream)."""
@@ -281,7 +290,8 @@ def _head_on_embeddings(spec, features: Mapping[str, Any] | None, features_dir: 
 
     from dlworkflow.models.networks import build_network, embedding_head
 
-    embedded = FoldData(task, features_dir, fold, gap, batch_size, seed + (fold or 0))
+    embedded = FoldData(task, features_dir, fold, gap, batch_size, seed + (fold or 0),
+                        str(settings.get("resample", "none")))
     head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
                         input_dtype="float32", preprocessing=(), augmentation=())
     head = embedding_head(head_spec)
@@ -328,7 +338,8 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
     modality = create_modality(dataset["modality"], {}, dataset["layout"])
     architecture = architecture_for(modality, task, settings)
     batch_size = int(settings.get("batch_size", 32))
-    data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + (fold or 0))
+    data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + (fold or 0),
+                    str(settings.get("resample", "none")))
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")

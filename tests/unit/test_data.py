@@ -66,3 +66,33 @@ def test_streamed_without_shuffle_matches_in_ram(digit_shards):
     assert xs.shape == xr.shape and xs.dtype == np.uint8
     assert np.array_equal(np.sort(xs.reshape(len(xs), -1).sum(1)), np.sort(xr.reshape(len(xr), -1).sum(1)))
     assert sorted(ys.tolist()) == sorted(yr.tolist())
+
+
+@pytest.mark.parametrize("mode", ["oversample", "undersample"])
+def test_resampling_balances_training_epochs_only(tmp_path, mode):
+    """Real digits made imbalanced (class 0 ten times as frequent as the rest): every epoch
+    of the training stream is balanced; validation keeps its real counts."""
+    from dlworkflow.train import FoldData
+    from tests.helpers.shards import digits_images, write_shards
+
+    x, labels, _ = digits_images(1000)
+    seen = {}
+    keep = [i for i, label in enumerate(labels)
+            if label == "0" or seen.setdefault(label, []).append(i) or len(seen[label]) <= 10]
+    x, labels = x[keep], labels[keep]
+    folds = np.arange(len(labels)) % 3
+    folder = write_shards(tmp_path / "imbalanced", x, labels, folds)
+    data = FoldData("classification", str(folder), 0, 0, 16, 5, mode)
+    train_counts = np.bincount(data.train_rows["label"].astype(int), minlength=10)
+    assert train_counts[0] > 5 * train_counts[1:].max()
+    epochs = []
+    for _ in range(2):  # two epochs, each drawn afresh
+        drawn = np.concatenate([y.numpy() for _, y in data.train])
+        epochs.append(drawn)
+        counts = np.bincount(drawn, minlength=10)
+        expected = train_counts.max() if mode == "oversample" else train_counts.min()
+        assert len(drawn) == 10 * expected
+        assert (counts == expected).all()
+    assert not np.array_equal(epochs[0], epochs[1])
+    valid = np.bincount(data.valid["y"], minlength=10)
+    assert valid[0] > 5 * valid[1:].max()  # the real distribution
