@@ -92,18 +92,25 @@ def learning_curves(histories: Sequence[str], final_history: str | None) -> str:
     """Training (solid) and validation (dashed) loss per fold, and the final model's loss."""
     figure, axes = new_figure(6.0, 3.0)
     colours = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6"]
+    losses = []
     for number, path in enumerate(histories):
         history = pd.read_csv(path)
         colour = colours[number % len(colours)]
         axes.plot(history["epoch"], history["loss"], color=colour, lw=1.2, label=f"fold {number}")
+        losses.extend(history["loss"])
         if "val_loss" in history:
             axes.plot(history["epoch"], history["val_loss"], color=colour, lw=1.2, ls="--")
+            losses.extend(history["val_loss"])
     if final_history and Path(final_history).is_file():
         final = pd.read_csv(final_history)
-        axes.plot(final["epoch"], final["loss"], color="black", lw=2, label="final (train)")
+        axes.plot(final["epoch"], final["loss"], color="black", lw=2, marker="o", markersize=3,
+                  label="final (train)")
+        losses.extend(final["loss"])
     axes.set_xlabel("epoch", fontsize=8)
     axes.set_ylabel("loss (solid train, dashed validation)", fontsize=8)
-    axes.set_yscale("log")
+    positive = [v for v in losses if v > 0]
+    if positive and max(positive) / min(positive) > 20:  # wide range: log scale reads better
+        axes.set_yscale("log")
     axes.tick_params(labelsize=7)
     axes.legend(fontsize=7, ncol=2, frameon=False)
     return figure_uri(figure)
