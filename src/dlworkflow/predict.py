@@ -61,8 +61,11 @@ def predict(model_dir: str | Path, inputs: Sequence[str | Path],
     output = np.asarray(model.predict(batches, verbose=0))
     frame = pd.DataFrame({"input": [str(i) for i in inputs]})
     if card["task"] == "classification":
+        from dlworkflow.final import decide
+
         classes = np.asarray(card["classes"])
-        frame["prediction"] = classes[output.argmax(axis=1)]
+        # the final model's card carries the tuned decision threshold of a binary task
+        frame["prediction"] = decide(output, classes, card.get("threshold"))
         for number, name in enumerate(classes):
             frame[f"p_{name}"] = output[:, number]
     else:

@@ -76,3 +76,24 @@ def test_exported_final_model_predicts_raw_files(demo_project):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("input,prediction,p_0") and len(lines) == 5
+
+
+def test_snakemake_report_collects_the_annotated_outputs(demo_project, tmp_path):
+    target = tmp_path / "workflow-report.html"
+    done = run(["snakemake", "--cores", "1", "--report", str(target)], demo_project)
+    assert done.returncode == 0, done.stderr[-2000:]
+    html = target.read_text(errors="replace")
+    for category in ("1 data and metric", "5 network", "7 final"):
+        assert category in html, category
+    assert "test_metrics.json" in html and "report.html" in html
+
+
+def test_predict_applies_the_final_models_threshold(demo_project):
+    from dlworkflow.predict import predict
+
+    model_dir = demo_project / "results" / "sms_spam" / "final"
+    card = json.loads((model_dir / "model.json").read_text())
+    frame = predict(model_dir, ["WINNER! Claim your free prize now, call 09061701461",
+                                "Are we still meeting for lunch tomorrow?"])
+    positive, threshold = card["threshold"]["positive"], card["threshold"]["threshold"]
+    assert ((frame["prediction"] == positive) == (frame[f"p_{positive}"] >= threshold)).all()
