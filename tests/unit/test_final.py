@@ -227,3 +227,40 @@ def test_shap_attributions_of_a_digit_add_up_to_the_change_they_explain(tmp_path
         change = function(x[250 + row: 251 + row]) - function(hidden)
         assert cell["total"] == pytest.approx(float(change[0]), abs=2e-3)
         assert cell["html"].startswith('<img alt="SHAP attributions" src="data:image/png')
+
+
+def test_final_regression_streams_shards_and_scores_in_target_units(tmp_path, monkeypatch):
+    """Digit value as a regression target; the final model streams its shards (as it does
+    when the data exceeds the in-RAM budget) and the test is scored in target units."""
+    import dlworkflow.train
+
+    monkeypatch.setattr(dlworkflow.train, "IN_MEMORY_BYTES", 0)
+    x, labels, folds = digits_images(400)
+    values = labels.astype(float)
+    folder = write_shards(tmp_path / "tensors", x[:320], values[:320], folds[:320])
+    metric = write_metric(folder, "regression", values[:320])
+    plan, test_shards = _plan_with_test(folder, x[320:], values[320:])
+    nn = tmp_path / "nn"
+    nn.mkdir()
+    histories = [_history(nn / f"history-{k}.csv", [1e-3] * 4) for k in range(3)]
+    (nn / "summary.json").write_text(json.dumps({"best_epochs": [4, 4, 4]}))
+    (tmp_path / "baseline.json").write_text(json.dumps({"best": "ridge"}))
+    regression = {**IMAGE, "task": "regression"}
+    out = tmp_path / "final"
+    card = train_final(regression, QUICK, {}, {}, metric, str(folder), str(nn / "summary.json"),
+                       str(nn / "oof.parquet"), histories, 3, 0, 1, str(out))
+    assert card["training"]["train_rows"] == 320 and card["threshold"] is None
+    result = score_test(regression, {"bootstrap": 200}, metric, str(out), plan, test_shards,
+                        str(folder), str(tmp_path / "baseline.json"), {"image": {"pixels": 8}},
+                        {}, 3, str(out / "test_metrics.json"), str(out / "predictions.parquet"))
+    primary = result["primary"]
+    assert primary in ("mae", "rmse")
+    for kind in ("network", "baseline"):
+        entry = result[kind]["metrics"][primary]
+        assert entry["low"] <= entry["value"] <= entry["high"]
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    network = predictions[predictions["model"] == "image_cnn"]
+    assert network["y_pred"].between(-5, 15).all()  # in digit units, not standardised
+    spread = float(np.std(values[320:]))  # RMSE of always predicting the mean
+    assert result["baseline"]["metrics"][primary]["value"] < 0.85 * spread  # real signal
+    assert (out / "plots" / "scatter.csv").is_file()
