@@ -23,6 +23,7 @@ from tqdm import tqdm
 from dlworkflow.errors import BadInput, ConfigError, IntakeFailed
 from dlworkflow.items import Item, Rejection
 from dlworkflow.modalities import Modality, create_modality
+from dlworkflow.modalities.base import FILE_LAYOUTS
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,24 @@ def intake_dataset(name: str, dataset: Mapping[str, Any], intake: Mapping[str, A
 
 
 def item_records(rows: pd.DataFrame, modality, dataset: Mapping[str, Any], base: Path):
-    """Rebuild Item objects (file or inline payload) for inventory rows, via discovery."""
+    """Rebuild Item objects for inventory rows (in their order; rows whose raw item is gone
+    are left out).
+
+    A file item is rebuilt from its inventory row (the file is `base / path`), so a shard
+    job reads only its own files instead of walking the whole dataset; items that live
+    inside a bigger file (a text line, a series of a CSV) are found again by discovery.
+    """
+    if "path" in rows and dataset["layout"].get("kind") in FILE_LAYOUTS:
+        items = []
+        for row in rows.itertuples(index=False):
+            file = base / str(row.path)
+            if file.is_file():
+                label = getattr(row, "label", None)
+                group = getattr(row, "group", None)
+                items.append(Item(str(row.id), str(row.path),
+                                  None if pd.isna(label) else label,
+                                  None if pd.isna(group) else str(group), file=file))
+        return items
     wanted = set(rows["id"].astype(str))
     found = modality.discover(base / dataset["root"], Path(dataset["root"]), dataset["task"])
     by_id = {item.id: item for item in found.items if item.id in wanted}
