@@ -317,7 +317,7 @@ def build_report(name: str, dataset: Mapping[str, Any], inputs: Mapping[str, Any
     if task != "forecasting":
         worst = worst_errors(mine, task, classes, int(settings.get("report_examples", 3)))
         context["cells"] = error_cells(worst, pd.read_parquet(inputs["inventory"]), dataset, base)
-    per_class = int(settings.get("explanations", 1))
+    per_class = int(settings.get("explanations", 2))
     if per_class:
         from dlworkflow.explain import explain_final
         from dlworkflow.predict import load_model
