@@ -57,7 +57,7 @@ def test_binary_threshold_is_tuned_out_of_fold_and_applied_to_the_test(demo_proj
 def test_report_is_self_contained_and_shows_every_part(demo_project):
     for name in DATASETS:
         html = (demo_project / "results" / name / "final" / "report.html").read_text()
-        for section in ("summary", "cv", "test", "fit", "errors", "latency"):
+        for section in ("summary", "cv", "test", "fit", "errors", "explanations", "latency"):
             assert f'id="{section}"' in html, (name, section)
         assert not re.search(r'(src|href)="(?!data:)[^"#]', html), name  # nothing external
         assert "scored once" in html and "± " in html
