@@ -23,7 +23,7 @@ import pandas as pd
 from dlworkflow.data import load_arrays, load_test_arrays
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import metric_names, prediction_frame, score
-from dlworkflow.metrics import METRICS, compute
+from dlworkflow.metrics import METRICS, compute, naive_scale
 from dlworkflow.modalities import create_modality
 
 log = logging.getLogger(__name__)
@@ -195,12 +195,7 @@ def _forecast_scores(choice: Mapping[str, Any], errors: pd.DataFrame) -> dict[st
 
 
 def _mase_scales(history: np.ndarray, season: int) -> np.ndarray:
-    scales = []
-    for row in np.asarray(history, dtype=float):
-        row = row[~np.isnan(row)]
-        lag = season if len(row) > season else 1
-        scales.append(np.mean(np.abs(row[lag:] - row[:-lag])))
-    return np.asarray(scales)
+    return np.asarray([naive_scale(row, season) for row in np.asarray(history, dtype=float)])
 
 
 def _with_intervals(point: Mapping[str, float], intervals: Mapping[str, list[float]]) -> dict:

@@ -50,14 +50,20 @@ def season_length(frequency: str | None) -> int:
     return SEASON_BY_FREQUENCY.get(base, 1)
 
 
-def mase(y_true: Sequence[float], y_pred: Sequence[float], history: Sequence[float],
-         season: int = 1) -> float:
-    """Mean absolute scaled error against the seasonal-naive forecast on `history`."""
+def naive_scale(history: Sequence[float], season: int = 1) -> float:
+    """MASE's denominator: mean absolute change of the seasonal-naive forecast on `history`
+    (gaps dropped; lag 1 when the history is not longer than a season)."""
     history = np.asarray(history, dtype=float)
     history = history[~np.isnan(history)]
     if len(history) <= season:
         season = 1
-    scale = np.mean(np.abs(history[season:] - history[:-season]))
+    return float(np.mean(np.abs(history[season:] - history[:-season])))
+
+
+def mase(y_true: Sequence[float], y_pred: Sequence[float], history: Sequence[float],
+         season: int = 1) -> float:
+    """Mean absolute scaled error against the seasonal-naive forecast on `history`."""
+    scale = naive_scale(history, season)
     error = np.mean(np.abs(np.asarray(y_true, float) - np.asarray(y_pred, float)))
     return float(error / scale) if scale > 0 else float("inf")
 
