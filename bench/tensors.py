@@ -87,8 +87,8 @@ def peak_rss_mb() -> float:
                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
-def tensorise(kind: str, paths: list[str], out: str) -> dict:
-    """What one shard job does: decode, transform, stack, write."""
+def tensorise(kind: str, paths: list[str], out: str, shard_size: int = 512) -> dict:
+    """What shard jobs do: decode, transform, stack, write one .npz per `shard_size` items."""
     import numpy as np
 
     from dlworkflow.items import Item
@@ -97,11 +97,18 @@ def tensorise(kind: str, paths: list[str], out: str) -> dict:
 
     modality = create_modality("audio" if kind == "audio" else "image", {}, {"kind": "folders"})
     settings = AUDIO if kind == "audio" else IMAGE
+    if kind == "audio":  # librosa's import and the filter bank, outside the timing as in `bare`
+        from dlworkflow.modalities.audio import _mel_filters
+
+        _mel_filters(16000, 512, 64)
     began, start = time.time(), time.perf_counter()
-    arrays = [modality.tensorize(Path(p).read_bytes(), Item(p, p), settings) for p in paths]
-    batch = np.stack(arrays)
-    _save(out, {"ids": np.array(paths), "x": batch if batch.dtype == np.uint8
-                else batch.astype(np.float16)})
+    for number, first in enumerate(range(0, len(paths), shard_size)):
+        part = paths[first: first + shard_size]
+        arrays = [modality.tensorize(Path(p).read_bytes(), Item(p, p), settings) for p in part]
+        batch = np.stack(arrays)
+        _save(f"{out}.{number:05d}" if len(paths) > shard_size else out,
+              {"ids": np.array(part), "x": batch if batch.dtype == np.uint8
+               else batch.astype(np.float16)})
     return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb(),
             "began": began, "ended": time.time()}
 
@@ -115,19 +122,21 @@ def bare(kind: str, paths: list[str]) -> dict:
     import soxr
     from PIL import Image
 
-    from dlworkflow.modalities.audio import log_mel
+    from dlworkflow.modalities.audio import _mel_filters, fit_length, log_mel
 
+    _mel_filters(16000, 512, 64)  # librosa's import and the filter bank, outside the timing
     start = time.perf_counter()
     for path in paths:
         if kind != "audio":
             np.asarray(Image.open(path).convert("RGB").resize((64, 64)))
-        else:
+        else:  # the same 1 s log-mel tensorisation makes
             samples, rate = soundfile.read(io.BytesIO(Path(path).read_bytes()), dtype="float32")
-            log_mel(soxr.resample(samples, rate, 16000, quality="HQ"), 16000, 64, 512, 160)
+            log_mel(fit_length(soxr.resample(samples, rate, 16000, quality="HQ"), 16000, "center"),
+                    16000, 64, 512, 160)
     return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb()}
 
 
-def epoch(mode: str, shards: str, image_root: str, epochs: int = 2) -> dict:
+def epoch(mode: str, shards: str, image_root: str, epochs: int = 3) -> dict:
     """Seconds per epoch of input only (iterate batches), or of training a small CNN on it."""
     import keras
     import numpy as np
@@ -231,6 +240,7 @@ def parallel(kind: str, paths: list[str], workers: int, tmp: Path) -> tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3, help="P1 runs per row; the best counts")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -249,36 +259,47 @@ def main() -> None:
             if not paths:
                 print(f"    {kind}: skipped (no ../shared/data)")
                 continue
-            ref = child("bare", kind, as_arg(paths))
-            ours = child("tensorise", kind, as_arg(paths), str(tmp / f"{kind}.npz"))
-            (one, wall_one), (two, wall_two) = (parallel(kind, paths, 1, tmp),
-                                                parallel(kind, paths, 2, tmp))
+            # alternated, best of `--repeat` runs each: the machine's noise only ever slows
+            ref, ours = {"seconds": float("inf")}, {"seconds": float("inf")}
+            for _ in range(args.repeat):
+                ref = min(ref, child("bare", kind, as_arg(paths)), key=lambda r: r["seconds"])
+                ours = min(ours, child("tensorise", kind, as_arg(paths), str(tmp / f"{kind}.npz")),
+                           key=lambda r: r["seconds"])
+            runs = [(parallel(kind, paths, 1, tmp), parallel(kind, paths, 2, tmp))
+                    for _ in range(args.repeat)]
+            (one, wall_one), (two, wall_two) = (max((r[0] for r in runs), key=lambda r: r[0]),
+                                                max((r[1] for r in runs), key=lambda r: r[0]))
             rate_ref, rate = ref["items"] / ref["seconds"], ours["items"] / ours["seconds"]
             print(f"    {kind:<7}{rate_ref:>14.0f}{rate:>19.0f}{rate / rate_ref:>8.2f}"
                   f"{one:>11.0f}{two:>12.0f}{two / one:>10.2f}"
                   f"{f'{wall_one:.2f} / {wall_two:.2f}':>15}")
 
-        print("\nP2  seconds per epoch (64x64 RGB, batch 64): input only, and training a small CNN")
-        write_shard_set(images, tmp / "shards")
+        print("\nP2  seconds per epoch (64x64 RGB, batch 64): input only, and training a small CNN;"
+              "\n    'later' is the best of epochs 2-3")
         names = {"directory": "image_dataset_from_directory", "stream": "shards, streamed",
                  "ram": "shards, in RAM"}
-        rows = {mode: child("epoch", mode, str(tmp / "shards"), str(tmp / "img"))
-                for base in names for mode in (base, base + "+cnn")}
-        print(f"    {'source':<34}{'input e1':>10}{'input e2':>10}{'CNN e1':>9}{'CNN e2':>9}")
-        for mode, name in names.items():
-            plain, cnn = rows[mode]["epochs"], rows[mode + "+cnn"]["epochs"]
-            print(f"    {name:<34}{plain[0]:>10.2f}{plain[1]:>10.2f}{cnn[0]:>9.2f}{cnn[1]:>9.2f}")
-        for suffix, label in (("", "input only"), ("+cnn", "with the CNN")):
-            d, s_, r = (rows[m + suffix]["epochs"][1] for m in ("directory", "stream", "ram"))
-            print(f"    epoch 2, {label}: directory / streamed = {d / s_:.1f}x;  "
-                  f"streamed speed / in-RAM speed = {r / s_:.2f}x")
+        for label, paths, root in (("64x64 PNGs", images, tmp / "img"),
+                                   ("640x480 JPEGs", photos, tmp / "photo")):
+            write_shard_set(paths, tmp / f"shards-{root.name}")
+            rows = {mode: child("epoch", mode, str(tmp / f"shards-{root.name}"), str(root))
+                    for base in names for mode in (base, base + "+cnn")}
+            print(f"    {label} ({len(paths)} items)")
+            print(f"    {'source':<34}{'input e1':>10}{'later':>8}{'CNN e1':>9}{'later':>8}")
+            for mode, name in names.items():
+                plain, cnn = rows[mode]["epochs"], rows[mode + "+cnn"]["epochs"]
+                print(f"    {name:<34}{plain[0]:>10.2f}{min(plain[1:]):>8.2f}{cnn[0]:>9.2f}"
+                      f"{min(cnn[1:]):>8.2f}")
+            for suffix, what in (("", "input only"), ("+cnn", "with the CNN")):
+                d, s_, r = (min(rows[m + suffix]["epochs"][1:]) for m in ("directory", "stream", "ram"))
+                print(f"    later epochs, {what}: directory / streamed = {d / s_:.1f}x;  "
+                      f"streamed speed / in-RAM speed = {r / s_:.2f}x")
 
         print("\nP3  peak RSS (MB) at 1x and 8x the data")
         big = child("make", str(tmp / "img8"), str(8 * args.items))["paths"]
         small_t = child("tensorise", "image", as_arg(images[:512]), str(tmp / "s.npz"))["rss"]
         big_t = child("tensorise", "image", as_arg(big[:512]), str(tmp / "b.npz"))["rss"]
         write_shard_set(big, tmp / "shards8")
-        small_e = child("epoch", "stream", str(tmp / "shards"), str(tmp / "img"))["rss"]
+        small_e = child("epoch", "stream", str(tmp / "shards-img"), str(tmp / "img"))["rss"]
         big_e = child("epoch", "stream", str(tmp / "shards8"), str(tmp / "img"))["rss"]
         print(f"    {'':<28}{'1x':>8}{'8x':>8}{'growth':>8}")
         print(f"    {'tensorise one shard job':<28}{small_t:>8.0f}{big_t:>8.0f}{big_t / small_t:>8.2f}")

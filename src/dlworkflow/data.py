@@ -1,8 +1,8 @@
 """Loading shards for training: one function returns a `tf.data.Dataset` for (dataset, fold, part).
 
 Small data is loaded into RAM once (`in_memory="auto"` picks it below a byte budget); larger
-data streams a few shards at a time, shuffled together in NumPy, then batched and prefetched,
-so memory stays flat as the data grows. Test shards are never read here: they belong to the
+data streams shard by shard through a shuffle buffer of a few shards' rows, then is batched
+and prefetched, so memory stays flat as the data grows. Test shards are never read here: they belong to the
 final step.
 """
 
@@ -60,18 +60,30 @@ def encode_targets(rows: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray |
     return rows["label"].astype(float).to_numpy(dtype=np.float32)
 
 
-def _shard_rows(path: Path, wanted: np.ndarray) -> dict[str, np.ndarray]:
-    """The shard's per-row arrays (ids, x, and y / x_future / x_mask when stored) for `wanted`."""
+def _shard_rows(path: Path, wanted: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The shard's per-row arrays (ids, x, and y / x_future / x_mask when stored) for the
+    `wanted` ids, or all of them (None: no id is looked up, nothing is copied)."""
     arrays = load_shard(path)
     count = len(arrays["ids"])
     per_row = {k: v for k, v in arrays.items() if np.ndim(v) and len(v) == count}
-    keep = np.isin(arrays["ids"], wanted)
-    if keep.all():  # the common case (a whole trainval shard): no copy
+    if wanted is None:
         return per_row
+    keep = np.isin(arrays["ids"], wanted)
     return {k: v[keep] for k, v in per_row.items()}
 
 
-def _shard_arrays(path: Path, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _wanted_by_shard(table: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray | None]:
+    """Per shard, the ids of `rows` it must give, or None where `rows` hold all of the shard's
+    rows in `table` (the index or plan, which list every row a shard can hold)."""
+    total = table["shard"].value_counts()
+    wanted: dict[str, np.ndarray | None] = {}
+    for shard, part in rows.groupby("shard", sort=True):
+        wanted[str(shard)] = None if len(part) == total[shard] else part["id"].to_numpy(dtype=str)
+    return wanted
+
+
+def _shard_arrays(path: Path, wanted: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     rows = _shard_rows(path, wanted)
     return rows["ids"], rows["x"], rows.get("y")
 
@@ -87,7 +99,7 @@ def load_arrays(tensors_dir: str | Path, fold: int | None, part: str, gap: int =
     if shards is not None:
         rows = rows[rows["shard"].isin(shards)]
     classes = _classes(index)
-    return _gather(tensors_dir, rows, classes)
+    return _gather(tensors_dir, rows, classes, _wanted_by_shard(index, rows))
 
 
 def load_test_arrays(plan_path: str | Path, shard_paths: list[str], classes: tuple[str, ...],
@@ -108,13 +120,12 @@ def load_test_arrays(plan_path: str | Path, shard_paths: list[str], classes: tup
     missing = sorted(set(rows["shard"]) - wanted)
     if missing:
         raise FileNotFoundError(f"test shards {', '.join(missing)} are not among the inputs")
-    return _gather(folder, rows, classes)
+    return _gather(folder, rows, classes, _wanted_by_shard(plan, rows))
 
 
-def _gather(tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...]) -> dict[str, Any]:
-    wanted = rows["id"].to_numpy(dtype=str)
-    parts = [_shard_rows(tensors_dir / f"{shard}.npz", wanted)
-             for shard in sorted(rows["shard"].unique())]
+def _gather(tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...],
+            wanted: dict[str, np.ndarray | None]) -> dict[str, Any]:
+    parts = [_shard_rows(tensors_dir / f"{shard}.npz", ids) for shard, ids in wanted.items()]
     if not parts:
         return {"ids": np.array([], dtype=str), "x": np.empty((0,)), "y": None, "classes": classes}
     ids = np.concatenate([p["ids"] for p in parts])
@@ -144,9 +155,9 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
                  use_sample: bool = True, pool: int = 4):
     """A batched `tf.data.Dataset` of (x, y) for one fold and part, streamed or in RAM.
 
-    Streaming reads `pool` shards at a time (in a new random order each epoch) and shuffles
-    their rows together in NumPy; tf.data slices and batches them. Python is visited once per
-    pool, not per item, and at most `pool` shards are in memory.
+    Streaming reads the shards one at a time, in a new random order each epoch; tf.data's
+    shuffle buffer mixes the rows of about `pool` shards (at least `shuffle_buffer` rows), so
+    about `pool` shards' rows are in memory, whatever the size of the data.
     """
     import tensorflow as tf
 
@@ -167,42 +178,40 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
                                       reshuffle_each_iteration=True)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     classes = _classes(index)
-    wanted = rows["id"].to_numpy(dtype=str)
+    wanted = _wanted_by_shard(index, rows)
     labels = rows.set_index("id")
     paths = [tensors_dir / f"{s}.npz" for s in shards]
-    sample_x, sample_y = _first_example(paths[0], wanted, labels, classes)
+    sample_x, sample_y = _first_example(paths[0], wanted[shards[0]], labels, classes)
     signature = (tf.TensorSpec((None, *sample_x.shape), tf.as_dtype(sample_x.dtype)),
                  tf.TensorSpec((None, *sample_y.shape), tf.as_dtype(sample_y.dtype)))
     epochs = iter(range(1 << 62))
+    by_shard = {str(shard): (part["id"].to_numpy(dtype=str), encode_targets(part, classes))
+                for shard, part in rows.groupby("shard", sort=False)}
 
-    def pools() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def shard_stream() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = np.random.default_rng([seed, next(epochs)])  # a new, reproducible order per epoch
-        order = [paths[i] for i in (rng.permutation(len(paths)) if shuffle else range(len(paths)))]
-        for start in range(0, len(order), pool):
-            xs, ys = [], []
-            for path in order[start: start + pool]:
-                ids, x, y = _shard_arrays(path, wanted)
-                if y is None:
-                    y = encode_targets(labels.loc[ids].reset_index(), classes)
-                xs.append(x)
-                ys.append(np.asarray(y))
-            x, y = np.concatenate(xs), np.concatenate(ys)
-            if shuffle:
-                mix = rng.permutation(len(x))
-                x, y = x[mix], y[mix]
-            yield x, y
+        for number in rng.permutation(len(paths)) if shuffle else range(len(paths)):
+            ids, x, y = _shard_arrays(paths[number], wanted[paths[number].stem])
+            if y is None:
+                expected_ids, targets = by_shard[paths[number].stem]
+                # the index lists a shard's rows in the shard's order; look up only if not
+                y = targets if np.array_equal(ids, expected_ids) else encode_targets(
+                    labels.loc[ids].reset_index(), classes)
+            yield x, np.asarray(y)
 
-    # Python hands over one pool of shards at a time; slicing and batching stay in tf.data
-    dataset = tf.data.Dataset.from_generator(pools, output_signature=signature)
-    dataset = dataset.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)))
+    # Python only reads shards (one visit per shard, in a new order each epoch); tf.data
+    # slices them, mixes the rows of about `pool` shards in its shuffle buffer and batches
+    dataset = tf.data.Dataset.from_generator(shard_stream, output_signature=signature).unbatch()
     if cache:
         dataset = dataset.cache()
-        if shuffle:  # a cached stream repeats its order; mix it again each epoch
-            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if shuffle:
+        rows_per_shard = int(np.ceil(len(rows) / len(paths)))
+        dataset = dataset.shuffle(max(shuffle_buffer, pool * rows_per_shard), seed=seed,
+                                  reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _first_example(path: Path, wanted: np.ndarray, labels: pd.DataFrame,
+def _first_example(path: Path, wanted: np.ndarray | None, labels: pd.DataFrame,
                    classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     ids, x, y = _shard_arrays(path, wanted)
     if y is None:

@@ -52,10 +52,17 @@ def test_streamed_epochs_hold_every_training_item_once_in_a_new_order(digit_shar
     # pairs stay aligned: each image keeps its own label
     lookup = {images[i].tobytes(): target[i] for i in np.flatnonzero(train)}
     assert all(lookup[x.tobytes()] == y for x, y in zip(first, labels, strict=True))
-    # every shard of a pool is mixed into the same batches (not one shard per batch)
     again = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
                          in_memory=False, pool=3)
     assert np.array_equal(_epoch(again)[0], first)  # the same seed gives the same order
+    # whole batches across shard boundaries (shards of 100 rows): only the last one is short
+    sizes = [len(x) for x, _ in dataset]
+    assert set(sizes[:-1]) == {64} and sizes[-1] == train.sum() % 64
+    # a cached stream still holds every item once, in a new order each epoch
+    cached = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
+                          in_memory=False, pool=3, cache=True)
+    one, two = _epoch(cached)[0], _epoch(cached)[0]
+    assert key(one) == key(two) == key(images[train]) and not np.array_equal(one, two)
 
 
 def test_streamed_without_shuffle_matches_in_ram(digit_shards):
@@ -96,3 +103,24 @@ def test_resampling_balances_training_epochs_only(tmp_path, mode):
     assert not np.array_equal(epochs[0], epochs[1])
     valid = np.bincount(data.valid["y"], minlength=10)
     assert valid[0] > 5 * valid[1:].max()  # the real distribution
+
+
+def test_read_npz_gives_what_np_load_gives(digit_shards, tmp_path):
+    """The one-buffer shard reader against NumPy's own, on every kind of array a shard holds."""
+    from dlworkflow.tensors import read_npz
+
+    folder, images, _ = digit_shards
+    payload = {"ids": np.array(["a", "bé", "c"]), "x": images[:3], "y": np.float32([1, 2, 3]),
+               "x_future": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+               "x_mask": np.ones((3, 2), bool), "dropped": np.int64(2), "empty": np.zeros((0, 5))}
+    _save(str(tmp_path / "s.npz"), payload)
+    for path in [tmp_path / "s.npz", *sorted(folder.glob("*.npz"))[:2]]:
+        ours = read_npz(path)
+        with np.load(path) as theirs:
+            assert sorted(ours) == sorted(theirs.files)
+            for key in theirs.files:
+                assert ours[key].dtype == theirs[key].dtype and ours[key].shape == theirs[key].shape
+                assert np.array_equal(ours[key], theirs[key]), key
+    assert read_npz(tmp_path / "s.npz")["x"].flags.writeable
+    np.savez_compressed(tmp_path / "c.npz", x=images[:3])  # compressed: NumPy reads it
+    assert np.array_equal(read_npz(tmp_path / "c.npz")["x"], images[:3])
