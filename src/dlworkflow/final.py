@@ -140,7 +140,7 @@ def train_final(dataset: Mapping[str, Any], settings: Mapping[str, Any],
     write_history(trained.history, out / "history.csv")
     training = {"epochs": plan, "train_rows": len(trained.data.train_rows),
                 "cv": summary.get("headline"), "seconds": round(time.time() - started, 1),
-                "device": "GPU" if trained.devices else "CPU",
+                "device": "GPU" if trained.devices else "CPU", "replicas": trained.replicas,
                 "parameters": int(trained.model.count_params())}
     card = model_card(dataset, trained, tensor_settings, fold=None, threshold=threshold,
                       training=training, primary=choice["primary"]["name"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -28,6 +29,11 @@ from dlworkflow.modalities import create_modality
 log = logging.getLogger(__name__)
 
 
+#: split the CPU into this many logical devices (a stand-in for several GPUs: it lets the
+#: multi-device path run and be tested on a machine without GPUs)
+CPU_DEVICES_ENV = "DLWORKFLOW_CPU_DEVICES"
+
+
 def configure_tensorflow(threads: int, seed: int, deterministic: bool = True) -> list:
     """Threads from the rule, seeded weights and shuffles, op determinism, and mixed precision
     when a GPU is visible. Returns the visible GPUs."""
@@ -37,6 +43,11 @@ def configure_tensorflow(threads: int, seed: int, deterministic: bool = True) ->
     try:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        split = int(os.environ.get(CPU_DEVICES_ENV, "0") or 0)
+        if split > 1:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(split)])
     except RuntimeError:  # already initialised in this process (tests): keep its threads
         pass
     keras.utils.set_random_seed(seed)
@@ -45,6 +56,24 @@ def configure_tensorflow(threads: int, seed: int, deterministic: bool = True) ->
     gpus = tf.config.list_physical_devices("GPU")
     keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "float32")
     return gpus
+
+
+def distribution(settings: Mapping[str, Any]) -> tuple[Any, int]:
+    """(strategy, replicas): `tf.distribute.MirroredStrategy` over every visible GPU when there
+    are several (or over the CPU's logical devices when DLWORKFLOW_CPU_DEVICES splits it),
+    else the default strategy and 1. `train.distribute: none` keeps one device.
+
+    Each replica gets `train.batch_size` rows per step, so the global batch is batch_size x
+    replicas; the learning rate is left as set (scale it yourself if you want to)."""
+    import tensorflow as tf
+
+    if settings.get("distribute", "auto") == "none":
+        return tf.distribute.get_strategy(), 1
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        return tf.distribute.get_strategy(), 1
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    return strategy, int(strategy.num_replicas_in_sync)
 
 
 def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> str:
@@ -154,6 +183,7 @@ class FoldData:
         import tensorflow as tf
 
         self.task = task
+        self.batch_size = batch_size
         self.resample = resample if task == "classification" else "none"
         part = "train" if fold is not None else "trainval"
         index = pd.read_parquet(Path(tensors_dir) / "index.parquet")
@@ -317,6 +347,7 @@ class Trained:
     architecture: str
     data: FoldData
     devices: list
+    replicas: int = 1
 
 
 def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Mapping[str, Any],
@@ -327,8 +358,6 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
     following `schedule` (one learning rate per epoch) instead of early stopping."""
-    from dlworkflow.models.networks import build_network
-
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
     backup = backup_dir(out)
@@ -337,12 +366,25 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
     task = dataset["task"]
     modality = create_modality(dataset["modality"], {}, dataset["layout"])
     architecture = architecture_for(modality, task, settings)
-    batch_size = int(settings.get("batch_size", 32))
+    strategy, replicas = distribution(settings)
+    batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
     data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + (fold or 0),
                     str(settings.get("resample", "none")))
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")
+    with strategy.scope():  # variables made here are mirrored on every replica
+        return _build_and_fit(dataset, settings, augment, modality, architecture, data,
+                              batch_size, replicas, fold, seed, gap, out, backup, gpus,
+                              stats_path, features_dir, features, epochs, schedule)
+
+
+def _build_and_fit(dataset, settings, augment, modality, architecture, data, batch_size,
+                   replicas, fold, seed, gap, out, backup, gpus, stats_path, features_dir,
+                   features, epochs, schedule) -> Trained:
+    from dlworkflow.models.networks import build_network
+
+    task = dataset["task"]
     spec = _spec(dataset, modality, settings, augment, data, seed + (fold or 0), stats_path)
     cached = bool(features_dir) and architecture == "image_transfer"
     if cached:  # train the head on the cached embeddings, then put the backbone in front
@@ -358,6 +400,8 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
              0 if fold is None else len(data.valid["ids"]),
              "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
              model.count_params())
+    if replicas > 1:
+        log.info("MirroredStrategy over %d devices: global batch %d", replicas, batch_size)
     if not cached:
         history = _fit(model, data, settings, out, backup, "train",
                        float(settings.get("learning_rate", 1e-3)), epochs, weights, schedule)
@@ -373,7 +417,7 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
     shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
     if backup.parent.exists() and not any(backup.parent.iterdir()):
         backup.parent.rmdir()
-    return Trained(model, history, spec, architecture, data, gpus)
+    return Trained(model, history, spec, architecture, data, gpus, replicas)
 
 
 def model_card(dataset: Mapping[str, Any], trained: Trained,
@@ -440,7 +484,8 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
         "val_loss_at_best": float(losses[best - 1]) if best else None,
         "train_rows": len(data.train_rows), "valid_rows": len(valid["ids"]),
         "parameters": int(model.count_params()), "seconds": round(time.time() - started, 1),
-        "device": "GPU" if trained.devices else "CPU",
+        "device": "GPU" if trained.devices else "CPU", "replicas": trained.replicas,
+        "global_batch_size": int(trained.data.batch_size),
     }
     write_fold_metrics(str(out / "metrics.json"), fold, {architecture: details})
     frame.to_parquet(out / "predictions.parquet", index=False)

@@ -65,8 +65,30 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     assert second.returncode == 0
     assert "Data and pipelines are up to date" in second.stdout
 
-    # a training param reruns training and the final step only
+    # a shared remote: a fresh clone pulls every output and metric, and recomputes nothing
+    remote = project.parent / "dvc-remote"
+    done = run(["dvc", "remote", "add", "-d", "shared", str(remote)], project)
+    assert done.returncode == 0, done.stderr
     _git_commit(project, "first run")
+    pushed = run(["dvc", "push"], project)
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    clone = project.parent / "clone"
+    done = run(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    assert done.returncode == 0, done.stderr
+    pulled = run(["dvc", "pull"], clone)
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    ours = {f.relative_to(project): f.read_bytes() for f in (project / "results").rglob("*")
+            if f.is_file()}
+    theirs = {f.relative_to(clone): f.read_bytes() for f in (clone / "results").rglob("*")
+              if f.is_file()}
+    assert ours.keys() == theirs.keys() and len(ours) > 20
+    assert all(ours[name] == theirs[name] for name in ours)
+    assert run(["dvc", "metrics", "show", "--json"], clone).stdout == shown.stdout.replace(
+        str(project), str(clone))
+    status = run(["dvc", "repro"], clone)
+    assert status.returncode == 0 and "Data and pipelines are up to date" in status.stdout
+
+    # a training param reruns training and the final step only
     experiment = run(["dvc", "exp", "run", "-n", "drop2", "-S", "train.dropout=0.2"], project)
     assert experiment.returncode == 0, experiment.stdout[-2000:] + experiment.stderr[-2000:]
     for stage in ("demo_data", "intake", "split", "eda", "tensors", "baseline"):
