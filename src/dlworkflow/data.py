@@ -2,8 +2,8 @@
 
 Small data is loaded into RAM once (`in_memory="auto"` picks it below a byte budget); larger
 data streams shard by shard through a shuffle buffer of a few shards' rows, then is batched
-and prefetched, so memory stays flat as the data grows. Test shards are never read here: they belong to the
-final step.
+and prefetched, so memory stays flat as the data grows. Test shards are never read here:
+they belong to the final step.
 """
 
 from __future__ import annotations
