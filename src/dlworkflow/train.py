@@ -358,6 +358,8 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
     following `schedule` (one learning rate per epoch) instead of early stopping."""
+    from dlworkflow.models.networks import build_network
+
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
     backup = backup_dir(out)
@@ -374,50 +376,39 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")
     with strategy.scope():  # variables made here are mirrored on every replica
-        return _build_and_fit(dataset, settings, augment, modality, architecture, data,
-                              batch_size, replicas, fold, seed, gap, out, backup, gpus,
-                              stats_path, features_dir, features, epochs, schedule)
-
-
-def _build_and_fit(dataset, settings, augment, modality, architecture, data, batch_size,
-                   replicas, fold, seed, gap, out, backup, gpus, stats_path, features_dir,
-                   features, epochs, schedule) -> Trained:
-    from dlworkflow.models.networks import build_network
-
-    task = dataset["task"]
-    spec = _spec(dataset, modality, settings, augment, data, seed + (fold or 0), stats_path)
-    cached = bool(features_dir) and architecture == "image_transfer"
-    if cached:  # train the head on the cached embeddings, then put the backbone in front
-        model, history = _head_on_embeddings(spec, features, features_dir, fold, gap,
-                                             batch_size, seed, out, backup, task, settings,
-                                             epochs, schedule)
-    else:
-        model = build_network(architecture, spec)
-    weights = (class_weights(settings, data.train_rows["label"], data.classes)
-               if task == "classification" else None)
-    log.info("%s: %s, %d training and %d validation rows, %s, %s, %d parameters",
-             "final" if fold is None else f"fold {fold}", architecture, len(data.train_rows),
-             0 if fold is None else len(data.valid["ids"]),
-             "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
-             model.count_params())
-    if replicas > 1:
-        log.info("MirroredStrategy over %d devices: global batch %d", replicas, batch_size)
-    if not cached:
-        history = _fit(model, data, settings, out, backup, "train",
-                       float(settings.get("learning_rate", 1e-3)), epochs, weights, schedule)
-    if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
-        opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
-        log.info("fine-tuning the last %d backbone layers", opened)
-        tune_epochs = int(settings.get("fine_tune_epochs", 5))
-        tune_rate = float(settings.get("fine_tune_learning_rate", 1e-5))
-        tuned = _fit(model, data, settings, out, backup, "fine_tune", tune_rate, tune_epochs,
-                     weights, None if schedule is None else [tune_rate] * tune_epochs)
-        history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
-    model.save(out / "model.keras")
-    shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
-    if backup.parent.exists() and not any(backup.parent.iterdir()):
-        backup.parent.rmdir()
-    return Trained(model, history, spec, architecture, data, gpus, replicas)
+        spec = _spec(dataset, modality, settings, augment, data, seed + (fold or 0), stats_path)
+        cached = bool(features_dir) and architecture == "image_transfer"
+        if cached:  # train the head on the cached embeddings, then put the backbone in front
+            model, history = _head_on_embeddings(spec, features, features_dir, fold, gap,
+                                                 batch_size, seed, out, backup, task, settings,
+                                                 epochs, schedule)
+        else:
+            model = build_network(architecture, spec)
+        weights = (class_weights(settings, data.train_rows["label"], data.classes)
+                   if task == "classification" else None)
+        log.info("%s: %s, %d training and %d validation rows, %s, %s, %d parameters",
+                 "final" if fold is None else f"fold {fold}", architecture, len(data.train_rows),
+                 0 if fold is None else len(data.valid["ids"]),
+                 "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
+                 model.count_params())
+        if replicas > 1:
+            log.info("MirroredStrategy over %d devices: global batch %d", replicas, batch_size)
+        if not cached:
+            history = _fit(model, data, settings, out, backup, "train",
+                           float(settings.get("learning_rate", 1e-3)), epochs, weights, schedule)
+        if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
+            opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
+            log.info("fine-tuning the last %d backbone layers", opened)
+            tune_epochs = int(settings.get("fine_tune_epochs", 5))
+            tune_rate = float(settings.get("fine_tune_learning_rate", 1e-5))
+            tuned = _fit(model, data, settings, out, backup, "fine_tune", tune_rate, tune_epochs,
+                         weights, None if schedule is None else [tune_rate] * tune_epochs)
+            history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
+        model.save(out / "model.keras")
+        shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
+        if backup.parent.exists() and not any(backup.parent.iterdir()):
+            backup.parent.rmdir()
+        return Trained(model, history, spec, architecture, data, gpus, replicas)
 
 
 def model_card(dataset: Mapping[str, Any], trained: Trained,
