@@ -4,15 +4,17 @@
 
 P1  tensorisation items/s per core against a bare loop that only decodes and resizes
     (PIL for images; soundfile + resampling + log-mel for audio, so both compute the same
-    array) and writes nothing; 2 cores vs 1 (items/s while the jobs work: they import
+    array) and writes nothing, in one process taking turns shard by shard (the ratio and
+    its range over the passes); 2 cores vs 1 (items/s while the jobs work: they import
     first and start together; and how long their start-up took).
 P2  one epoch from shards (streamed and in RAM) against
     keras.utils.image_dataset_from_directory, which decodes the files every epoch: input
-    only, and training a small CNN (where prefetching overlaps loading with compute).
+    only, and training a small CNN (where prefetching overlaps loading with compute); the
+    three take turns epoch by epoch in one process.
 P3  peak RSS of tensorising, and of one streamed epoch, at 1x and 8x the data.
 Images are scikit-learn's digits written as 64x64 PNGs, and photo-like 640x480 JPEGs (the
 digits enlarged over a gradient with sensor-like noise); audio is FSDD from ../shared/data.
-Every measurement runs in its own process. Prints tables; asserts nothing.
+Every row runs in its own process. Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,7 +99,7 @@ def tensorise(kind: str, paths: list[str], out: str, shard_size: int = 512,
 
     from dlworkflow.items import Item
     from dlworkflow.modalities import create_modality
-    from dlworkflow.tensors import _save
+    from dlworkflow.tensors import _save, tensorise_items
 
     modality = create_modality("audio" if kind == "audio" else "image", {}, {"kind": "folders"})
     settings = AUDIO if kind == "audio" else IMAGE
@@ -109,8 +112,7 @@ def tensorise(kind: str, paths: list[str], out: str, shard_size: int = 512,
     began, start = time.time(), time.perf_counter()
     for number, first in enumerate(range(0, len(paths), shard_size)):
         part = paths[first: first + shard_size]
-        arrays = [modality.tensorize(Path(p).read_bytes(), Item(p, p), settings) for p in part]
-        batch = np.stack(arrays)
+        batch = tensorise_items(modality, [Item(p, p, file=Path(p)) for p in part], settings)
         _save(f"{out}.{number:05d}" if len(paths) > shard_size else out,
               {"ids": np.array(part), "x": batch if batch.dtype == np.uint8
                else batch.astype(np.float16)})
@@ -139,6 +141,27 @@ def bare(kind: str, paths: list[str]) -> dict:
             log_mel(fit_length(soxr.resample(samples, rate, 16000, quality="HQ"), 16000, "center"),
                     16000, 64, 512, 160)
     return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb()}
+
+
+def side_by_side(kind: str, paths: list[str], out: str, passes: int,
+                 shard_size: int = 512) -> dict:
+    """The bare loop and tensorisation in one process, taking turns shard by shard (which goes
+    first alternates), `passes` times over the items: the VM's drift, which moves whole
+    minutes by up to 30 %, falls on both alike. Seconds summed per loop, and per pass."""
+    bare(kind, paths[:16])  # imports, filter banks and first calls outside the timing
+    tensorise(kind, paths[:16], out)
+    totals, ratios = {"bare": 0.0, "tensorise": 0.0}, []
+    for _ in range(passes):
+        spent = {"bare": 0.0, "tensorise": 0.0}
+        for number, first in enumerate(range(0, len(paths), shard_size)):
+            part = paths[first: first + shard_size]
+            order = ("bare", "tensorise") if number % 2 == 0 else ("tensorise", "bare")
+            for which in order:
+                spent[which] += (bare(kind, part) if which == "bare"
+                                 else tensorise(kind, part, out))["seconds"]
+        ratios.append(spent["bare"] / spent["tensorise"])
+        totals = {k: totals[k] + spent[k] for k in totals}
+    return {"items": len(paths) * passes, **totals, "ratios": ratios}
 
 
 def epoch(mode: str, shards: str, image_root: str, epochs: int = 3) -> dict:
@@ -174,6 +197,46 @@ def epoch(mode: str, shards: str, image_root: str, epochs: int = 3) -> dict:
                 np.asarray(x)
         times.append(time.perf_counter() - start)
     return {"epochs": times, "rss": peak_rss_mb()}
+
+
+def epochs_side_by_side(shards: str, image_root: str, cnn: bool, rounds: int) -> dict:
+    """The three sources in one process, taking turns epoch by epoch (the order rotates), for
+    `rounds` epochs each: input only, or each source training its own copy of a small CNN.
+    The first epoch of each is reported apart; later epochs are what the targets compare."""
+    import keras
+    import numpy as np
+
+    from dlworkflow.data import make_dataset
+
+    sources = {
+        "directory": keras.utils.image_dataset_from_directory(
+            image_root, image_size=(64, 64), batch_size=64, verbose=False),
+        "stream": make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
+                               in_memory=False),
+        "ram": make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
+                            in_memory=True)}
+    models = {}
+    for name in sources if cnn else ():
+        keras.utils.set_random_seed(0)  # the same start for each source's copy
+        model = keras.Sequential([
+            keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+            keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        models[name] = model
+    times: dict[str, list[float]] = {name: [] for name in sources}
+    names = list(sources)
+    for number in range(rounds):
+        for name in names[number % 3:] + names[:number % 3]:
+            start = time.perf_counter()
+            if cnn:
+                models[name].fit(sources[name], epochs=1, verbose=0)
+            else:
+                for x, _y in sources[name]:
+                    np.asarray(x)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def as_arg(paths: list[str]) -> str:
@@ -215,8 +278,10 @@ def run_child(spec: list[str]) -> None:
     if kind == "tensorise":
         result = tensorise(spec[1], from_arg(spec[2]), spec[3], start_at=float(spec[4])
                            if len(spec) > 4 else 0.0)
-    elif kind == "bare":
-        result = bare(spec[1], from_arg(spec[2]))
+    elif kind == "side-by-side":
+        result = side_by_side(spec[1], from_arg(spec[2]), spec[3], int(spec[4]))
+    elif kind == "epochs":
+        result = epochs_side_by_side(spec[1], spec[2], spec[3] == "cnn", int(spec[4]))
     elif kind == "make":
         result = {"paths": make_images(Path(spec[1]), int(spec[2]))}
     elif kind == "photos":
@@ -249,7 +314,9 @@ def parallel(kind: str, paths: list[str], workers: int, tmp: Path) -> tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3, help="P1 runs per row; the best counts")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="P1: passes of the side-by-side loops; 1/2-core runs (the best counts)")
+    parser.add_argument("--rounds", type=int, default=6, help="P2: epochs per source")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -261,46 +328,49 @@ def main() -> None:
         sounds = audio_files(args.items)
         photos = child("photos", str(tmp / "photo"), str(max(200, args.items // 4)))["paths"]
         print(f"P1  tensorisation vs a bare decode loop ({args.items} items; photos "
-              f"{len(photos)}; 1 process each)")
+              f"{len(photos)}; {args.repeat} passes, taking turns per shard in one process)")
         print(f"    {'kind':<7}{'bare items/s':>14}{'tensorise items/s':>19}{'ratio':>8}"
-              f"{'1 core /s':>11}{'2 cores /s':>12}{'speed-up':>10}{'start-up 1 / 2 s':>19}")
+              f"{'passes':>12}{'1 core /s':>11}{'2 cores /s':>12}{'speed-up':>10}"
+              f"{'start-up 1 / 2 s':>19}")
         for kind, paths in (("image", images), ("photo", photos), ("audio", sounds)):
             if not paths:
                 print(f"    {kind}: skipped (no ../shared/data)")
                 continue
-            # alternated, best of `--repeat` runs each: the machine's noise only ever slows
-            ref, ours = {"seconds": float("inf")}, {"seconds": float("inf")}
-            for _ in range(args.repeat):
-                ref = min(ref, child("bare", kind, as_arg(paths)), key=lambda r: r["seconds"])
-                ours = min(ours, child("tensorise", kind, as_arg(paths), str(tmp / f"{kind}.npz")),
-                           key=lambda r: r["seconds"])
-            runs = [(parallel(kind, paths, 1, tmp), parallel(kind, paths, 2, tmp))
+            p1 = child("side-by-side", kind, as_arg(paths), str(tmp / f"{kind}.npz"),
+                       str(args.repeat))
+            # tiny PNGs tensorise at ~5,000/s: four times the items, so each job works for
+            # seconds and the start of a span does not weigh as much as its length
+            work = paths * (4 if kind == "image" else 1)
+            runs = [(parallel(kind, work, 1, tmp), parallel(kind, work, 2, tmp))
                     for _ in range(args.repeat)]
             (one, wall_one), (two, wall_two) = (max((r[0] for r in runs), key=lambda r: r[0]),
                                                 max((r[1] for r in runs), key=lambda r: r[0]))
-            rate_ref, rate = ref["items"] / ref["seconds"], ours["items"] / ours["seconds"]
+            rate_ref, rate = p1["items"] / p1["bare"], p1["items"] / p1["tensorise"]
+            spread = f"{min(p1['ratios']):.2f}-{max(p1['ratios']):.2f}"
             print(f"    {kind:<7}{rate_ref:>14.0f}{rate:>19.0f}{rate / rate_ref:>8.2f}"
-                  f"{one:>11.0f}{two:>12.0f}{two / one:>10.2f}"
+                  f"{spread:>12}{one:>11.0f}{two:>12.0f}{two / one:>10.2f}"
                   f"{f'{wall_one:.2f} / {wall_two:.2f}':>19}")
 
-        print("\nP2  seconds per epoch (64x64 RGB, batch 64): input only, and training a small CNN;"
-              "\n    'later' is the best of epochs 2-3")
+        print(f"\nP2  seconds per epoch (64x64 RGB, batch 64): input only, and training a small CNN;"
+              f"\n    the sources take turns epoch by epoch in one process; 'later' is the median"
+              f"\n    of epochs 2-{args.rounds}")
         names = {"directory": "image_dataset_from_directory", "stream": "shards, streamed",
                  "ram": "shards, in RAM"}
         for label, paths, root in (("64x64 PNGs", images, tmp / "img"),
                                    ("640x480 JPEGs", photos, tmp / "photo")):
             write_shard_set(paths, tmp / f"shards-{root.name}")
-            rows = {mode: child("epoch", mode, str(tmp / f"shards-{root.name}"), str(root))
-                    for base in names for mode in (base, base + "+cnn")}
+            rows = {what: child("epochs", str(tmp / f"shards-{root.name}"), str(root), what,
+                                str(args.rounds)) for what in ("input", "cnn")}
+            later = {what: {m: statistics.median(t[1:]) for m, t in rows[what].items()}
+                     for what in rows}
             print(f"    {label} ({len(paths)} items)")
             print(f"    {'source':<34}{'input e1':>10}{'later':>8}{'CNN e1':>9}{'later':>8}")
             for mode, name in names.items():
-                plain, cnn = rows[mode]["epochs"], rows[mode + "+cnn"]["epochs"]
-                print(f"    {name:<34}{plain[0]:>10.2f}{min(plain[1:]):>8.2f}{cnn[0]:>9.2f}"
-                      f"{min(cnn[1:]):>8.2f}")
-            for suffix, what in (("", "input only"), ("+cnn", "with the CNN")):
-                d, s_, r = (min(rows[m + suffix]["epochs"][1:]) for m in ("directory", "stream", "ram"))
-                print(f"    later epochs, {what}: directory / streamed = {d / s_:.1f}x;  "
+                print(f"    {name:<34}{rows['input'][mode][0]:>10.2f}{later['input'][mode]:>8.2f}"
+                      f"{rows['cnn'][mode][0]:>9.2f}{later['cnn'][mode]:>8.2f}")
+            for what, text in (("input", "input only"), ("cnn", "with the CNN")):
+                d, s_, r = (later[what][m] for m in ("directory", "stream", "ram"))
+                print(f"    later epochs, {text}: directory / streamed = {d / s_:.1f}x;  "
                       f"streamed speed / in-RAM speed = {r / s_:.2f}x")
 
         print("\nP3  peak RSS (MB) at 1x and 8x the data")

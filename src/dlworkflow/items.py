@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,21 @@ class Item:
             return self.payload
         if self.file is None:
             raise ValueError(f"item {self.id!r} has neither a file nor a payload")
-        return self.file.read_bytes()
+        return read_file(self.file)
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """A whole file with one stat and one read (`Path.read_bytes` costs ~3x that on small files
+    for its buffered reader); reads on to the end should the file be longer than stated."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(handle).st_size
+        chunks = [os.read(handle, size)] if size else []
+        while chunk := os.read(handle, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(handle)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,27 @@ def modality_settings(dataset: Mapping[str, Any], tensors: Mapping[str, Any],
     return settings
 
 
+def tensorise_items(modality: Any, items: list, settings: Mapping[str, Any]) -> np.ndarray:
+    """One batch of the items' tensors (text: an array of strings).
+
+    Each item's tensor is copied into a batch allocated once, as it is made, and dropped:
+    the next item reuses its memory instead of a list of per-item arrays being kept and
+    stacked at the end (on small images that saves about a tenth of the time).
+    """
+    batch: np.ndarray | None = None
+    for number, item in enumerate(items):
+        value = modality.tensorize(item.read_bytes(), item, settings)
+        if isinstance(value, str):
+            return np.array([value] + [modality.tensorize(i.read_bytes(), i, settings)
+                                       for i in items[number + 1:]], dtype=str)
+        if batch is None:
+            batch = np.empty((len(items), *np.shape(value)), np.asarray(value).dtype)
+        batch[number] = value
+    if batch is None:
+        raise ValueError("no items to tensorise")
+    return batch
+
+
 def write_item_shard(dataset: Mapping[str, Any], tensors: Mapping[str, Any], plan: pd.DataFrame,
                      inventory: pd.DataFrame, shard: str, output: str, base_dir: str = ".") -> int:
     """Tensorise the items of one shard and write them as one .npz file."""
@@ -121,12 +142,11 @@ def write_item_shard(dataset: Mapping[str, Any], tensors: Mapping[str, Any], pla
     if missing:
         raise RuntimeError(f"{shard}: {len(missing)} planned items are gone from the raw data "
                            f"(first: {missing[0]}); rerun intake")
-    arrays = [modality.tensorize(items[i].read_bytes(), items[i], settings) for i in rows["id"]]
+    batch = tensorise_items(modality, [items[i] for i in rows["id"]], settings)
     payload: dict[str, Any] = {"ids": rows["id"].to_numpy(dtype=str)}
-    if isinstance(arrays[0], str):
-        payload["x"] = np.array(arrays, dtype=str)
+    if batch.dtype.kind == "U":
+        payload["x"] = batch
     else:
-        batch = np.stack(arrays)
         if dataset["modality"] == "audio" and settings.get("storage", "float16") == "uint8":
             payload.update(_quantise(batch))
         elif batch.dtype == np.uint8:
@@ -182,9 +202,20 @@ def write_window_shard(dataset: Mapping[str, Any], tensors: Mapping[str, Any], h
 
 
 def _save(output: str, payload: Mapping[str, Any]) -> None:
+    """An uncompressed .npz, as `np.savez` writes it, without its copy of each array, and with
+    a fixed timestamp on each member: the same arrays give the same bytes (and DVC hash)."""
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "wb") as handle:  # np.savez adds .npz to a bare path; write to ours
-        np.savez(handle, **payload)
+    with open(output, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+        for name, value in payload.items():
+            array = np.asanyarray(value)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                if array.dtype.hasobject or not array.flags.c_contiguous:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+                    continue
+                np.lib.format.write_array_header_1_0(
+                    member, np.lib.format.header_data_from_array_1_0(array))
+                member.write(array.reshape(-1).view(np.uint8).data)
 
 
 def write_shard(dataset: Mapping[str, Any], tensors: Mapping[str, Any], split: Mapping[str, Any],

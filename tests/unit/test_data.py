@@ -121,6 +121,10 @@ def test_read_npz_gives_what_np_load_gives(digit_shards, tmp_path):
             for key in theirs.files:
                 assert ours[key].dtype == theirs[key].dtype and ours[key].shape == theirs[key].shape
                 assert np.array_equal(ours[key], theirs[key]), key
+    with np.load(tmp_path / "s.npz") as written:  # what `_save` wrote is what it was given
+        for key, value in payload.items():
+            assert written[key].dtype == np.asarray(value).dtype
+            assert np.array_equal(written[key], value), key
     assert read_npz(tmp_path / "s.npz")["x"].flags.writeable
     np.savez_compressed(tmp_path / "c.npz", x=images[:3])  # compressed: NumPy reads it
     assert np.array_equal(read_npz(tmp_path / "c.npz")["x"], images[:3])

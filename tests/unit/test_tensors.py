@@ -28,6 +28,36 @@ def test_image_policies_give_the_configured_shape(digit_png, resize, color, chan
         assert array[0].max() == 0 and array[-1].max() == 0 and array.max() > 0
 
 
+@pytest.mark.parametrize("resize", ["stretch", "pad", "crop"])
+def test_gray_images_as_rgb_are_what_pillow_makes_of_them(digit_png, resize):
+    """Gray sources are resized as one channel, then made RGB: the same pixels as converting
+    to RGB first, for every policy; a batch of them is one writable array."""
+    from PIL import Image
+
+    from dlworkflow.tensors import tensorise_items
+
+    gray = digit_image(digit_png).resize((48, 24))
+    settings = {"size": [32, 40], "color": "rgb", "resize": resize}
+    modality = create_modality("image", {}, {"kind": "folders"})
+    ours = modality.tensorize(png_bytes(gray), Item("x", "x"), settings)
+    converted = modality.tensorize(png_bytes(gray.convert("RGB")), Item("x", "x"), settings)
+    assert gray.mode == "L" and ours.shape == converted.shape == (32, 40, 3)
+    assert np.array_equal(ours, converted) and ours.std() > 0
+    palette = gray.convert("P")  # other modes still go through Pillow's conversion
+    assert np.array_equal(modality.tensorize(png_bytes(palette), Item("x", "x"), settings),
+                          modality.tensorize(png_bytes(palette.convert("RGB")), Item("x", "x"),
+                                             settings))
+    batch = tensorise_items(modality, [Item("a", "a", payload=png_bytes(gray)),
+                                       Item("b", "b", payload=png_bytes(Image.new("L", (48, 24))))],
+                            settings)
+    assert batch.shape == (2, 32, 40, 3) and batch.flags.writeable
+    assert np.array_equal(batch[0], converted) and batch[1].max() == 0
+    text = create_modality("text", {}, {"kind": "folders"})
+    assert list(tensorise_items(text, [Item("a", "a", payload=b"One  two"),
+                                       Item("b", "b", payload=b"three")], {})) == ["One two",
+                                                                                   "three"]
+
+
 def test_image_exif_rotation_and_16_bit_are_applied(digit_png):
     from PIL import Image
 

@@ -80,7 +80,7 @@ def test_a_deleted_shard_is_the_only_one_recomputed(demo_project):
     """What a killed run leaves: some shards written, one missing, no index yet."""
     tensors = demo_project / "results" / "fsdd" / "tensors"
     victim = tensors / "trainval-00000.npz"
-    before = load_shard(victim)
+    before, before_bytes = load_shard(victim), victim.read_bytes()
     others = {p.name: p.stat().st_mtime_ns for p in tensors.glob("trainval-*.npz") if p != victim}
     victim.unlink()
     (tensors / "index.parquet").unlink()
@@ -91,6 +91,7 @@ def test_a_deleted_shard_is_the_only_one_recomputed(demo_project):
     assert "intake " not in stats and "split 1" not in stats
     after = load_shard(victim)
     assert np.array_equal(before["ids"], after["ids"]) and np.array_equal(before["x"], after["x"])
+    assert victim.read_bytes() == before_bytes  # byte for byte: DVC sees the same file
     assert others == {p.name: p.stat().st_mtime_ns for p in tensors.glob("trainval-*.npz")
                       if p != victim}
 

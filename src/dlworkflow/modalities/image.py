@@ -124,7 +124,10 @@ class ImageModality(Modality):
             array = np.asarray(image, dtype=np.float64)
             peak = array.max() or 1.0
             image = Image.fromarray(np.rint(array / peak * 255).astype(np.uint8))
-        image = image.convert("L" if settings.get("color", "rgb") == "grayscale" else "RGB")
+        target = "L" if settings.get("color", "rgb") == "grayscale" else "RGB"
+        gray_to_rgb = image.mode == "L" and target == "RGB"  # resize one channel, not three
+        if image.mode != target and not gray_to_rgb:
+            image = image.convert(target)
         policy = settings.get("resize", "pad")
         if image.width * height == image.height * width:  # same aspect: every policy is a resize
             policy = "stretch"
@@ -136,6 +139,8 @@ class ImageModality(Modality):
             image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
         else:
             image = ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=0)
+        if gray_to_rgb:  # after the resize: the same pixels as converting first
+            image = image.convert("RGB")
         array = np.asarray(image, dtype=np.uint8)
         return array[..., None] if array.ndim == 2 else array
 
