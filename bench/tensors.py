@@ -164,39 +164,28 @@ def side_by_side(kind: str, paths: list[str], out: str, passes: int,
     return {"items": len(paths) * passes, **totals, "ratios": ratios}
 
 
-def epoch(mode: str, shards: str, image_root: str, epochs: int = 3) -> dict:
-    """Seconds per epoch of input only (iterate batches), or of training a small CNN on it."""
-    import keras
+def streamed_epoch(shards: str) -> dict:
+    """One streamed epoch, input only (P3: its peak RSS)."""
     import numpy as np
 
     from dlworkflow.data import make_dataset
 
-    source, _, model_part = mode.partition("+")
-    if source == "directory":
-        dataset = keras.utils.image_dataset_from_directory(image_root, image_size=(64, 64),
-                                                           batch_size=64, verbose=False)
-    else:
-        dataset = make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
-                               in_memory=source == "ram")
-    model = None
-    if model_part:
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([
-            keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255),
-            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
-            keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        if model is not None:
-            model.fit(dataset, epochs=1, verbose=0)
-        else:
-            for x, _y in dataset:
-                np.asarray(x)
-        times.append(time.perf_counter() - start)
-    return {"epochs": times, "rss": peak_rss_mb()}
+    for x, _y in make_dataset(shards, None, "trainval", batch_size=64, in_memory=False):
+        np.asarray(x)
+    return {"rss": peak_rss_mb()}
+
+
+def small_cnn():
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same initial weights for every copy
+    model = keras.Sequential([
+        keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+        keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
 
 
 def epochs_side_by_side(shards: str, image_root: str, cnn: bool, rounds: int) -> dict:
@@ -215,16 +204,7 @@ def epochs_side_by_side(shards: str, image_root: str, cnn: bool, rounds: int) ->
                                in_memory=False),
         "ram": make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
                             in_memory=True)}
-    models = {}
-    for name in sources if cnn else ():
-        keras.utils.set_random_seed(0)  # the same start for each source's copy
-        model = keras.Sequential([
-            keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255),
-            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
-            keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        models[name] = model
+    models = {name: small_cnn() for name in sources} if cnn else {}
     times: dict[str, list[float]] = {name: [] for name in sources}
     names = list(sources)
     for number in range(rounds):
@@ -287,7 +267,7 @@ def run_child(spec: list[str]) -> None:
     elif kind == "photos":
         result = {"paths": make_photos(Path(spec[1]), int(spec[2]))}
     else:
-        result = epoch(spec[1], spec[2], spec[3])
+        result = streamed_epoch(spec[1])
     print(json.dumps(result))
 
 
@@ -378,8 +358,8 @@ def main() -> None:
         small_t = child("tensorise", "image", as_arg(images[:512]), str(tmp / "s.npz"))["rss"]
         big_t = child("tensorise", "image", as_arg(big[:512]), str(tmp / "b.npz"))["rss"]
         write_shard_set(big, tmp / "shards8")
-        small_e = child("epoch", "stream", str(tmp / "shards-img"), str(tmp / "img"))["rss"]
-        big_e = child("epoch", "stream", str(tmp / "shards8"), str(tmp / "img"))["rss"]
+        small_e = child("epoch", str(tmp / "shards-img"))["rss"]
+        big_e = child("epoch", str(tmp / "shards8"))["rss"]
         print(f"    {'':<28}{'1x':>8}{'8x':>8}{'growth':>8}")
         print(f"    {'tensorise one shard job':<28}{small_t:>8.0f}{big_t:>8.0f}{big_t / small_t:>8.2f}")
         print(f"    {'one streamed epoch':<28}{small_e:>8.0f}{big_e:>8.0f}{big_e / small_e:>8.2f}")

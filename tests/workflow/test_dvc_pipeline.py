@@ -106,8 +106,9 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     plots_diff = run(["dvc", "plots", "diff", "HEAD", "drop2", "--json"], project)
     assert plots_diff.returncode == 0, plots_diff.stderr[-2000:]
 
-    # three queued experiments run in temporary copies: each result belongs to its params
-    for dropout in ("0.1", "0.4", "0.5"):
+    # queued experiments run in temporary copies: each result belongs to its params (two
+    # queued plus drop2 give three different networks; every one more costs ~1.5 min)
+    for dropout in ("0.1", "0.5"):
         queued = run(["dvc", "exp", "run", "--queue", "-n", f"q{dropout[-1]}", "-S",
                       f"train.dropout={dropout}"], project)
         assert queued.returncode == 0, queued.stderr
@@ -121,10 +122,10 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     assert "Failed" not in status, run(["dvc", "queue", "logs", "q1"], project).stdout[-3000:]
     experiments = _experiments(project)
     results = {}
-    for name, dropout in (("q1", 0.1), ("q4", 0.4), ("q5", 0.5), ("drop2", 0.2)):
+    for name, dropout in (("q1", 0.1), ("q5", 0.5), ("drop2", 0.2)):
         assert experiments[name]["params"]["train"]["dropout"] == dropout
         results[name] = experiments[name]["metrics"]["results/co2/nn/summary.json"]["headline"]
-    assert len({json.dumps(r, sort_keys=True) for r in results.values()}) == 4  # none stale
+    assert len({json.dumps(r, sort_keys=True) for r in results.values()}) == 3  # none stale
 
     # back to the committed params: DVC restores train and final from its run cache
     back = run(["dvc", "exp", "run", "-n", "back", "-S", "train.dropout=0.3"], project)
