@@ -117,17 +117,16 @@ def tensorise_items(modality: Any, items: list, settings: Mapping[str, Any]) -> 
     the next item reuses its memory instead of a list of per-item arrays being kept and
     stacked at the end (on small images that saves about a tenth of the time).
     """
-    batch: np.ndarray | None = None
-    for number, item in enumerate(items):
-        value = modality.tensorize(item.read_bytes(), item, settings)
-        if isinstance(value, str):
-            return np.array([value] + [modality.tensorize(i.read_bytes(), i, settings)
-                                       for i in items[number + 1:]], dtype=str)
-        if batch is None:
-            batch = np.empty((len(items), *np.shape(value)), np.asarray(value).dtype)
-        batch[number] = value
-    if batch is None:
+    values = (modality.tensorize(item.read_bytes(), item, settings) for item in items)
+    first = next(values, None)
+    if first is None:
         raise ValueError("no items to tensorise")
+    if isinstance(first, str):
+        return np.array([first, *values], dtype=str)
+    batch = np.empty((len(items), *np.shape(first)), np.asarray(first).dtype)
+    batch[0] = first
+    for number, value in enumerate(values, start=1):
+        batch[number] = value
     return batch
 
 
