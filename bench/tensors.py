@@ -266,8 +266,10 @@ def run_child(spec: list[str]) -> None:
         result = {"paths": make_images(Path(spec[1]), int(spec[2]))}
     elif kind == "photos":
         result = {"paths": make_photos(Path(spec[1]), int(spec[2]))}
-    else:
+    elif kind == "epoch":
         result = streamed_epoch(spec[1])
+    else:
+        raise SystemExit(f"unknown bench child {kind!r}")
     print(json.dumps(result))
 
 
