@@ -5,12 +5,13 @@
 P1  tensorisation items/s per core against a bare loop that only decodes and resizes
     (PIL for images; soundfile + resampling + log-mel for audio, so both compute the same
     array) and writes nothing, in one process taking turns shard by shard (the ratio and
-    its range over the passes); 2 cores vs 1 (items/s while the jobs work: they import
-    first and start together; and how long their start-up took).
+    its range over the passes); 2 shard jobs vs 1 (items/s while the jobs work: they
+    import first and start together), and the same for the bare loop: what this machine
+    gives work that shares nothing; medians of rounds that rotate the four runs' order.
 P2  one epoch from shards (streamed and in RAM) against
     keras.utils.image_dataset_from_directory, which decodes the files every epoch: input
     only, and training a small CNN (where prefetching overlaps loading with compute); the
-    three take turns epoch by epoch in one process.
+    three take turns epoch by epoch in one process (medians of epochs 2 on).
 P3  peak RSS of tensorising, and of one streamed epoch, at 1x and 8x the data.
 Images are scikit-learn's digits written as 64x64 PNGs, and photo-like 640x480 JPEGs (the
 digits enlarged over a gradient with sensor-like noise); audio is FSDD from ../shared/data.
@@ -107,9 +108,8 @@ def tensorise(kind: str, paths: list[str], out: str, shard_size: int = 512,
         from dlworkflow.modalities.audio import _mel_filters
 
         _mel_filters(16000, 512, 64)
-    ready = time.time()
-    time.sleep(max(0.0, start_at - ready))
-    began, start = time.time(), time.perf_counter()
+    ready, began = _start(start_at)
+    start = time.perf_counter()
     for number, first in enumerate(range(0, len(paths), shard_size)):
         part = paths[first: first + shard_size]
         batch = tensorise_items(modality, [Item(p, p, file=Path(p)) for p in part], settings)
@@ -120,7 +120,15 @@ def tensorise(kind: str, paths: list[str], out: str, shard_size: int = 512,
             "ready": ready, "began": began, "ended": time.time()}
 
 
-def bare(kind: str, paths: list[str]) -> dict:
+def _start(start_at: float) -> tuple[float, float]:
+    """Wait (after the imports) until `start_at`, so side-by-side jobs begin together and
+    their start-up does not blur the measured span: (when ready, when begun)."""
+    ready = time.time()
+    time.sleep(max(0.0, start_at - ready))
+    return ready, time.time()
+
+
+def bare(kind: str, paths: list[str], start_at: float = 0.0) -> dict:
     """Decode and resize only (images) or decode, resample and log-mel (audio); nothing written."""
     import io
 
@@ -132,6 +140,7 @@ def bare(kind: str, paths: list[str]) -> dict:
     from dlworkflow.modalities.audio import _mel_filters, fit_length, log_mel
 
     _mel_filters(16000, 512, 64)  # librosa's import and the filter bank, outside the timing
+    ready, began = _start(start_at)
     start = time.perf_counter()
     for path in paths:
         if kind != "audio":
@@ -140,7 +149,8 @@ def bare(kind: str, paths: list[str]) -> dict:
             samples, rate = soundfile.read(io.BytesIO(Path(path).read_bytes()), dtype="float32")
             log_mel(fit_length(soxr.resample(samples, rate, 16000, quality="HQ"), 16000, "center"),
                     16000, 64, 512, 160)
-    return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb()}
+    return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb(),
+            "ready": ready, "began": began, "ended": time.time()}
 
 
 def side_by_side(kind: str, paths: list[str], out: str, passes: int,
@@ -258,6 +268,8 @@ def run_child(spec: list[str]) -> None:
     if kind == "tensorise":
         result = tensorise(spec[1], from_arg(spec[2]), spec[3], start_at=float(spec[4])
                            if len(spec) > 4 else 0.0)
+    elif kind == "bare":
+        result = bare(spec[1], from_arg(spec[2]), start_at=float(spec[3]))
     elif kind == "side-by-side":
         result = side_by_side(spec[1], from_arg(spec[2]), spec[3], int(spec[4]))
     elif kind == "epochs":
@@ -273,32 +285,61 @@ def run_child(spec: list[str]) -> None:
     print(json.dumps(result))
 
 
-def parallel(kind: str, paths: list[str], workers: int, tmp: Path) -> tuple[float, float]:
-    """`workers` shard jobs side by side over the same items: (items/s while they work, the
-    seconds from launch until the slowest job had imported what it needs)."""
+def parallel(loop: str, kind: str, paths: list[str], workers: int, tmp: Path
+             ) -> tuple[float, float]:
+    """`workers` jobs of `loop` ("tensorise": shard jobs; "bare") side by side over the same
+    items: (items/s while they work, the seconds from launch until the slowest had imported
+    what it needs)."""
     chunks = [paths[i::workers] for i in range(workers)]
     # as Snakemake runs a threads=1 job: numeric libraries get one thread each
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     launched = time.time()
-    start_at = launched + 4.0  # after every job's imports: they begin together
-    procs = [subprocess.Popen([sys.executable, __file__, "--child",
-                               json.dumps(["tensorise", kind, as_arg(c), str(tmp / f"p{i}.npz"),
-                                           str(start_at)])],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    start_at = str(launched + 4.0)  # after every job's imports: they begin together
+    specs = [["tensorise", kind, as_arg(c), str(tmp / f"p{i}.npz"), start_at]
+             if loop == "tensorise" else ["bare", kind, as_arg(c), start_at]
              for i, c in enumerate(chunks)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)],
+                              stdout=subprocess.PIPE, text=True, env=env) for spec in specs]
     results = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
     startup = max(r["ready"] for r in results) - launched
     span = max(r["ended"] for r in results) - min(r["began"] for r in results)
     return len(paths) / span, startup
 
 
+def scaling(kind: str, paths: list[str], rounds: int, tmp: Path) -> dict:
+    """1 and 2 jobs, of tensorisation and of the bare loop, in `rounds` rounds (the order of
+    the four rotating): the VM's minute-to-minute drift moves single runs by ±30 %, so the
+    medians count. The bare loop's speed-up is what this machine gives work that shares
+    nothing; tensorisation's is measured against it."""
+    configs = [("tensorise", 1), ("tensorise", 2), ("bare", 1), ("bare", 2)]
+    rates: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    startups: dict[int, list[float]] = {1: [], 2: []}
+    for number in range(rounds):
+        for loop, workers in configs[number % 4:] + configs[:number % 4]:
+            rate, startup = parallel(loop, kind, paths, workers, tmp)
+            rates[(loop, workers)].append(rate)
+            if loop == "tensorise":
+                startups[workers].append(startup)
+    per_round = {loop: [two / one for one, two in zip(rates[(loop, 1)], rates[(loop, 2)],
+                                                      strict=True)]
+                 for loop in ("tensorise", "bare")}
+    median = {c: statistics.median(v) for c, v in rates.items()}
+    return {"one": median[("tensorise", 1)], "two": median[("tensorise", 2)],
+            "speedup": median[("tensorise", 2)] / median[("tensorise", 1)],
+            "bare_speedup": median[("bare", 2)] / median[("bare", 1)],
+            "range": (min(per_round["tensorise"]), max(per_round["tensorise"])),
+            "startup": (max(startups[1]), max(startups[2]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3,
-                        help="P1: passes of the side-by-side loops; 1/2-core runs (the best counts)")
-    parser.add_argument("--rounds", type=int, default=6, help="P2: epochs per source")
+                        help="P1: passes of the side-by-side loops")
+    parser.add_argument("--scaling-rounds", type=int, default=7,
+                        help="P1: rounds of 1- and 2-job runs (medians count)")
+    parser.add_argument("--rounds", type=int, default=11, help="P2: epochs per source")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -309,29 +350,33 @@ def main() -> None:
         images = child("make", str(tmp / "img"), str(args.items))["paths"]
         sounds = audio_files(args.items)
         photos = child("photos", str(tmp / "photo"), str(max(200, args.items // 4)))["paths"]
+        kinds = [(k, p) for k, p in (("image", images), ("photo", photos), ("audio", sounds))
+                 if p]
         print(f"P1  tensorisation vs a bare decode loop ({args.items} items; photos "
               f"{len(photos)}; {args.repeat} passes, taking turns per shard in one process)")
         print(f"    {'kind':<7}{'bare items/s':>14}{'tensorise items/s':>19}{'ratio':>8}"
-              f"{'passes':>12}{'1 core /s':>11}{'2 cores /s':>12}{'speed-up':>10}"
-              f"{'start-up 1 / 2 s':>19}")
-        for kind, paths in (("image", images), ("photo", photos), ("audio", sounds)):
-            if not paths:
-                print(f"    {kind}: skipped (no ../shared/data)")
-                continue
+              f"{'passes':>12}")
+        for kind, paths in kinds:
             p1 = child("side-by-side", kind, as_arg(paths), str(tmp / f"{kind}.npz"),
                        str(args.repeat))
-            # tiny PNGs tensorise at ~5,000/s: four times the items, so each job works for
-            # seconds and the start of a span does not weigh as much as its length
-            work = paths * (4 if kind == "image" else 1)
-            runs = [(parallel(kind, work, 1, tmp), parallel(kind, work, 2, tmp))
-                    for _ in range(args.repeat)]
-            (one, wall_one), (two, wall_two) = (max((r[0] for r in runs), key=lambda r: r[0]),
-                                                max((r[1] for r in runs), key=lambda r: r[0]))
             rate_ref, rate = p1["items"] / p1["bare"], p1["items"] / p1["tensorise"]
             spread = f"{min(p1['ratios']):.2f}-{max(p1['ratios']):.2f}"
             print(f"    {kind:<7}{rate_ref:>14.0f}{rate:>19.0f}{rate / rate_ref:>8.2f}"
-                  f"{spread:>12}{one:>11.0f}{two:>12.0f}{two / one:>10.2f}"
-                  f"{f'{wall_one:.2f} / {wall_two:.2f}':>19}")
+                  f"{spread:>12}")
+        print(f"\nP1  2 shard jobs vs 1 (own processes, one numeric thread each; medians of "
+              f"{args.scaling_rounds} rounds)")
+        print(f"    {'kind':<7}{'1 core /s':>11}{'2 cores /s':>12}{'speed-up':>10}{'rounds':>12}"
+              f"{'bare loop':>11}{'start-up 1 / 2 s':>19}")
+        for kind, paths in kinds:
+            # tiny PNGs tensorise at ~5,000/s: four times the items, so each job works for
+            # seconds and the start of a span does not weigh as much as its length
+            s = scaling(kind, paths * (4 if kind == "image" else 1), args.scaling_rounds, tmp)
+            spread = f"{s['range'][0]:.2f}-{s['range'][1]:.2f}"
+            startup = f"{s['startup'][0]:.2f} / {s['startup'][1]:.2f}"
+            print(f"    {kind:<7}{s['one']:>11.0f}{s['two']:>12.0f}{s['speedup']:>10.2f}"
+                  f"{spread:>12}{s['bare_speedup']:>11.2f}{startup:>19}")
+        if len(kinds) < 3:
+            print("    audio: skipped (no ../shared/data)")
 
         print(f"\nP2  seconds per epoch (64x64 RGB, batch 64): input only, and training a small CNN;"
               f"\n    the sources take turns epoch by epoch in one process; 'later' is the median"

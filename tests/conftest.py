@@ -63,3 +63,15 @@ def sms_lines(demo_raw) -> list[bytes]:
 def co2_csv(demo_raw) -> bytes:
     """The real weekly CO2 series as CSV bytes (date,co2)."""
     return (demo_raw / "co2" / "co2.csv").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    """One project (the quick shipped params, all four datasets) on which the whole workflow
+    ran once, locally: shared by read-only tests, and the local run the SLURM run must equal."""
+    from tests.workflow.conftest import make_project, run
+
+    root = make_project(tmp_path_factory.mktemp("demo-run"))
+    done = run(["snakemake", "--cores", "2"], root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root

@@ -25,11 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlworkflow.errors import DemoSourceUnavailable
+
 log = logging.getLogger(__name__)
-
-
-class DemoSourceUnavailable(RuntimeError):
-    """A demo source has no verified local copy and could not be downloaded."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Exceptions shared by the library: bad input items and bad configuration."""
+"""Exceptions shared by the library: bad input items, bad configuration, failed steps.
+
+They live here, apart from the modules that raise them, so that every rule script can
+recognise them (`logs.rule_logging`) without importing those modules' dependencies.
+"""
 
 from __future__ import annotations
 
@@ -18,3 +22,11 @@ class ConfigError(ValueError):
 
 class IntakeFailed(RuntimeError):
     """Raised when `intake.on_bad_input: fail` and some items were rejected."""
+
+
+class LeakageFound(RuntimeError):
+    """Raised when `split.on_leakage: fail` and the split leaks."""
+
+
+class DemoSourceUnavailable(RuntimeError):
+    """A demo source has no verified local copy and could not be downloaded."""

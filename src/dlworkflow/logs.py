@@ -8,9 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dlworkflow.demo import DemoSourceUnavailable
-from dlworkflow.errors import ConfigError, IntakeFailed
-from dlworkflow.splits import LeakageFound
+from dlworkflow.errors import ConfigError, DemoSourceUnavailable, IntakeFailed, LeakageFound
 
 EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable, LeakageFound)
 

@@ -16,11 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from dlworkflow.errors import ConfigError
-
-
-class LeakageFound(RuntimeError):
-    """Raised when `split.on_leakage: fail` and the split leaks."""
+from dlworkflow.errors import ConfigError, LeakageFound
 
 
 def split_settings(params: Mapping[str, Any], name: str) -> dict[str, Any]:

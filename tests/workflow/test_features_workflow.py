@@ -72,7 +72,6 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
                                                                             trained_weights):
     path, _ = trained_weights
     params = shipped_params(per_class=6)
-    params["split"]["folds"] = 3
     params["datasets"] = {"digits": params["datasets"]["digits"], "fsdd": params["datasets"]["fsdd"],
                           "sms_spam": params["datasets"]["sms_spam"]}
     params["features"] = {"extractor": "mobilenet_v3_small", "weights": str(path),
