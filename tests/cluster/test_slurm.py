@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow.conftest import BIN, make_project, run, shipped_params, write_params
+from tests.workflow.conftest import make_project, run, shipped_params, tools_env, write_params
 
 pytestmark = [pytest.mark.workflow, pytest.mark.cluster]
 
@@ -92,9 +92,9 @@ def slurm_project(tmp_path_factory, cluster, request) -> Path:
     write_params(project, params)
     timeout = 1200  # `timeout` kills a hung status loop, so CI fails instead of stalling
     with (project / "slurm-run.log").open("w") as log:
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
         submitted = subprocess.Popen(["timeout", str(timeout), "snakemake", *SLURM_ARGS],
-                                     cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                     cwd=project, env=tools_env(), stdout=log,
+                                     stderr=subprocess.STDOUT)
         try:
             request.getfixturevalue("demo_project")
         finally:

@@ -17,10 +17,14 @@ WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "profiles", "src",
 BIN = Path(sys.executable).parent
 
 
+def tools_env() -> dict[str, str]:
+    """The environment with the test interpreter's tools (snakemake, dvc) first on PATH."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
 def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a command with the test interpreter's tools first on PATH; capture its output."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run(command, cwd=cwd, env=tools_env(), capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
