@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	snakemake --cores all --resources gpu=1 --keep-going
 
-## test: linters plus the whole test suite (what CI runs)
+## test: linters plus the whole test suite (what CI runs), one worker per core; tests that
+## share the demo run (and the SLURM ones) stay on one worker, each other module on one
 test: $(STAMP) lint
-	pytest
+	pytest -n auto --dist loadgroup
 
 lint: $(STAMP)
 	ruff check src scripts tests bench

@@ -12,6 +12,7 @@ import ast
 import hashlib
 import io
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -83,7 +84,8 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(dest.suffix + ".part")
+    # a name of this process's own: two processes fetching the same file never share one
+    partial = dest.with_suffix(f"{dest.suffix}.{os.getpid()}.part")
     log.info("downloading %s", url)
     with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
         shutil.copyfileobj(response, out)
