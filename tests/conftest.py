@@ -85,7 +85,9 @@ def demo_project(tmp_path_factory) -> Path:
     from tests.workflow.conftest import make_project, run
 
     root = make_project(tmp_path_factory.mktemp("demo-run"))
-    done = run(["snakemake", "--cores", "2"], root)
+    # ~7 min alone; up to twice that while the other test worker and the SLURM run share the
+    # two cores (a fresh CI machine went past 10 min)
+    done = run(["snakemake", "--cores", "2"], root, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
 
