@@ -16,9 +16,24 @@ DEMO_SOURCES = {"digits": "sklearn_digits", "fsdd": "fsdd", "sms_spam": "sms_spa
 PER_CLASS = 10
 
 
+def pytest_configure(config) -> None:
+    """Refuse, before any worker starts, the one combination known to lose the groups:
+    pytest-xdist (up to 3.8) marks a test's group in its id, which pytest 9.2 no longer lets
+    it change (pytest-dev/pytest-xdist#1386); the demo run would then be made on every worker."""
+    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    import xdist
+    from packaging.version import Version
+
+    if Version(pytest.__version__) >= Version("9.2") and Version(xdist.__version__) <= Version("3.8"):
+        raise pytest.UsageError(f"pytest-xdist {xdist.__version__} cannot group tests under pytest "
+                                f"{pytest.__version__} (--dist loadgroup): install 'pytest<9.2', as "
+                                "the dev extra does")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), tests that share
+    """Under pytest-xdist (`make test`: a worker per core, `--dist loadgroup`), tests that share
     an expensive fixture stay on one worker, so it is made once: the shared demo run and the
     SLURM tests (one cluster, compared with that run) form one group, every other module
     another (its module-scoped fixtures)."""
@@ -85,23 +100,9 @@ def demo_project(tmp_path_factory) -> Path:
     from tests.workflow.conftest import make_project, run
 
     root = make_project(tmp_path_factory.mktemp("demo-run"))
-    # ~7 min alone; up to twice that while the other test worker and the SLURM run share the
+    # 5-7 min alone; up to twice that while the other test worker and the SLURM run share the
     # two cores (a fresh CI machine went past 10 min)
     done = run(["snakemake", "--cores", "2"], root, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
 
-
-def pytest_configure(config) -> None:
-    """Refuse, before any worker starts, the one combination known to lose the groups:
-    pytest-xdist (up to 3.8) marks a test's group in its id, which pytest 9.2 no longer lets
-    it change (pytest-dev/pytest-xdist#1386); the demo run would then be made on every worker."""
-    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") != "loadgroup":
-        return
-    import xdist
-    from packaging.version import Version
-
-    if Version(pytest.__version__) >= Version("9.2") and Version(xdist.__version__) <= Version("3.8"):
-        raise pytest.UsageError(f"pytest-xdist {xdist.__version__} cannot group tests under pytest "
-                                f"{pytest.__version__} (--dist loadgroup): install 'pytest<9.2', as "
-                                "the dev extra does")
