@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
+import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -228,6 +230,34 @@ def write_shard(dataset: Mapping[str, Any], tensors: Mapping[str, Any], split: M
     return write_item_shard(dataset, tensors, plan, inventory, shard, output)
 
 
+# NumPy parses .npy headers with `ast`, which Python 3.11 (3.11.7 here) cannot run in two
+# threads at once ("SystemError: AST constructor recursion depth mismatch"); the streaming
+# loader reads shards on two threads while the main one may trace a model. Headers as NumPy
+# writes them are read with a pattern instead; any other goes to NumPy, one at a time.
+_PARSING = threading.Lock()
+_HEADER = re.compile(r"\{'descr': '([^']+)', 'fortran_order': (True|False), "
+                     r"'shape': \((\d+,|\d+(?:, \d+)+|)\), \} *\n")
+
+
+def _npy_header(member: io.BytesIO) -> tuple[tuple[int, ...], bool, np.dtype] | None:
+    """Shape, Fortran order and dtype of the .npy at the start of `member`, which is left at
+    its data; None for a format version other than 1.0 and 2.0 (ValueError if not an .npy)."""
+    version = np.lib.format.read_magic(member)
+    if version not in ((1, 0), (2, 0)):
+        return None
+    start = member.tell()
+    size = struct.unpack("<H" if version == (1, 0) else "<I",
+                         member.read(2 if version == (1, 0) else 4))[0]
+    found = _HEADER.fullmatch(member.read(size).decode("latin1"))
+    if found:
+        shape = tuple(int(n) for n in found[3].replace(",", " ").split())
+        return shape, found[2] == "True", np.dtype(found[1])
+    member.seek(start)
+    with _PARSING:
+        return {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}[version](member)
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of an uncompressed .npz (as `_save` writes it), read in one go.
 
@@ -249,12 +279,10 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
             name_length, extra_length = struct.unpack("<HH", view[start + 26: start + 30])
             start += 30 + name_length + extra_length  # the local header precedes the data
             member = io.BytesIO(view[start: start + min(info.file_size, 1 << 17)])
-            header = {(1, 0): np.lib.format.read_array_header_1_0,
-                      (2, 0): np.lib.format.read_array_header_2_0}.get(
-                          np.lib.format.read_magic(member))
+            header = _npy_header(member)
             if header is None:
                 return _np_load(path)
-            shape, fortran, dtype = header(member)
+            shape, fortran, dtype = header
             if dtype.hasobject:
                 return _np_load(path)
             count = int(np.prod(shape))
@@ -264,7 +292,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _np_load(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
+    with _PARSING, np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
 

@@ -37,6 +37,11 @@ def _epoch(dataset):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _rows(xs, ys) -> list[tuple[bytes, bytes]]:
+    """The (x, y) pairs of an epoch as bytes, in a fixed order."""
+    return sorted(zip(map(bytes, xs), map(bytes, ys), strict=True))
+
+
 def test_streamed_epochs_hold_every_training_item_once_in_a_new_order(digit_shards):
     folder, images, target = digit_shards
     dataset = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
@@ -73,6 +78,40 @@ def test_streamed_without_shuffle_matches_in_ram(digit_shards):
     assert xs.shape == xr.shape and xs.dtype == np.uint8
     assert np.array_equal(np.sort(xs.reshape(len(xs), -1).sum(1)), np.sort(xr.reshape(len(xr), -1).sum(1)))
     assert sorted(ys.tolist()) == sorted(yr.tolist())
+
+
+@pytest.mark.parametrize("kind", ["text", "audio", "forecasting"])
+def test_streamed_shards_of_each_modality_give_what_ram_gives(tmp_path, kind):
+    """Real SMS texts (non-ASCII among them), real FSDD log-mels stored as uint8 codes with
+    their scale, and co2 forecasting windows (targets stored in the shard): streamed, in
+    shard order or shuffled, every row arrives once, with the type and shape RAM gives."""
+    from dlworkflow.tensors import _quantise, read_npz
+    from tests.helpers.shards import fsdd_spectrograms, sms_texts, write_shards, write_windows
+
+    if kind == "forecasting":
+        folder, fold, part = write_windows(tmp_path / kind), None, "trainval"
+    else:
+        x, labels, folds = sms_texts(300) if kind == "text" else fsdd_spectrograms(60)[:3]
+        folder, fold, part = write_shards(tmp_path / kind, x, labels, folds, 64), 1, "train"
+    if kind == "audio":
+        for path in folder.glob("*.npz"):
+            arrays = read_npz(path)
+            _save(str(path), {"ids": arrays["ids"], **_quantise(arrays["x"])})
+    in_ram = make_dataset(folder, fold, part, batch_size=32, shuffle=False, in_memory=True)
+    xr, yr = _epoch(in_ram)
+    for shuffle in (False, True):
+        streamed = make_dataset(folder, fold, part, batch_size=32, shuffle=shuffle,
+                                in_memory=False, pool=2)
+        assert streamed.element_spec[0].dtype == in_ram.element_spec[0].dtype
+        assert streamed.element_spec[1].dtype == in_ram.element_spec[1].dtype
+        xs, ys = _epoch(streamed)
+        assert xs.shape == xr.shape and ys.shape == yr.shape and len(xs) > 0
+        assert _rows(xs, ys) == _rows(xr, yr)  # every row once, each with its own target
+    if kind == "text":
+        assert any(not text.decode().isascii() for text in xs)  # UTF-8 round trip
+        assert set(t.decode() for t in xs) <= set(x)
+    if kind == "audio":
+        assert xs.dtype == np.float32  # the codes come back as values
 
 
 @pytest.mark.parametrize("mode", ["oversample", "undersample"])
@@ -128,3 +167,32 @@ def test_read_npz_gives_what_np_load_gives(digit_shards, tmp_path):
     assert read_npz(tmp_path / "s.npz")["x"].flags.writeable
     np.savez_compressed(tmp_path / "c.npz", x=images[:3])  # compressed: NumPy reads it
     assert np.array_equal(read_npz(tmp_path / "c.npz")["x"], images[:3])
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npy_headers_are_read_as_numpy_reads_them(version):
+    """The shard reader's header pattern (NumPy's own parser uses `ast`, which Python 3.11
+    cannot run on two threads at once) against NumPy, on every kind of array a shard holds;
+    a header it does not know (a structured dtype) goes to NumPy."""
+    import io
+
+    from dlworkflow.tensors import _npy_header
+
+    arrays = [np.float32(1.5), np.arange(5, dtype=np.uint8), np.zeros((3, 4), np.float16),
+              np.zeros((0, 5)), np.ones((2, 3, 4, 5), bool), np.array(["ab", "cé"]),
+              np.asfortranarray(np.zeros((3, 4))), np.zeros(7, ">i4"),
+              np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8")])]
+    read = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}[version]
+    for array in arrays:
+        written = io.BytesIO()
+        np.lib.format.write_array(written, np.asanyarray(array), version=version)
+        ours, theirs = io.BytesIO(written.getvalue()), io.BytesIO(written.getvalue())
+        np.lib.format.read_magic(theirs)
+        assert _npy_header(ours) == read(theirs), array.dtype
+        assert ours.tell() == theirs.tell()  # left where the data starts
+    with pytest.raises(ValueError, match="magic string"):
+        _npy_header(io.BytesIO(b"PK\x03\x04 not an .npy at all"))
+    newer = io.BytesIO()
+    np.lib.format.write_array(newer, np.arange(3), version=(3, 0))
+    assert _npy_header(io.BytesIO(newer.getvalue())) is None  # read_npz hands it to NumPy
