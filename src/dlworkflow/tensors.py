@@ -245,17 +245,17 @@ def _npy_header(member: io.BytesIO) -> tuple[tuple[int, ...], bool, np.dtype] | 
     version = np.lib.format.read_magic(member)
     if version not in ((1, 0), (2, 0)):
         return None
+    wide = version == (2, 0)  # the header's length takes 4 bytes instead of 2
     start = member.tell()
-    size = struct.unpack("<H" if version == (1, 0) else "<I",
-                         member.read(2 if version == (1, 0) else 4))[0]
+    (size,) = struct.unpack("<I" if wide else "<H", member.read(4 if wide else 2))
     found = _HEADER.fullmatch(member.read(size).decode("latin1"))
     if found:
         shape = tuple(int(n) for n in found[3].replace(",", " ").split())
         return shape, found[2] == "True", np.dtype(found[1])
     member.seek(start)
     with _PARSING:
-        return {(1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0}[version](member)
+        return (np.lib.format.read_array_header_2_0 if wide
+                else np.lib.format.read_array_header_1_0)(member)
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
