@@ -100,7 +100,8 @@ def tensorise(kind: str, paths: list[str], out: str, shard_size: int = 512,
 
     from dlworkflow.items import Item
     from dlworkflow.modalities import create_modality
-    from dlworkflow.tensors import _save, tensorise_items
+    from dlworkflow.shardfile import save_shard
+    from dlworkflow.tensors import tensorise_items
 
     modality = create_modality("audio" if kind == "audio" else "image", {}, {"kind": "folders"})
     settings = AUDIO if kind == "audio" else IMAGE
@@ -113,7 +114,7 @@ def tensorise(kind: str, paths: list[str], out: str, shard_size: int = 512,
     for number, first in enumerate(range(0, len(paths), shard_size)):
         part = paths[first: first + shard_size]
         batch = tensorise_items(modality, [Item(p, p, file=Path(p)) for p in part], settings)
-        _save(f"{out}.{number:05d}" if len(paths) > shard_size else out,
+        save_shard(f"{out}.{number:05d}" if len(paths) > shard_size else out,
               {"ids": np.array(part), "x": batch if batch.dtype == np.uint8
                else batch.astype(np.float16)})
     return {"seconds": time.perf_counter() - start, "items": len(paths), "rss": peak_rss_mb(),
@@ -178,9 +179,11 @@ def streamed_epoch(shards: str) -> dict:
     """One streamed epoch, input only (P3: its peak RSS)."""
     import numpy as np
 
-    from dlworkflow.data import make_dataset
+    from dlworkflow.data import Part, make_dataset
+    from dlworkflow.tasks import get_task
 
-    for x, _y in make_dataset(shards, None, "trainval", batch_size=64, in_memory=False):
+    everything = Part(get_task("classification"), shards, None, "trainval")
+    for x, _y in make_dataset(everything, batch_size=64, in_memory=False):
         np.asarray(x)
     return {"rss": peak_rss_mb()}
 
@@ -205,15 +208,15 @@ def epochs_side_by_side(shards: str, image_root: str, cnn: bool, rounds: int) ->
     import keras
     import numpy as np
 
-    from dlworkflow.data import make_dataset
+    from dlworkflow.data import Part, make_dataset
+    from dlworkflow.tasks import get_task
 
+    everything = Part(get_task("classification"), shards, None, "trainval")
     sources = {
         "directory": keras.utils.image_dataset_from_directory(
             image_root, image_size=(64, 64), batch_size=64, verbose=False),
-        "stream": make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
-                               in_memory=False),
-        "ram": make_dataset(shards, None, "trainval", batch_size=64, shuffle=True,
-                            in_memory=True)}
+        "stream": make_dataset(everything, batch_size=64, shuffle=True, in_memory=False),
+        "ram": make_dataset(everything, batch_size=64, shuffle=True, in_memory=True)}
     models = {name: small_cnn() for name in sources} if cnn else {}
     times: dict[str, list[float]] = {name: [] for name in sources}
     names = list(sources)

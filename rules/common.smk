@@ -17,11 +17,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
 )
 
-from dlworkflow.config import dataset_section, validate_params  # noqa: E402
+from dlworkflow.config import (
+    dataset_section,
+    split_settings,
+    validate_params,
+)  # noqa: E402
 from dlworkflow.errors import ConfigError  # noqa: E402
 from dlworkflow.layouts import walk_files  # noqa: E402
-from dlworkflow.splits import split_settings  # noqa: E402
-from dlworkflow.tensors import shard_names  # noqa: E402
+from dlworkflow.shardfile import shard_names  # noqa: E402
 from dlworkflow.workflow import all_targets, extracts_features  # noqa: E402
 
 try:

@@ -22,7 +22,7 @@ rule split:
         runtime=20,
     params:
         dataset=get_dataset,
-        settings=get_split_settings,
+        split=get_split_settings,
         seed=PARAMS["seed"],
         sample=PARAMS["intake"]["sample"],
     script:

@@ -114,6 +114,7 @@ def _inside(root: Path, relative: str) -> bool:
 def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
     """Checks on one dataset entry that the schema cannot express."""
     from dlworkflow.modalities import get_modality_class
+    from dlworkflow.tasks import TASKS
 
     key = f"datasets.{name}"
     problems: list[str] = []
@@ -133,7 +134,8 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
             f"{key}.task: {ds['task']!r} is not available for modality {modality.name!r}; "
             f"choose one of: {', '.join(modality.tasks)}"
         )
-    labelled = ds["task"] in ("classification", "regression")
+    task = TASKS[ds["task"]]  # the schema's enum names only registered tasks
+    labelled = task.labelled
     if kind == "filename_regex":
         try:
             pattern = re.compile(layout["regex"])
@@ -149,7 +151,7 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
         has_path, has_text = "path_column" in layout, "text_column" in layout
         if has_path == has_text:
             problems.append(f"{key}.layout: give exactly one of path_column or text_column")
-        if has_text and ds["modality"] != "text":
+        if has_text and not modality.inline_text:
             problems.append(f"{key}.layout.text_column: only for modality text; use path_column")
     if kind == "delimited" and "text" not in layout["fields"]:
         problems.append(f"{key}.layout.fields: must contain 'text'; got {layout['fields']}")
@@ -157,8 +159,9 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
         problems.append(f"{key}.layout.fields: a {ds['task']} task needs a 'label' field")
     if labelled and kind in ("manifest", "wide_csv") and not layout.get("label_column"):
         problems.append(f"{key}.layout.label_column: a {ds['task']} task needs a label column")
-    if ds["task"] == "forecasting" and kind != "long_csv":
-        problems.append(f"{key}.layout.kind: forecasting reads a long_csv layout, not {kind!r}")
+    if task.layout_kinds is not None and kind not in task.layout_kinds:
+        problems.append(f"{key}.layout.kind: {task.name} reads a {' or '.join(task.layout_kinds)} "
+                        f"layout, not {kind!r}")
 
     root = base_dir / ds["root"]
     if ds.get("demo") and Path(ds["root"]).as_posix().rstrip("/") != f"data/raw/{name}":
@@ -192,6 +195,11 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> d
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def split_settings(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The dataset's split settings: the top-level section updated by its own `split:`."""
+    return {**params["split"], **(params["datasets"][name].get("split") or {})}
 
 
 def dataset_section(params: Mapping[str, Any], name: str, section: str) -> dict[str, Any]:

@@ -15,48 +15,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlworkflow.tensors import load_shard
+from dlworkflow.shardfile import load_shard
+from dlworkflow.tasks import Task
 
 IN_MEMORY_BYTES = 512 * 1024**2
 
 
 @dataclass(frozen=True)
-class Selection:
-    """Which indexed rows a (fold, part) takes, and how labels become targets."""
+class Part:
+    """Which indexed rows to load: part `name` ("train", "valid" or "trainval") of `fold`
+    from the shards in `folder`, chosen by the dataset's task (its one training rule).
+    `fold=None` with "trainval" is every trainval row; test rows are never chosen."""
 
-    rows: pd.DataFrame
-    classes: tuple[str, ...]
-    forecasting: bool
+    task: Task
+    folder: str | Path
+    fold: int | None
+    name: str
+    gap: int = 0
+    use_sample: bool = True
 
+    def rows(self, index: pd.DataFrame) -> pd.DataFrame:
+        """The part's rows of an index."""
+        return self.task.select(index, self.fold, self.name, self.gap, self.use_sample)
 
-def select(index: pd.DataFrame, fold: int | None, part: str, gap: int = 0,
-           use_sample: bool = True) -> pd.DataFrame:
-    """Rows of `part` ("train", "valid" or "trainval") for `fold`; never test rows."""
-    rows = index[index["role"] == "trainval"]
-    if use_sample and part != "trainval" and "in_sample" in rows:
-        rows = rows[rows["in_sample"]]
-    if part == "trainval":
-        return rows
-    if fold is None:
-        raise ValueError("a fold is needed for part 'train' or 'valid'")
-    if part == "valid":
-        return rows[rows["fold"] == fold]
-    if part != "train":
-        raise ValueError(f"part must be train, valid or trainval, not {part!r}")
-    if "target_start" in rows:  # forecasting: train only on windows that end before the gap
-        val_start = int(rows.loc[rows["fold"] == fold, "target_start"].min())
-        return rows[rows["target_end"] < val_start - gap]
-    return rows[rows["fold"] != fold]
-
-
-def encode_targets(rows: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray | None:
-    """Targets of index rows: class numbers (-1 for a class not in `classes`) or values."""
-    if "label" not in rows or rows["label"].isna().all():
-        return None
-    if classes:
-        lookup = {c: i for i, c in enumerate(classes)}
-        return rows["label"].astype(str).map(lambda c: lookup.get(c, -1)).to_numpy(dtype=np.int64)
-    return rows["label"].astype(float).to_numpy(dtype=np.float32)
+    def index(self) -> pd.DataFrame:
+        """The index of the part's folder."""
+        return pd.read_parquet(Path(self.folder) / "index.parquet")
 
 
 def _shard_rows(path: Path, wanted: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -69,6 +53,11 @@ def _shard_rows(path: Path, wanted: np.ndarray | None) -> dict[str, np.ndarray]:
         return per_row
     keep = np.isin(arrays["ids"], wanted)
     return {k: v[keep] for k, v in per_row.items()}
+
+
+def shard_bytes(folder: str | Path, shards: list[str]) -> int:
+    """Bytes of the named shards in `folder` (what loading them into RAM costs)."""
+    return sum((Path(folder) / f"{s}.npz").stat().st_size for s in shards)
 
 
 def _wanted_by_shard(table: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray | None]:
@@ -87,42 +76,37 @@ def _shard_arrays(path: Path, wanted: np.ndarray | None
     return rows["ids"], rows["x"], rows.get("y")
 
 
-def load_arrays(tensors_dir: str | Path, fold: int | None, part: str, gap: int = 0,
-                use_sample: bool = True, shards: list[str] | None = None) -> dict[str, Any]:
-    """The selected rows as in-memory arrays: ids, x, y (class index, value or horizon), and
+def load_arrays(part: Part, shards: list[str] | None = None) -> dict[str, Any]:
+    """The part's rows as in-memory arrays: ids, x, y (class index, value or horizon), and
     x_future (forecasting with known-future covariates), ordered by id. `shards` limits the
     rows to those shards (e.g. one shard as a shape example)."""
-    tensors_dir = Path(tensors_dir)
-    index = pd.read_parquet(tensors_dir / "index.parquet")
-    rows = select(index, fold, part, gap, use_sample)
+    index = part.index()
+    rows = part.rows(index)
     if shards is not None:
         rows = rows[rows["shard"].isin(shards)]
-    classes = _classes(index)
-    return _gather(tensors_dir, rows, classes, _wanted_by_shard(index, rows))
+    classes = part.task.classes(index)
+    return _gather(part.task, Path(part.folder), rows, classes, _wanted_by_shard(index, rows))
 
 
-def load_test_arrays(plan_path: str | Path, shard_paths: list[str], classes: tuple[str, ...],
-                     held_out_only: bool = True) -> dict[str, Any]:
+def load_test_arrays(task: Task, plan_path: str | Path, shard_paths: list[str],
+                     classes: tuple[str, ...]) -> dict[str, Any]:
     """The test rows (for the final step only) as arrays, like `load_arrays`.
 
     Labels come from the plan and are coded with the trainval `classes`; a test label the
-    training never saw gets -1 (counted wrong). For forecasting, `held_out_only` keeps the
-    windows whose targets all lie in the test period (the held-out horizon).
+    training never saw gets -1 (counted wrong). The task says which test rows are scored
+    (forecasting: the windows whose targets all lie in the test period).
     """
     plan = pd.read_parquet(plan_path)
-    rows = plan[plan["role"] == "test"]
-    if held_out_only and "target_start" in rows:
-        first_test = rows.groupby("series")["target_end"].transform("min")
-        rows = rows[rows["target_start"] >= first_test]
+    rows = task.held_out(plan[plan["role"] == "test"])
     folder = Path(shard_paths[0]).parent if shard_paths else Path(".")
     wanted = {Path(p).stem for p in shard_paths}
     missing = sorted(set(rows["shard"]) - wanted)
     if missing:
         raise FileNotFoundError(f"test shards {', '.join(missing)} are not among the inputs")
-    return _gather(folder, rows, classes, _wanted_by_shard(plan, rows))
+    return _gather(task, folder, rows, classes, _wanted_by_shard(plan, rows))
 
 
-def _gather(tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...],
+def _gather(task: Task, tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...],
             wanted: dict[str, np.ndarray | None]) -> dict[str, Any]:
     parts = [_shard_rows(tensors_dir / f"{shard}.npz", ids) for shard, ids in wanted.items()]
     if not parts:
@@ -134,24 +118,13 @@ def _gather(tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...],
         if key != "ids":
             out[key] = np.concatenate([p[key] for p in parts])[order]
     if "y" not in out:
-        out["y"] = encode_targets(rows.set_index("id").loc[out["ids"]].reset_index(), classes)
+        out["y"] = task.encode_targets(rows.set_index("id").loc[out["ids"]].reset_index(), classes)
     return out
 
 
-def _classes(index: pd.DataFrame) -> tuple[str, ...]:
-    """Class names in a fixed order (all trainval labels), or () for regression/forecasting."""
-    if "label" not in index or index["label"].isna().all():
-        return ()
-    labels = index.loc[index["role"] == "trainval", "label"]
-    if pd.api.types.is_float_dtype(labels):
-        return ()
-    return tuple(sorted(labels.astype(str).unique()))
-
-
-def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_size: int = 32,
-                 shuffle: bool = True, seed: int = 0, in_memory: bool | str = "auto",
-                 cache: bool = False, gap: int = 0, shuffle_buffer: int = 2048,
-                 use_sample: bool = True, pool: int = 4):
+def make_dataset(part: Part, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+                 in_memory: bool | str = "auto", cache: bool = False, shuffle_buffer: int = 2048,
+                 pool: int = 4):
     """A batched `tf.data.Dataset` of (x, y) for one fold and part, streamed or in RAM.
 
     Streaming reads the shards two at a time, in a new random order each epoch; tf.data's
@@ -160,15 +133,14 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
     """
     import tensorflow as tf
 
-    tensors_dir = Path(tensors_dir)
-    index = pd.read_parquet(tensors_dir / "index.parquet")
-    rows = select(index, fold, part, gap, use_sample)
+    tensors_dir = Path(part.folder)
+    index = part.index()
+    rows = part.rows(index)
     shards = sorted(rows["shard"].unique())
-    size = sum((tensors_dir / f"{s}.npz").stat().st_size for s in shards)
     if in_memory == "auto":
-        in_memory = size <= IN_MEMORY_BYTES
+        in_memory = shard_bytes(tensors_dir, shards) <= IN_MEMORY_BYTES
     if in_memory:
-        arrays = load_arrays(tensors_dir, fold, part, gap, use_sample)
+        arrays = load_arrays(part)
         dataset = tf.data.Dataset.from_tensor_slices((arrays["x"], arrays["y"]))
         if cache:
             dataset = dataset.cache()
@@ -176,16 +148,18 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
             dataset = dataset.shuffle(min(shuffle_buffer, max(1, len(arrays["x"]))), seed=seed,
                                       reshuffle_each_iteration=True)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    classes = _classes(index)
+    task = part.task
+    classes = task.classes(index)
     wanted = _wanted_by_shard(index, rows)
     labels = rows.set_index("id")
     paths = [tensors_dir / f"{s}.npz" for s in shards]
-    sample_x, sample_y = _first_example(paths[0], wanted[shards[0]], labels, classes)
+    sample_x, sample_y = _first_example(task, paths[0], wanted[shards[0]], labels, classes)
     text = sample_x.dtype.kind == "U"
     x_type, y_type = (tf.string if text else tf.as_dtype(sample_x.dtype),
                       tf.as_dtype(sample_y.dtype))
-    by_shard = {str(shard): (part["id"].to_numpy(dtype=str), encode_targets(part, classes))
-                for shard, part in rows.groupby("shard", sort=False)}
+    by_shard = {str(shard): (members["id"].to_numpy(dtype=str),
+                             task.encode_targets(members, classes))
+                for shard, members in rows.groupby("shard", sort=False)}
 
     def read(number: np.int64) -> tuple[np.ndarray, np.ndarray]:
         path = paths[int(number)]
@@ -193,7 +167,7 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
         if y is None:
             expected_ids, targets = by_shard[path.stem]
             # the index lists a shard's rows in the shard's order; look up only if not
-            y = targets if np.array_equal(ids, expected_ids) else encode_targets(
+            y = targets if np.array_equal(ids, expected_ids) else task.encode_targets(
                 labels.loc[ids].reset_index(), classes)
         return (np.char.encode(x, "utf-8") if text else x), np.asarray(y, dtype=sample_y.dtype)
 
@@ -220,11 +194,11 @@ def make_dataset(tensors_dir: str | Path, fold: int | None, part: str, batch_siz
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _first_example(path: Path, wanted: np.ndarray | None, labels: pd.DataFrame,
+def _first_example(task: Task, path: Path, wanted: np.ndarray | None, labels: pd.DataFrame,
                    classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     ids, x, y = _shard_arrays(path, wanted)
     if y is None:
-        y = encode_targets(labels.loc[ids[:1]].reset_index(), classes)
+        y = task.encode_targets(labels.loc[ids[:1]].reset_index(), classes)
     return x[0], np.asarray(y[0])
 
 

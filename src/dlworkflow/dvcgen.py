@@ -8,10 +8,10 @@ from typing import Any
 import yaml
 
 from dlworkflow.workflow import (
-    CORE_CODE,
     STEPS,
     Step,
     dataset_plots,
+    step_code,
     step_datasets,
     step_metrics,
     step_outputs,
@@ -29,7 +29,7 @@ def stage(step: Step, params: Mapping[str, Any]) -> dict[str, Any] | None:
     """The dvc.yaml stage of one step (None when the step has no dataset to run on)."""
     if not step_datasets(step, params):
         return None
-    deps = [*CORE_CODE, *step.code]
+    deps = step_code(step)
     for earlier in step.after:
         deps.extend(step_outputs(next(s for s in STEPS if s.name == earlier), params,
                                  for_dvc=True))

@@ -16,12 +16,10 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from dlworkflow.context import RunContext
 from dlworkflow.figures import figure_uri, new_figure
-from dlworkflow.intake import item_records
-from dlworkflow.modalities import create_modality
-
-RARE_SHARE = 0.05
-RARE_COUNT = 10
+from dlworkflow.splits import load_series
+from dlworkflow.tasks import Task
 
 
 def _numeric(series: pd.Series) -> bool:
@@ -67,66 +65,10 @@ def stat_table(inventory: pd.DataFrame, columns: list[str]) -> list[dict[str, An
     return rows
 
 
-def target_section(inventory: pd.DataFrame, task: str) -> dict[str, Any]:
-    """Target distribution: class counts and warnings, a histogram, or the series and trend."""
-    section: dict[str, Any] = {"task": task}
-    if task == "classification":
-        counts = inventory["label"].astype(str).value_counts().sort_index()
-        shares = counts / counts.sum()
-        figure, axes = new_figure(max(3.0, 0.35 * len(counts)), 2.4)
-        axes.bar(counts.index, counts.to_numpy(), color="#f58518")
-        axes.tick_params(labelsize=7)
-        axes.set_ylabel("items", fontsize=8)
-        rare = [c for c in counts.index if shares[c] < RARE_SHARE or counts[c] < RARE_COUNT]
-        section.update(
-            figure=figure_uri(figure), counts={k: int(v) for k, v in counts.items()},
-            shares={k: float(v) for k, v in shares.items()},
-            imbalance_ratio=float(counts.max() / counts.min()), rare=rare,
-            warnings=[f"class '{c}' is rare: {counts[c]} items ({shares[c]:.1%}); metrics on it "
-                      "will be noisy and stratified splits matter" for c in rare])
-    elif task == "regression":
-        figure, axes = new_figure()
-        axes.hist(inventory["label"].astype(float), bins=40, color="#f58518")
-        axes.set_xlabel("target", fontsize=8)
-        values = inventory["label"].astype(float)
-        section.update(figure=figure_uri(figure), warnings=[],
-                       stats={"mean": float(values.mean()), "std": float(values.std()),
-                              "min": float(values.min()), "max": float(values.max())})
-    return section
-
-
-def forecasting_target(series: Mapping[str, pd.DataFrame], season: int) -> dict[str, Any]:
-    """Each series with its rolling-mean trend, and a seasonality hint from the ACF."""
-    figure, axes = new_figure(7.0, 2.6)
-    hints = []
-    for series_id, frame in list(series.items())[:5]:
-        values = frame["value"]
-        axes.plot(frame["timestamp"], values, linewidth=0.7, label=f"{series_id}")
-        window = max(2, season)
-        trend = values.interpolate(limit_direction="both").rolling(window, center=True).mean()
-        axes.plot(frame["timestamp"], trend, linewidth=1.6, label=f"{series_id} trend ({window})")
-        filled = values.interpolate(limit_direction="both")
-        detrended = (filled - trend).dropna()
-        if season > 1 and len(detrended) > 2 * season:
-            acf = float(detrended.autocorr(lag=season))
-            strength = "strong" if acf > 0.5 else "weak" if acf > 0.2 else "no clear"
-            hints.append(f"{series_id}: {strength} seasonality at lag {season} "
-                         f"(autocorrelation of the detrended series {acf:.2f})")
-    axes.legend(fontsize=6)
-    axes.tick_params(labelsize=7)
-    histogram, hist_axes = new_figure(3.2, 2.6)
-    hist_axes.hist(pd.concat([f["value"] for f in series.values()]).dropna(), bins=40,
-                   color="#f58518")
-    hist_axes.set_title("target values", fontsize=9)
-    hist_axes.tick_params(labelsize=7)
-    return {"task": "forecasting", "figure": figure_uri(figure), "histogram": figure_uri(histogram),
-            "warnings": [], "seasonality": hints}
-
-
-def sample_grid(inventory: pd.DataFrame, modality, dataset: Mapping[str, Any], base: Path,
-                per_class: int, seed: int, max_classes: int = 12) -> list[dict[str, Any]]:
+def sample_grid(ctx: RunContext, inventory: pd.DataFrame, per_class: int,
+                max_classes: int = 12) -> list[dict[str, Any]]:
     """Up to `per_class` random previews for each of up to `max_classes` classes."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(ctx.seed)
     by_label = inventory.groupby(inventory["label"].astype(str), sort=True) \
         if inventory["label"].notna().any() else [("all items", inventory)]
     rows = []
@@ -134,13 +76,13 @@ def sample_grid(inventory: pd.DataFrame, modality, dataset: Mapping[str, Any], b
         take = members.iloc[np.sort(rng.choice(len(members), size=min(per_class, len(members)),
                                                replace=False))]
         cells = []
-        for item in item_records(take, modality, dataset, base):
-            cells.append({"id": item.id, "html": modality.preview(item.read_bytes(), item)})
+        for item in ctx.records(take):
+            cells.append({"id": item.id, "html": ctx.modality.preview(item.read_bytes(), item)})
         rows.append({"label": label, "count": len(members), "cells": cells})
     return rows
 
 
-def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: str) -> dict[str, Any]:
+def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: Task) -> dict[str, Any]:
     """Rejections by reason, exact duplicates, and label conflicts among duplicates."""
     dup = inventory[inventory["sha256"].duplicated(keep=False)]
     groups = dup.groupby("sha256")
@@ -148,7 +90,7 @@ def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: str) 
                    "labels": sorted(map(str, g["label"].dropna().unique()))}
                   for sha, g in groups]
     duplicates.sort(key=lambda d: (-d["n"], d["sha256"]))
-    conflicts = [d for d in duplicates if len(d["labels"]) > 1] if task == "classification" else []
+    conflicts = task.label_conflicts(duplicates)
     by_code = rejected["code"].value_counts().to_dict() if len(rejected) else {}
     return {
         "rejected": rejected.head(50).to_dict("records"), "rejected_total": len(rejected),
@@ -160,35 +102,28 @@ def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: str) 
     }
 
 
-def build_eda(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
-              inventory: pd.DataFrame, rejected: pd.DataFrame, counts: Mapping[str, Any],
-              metric: Mapping[str, Any], splits: pd.DataFrame, leakage: Mapping[str, Any],
-              seed: int, base_dir: str | Path = ".", per_class: int = 5) -> tuple[str, dict]:
-    """Render the EDA report and the numbers it shows."""
-    base = Path(base_dir)
-    modality = create_modality(dataset["modality"], intake, dataset["layout"])
-    task = dataset["task"]
+def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
+              reads: Mapping[str, Any], splits: pd.DataFrame,
+              per_class: int = 5) -> tuple[str, dict]:
+    """Render the EDA report and the numbers it shows (`reads`: counts, metric, leakage)."""
+    counts, metric, leakage = reads["counts"], reads["metric"], reads["leakage"]
+    task = ctx.task
     sampled = inventory
     sample_note = None
     trainval = splits[splits["role"] == "trainval"]
-    if task != "forecasting" and not trainval["in_sample"].all():
+    if task.samples_items and not trainval["in_sample"].all():
         keep = set(splits.loc[splits["in_sample"] | (splits["role"] == "test"), "id"])
         sampled = inventory[inventory["id"].isin(keep)]
         sample_note = (f"Distributions and previews show the intake.sample subset: "
                        f"{len(sampled)} of {len(inventory)} items.")
-    stats = [c for c in modality.stats if c in inventory]
+    stats = [c for c in ctx.modality.stats if c in inventory]
     side = [c for c in inventory.columns if c.startswith("side_")]
-    if task == "forecasting":
-        from dlworkflow.splits import load_series
-
-        target = forecasting_target(load_series(dataset, inventory, str(base)),
-                                    int(metric.get("season", 1)))
-    else:
-        target = target_section(sampled, task)
+    target = task.eda_target(sampled, lambda: load_series(ctx, inventory),
+                             int(metric.get("season", 1)))
     context = {
-        "name": name, "dataset": dataset, "counts": counts, "metric": metric,
-        "sample_note": sample_note,
-        "grid": sample_grid(sampled, modality, dataset, base, per_class, seed),
+        "name": ctx.name, "dataset": ctx.dataset, "task": task, "counts": counts,
+        "metric": metric, "sample_note": sample_note,
+        "grid": sample_grid(ctx, sampled, per_class),
         "figures": stat_figures(sampled, stats),
         "stat_table": stat_table(sampled, stats), "side_table": stat_table(sampled, side),
         "target": target, "quality": quality_section(inventory, rejected, task),
@@ -201,7 +136,7 @@ def build_eda(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
                       autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("eda.html.j2").render(**context)
     summary = {
-        "dataset": name, "modality": dataset["modality"], "task": task,
+        "dataset": ctx.name, "modality": ctx.dataset["modality"], "task": task.name,
         "items": int(counts["accepted"]), "found": int(counts["found"]),
         "rejected": int(counts["rejected"]), "shown_items": len(sampled),
         "primary_metric": metric["primary"]["name"],
@@ -210,23 +145,19 @@ def build_eda(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
         "label_conflict_groups": context["quality"]["label_conflict_groups"],
         "leaks": int(leakage.get("leaks", 0)),
         "stats": {row["column"]: row["summary"] for row in context["stat_table"]},
+        **task.eda_summary(target),
     }
-    if task == "classification":
-        summary.update(classes=len(target["counts"]), class_counts=target["counts"],
-                       imbalance_ratio=round(target["imbalance_ratio"], 4), rare_classes=target["rare"])
     return html, summary
 
 
-def write_eda(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any], seed: int,
-              inputs: Mapping[str, str], outputs: Mapping[str, str]) -> dict[str, Any]:
+def write_eda(ctx: RunContext) -> dict[str, Any]:
     """Read the intake and split outputs, write eda.html and summary.json."""
-    inventory = pd.read_parquet(inputs["inventory"])
-    rejected = pd.read_csv(inputs["rejected"], dtype=str, keep_default_na=False)
-    html, summary = build_eda(
-        name, dataset, intake, inventory, rejected, json.loads(Path(inputs["counts"]).read_text()),
-        json.loads(Path(inputs["metric"]).read_text()), pd.read_parquet(inputs["splits"]),
-        json.loads(Path(inputs["leakage"]).read_text()), seed)
-    Path(outputs["html"]).write_text(html, encoding="utf-8")
-    Path(outputs["summary"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    inventory = pd.read_parquet(ctx.input("inventory"))
+    rejected = pd.read_csv(ctx.input("rejected"), dtype=str, keep_default_na=False)
+    reads = {key: json.loads(Path(ctx.input(key)).read_text())
+             for key in ("counts", "metric", "leakage")}
+    html, summary = build_eda(ctx, inventory, rejected, reads,
+                              pd.read_parquet(ctx.input("splits")))
+    Path(ctx.output("html")).write_text(html, encoding="utf-8")
+    Path(ctx.output("summary")).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
-

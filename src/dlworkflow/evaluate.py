@@ -1,7 +1,7 @@
-"""Scoring predictions with the chosen metrics, and cross-validation summaries (mean ± std).
+"""Cross-validation summaries (mean ± std) of the folds' scores, for baselines and networks.
 
-Baselines, networks and the final test all score through `score`, so a number means the same
-thing wherever it appears. Metric names and directions come from `intake/metric.json`.
+Every score is computed by `dlworkflow.metrics.score`, so a number means the same thing
+wherever it appears.
 """
 
 from __future__ import annotations
@@ -14,43 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlworkflow.metrics import METRICS, compute
-
-
-def metric_names(choice: Mapping[str, Any]) -> list[str]:
-    """The primary metric first, then the secondary ones."""
-    return [choice["primary"]["name"], *(m["name"] for m in choice.get("secondary", []))]
-
-
-def score(choice: Mapping[str, Any], y_true: Sequence[Any], y_pred: Sequence[Any],
-          proba: np.ndarray | None = None, classes: Sequence[str] = (),
-          history: np.ndarray | None = None) -> dict[str, float]:
-    """Every chosen metric for one set of predictions.
-
-    Classification: labels as strings, `proba` (n, classes) for score-based metrics.
-    Forecasting: `y_true`/`y_pred` are (windows, horizon) and `history` (windows, lookback)
-    gives each window's own MASE scale; the windows' MASE values are averaged.
-    """
-    positive = choice.get("positive_label")
-    beta = float((choice["primary"].get("params") or {}).get("beta", 1.0))
-    season = int(choice.get("season", 1))
-    scores = None
-    if proba is not None and positive is not None and positive in list(classes):
-        scores = np.asarray(proba)[:, list(classes).index(positive)]
-    out: dict[str, float] = {}
-    for name in metric_names(choice):
-        if METRICS[name].needs == "scores" and scores is None:
-            continue
-        if name == "mase" and history is not None:
-            values = [compute("mase", t, p, history=h, season=season)
-                      for t, p, h in zip(np.asarray(y_true), np.asarray(y_pred), history, strict=True)]
-            out[name] = float(np.mean(values))
-        elif choice["task"] == "forecasting":
-            out[name] = compute(name, np.ravel(y_true), np.ravel(y_pred), season=season)
-        else:
-            out[name] = compute(name, np.asarray(y_true), np.asarray(y_pred), scores=scores,
-                                positive_label=positive, beta=beta)
-    return out
+from dlworkflow.metrics import METRICS
 
 
 def summarize_folds(per_fold: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, Any]]:
@@ -110,24 +74,6 @@ def write_fold_metrics(path: str, fold: int, models: Mapping[str, Mapping[str, A
     """`<kind>/fold-<k>/metrics.json`: {fold, models: {name: {metrics, ...details}}}."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"fold": fold, "models": models}, indent=2) + "\n")
-
-
-def prediction_frame(ids: Sequence[str], fold: int, model: str, y_true: Any, y_pred: Any,
-                     proba: np.ndarray | None = None, classes: Sequence[str] = ()) -> pd.DataFrame:
-    """Out-of-fold predictions: one row per item (classification, regression) or per
-    (window, horizon step) for forecasting, with class probabilities as p_<class> columns."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.ndim == 2:  # forecasting: long format
-        steps = y_true.shape[1]
-        return pd.DataFrame({"id": np.repeat(np.asarray(ids), steps), "fold": fold, "model": model,
-                             "step": np.tile(np.arange(1, steps + 1), len(ids)),
-                             "y_true": y_true.ravel(), "y_pred": y_pred.ravel()})
-    frame = pd.DataFrame({"id": np.asarray(ids), "fold": fold, "model": model,
-                          "y_true": y_true, "y_pred": y_pred})
-    if proba is not None:
-        for number, name in enumerate(classes):
-            frame[f"p_{name}"] = np.asarray(proba)[:, number]
-    return frame
 
 
 def network_summary(choice_path: str, fold_metrics: Sequence[str], fold_predictions: Sequence[str],

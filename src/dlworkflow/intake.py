@@ -23,7 +23,7 @@ from tqdm import tqdm
 from dlworkflow.errors import BadInput, ConfigError, IntakeFailed
 from dlworkflow.items import Item, Rejection
 from dlworkflow.modalities import Modality, create_modality
-from dlworkflow.modalities.base import FILE_LAYOUTS
+from dlworkflow.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def join_side_table(inventory: pd.DataFrame, root: Path, side: Mapping[str, Any]
     return joined.drop(columns="_side_key").reset_index(drop=True)
 
 
-def build_inventory(rows: list[dict[str, Any]], modality: Modality, task: str) -> pd.DataFrame:
+def build_inventory(rows: list[dict[str, Any]], modality: Modality, task: Task) -> pd.DataFrame:
     """Assemble accepted rows into a typed, id-sorted inventory table."""
     frame = pd.DataFrame(rows)
     stat_columns = list(modality.stats)
@@ -140,7 +140,7 @@ def build_inventory(rows: list[dict[str, Any]], modality: Modality, task: str) -
     frame = frame[[*BASE_COLUMNS, *side_columns, *stat_columns, "notes"]]
     dtypes = {"id": "string", "path": "string", "group": "string", "bytes": "Int64",
               "sha256": "string", "notes": "string",
-              "label": "Float64" if task == "regression" else "string", **modality.stats}
+              "label": task.label_dtype, **modality.stats}
     frame = frame.astype(dtypes)
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
 
@@ -156,7 +156,8 @@ def run_intake(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
                                   (dataset.get("side_table") or {}).get("file")) if f)
     log.info("%s: discovering %s items under %s (layout %s)", name, modality.name, root_display,
              dataset["layout"]["kind"])
-    found = modality.discover(root, root_display, dataset["task"], exclude=own_files)
+    task = get_task(dataset["task"])
+    found = modality.discover(root, root_display, task, exclude=own_files)
     items, duplicates = reject_duplicate_ids(found.items)
     log.info("%s: %d candidate items, %d rejected while discovering", name,
              len(found.items), len(found.rejected))
@@ -164,7 +165,7 @@ def run_intake(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
                         batch_size=int(intake.get("batch_size", 256)), progress=progress)
     rows = [row for row, _ in results if row is not None]
     rejections = [*found.rejected, *duplicates, *(bad for _, bad in results if bad is not None)]
-    inventory = build_inventory(rows, modality, dataset["task"])
+    inventory = build_inventory(rows, modality, task)
     if dataset.get("side_table"):
         inventory = join_side_table(inventory, root, dataset["side_table"], key)
     rejected = pd.DataFrame([r.as_row() for r in rejections],
@@ -216,28 +217,3 @@ def intake_dataset(name: str, dataset: Mapping[str, Any], intake: Mapping[str, A
     enforce_policy(result, intake.get("on_bad_input", "quarantine"))
     write_intake(result, outputs["inventory"], outputs["rejected"], outputs["counts"])
     return result
-
-
-def item_records(rows: pd.DataFrame, modality, dataset: Mapping[str, Any], base: Path):
-    """Rebuild Item objects for inventory rows (in their order; rows whose raw item is gone
-    are left out).
-
-    A file item is rebuilt from its inventory row (the file is `base / path`), so a shard
-    job reads only its own files instead of walking the whole dataset; items that live
-    inside a bigger file (a text line, a series of a CSV) are found again by discovery.
-    """
-    if "path" in rows and dataset["layout"].get("kind") in FILE_LAYOUTS:
-        items = []
-        for row in rows.itertuples(index=False):
-            file = base / str(row.path)
-            if file.is_file():
-                label = getattr(row, "label", None)
-                group = getattr(row, "group", None)
-                items.append(Item(str(row.id), str(row.path),
-                                  None if pd.isna(label) else label,
-                                  None if pd.isna(group) else str(group), file=file))
-        return items
-    wanted = set(rows["id"].astype(str))
-    found = modality.discover(base / dataset["root"], Path(dataset["root"]), dataset["task"])
-    by_id = {item.id: item for item in found.items if item.id in wanted}
-    return [by_id[i] for i in rows["id"].astype(str) if i in by_id]

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dlworkflow.data import load_arrays
-from dlworkflow.intake import item_records
-from dlworkflow.modalities import create_modality
+from dlworkflow.context import RunContext
+from dlworkflow.data import Part, load_arrays
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -29,59 +27,50 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
             "mean": float(ms.mean())}
 
 
-def _as_input(batch: np.ndarray) -> Any:
-    import tensorflow as tf
-
-    if batch.dtype.kind == "U":  # Keras takes strings as a tf string tensor
-        return tf.constant(batch)
-    return batch if batch.dtype == np.uint8 else batch.astype(np.float32)
-
-
-def raw_samples(dataset: Mapping[str, Any], inventory_path: str, tensors_dir: str,
-                count: int, seed: int, base: Path = Path(".")) -> list[Any]:
-    """Up to `count` raw inputs: items (file or inline text) from the inventory, or for series
-    the trainval windows (a window is the raw input of a forecaster)."""
-    if dataset["modality"] == "timeseries":
-        arrays = load_arrays(tensors_dir, None, "trainval")
-        rng = np.random.default_rng(seed)
+def raw_samples(ctx: RunContext, count: int) -> list[Any]:
+    """Up to `count` raw inputs: items (file or inline text) from the inventory, or, where
+    the modality's raw input is the stored array (series windows), trainval rows."""
+    if ctx.modality.timed_from_shards:
+        arrays = load_arrays(Part(ctx.task, ctx.folder("index"), None, "trainval"))
+        rng = np.random.default_rng(ctx.seed)
         picked = rng.choice(len(arrays["ids"]), size=min(count, len(arrays["ids"])), replace=False)
         return [arrays["x"][i] for i in picked]
-    inventory = pd.read_parquet(inventory_path)
-    rows = inventory.sample(n=min(count, len(inventory)), random_state=seed)
-    modality = create_modality(dataset["modality"], {}, dataset["layout"])
-    return item_records(rows, modality, dataset, base)
+    inventory = pd.read_parquet(ctx.input("inventory"))
+    rows = inventory.sample(n=min(count, len(inventory)), random_state=ctx.seed)
+    return ctx.records(rows)
 
 
-def measure_latency(dataset: Mapping[str, Any], model_dir: str, inventory_path: str,
-                    tensors_dir: str, output: str, seed: int = 0, samples: int = 50,
-                    batch_size: int = 64, threads: int = 1,
-                    base: Path = Path(".")) -> dict[str, Any]:
+def measure_latency(ctx: RunContext, batch_size: int = 64) -> dict[str, Any]:
     """Write `latency.json`: p50/p95 single-item latency from raw input (decode + forward),
     decode and forward separately, batch throughput, model size and parameter count.
 
     The forward pass is Keras' compiled predict step (`predict_on_batch`), as a server would
-    run it, on `threads` CPU threads (the rule's) or the GPU when one is visible."""
+    run it, on the rule's CPU threads or the GPU when one is visible; `final.latency_items`
+    items are timed."""
     import tensorflow as tf
 
     from dlworkflow.predict import load_model
     from dlworkflow.train import configure_tensorflow
 
-    configure_tensorflow(threads, seed, deterministic=False)
+    configure_tensorflow(ctx.threads, ctx.seed, deterministic=False)
 
+    model_dir = ctx.folder("model")
     model, card = load_model(model_dir)
     settings = card.get("tensors") or {}
-    modality = create_modality(dataset["modality"], {}, dataset["layout"])
-    raw = raw_samples(dataset, inventory_path, tensors_dir, samples, seed, base)
+    modality = ctx.modality
+    raw = raw_samples(ctx, int(ctx.section("final").get("latency_items", 50)))
     if not raw:
-        raise ValueError(f"{inventory_path}: no items to time the model on")
+        raise ValueError(f"{ctx.input('inventory')}: no items to time the model on")
 
     def decode(item: Any) -> Any:
-        if dataset["modality"] == "timeseries":
+        if modality.timed_from_shards:
             return item
         return modality.tensorize(item.read_bytes(), item, settings)
 
     def forward(batch: np.ndarray) -> Any:
-        inputs = _as_input(batch)
+        inputs = modality.model_inputs({"x": batch})
+        if batch.dtype.kind == "U":  # Keras takes strings as a tf string tensor
+            inputs = tf.constant(inputs)
         if len(model.inputs) > 1:  # forecaster with known-future covariates: zeros stand in
             future = model.inputs[1].shape[1:]
             inputs = {"past": inputs, "future": np.zeros((len(batch), *future), np.float32)}
@@ -114,8 +103,7 @@ def measure_latency(dataset: Mapping[str, Any], model_dir: str, inventory_path: 
         "model_bytes": int((Path(model_dir) / "model.keras").stat().st_size),
         "parameters": int(model.count_params()),
         "device": f"GPU ({gpus[0].name})" if gpus else f"CPU ({platform.processor() or platform.machine()})",
-        "threads": threads,
-        "input": "series windows" if dataset["modality"] == "timeseries" else "raw files/texts",
+        "threads": ctx.threads, "input": modality.raw_input,
     }
-    Path(output).write_text(json.dumps(result, indent=2) + "\n")
+    Path(ctx.output("latency")).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -5,7 +5,6 @@ model see the input unchanged; adapted layers are fitted on a fold's training ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -68,44 +67,6 @@ class RandomScaling(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
-
-
-def image_augmentation(settings: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
-    """Flip, rotation, zoom and contrast, each only when its setting is on."""
-    layers: list[keras.layers.Layer] = []
-    if settings.get("flip", "none") != "none":
-        layers.append(keras.layers.RandomFlip(settings["flip"], seed=seed))
-    if settings.get("rotation"):
-        layers.append(keras.layers.RandomRotation(settings["rotation"], seed=seed))
-    if settings.get("zoom"):
-        layers.append(keras.layers.RandomZoom(settings["zoom"], seed=seed))
-    if settings.get("contrast"):
-        layers.append(keras.layers.RandomContrast(settings["contrast"], seed=seed))
-    return layers
-
-
-def audio_augmentation(settings: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
-    """Time/frequency masking, a time shift and noise on spectrograms."""
-    layers: list[keras.layers.Layer] = []
-    if settings.get("time_mask") or settings.get("freq_mask"):
-        layers.append(SpecAugment(settings.get("freq_mask", 0.0), settings.get("time_mask", 0.0),
-                                  seed=seed))
-    if settings.get("shift"):
-        layers.append(keras.layers.RandomTranslation(0.0, settings["shift"], fill_mode="constant",
-                                                     seed=seed))
-    if settings.get("noise"):
-        layers.append(keras.layers.GaussianNoise(settings["noise"], seed=seed))
-    return layers
-
-
-def series_augmentation(settings: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
-    """Jitter (Gaussian noise) and random scaling."""
-    layers: list[keras.layers.Layer] = []
-    if settings.get("jitter"):
-        layers.append(keras.layers.GaussianNoise(settings["jitter"], seed=seed))
-    if settings.get("scaling"):
-        layers.append(RandomScaling(settings["scaling"], seed=seed))
-    return layers
 
 
 def _adaptable(data: Any, dtype: Any) -> Any:

@@ -46,13 +46,13 @@ class LayoutContext:
     """Everything a layout needs besides its own params."""
 
     root: Path  # as configured (relative to the project), used for display
-    task: str
+    task: Any  # the dataset's Task (dlworkflow.tasks): whether and how items are labelled
     extensions: tuple[str, ...]
     exclude: tuple[str, ...] = ()
 
     @property
     def labelled(self) -> bool:
-        return self.task in ("classification", "regression")
+        return bool(self.task.labelled)
 
     def display(self, relative: str) -> str:
         return f"{PurePosixPath(self.root.as_posix()) / relative}"
@@ -133,29 +133,13 @@ def resolve_inside(root: Path, relative: str) -> Path:
     return real
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """True for None, a float NaN and blank strings."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
     return isinstance(value, str) and value.strip() == ""
-
-
-def parse_label(value: Any, task: str) -> Any:
-    """Normalise a label: a stripped string for classification, a float for regression."""
-    if _is_missing(value):
-        raise BadInput("missing label", "missing_label")
-    if task == "regression":
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise BadInput(f"label {value!r} is not a number", "bad_label") from None
-        if not math.isfinite(number):
-            raise BadInput(f"label {value!r} is not a finite number", "bad_label")
-        return number
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
 
 
 def _check_extension(relative: str, ctx: LayoutContext) -> None:
@@ -202,7 +186,7 @@ def discover_folders(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) 
                          "no_class_folder")
             continue
         try:
-            label = parse_label(parts[0], ctx.task) if ctx.labelled else None
+            label = ctx.task.parse_label(parts[0]) if ctx.labelled else None
         except BadInput as exc:
             found.reject(ctx.display(relative), exc.reason, exc.code)
             continue
@@ -224,7 +208,7 @@ def discover_filename_regex(root: Path, layout: Mapping[str, Any], ctx: LayoutCo
             continue
         fields = match.groupdict()
         try:
-            label = parse_label(fields.get("label"), ctx.task) if ctx.labelled else None
+            label = ctx.task.parse_label(fields.get("label")) if ctx.labelled else None
         except BadInput as exc:
             found.reject(ctx.display(relative), exc.reason, exc.code)
             continue
@@ -284,13 +268,13 @@ def discover_manifest(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
         try:
             label = None
             if ctx.labelled:
-                label = parse_label(row.get(columns["label_column"]), ctx.task)
+                label = ctx.task.parse_label(row.get(columns["label_column"]))
             group = row.get(columns["group_column"]) if columns["group_column"] else None
-            group = None if _is_missing(group) else str(group)
+            group = None if is_missing(group) else str(group)
             side = {c: row.get(c) for c in layout.get("side_columns", [])}
             if columns["path_column"]:
                 relative = row.get(columns["path_column"])
-                if _is_missing(relative):
+                if is_missing(relative):
                     raise BadInput(f"row {number}: empty path", "missing_file")
                 relative = str(relative)
                 where = ctx.display(relative)
@@ -302,7 +286,7 @@ def discover_manifest(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
                                         side=side, file=real))
             else:
                 text = row.get(columns["text_column"])
-                payload = b"" if _is_missing(text) else str(text).encode("utf-8")
+                payload = b"" if is_missing(text) else str(text).encode("utf-8")
                 item_id = str(row.get(columns["id_column"])) if columns["id_column"] \
                     else f"row-{number:06d}"
                 found.items.append(Item(id=item_id, path=where, label=label, group=group,
@@ -347,7 +331,7 @@ def discover_delimited(root: Path, layout: Mapping[str, Any], ctx: LayoutContext
                 except UnicodeDecodeError as exc:
                     raise BadInput(f"field {name!r} is not valid {encoding} at byte offset "
                                    f"{exc.start}", "not_utf8") from None
-            label = parse_label(decoded.get("label"), ctx.task) if ctx.labelled else None
+            label = ctx.task.parse_label(decoded.get("label")) if ctx.labelled else None
             side = {k: v for k, v in decoded.items() if k not in RESERVED_FIELDS}
             found.items.append(Item(id=decoded.get("id") or f"line-{number:06d}", path=where,
                                     label=label, group=decoded.get("group") or None, side=side,
@@ -360,7 +344,7 @@ def discover_delimited(root: Path, layout: Mapping[str, Any], ctx: LayoutContext
 def _single_value(frame: pd.DataFrame, column: str | None, what: str) -> str | None:
     if not column:
         return None
-    values = [v for v in frame[column].unique() if not _is_missing(v)]
+    values = [v for v in frame[column].unique() if not is_missing(v)]
     if len(values) > 1:
         raise BadInput(f"{what} column {column!r} has {len(values)} different values in one series",
                        "inconsistent_series")
@@ -389,8 +373,8 @@ def discover_long_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
         try:
             label = None
             if ctx.labelled:
-                label = parse_label(_single_value(frame, layout.get("label_column"), "label"),
-                                    ctx.task)
+                label = ctx.task.parse_label(
+                    _single_value(frame, layout.get("label_column"), "label"))
             group = _single_value(frame, layout.get("group_column"), "group")
         except BadInput as exc:
             found.reject(where, f"series {series_id!r}: {exc.reason}", exc.code, series_id)
@@ -417,16 +401,16 @@ def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
         item_id = str(row[named["id_column"]]) if named["id_column"] else f"row-{number:06d}"
         where = f"{ctx.display(layout['file'])}:{number}"
         try:
-            label = parse_label(row.get(named["label_column"]), ctx.task) if ctx.labelled else None
+            label = ctx.task.parse_label(row.get(named["label_column"])) if ctx.labelled else None
         except BadInput as exc:
             found.reject(where, f"row {number}: {exc.reason}", exc.code, item_id)
             continue
         group = row.get(named["group_column"]) if named["group_column"] else None
         # an empty cell must stay a row (a blank line would vanish from a one-column CSV)
-        cells = ("nan" if _is_missing(row[c]) else str(row[c]) for c in values)
+        cells = ("nan" if is_missing(row[c]) else str(row[c]) for c in values)
         payload = ("value\n" + "\n".join(cells) + "\n").encode("utf-8")
         found.items.append(Item(id=item_id, path=where, label=label,
-                                group=None if _is_missing(group) else str(group), payload=payload))
+                                group=None if is_missing(group) else str(group), payload=payload))
     return found
 
 

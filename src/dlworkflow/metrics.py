@@ -1,6 +1,9 @@
-"""Every metric the project reports, and the choice of the primary metric before modelling.
+"""Every metric the project reports, computed one way for baselines, networks and the test:
+`score` applies the choice in `intake/metric.json` to one set of predictions, and
+`prediction_frame` lays predictions out as every step stores them.
 
-One module so that baselines, networks and the final test compute a metric the same way.
+The choice of the primary metric before modelling lives in `dlworkflow.choice` (each task
+proposes its candidates).
 """
 
 from __future__ import annotations
@@ -100,101 +103,53 @@ def compute(name: str, y_true: Sequence[Any], y_pred: Sequence[Any] | None = Non
     return float(functions[name]())
 
 
-def _entry(name: str, **params: Any) -> dict[str, Any]:
-    metric = METRICS[name]
-    return {"name": name, "greater_is_better": metric.greater_is_better, "needs": metric.needs,
-            "description": metric.description, **({"params": params} if params else {})}
+def metric_names(choice: Mapping[str, Any]) -> list[str]:
+    """The primary metric first, then the secondary ones."""
+    return [choice["primary"]["name"], *(m["name"] for m in choice.get("secondary", []))]
 
 
-def choose_metric(task: str, labels: pd.Series | None, settings: Mapping[str, Any],
-                  frequency: str | None = None) -> dict[str, Any]:
-    """Pick the primary and secondary metrics from the task and the target's distribution.
+def score(choice: Mapping[str, Any], y_true: Sequence[Any], y_pred: Sequence[Any],
+          proba: np.ndarray | None = None, classes: Sequence[str] = (),
+          history: np.ndarray | None = None) -> dict[str, float]:
+    """Every chosen metric for one set of predictions.
 
-    Returns what `intake/metric.json` holds, with a rationale sentence.
+    Classification: labels as strings, `proba` (n, classes) for score-based metrics.
+    Forecasting: `y_true`/`y_pred` are (windows, horizon) and `history` (windows, lookback)
+    gives each window's own MASE scale; the windows' MASE values are averaged.
     """
-    minority_share = float(settings.get("imbalance_share", 0.2))
-    beta = float(settings.get("beta", 1.0))
-    override = settings.get("metric")
-    out: dict[str, Any] = {"task": task}
-    if task == "classification":
-        counts = labels.astype(str).value_counts()
-        counts = counts.sort_values(ascending=False, kind="stable")
-        shares = counts / counts.sum()
-        out.update(classes=len(counts), class_counts={k: int(v) for k, v in counts.items()},
-                   imbalance_ratio=float(counts.iloc[0] / counts.iloc[-1]))
-        minority, share = str(shares.index[-1]), float(shares.iloc[-1])
-        if len(counts) == 2:
-            chosen_positive = settings.get("positive_label")
-            if chosen_positive is not None and str(chosen_positive) not in counts.index:
-                raise ValueError(f"intake.positive_label: {chosen_positive!r} is not a class "
-                                 f"({', '.join(counts.index)})")
-            minority = str(chosen_positive) if chosen_positive is not None else minority
-            share = float(shares[minority])
-            out["positive_label"] = minority
-        if len(counts) == 2 and settings.get("ranking"):
-            primary, secondary = _entry("roc_auc"), [_entry("pr_auc"), _entry("accuracy")]
-            why = ("intake.ranking is true: the scores will be used to rank items, so ROC AUC "
-                   "(threshold-free ordering quality) is primary; PR AUC follows the positive "
-                   f"class '{minority}'.")
-        elif len(counts) == 2 and share < minority_share:
-            primary = _entry("f_beta", beta=beta, positive_label=minority)
-            secondary = [_entry("pr_auc"), _entry("balanced_accuracy"), _entry("accuracy")]
-            why = (f"Imbalanced binary task: '{minority}' is {share:.1%} of items (under "
-                   f"intake.imbalance_share {minority_share:.0%}), so always predicting "
-                   f"'{shares.index[0]}' would already score {1 - share:.1%} accuracy. "
-                   f"F{beta:g} of '{minority}' measures the rare class directly and PR AUC "
-                   "summarises it over all thresholds.")
-        elif out["imbalance_ratio"] <= 1.5 or share >= minority_share:
-            primary, secondary = _entry("accuracy"), [_entry("macro_f1")]
-            if len(counts) == 2:
-                secondary.append(_entry("roc_auc"))
-            why = (f"{len(counts)} classes, roughly balanced (largest/smallest = "
-                   f"{out['imbalance_ratio']:.2f}): accuracy is meaningful and easy to read; "
-                   "macro-F1 guards against a weak class hiding in the average.")
-        else:
-            primary, secondary = _entry("macro_f1"), [_entry("balanced_accuracy"),
-                                                      _entry("accuracy")]
-            why = (f"{len(counts)} classes with imbalance ratio {out['imbalance_ratio']:.1f} "
-                   f"(smallest '{minority}' at {share:.1%}): macro-F1 counts every class equally,"
-                   " where accuracy would be dominated by the large classes.")
-    elif task == "regression":
-        primary, secondary = _entry("rmse"), [_entry("mae")]
-        why = ("Regression: RMSE is primary (penalises large errors, in the target's units); "
-               "MAE is reported beside it as the typical error.")
-    elif task == "forecasting":
-        season = season_length(frequency)
-        out.update(frequency=frequency, season=season)
-        primary, secondary = _entry("mase", season=season), [_entry("smape"), _entry("mae")]
-        why = (f"Forecasting at frequency {frequency or 'unknown'}: MASE scales the error by "
-               f"the seasonal-naive forecast (season {season}), so below 1 beats repeating last "
-               "season and scores compare across series; sMAPE is reported as a percentage.")
-    else:
-        raise ValueError(f"unknown task {task!r}")
-    if override:
-        if override not in METRICS:
-            raise ValueError(f"intake.metric: {override!r} is not one of {', '.join(METRICS)}")
-        chosen = primary
-        primary = _entry(override, **({"beta": beta, "positive_label": out.get("positive_label")}
-                                      if override == "f_beta" else {}))
-        secondary = [m for m in (chosen, *secondary) if m["name"] != override]
-        why = (f"intake.metric sets {override} as the primary metric (overriding the automatic "
-               f"choice, {chosen['name']}). The automatic reasoning was: {why}")
-    out.update(primary=primary, secondary=secondary, rationale=why)
+    positive = choice.get("positive_label")
+    beta = float((choice["primary"].get("params") or {}).get("beta", 1.0))
+    season = int(choice.get("season", 1))
+    scores = None
+    if proba is not None and positive is not None and positive in list(classes):
+        scores = np.asarray(proba)[:, list(classes).index(positive)]
+    out: dict[str, float] = {}
+    for name in metric_names(choice):
+        if METRICS[name].needs == "scores" and scores is None:
+            continue
+        if name == "mase" and history is not None:
+            values = [compute("mase", t, p, history=h, season=season)
+                      for t, p, h in zip(np.asarray(y_true), np.asarray(y_pred), history, strict=True)]
+            out[name] = float(np.mean(values))
+        else:  # a forecast's (window, step) pairs count one each
+            out[name] = compute(name, np.ravel(y_true), np.ravel(y_pred), scores=scores,
+                                positive_label=positive, beta=beta, season=season)
     return out
 
 
-def write_metric_choice(task: str, inventory_path: str, settings: Mapping[str, Any],
-                        output: str) -> dict[str, Any]:
-    """Choose the metric from the inventory's target and write `intake/metric.json`."""
-    import json
-    from pathlib import Path
-
-    inventory = pd.read_parquet(inventory_path)
-    frequency = None
-    if task == "forecasting" and "frequency" in inventory and len(inventory):
-        frequency = inventory["frequency"].dropna().astype(str).mode().iloc[0]
-    labels = inventory["label"] if task == "classification" else None
-    choice = choose_metric(task, labels, settings, frequency)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
-    return choice
+def prediction_frame(ids: Sequence[str], fold: int, model: str, y_true: Any, y_pred: Any,
+                     proba: np.ndarray | None = None, classes: Sequence[str] = ()) -> pd.DataFrame:
+    """Out-of-fold predictions: one row per item (classification, regression) or per
+    (window, horizon step) for forecasting, with class probabilities as p_<class> columns."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim == 2:  # forecasting: long format
+        steps = y_true.shape[1]
+        return pd.DataFrame({"id": np.repeat(np.asarray(ids), steps), "fold": fold, "model": model,
+                             "step": np.tile(np.arange(1, steps + 1), len(ids)),
+                             "y_true": y_true.ravel(), "y_pred": y_pred.ravel()})
+    frame = pd.DataFrame({"id": np.asarray(ids), "fold": fold, "model": model,
+                          "y_true": y_true, "y_pred": y_pred})
+    if proba is not None:
+        for number, name in enumerate(classes):
+            frame[f"p_{name}"] = np.asarray(proba)[:, number]
+    return frame

@@ -17,6 +17,7 @@ import pandas as pd
 
 from dlworkflow.items import Item
 from dlworkflow.modalities import create_modality
+from dlworkflow.tasks import get_task
 
 
 def load_model(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -30,23 +31,22 @@ def load_model(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return keras.saving.load_model(model_dir / "model.keras"), card
 
 
-def raw_inputs(card: dict[str, Any], inputs: Sequence[str | Path]) -> np.ndarray:
-    """Decode raw files (or, for text, strings that are not existing files) as the shards do."""
+def raw_inputs(card: dict[str, Any], inputs: Sequence[str | Path]) -> Any:
+    """Decode raw files (or, for a modality that takes inline text, strings that are not
+    existing files) as the shards do, into what the model takes."""
     modality = create_modality(card["modality"], {}, card.get("layout") or {})
     arrays = []
     for number, value in enumerate(inputs):
         path = Path(value)
         if isinstance(value, Path) or (len(str(value)) < 4096 and path.is_file()):
             data, name = path.read_bytes(), str(path)
-        elif card["modality"] == "text":
+        elif modality.inline_text:
             data, name = str(value).encode("utf-8"), f"text-{number}"
         else:
             raise FileNotFoundError(f"{value}: no such file")
         arrays.append(modality.tensorize(data, Item(name, name), card.get("tensors") or {}))
-    if card["modality"] == "text":
-        return np.asarray(arrays, dtype=str)
-    batch = np.stack(arrays)
-    return batch if batch.dtype == np.uint8 else batch.astype(np.float32)
+    batch = np.asarray(arrays, dtype=str) if isinstance(arrays[0], str) else np.stack(arrays)
+    return modality.model_inputs({"x": batch})
 
 
 def predict(model_dir: str | Path, inputs: Sequence[str | Path],
@@ -60,14 +60,6 @@ def predict(model_dir: str | Path, inputs: Sequence[str | Path],
     batches = tf.data.Dataset.from_tensor_slices(raw_inputs(card, inputs)).batch(batch_size)
     output = np.asarray(model.predict(batches, verbose=0))
     frame = pd.DataFrame({"input": [str(i) for i in inputs]})
-    if card["task"] == "classification":
-        from dlworkflow.final import decide
-
-        classes = np.asarray(card["classes"])
-        # the final model's card carries the tuned decision threshold of a binary task
-        frame["prediction"] = decide(output, classes, card.get("threshold"))
-        for number, name in enumerate(classes):
-            frame[f"p_{name}"] = output[:, number]
-    else:
-        frame["prediction"] = output[:, 0]
+    for column, values in get_task(card["task"]).prediction_columns(output, card).items():
+        frame[column] = values
     return frame

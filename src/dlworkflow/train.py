@@ -4,6 +4,8 @@ One Snakemake job per fold (`gpu=1`, TF threads from the rule). Preprocessing la
 adapted on the fold's training rows and saved inside the model, so `nn/fold-<k>/model.keras`
 takes what the shards hold and `dlworkflow.predict` takes raw files. A killed job resumes
 from its last finished epoch (`BackupAndRestore`); DVCLive logs every epoch for `dvc plots`.
+The task gives the output layer, the loss, the target scale and the scoring; the modality
+gives the preprocessing, the augmentation and the conversion of stored arrays to inputs.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dlworkflow.data import IN_MEMORY_BYTES, encode_targets, load_arrays, make_dataset, resampled, select
+from dlworkflow.context import RunContext
+from dlworkflow.data import IN_MEMORY_BYTES, Part, load_arrays, make_dataset, resampled, shard_bytes
 from dlworkflow.errors import ConfigError
-from dlworkflow.evaluate import prediction_frame, score, write_fold_metrics
-from dlworkflow.modalities import create_modality
+from dlworkflow.evaluate import write_fold_metrics
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,10 @@ def distribution(settings: Mapping[str, Any]) -> tuple[Any, int]:
     return strategy, int(strategy.num_replicas_in_sync)
 
 
+
 def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> str:
-    """`train.architecture`, or the modality's first network for the task when `auto`."""
+    """`train.architecture`, or the modality's first network for the task (by name) when
+    `auto`."""
     available = modality.networks.get(task, ())
     name = settings.get("architecture", "auto")
     if name == "auto":
@@ -89,30 +93,6 @@ def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> s
                           f"choose one of: auto, {', '.join(available)}")
     return name
 
-
-def class_weights(settings: Mapping[str, Any], labels: pd.Series,
-                  classes: tuple[str, ...]) -> dict[int, float] | None:
-    """Keras class_weight from `train.class_weight`: none, balanced, or {class: weight}."""
-    choice = settings.get("class_weight", "none")
-    if not classes or choice in (None, "none"):
-        return None
-    if choice == "balanced":
-        counts = labels.astype(str).value_counts()
-        return {i: float(len(labels) / (len(classes) * counts.get(c, 1))) for i, c in enumerate(classes)}
-    unknown = sorted(set(map(str, choice)) - set(classes))
-    if unknown:
-        raise ConfigError(f"train.class_weight: {', '.join(unknown)} not among the classes "
-                          f"({', '.join(classes)})")
-    return {i: float(choice.get(c, 1.0)) for i, c in enumerate(classes)}
-
-
-def sequence_length(settings: Mapping[str, Any], stats_path: str | None) -> int:
-    """`train.text.sequence_length`, or the 95th percentile of words from tensors/stats.json."""
-    value = (settings.get("text") or {}).get("sequence_length", "auto")
-    if value != "auto":
-        return int(value)
-    stats = json.loads(Path(stats_path).read_text()) if stats_path else {}
-    return int(np.clip(stats.get("suggested_sequence_length", 64), 8, 512))
 
 
 def _live(directory: str, resume: bool):
@@ -136,91 +116,114 @@ def _live(directory: str, resume: bool):
             dvclive.live.get_dvc_repo = lookup
 
 
-def _callbacks(settings: Mapping[str, Any], out_dir: Path, backup: Path, phase: str,
-               schedule: list[float] | None = None) -> list:
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one network trains: where it writes, for how long, and at what rates.
+
+    `schedule` (one learning rate per epoch) replaces early stopping and plateaus when there
+    is no validation part (the final model)."""
+
+    out: Path
+    backup: Path
+    epochs: int
+    schedule: list[float] | None = None
+
+    def phase(self, epochs: int, rate: float) -> Schedule:
+        """The same run for a second phase (fine-tuning) at a fixed rate when scheduled."""
+        return replace(self, epochs=epochs,
+                       schedule=None if self.schedule is None else [rate] * epochs)
+
+
+def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str) -> list:
     """Early stopping and learning-rate reduction on the validation loss, or, without a
-    validation part (the final model), a replayed learning-rate `schedule`."""
+    validation part (the final model), a replayed learning-rate schedule."""
     import keras
     from dvclive.keras import DVCLiveCallback
 
     patience = int(settings.get("patience", 6))
-    live = _live(str(out_dir / "dvclive"), resume=(backup / phase).exists())
-    if schedule is None:
+    live = _live(str(run.out / "dvclive"), resume=(run.backup / phase).exists())
+    if run.schedule is None:
         steering = [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                           restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                               patience=max(1, patience // 3), min_lr=1e-6)]
     else:
-        rates = [float(rate) for rate in schedule]
+        rates = [float(rate) for rate in run.schedule]
         steering = [keras.callbacks.LearningRateScheduler(
             lambda epoch, rate: rates[min(epoch, len(rates) - 1)])]
     return [
-        keras.callbacks.BackupAndRestore(str(backup / phase)),
+        keras.callbacks.BackupAndRestore(str(run.backup / phase)),
         *steering,
-        keras.callbacks.CSVLogger(str(out_dir / f"history-{phase}.csv"), append=True),
+        keras.callbacks.CSVLogger(str(run.out / f"history-{phase}.csv"), append=True),
         DVCLiveCallback(live=live),
     ]
 
 
-def _loss(task: str):
-    import keras
-
-    if task == "classification":
-        return keras.losses.SparseCategoricalCrossentropy(), ["accuracy"]
-    return keras.losses.MeanSquaredError(), ["mae"]
-
-
+@dataclass
 class FoldData:
     """The fold's training stream, validation arrays, and what the builders need to know.
 
-    `fold=None` is the final model's data: every trainval row trains (the sample of
-    `intake.sample` does not apply), and there is no validation part (`valid_set` is None).
+    Made by `FoldData.load`; `fold=None` is the final model's data: every trainval row
+    trains (the sample of `intake.sample` does not apply), and there is no validation part
+    (`valid_set` is None).
     """
 
-    def __init__(self, task: str, tensors_dir: str, fold: int | None, gap: int,
-                 batch_size: int, seed: int, resample: str = "none") -> None:
+    task: Any
+    modality: Any
+    batch_size: int
+    resample: str
+    train_rows: pd.DataFrame
+    in_memory: bool
+    train_arrays: dict[str, Any] | None
+    valid: dict[str, Any]
+    train: Any = None
+    valid_set: Any = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.valid["classes"]
+
+    @classmethod
+    def load(cls, ctx: RunContext, folder: str, fold: int | None, batch_size: int,
+             seed: int) -> FoldData:
+        """Read the fold's rows from the shards (or cached embeddings) in `folder`."""
         import tensorflow as tf
 
-        self.task = task
-        self.batch_size = batch_size
-        self.resample = resample if task == "classification" else "none"
-        part = "train" if fold is not None else "trainval"
-        index = pd.read_parquet(Path(tensors_dir) / "index.parquet")
-        self.train_rows = select(index, fold, part, gap)
-        shards = sorted(self.train_rows["shard"].unique())
-        size = sum((Path(tensors_dir) / f"{s}.npz").stat().st_size for s in shards)
-        self.in_memory = task == "forecasting" or size <= IN_MEMORY_BYTES
-        self.train_arrays = load_arrays(tensors_dir, fold, part, gap) if self.in_memory else None
+        task = ctx.task
+        part = Part(task, folder, fold, "train" if fold is not None else "trainval", ctx.gap)
+        train_rows = part.rows(part.index())
+        shards = sorted(train_rows["shard"].unique())
+        in_memory = task.always_in_memory() or shard_bytes(folder, shards) <= IN_MEMORY_BYTES
+        train_arrays = load_arrays(part) if in_memory else None
         if fold is not None:
-            self.valid = load_arrays(tensors_dir, fold, "valid", gap)
+            valid = load_arrays(replace(part, name="valid"))
         else:  # no validation part: keep the first training shard's rows as a shape example
-            self.valid = self.train_arrays or load_arrays(tensors_dir, None, "trainval", gap,
-                                                          shards=shards[:1])
-        self.classes = self.valid["classes"]
-        if self.train_arrays is not None:
-            self.train = self._from_arrays(self.train_arrays, batch_size, seed)
+            valid = train_arrays or load_arrays(part, shards=shards[:1])
+        data = cls(task, ctx.modality, batch_size,
+                   task.resampling(str(ctx.section("train").get("resample", "none"))),
+                   train_rows, in_memory, train_arrays, valid)
+        if train_arrays is not None:
+            data.train = data._from_arrays(train_arrays, seed)
         else:
-            self.train = make_dataset(tensors_dir, fold, part, batch_size, shuffle=True,
-                                      seed=seed, gap=gap, in_memory=False)
-            self.train = self.train.map(lambda x, y: (_as_float(x), y))
-            if self.resample != "none":
-                labels = encode_targets(self.train_rows, self.classes)
-                self.train = resampled(self.train.unbatch(), labels, len(self.classes),
-                                       self.resample, seed).batch(batch_size)
-        self.valid_inputs = self.inputs(self.valid)
-        self.valid_set = None if fold is None else tf.data.Dataset.from_tensor_slices(
-            (self.valid_inputs, self.valid["y"])).batch(batch_size)
+            data.train = make_dataset(part, batch_size, shuffle=True, seed=seed, in_memory=False)
+            data.train = data.train.map(lambda x, y: (_as_float(x), y))
+            if data.resample != "none":
+                labels = task.encode_targets(train_rows, data.classes)
+                data.train = resampled(data.train.unbatch(), labels, len(data.classes),
+                                       data.resample, seed).batch(batch_size)
+        if fold is not None:
+            data.valid_set = tf.data.Dataset.from_tensor_slices(
+                (data.inputs(valid), valid["y"])).batch(batch_size)
+        return data
 
-    @staticmethod
-    def inputs(arrays: Mapping[str, Any]) -> Any:
-        x = arrays["x"]
-        x = x if x.dtype.kind in "U" or x.dtype == np.uint8 else x.astype(np.float32)
-        if arrays.get("x_future") is not None and arrays["x_future"].shape[-1]:
-            return {"past": x, "future": arrays["x_future"].astype(np.float32)}
-        return x
+    def inputs(self, arrays: Mapping[str, Any]) -> Any:
+        """Model inputs of stored arrays (the modality's one conversion)."""
+        return self.modality.model_inputs(arrays)
 
-    def _from_arrays(self, arrays: Mapping[str, Any], batch_size: int, seed: int):
+    def _from_arrays(self, arrays: Mapping[str, Any], seed: int):
         import tensorflow as tf
 
         dataset = tf.data.Dataset.from_tensor_slices((self.inputs(arrays), arrays["y"]))
@@ -229,7 +232,7 @@ class FoldData:
         else:
             dataset = dataset.shuffle(len(arrays["ids"]), seed=seed,
                                       reshuffle_each_iteration=True)
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
 
     def adapt_x(self) -> Any:
         """Training inputs to adapt preprocessing layers on (arrays, or the x of the stream)."""
@@ -238,16 +241,9 @@ class FoldData:
             return inputs["past"] if isinstance(inputs, dict) else inputs
         return self.train.map(lambda x, y: x)
 
-    def target_stats(self, task: str) -> tuple[float, float]:
+    def target_stats(self) -> tuple[float, float]:
         """(offset, scale) that map a unit-variance output to the fold's targets (train rows)."""
-        if task == "classification":
-            return 0.0, 1.0
-        if task == "forecasting":
-            arrays = self.train_arrays
-            change = arrays["y"] - arrays["x"][:, -1:, 0]
-            return 0.0, float(np.std(change) or 1.0)
-        values = self.train_rows["label"].astype(float)
-        return float(values.mean()), float(values.std(ddof=0) or 1.0)
+        return self.task.target_stats(self.train_arrays, self.train_rows)
 
 
 def _as_float(x):
@@ -256,39 +252,35 @@ def _as_float(x):
     return tf.cast(x, tf.float32) if x.dtype == tf.float16 else x
 
 
-def _spec(dataset: Mapping[str, Any], modality: Any, settings: Mapping[str, Any],
-          augment: Mapping[str, Any], data: FoldData, seed: int, stats_path: str | None):
+def _spec(ctx: RunContext, data: FoldData, seed: int):
     from dlworkflow.models.networks import NetworkSpec
 
-    task = dataset["task"]
+    settings = ctx.section("train")
     x = data.valid["x"]
-    layer_settings = dict(settings.get("text") or {})
-    if dataset["modality"] == "text":
-        layer_settings["sequence_length"] = sequence_length(settings, stats_path)
-    preprocessing = modality.preprocessing(data.adapt_x(), layer_settings)
-    offset, scale = data.target_stats(task)
-    outputs = (len(data.classes) if task == "classification"
-               else data.valid["y"].shape[1] if task == "forecasting" else 1)
+    layer_settings = ctx.modality.layer_settings(settings, ctx.inputs.get("stats"))
+    preprocessing = ctx.modality.preprocessing(data.adapt_x(), layer_settings)
+    offset, scale = data.target_stats()
     future = data.valid.get("x_future")
+    augment = ctx.section("augment").get(ctx.modality.name) or {}
     return NetworkSpec(
-        task=task, input_shape=tuple(x.shape[1:]),
-        input_dtype="uint8" if x.dtype == np.uint8 else "float32", outputs=outputs,
+        task=ctx.task, input_shape=tuple(x.shape[1:]),
+        input_dtype="uint8" if x.dtype == np.uint8 else "float32",
+        outputs=ctx.task.network_outputs(data.classes, data.valid["y"]),
         settings=settings, preprocessing=preprocessing,
-        augmentation=modality.augmentation(augment.get(dataset["modality"]) or {}, seed),
+        augmentation=ctx.modality.augmentation(augment, seed),
         target_offset=offset, target_scale=scale,
         future_shape=tuple(future.shape[1:]) if future is not None else None, seed=seed)
 
 
-def _fit(model, data: FoldData, settings: Mapping[str, Any], out_dir: Path, backup: Path,
-         phase: str, learning_rate: float, epochs: int, weights: dict | None,
-         schedule: list[float] | None = None):
+def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phase: str,
+         learning_rate: float, weights: dict | None):
     import keras
 
-    loss, metrics = _loss(data.task)
+    loss, metrics = data.task.loss()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
-    history = model.fit(data.train, validation_data=data.valid_set, epochs=epochs,
+    history = model.fit(data.train, validation_data=data.valid_set, epochs=run.epochs,
                         class_weight=weights, verbose=2, shuffle=False,
-                        callbacks=_callbacks(settings, out_dir, backup, phase, schedule))
+                        callbacks=_callbacks(settings, run, phase))
     return history.history
 
 
@@ -309,28 +301,26 @@ def _unfreeze_last(model, count: int) -> int:
     return len(layers[-count:])
 
 
-def _head_on_embeddings(spec, features: Mapping[str, Any] | None, features_dir: str,
-                        fold: int | None, gap: int, batch_size: int, seed: int, out: Path,
-                        backup: Path, task: str, settings: Mapping[str, Any], epochs: int,
-                        schedule: list[float] | None):
+def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int,
+                        run: Schedule):
     """Fit the transfer head on the fold's cached embeddings (fast: the backbone ran once in
     the features step), then build the full model: the same frozen backbone with that head,
     so the saved model still takes images."""
-    from dataclasses import replace
-
     from dlworkflow.models.networks import build_network, embedding_head
 
-    embedded = FoldData(task, features_dir, fold, gap, batch_size, seed + (fold or 0),
-                        str(settings.get("resample", "none")))
+    settings = ctx.section("train")
+    features = ctx.section("features")
+    embedded = FoldData.load(ctx, ctx.folder("features"), fold, batch_size,
+                             ctx.seed + (fold or 0))
     head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
                         input_dtype="float32", preprocessing=(), augmentation=())
     head = embedding_head(head_spec)
-    weights = (class_weights(settings, embedded.train_rows["label"], embedded.classes)
-               if task == "classification" else None)
-    history = _fit(head, embedded, settings, out, backup, "train",
-                   float(settings.get("learning_rate", 1e-3)), epochs, weights, schedule)
-    transfer = {"backbone": (features or {}).get("extractor") or "mobilenet_v3_small",
-                "weights": (features or {}).get("weights", "imagenet")}
+    weights = ctx.task.class_weights(settings.get("class_weight", "none"),
+                                     embedded.train_rows, embedded.classes)
+    history = _fit(head, embedded, settings, run, "train",
+                   float(settings.get("learning_rate", 1e-3)), weights)
+    transfer = {"backbone": features.get("extractor") or "mobilenet_v3_small",
+                "weights": features.get("weights", "imagenet")}
     full = build_network("image_transfer", replace(spec, settings={**spec.settings,
                                                                    "transfer": transfer},
                                                    extra={**spec.extra, "head": head}))
@@ -350,42 +340,35 @@ class Trained:
     replicas: int = 1
 
 
-def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Mapping[str, Any],
-           tensors_dir: str, fold: int | None, seed: int, gap: int, threads: int, out: Path,
-           stats_path: str | None, features_dir: str | None,
-           features: Mapping[str, Any] | None, epochs: int,
-           schedule: list[float] | None = None) -> Trained:
+def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
+                  schedule: list[float] | None = None) -> Trained:
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
     following `schedule` (one learning rate per epoch) instead of early stopping."""
     from dlworkflow.models.networks import build_network
 
+    settings = ctx.section("train")
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
-    backup = backup_dir(out)
-    gpus = configure_tensorflow(threads, seed + (fold or 0),
-                                bool(settings.get("deterministic", True)))
-    task = dataset["task"]
-    modality = create_modality(dataset["modality"], {}, dataset["layout"])
-    architecture = architecture_for(modality, task, settings)
+    run = Schedule(out, backup_dir(out), epochs, schedule)
+    seed = ctx.seed + (fold or 0)
+    gpus = configure_tensorflow(ctx.threads, seed, bool(settings.get("deterministic", True)))
+    architecture = architecture_for(ctx.modality, ctx.task.name, settings)
     strategy, replicas = distribution(settings)
     batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
-    data = FoldData(task, tensors_dir, fold, gap, batch_size, seed + (fold or 0),
-                    str(settings.get("resample", "none")))
+    data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")
     with strategy.scope():  # variables made here are mirrored on every replica
-        spec = _spec(dataset, modality, settings, augment, data, seed + (fold or 0), stats_path)
-        cached = bool(features_dir) and architecture == "image_transfer"
+        spec = _spec(ctx, data, seed)
+        cached = bool(ctx.folder("features")) and architecture == "image_transfer"
         if cached:  # train the head on the cached embeddings, then put the backbone in front
-            model, history = _head_on_embeddings(spec, features, features_dir, fold, gap,
-                                                 batch_size, seed, out, backup, task, settings,
-                                                 epochs, schedule)
+            model, history = _head_on_embeddings(ctx, spec, fold, batch_size, run)
         else:
             model = build_network(architecture, spec)
-        weights = (class_weights(settings, data.train_rows["label"], data.classes)
-                   if task == "classification" else None)
+        weights = ctx.task.class_weights(settings.get("class_weight", "none"),
+                                         data.train_rows, data.classes)
         log.info("%s: %s, %d training and %d validation rows, %s, %s, %d parameters",
                  "final" if fold is None else f"fold {fold}", architecture, len(data.train_rows),
                  0 if fold is None else len(data.valid["ids"]),
@@ -394,33 +377,33 @@ def _train(dataset: Mapping[str, Any], settings: Mapping[str, Any], augment: Map
         if replicas > 1:
             log.info("MirroredStrategy over %d devices: global batch %d", replicas, batch_size)
         if not cached:
-            history = _fit(model, data, settings, out, backup, "train",
-                           float(settings.get("learning_rate", 1e-3)), epochs, weights, schedule)
+            history = _fit(model, data, settings, run, "train",
+                           float(settings.get("learning_rate", 1e-3)), weights)
         if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
             opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
             log.info("fine-tuning the last %d backbone layers", opened)
             tune_epochs = int(settings.get("fine_tune_epochs", 5))
             tune_rate = float(settings.get("fine_tune_learning_rate", 1e-5))
-            tuned = _fit(model, data, settings, out, backup, "fine_tune", tune_rate, tune_epochs,
-                         weights, None if schedule is None else [tune_rate] * tune_epochs)
+            tuned = _fit(model, data, settings, run.phase(tune_epochs, tune_rate), "fine_tune",
+                         tune_rate, weights)
             history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
         model.save(out / "model.keras")
-        shutil.rmtree(backup, ignore_errors=True)  # finished: a rerun starts from scratch
-        if backup.parent.exists() and not any(backup.parent.iterdir()):
-            backup.parent.rmdir()
+        shutil.rmtree(run.backup, ignore_errors=True)  # finished: a rerun starts from scratch
+        if run.backup.parent.exists() and not any(run.backup.parent.iterdir()):
+            run.backup.parent.rmdir()
         return Trained(model, history, spec, architecture, data, gpus, replicas)
 
 
-def model_card(dataset: Mapping[str, Any], trained: Trained,
-               tensor_settings: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
+def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any]:
     """What `model.json` says: enough to decode raw inputs and read the outputs."""
     import keras
 
+    dataset = ctx.dataset
     return {"dataset": dataset.get("description", ""), "modality": dataset["modality"],
             "task": dataset["task"], "architecture": trained.architecture,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
-            "tensors": dict((tensor_settings or {}).get(dataset["modality"]) or {}),
+            "tensors": dict(ctx.section("tensors").get(dataset["modality"]) or {}),
             "keras": keras.__version__}
 
 
@@ -436,37 +419,21 @@ def backup_dir(out_dir: str | Path) -> Path:
     return out.parent.parent / ".backup" / f"{out.parent.name}-{out.name}"
 
 
-def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
-               augment: Mapping[str, Any], choice_path: str, tensors_dir: str, fold: int,
-               seed: int, gap: int, threads: int, out_dir: str,
-               stats_path: str | None = None,
-               tensor_settings: Mapping[str, Any] | None = None,
-               features_dir: str | None = None,
-               features: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
     """Train one fold; write model.keras, model.json, metrics.json, predictions.parquet and
-    history.csv (plus dvclive/) into out_dir."""
+    history.csv (plus dvclive/) into the fold's folder (the rule's `out_dir`)."""
     started = time.time()
-    out = Path(out_dir)
-    trained = _train(dataset, settings, augment, tensors_dir, fold, seed, gap, threads, out,
-                     stats_path, features_dir, features, int(settings.get("epochs", 30)))
+    out = Path(ctx.values.get("out_dir") or ctx.folder("model", output=True))
+    trained = train_network(ctx, fold, out, int(ctx.section("train").get("epochs", 30)))
     model, history, data, architecture = (trained.model, trained.history, trained.data,
                                           trained.architecture)
-    task = dataset["task"]
-    choice = json.loads(Path(choice_path).read_text())
+    task = ctx.task
+    choice = json.loads(Path(ctx.input("metric")).read_text())
     prediction = np.asarray(model.predict(data.valid_set, verbose=0))
     valid = data.valid
-    if task == "classification":
-        classes = np.asarray(data.classes)
-        y_true, y_pred, proba = classes[valid["y"]], classes[prediction.argmax(axis=1)], prediction
-        metrics = score(choice, y_true, y_pred, proba, data.classes)
-        frame = prediction_frame(valid["ids"], fold, architecture, y_true, y_pred, proba,
-                                 data.classes)
-    elif task == "forecasting":
-        metrics = score(choice, valid["y"], prediction, history=valid["x"][:, :, 0])
-        frame = prediction_frame(valid["ids"], fold, architecture, valid["y"], prediction)
-    else:
-        metrics = score(choice, valid["y"], prediction[:, 0])
-        frame = prediction_frame(valid["ids"], fold, architecture, valid["y"], prediction[:, 0])
+    metrics, frame = task.fold_scores(choice, valid, task.decide(prediction, data.classes),
+                                      task.probabilities(prediction, data.classes),
+                                      data.classes, fold, architecture)
     losses = history.get("val_loss", [])
     best = int(np.argmin(losses)) + 1 if losses else 0
     details = {
@@ -481,7 +448,7 @@ def train_fold(dataset: Mapping[str, Any], settings: Mapping[str, Any],
     write_fold_metrics(str(out / "metrics.json"), fold, {architecture: details})
     frame.to_parquet(out / "predictions.parquet", index=False)
     write_history(history, out / "history.csv")
-    card = model_card(dataset, trained, tensor_settings, fold=fold, best_epoch=best)
+    card = model_card(ctx, trained, fold=fold, best_epoch=best)
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     log.info("fold %d: %s", fold, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return details

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from dlworkflow.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,8 @@ class Step:
     metrics: tuple[str, ...] = ()
     #: params.yaml keys the step reads ({dataset} is filled in)
     params: tuple[str, ...] = ()
-    #: code the step runs, beyond the library core
+    #: the step's rules and scripts (and data files its code reads, such as templates); the
+    #: library modules they import are derived from the source (`step_code`)
     code: tuple[str, ...] = ()
     #: which datasets the step applies to: "all", "demo" (demo sources) or "features"
     #: (an extractor is configured and supports the dataset's modality)
@@ -36,7 +40,7 @@ class Step:
     dvc_outs: tuple[str, ...] = ()
 
 
-CORE_CODE = ("src/dlworkflow/config.py", "schemas/params.schema.yaml", "rules/common.smk")
+CORE_CODE = ("schemas/params.schema.yaml", "rules/common.smk")
 
 STEPS: tuple[Step, ...] = (
     Step(
@@ -44,7 +48,7 @@ STEPS: tuple[Step, ...] = (
         rules=("demo_data",),
         outputs=("{root}",),
         params=("seed", "demo", "datasets.{dataset}.demo", "datasets.{dataset}.root"),
-        code=("rules/demo.smk", "scripts/demo_data.py", "src/dlworkflow/demo.py"),
+        code=("rules/demo.smk", "scripts/demo_data.py"),
         datasets="demo",
     ),
     Step(
@@ -57,11 +61,7 @@ STEPS: tuple[Step, ...] = (
         ),
         metrics=("results/{dataset}/intake/counts.json",),
         params=("intake", "datasets.{dataset}"),
-        code=(
-            "rules/intake.smk", "scripts/intake.py", "scripts/choose_metric.py",
-            "src/dlworkflow/intake.py", "src/dlworkflow/layouts.py", "src/dlworkflow/items.py",
-            "src/dlworkflow/modalities", "src/dlworkflow/metrics.py",
-        ),
+        code=("rules/intake.smk", "scripts/intake.py", "scripts/choose_metric.py"),
         after=("demo_data",),
     ),
     Step(
@@ -70,7 +70,7 @@ STEPS: tuple[Step, ...] = (
         outputs=("results/{dataset}/split/splits.parquet",),
         metrics=("results/{dataset}/split/leakage.json",),
         params=("seed", "split", "intake.sample", "datasets.{dataset}"),
-        code=("rules/split.smk", "scripts/split.py", "src/dlworkflow/splits.py"),
+        code=("rules/split.smk", "scripts/split.py"),
         after=("intake",),
     ),
     Step(
@@ -79,8 +79,7 @@ STEPS: tuple[Step, ...] = (
         outputs=("results/{dataset}/intake/eda.html",),
         metrics=("results/{dataset}/intake/summary.json",),
         params=("seed", "intake", "datasets.{dataset}"),
-        code=("rules/eda.smk", "scripts/eda.py", "src/dlworkflow/eda.py",
-              "src/dlworkflow/figures.py", "src/dlworkflow/templates", "src/dlworkflow/modalities"),
+        code=("rules/eda.smk", "scripts/eda.py", "src/dlworkflow/templates"),
         after=("intake", "split"),
     ),
     Step(
@@ -90,7 +89,7 @@ STEPS: tuple[Step, ...] = (
         dvc_outs=("results/{dataset}/tensors",),
         params=("seed", "tensors", "split", "datasets.{dataset}"),
         code=("rules/tensors.smk", "scripts/tensor_plan.py", "scripts/tensorize_shard.py",
-              "scripts/tensors_index.py", "src/dlworkflow/tensors.py", "src/dlworkflow/modalities"),
+              "scripts/tensors_index.py"),
         after=("intake", "split"),
     ),
     Step(
@@ -99,8 +98,7 @@ STEPS: tuple[Step, ...] = (
         outputs=("results/{dataset}/features/index.parquet",),
         dvc_outs=("results/{dataset}/features",),
         params=("features",),
-        code=("rules/features.smk", "scripts/extract_features.py", "scripts/features_index.py",
-              "src/dlworkflow/models/extractors.py"),
+        code=("rules/features.smk", "scripts/extract_features.py", "scripts/features_index.py"),
         datasets="features",
         after=("tensors",),
     ),
@@ -110,9 +108,7 @@ STEPS: tuple[Step, ...] = (
         outputs=("results/{dataset}/baseline/oof.parquet",),
         metrics=("results/{dataset}/baseline/summary.json",),
         params=("seed", "baseline", "split", "tensors", "features", "datasets.{dataset}"),
-        code=("rules/baseline.smk", "scripts/baseline_fold.py", "scripts/baseline_summary.py",
-              "src/dlworkflow/baselines.py", "src/dlworkflow/evaluate.py",
-              "src/dlworkflow/data.py"),
+        code=("rules/baseline.smk", "scripts/baseline_fold.py", "scripts/baseline_summary.py"),
         after=("intake", "tensors", "features"),
         # one folder per dataset: the number of folds is a param (dvc exp run -S split.folds=3)
         dvc_outs=("results/{dataset}/baseline",),
@@ -123,9 +119,7 @@ STEPS: tuple[Step, ...] = (
         outputs=("results/{dataset}/nn/oof.parquet",),
         metrics=("results/{dataset}/nn/summary.json",),
         params=("seed", "train", "augment", "split", "tensors", "features", "datasets.{dataset}"),
-        code=("rules/train.smk", "scripts/train_fold.py", "scripts/nn_summary.py",
-              "src/dlworkflow/train.py", "src/dlworkflow/models", "src/dlworkflow/layers.py",
-              "src/dlworkflow/evaluate.py", "src/dlworkflow/data.py"),
+        code=("rules/train.smk", "scripts/train_fold.py", "scripts/nn_summary.py"),
         after=("intake", "tensors", "features", "baseline"),
         dvc_outs=("results/{dataset}/nn",),
     ),
@@ -140,12 +134,7 @@ STEPS: tuple[Step, ...] = (
                 "datasets.{dataset}"),
         code=("rules/final.smk", "scripts/final_train.py", "scripts/final_test.py",
               "scripts/final_latency.py", "scripts/final_report.py", "scripts/tensorize_shard.py",
-              "src/dlworkflow/final.py", "src/dlworkflow/latency.py", "src/dlworkflow/report.py",
-              "src/dlworkflow/explain.py",
-              "src/dlworkflow/templates", "src/dlworkflow/train.py", "src/dlworkflow/models",
-              "src/dlworkflow/layers.py", "src/dlworkflow/evaluate.py", "src/dlworkflow/data.py",
-              "src/dlworkflow/baselines.py", "src/dlworkflow/predict.py",
-              "src/dlworkflow/tensors.py", "src/dlworkflow/modalities"),
+              "src/dlworkflow/templates"),
         after=("intake", "split", "tensors", "features", "baseline", "train"),
         # the test shards and the final model live here; only this stage reads test rows
         dvc_outs=("results/{dataset}/final",),
@@ -153,9 +142,10 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-#: DVC plots per task, as {title: definition} with {dataset} filled in (dvc plots show / diff).
-#: Learning curves come from DVCLive; the final step writes the CSVs under final/plots/.
-_CURVES = {
+#: DVC plots of every dataset, as {title: definition} with {dataset} filled in (dvc plots
+#: show / diff): learning curves from DVCLive, then the task's own (`Task.dvc_plots`, CSVs
+#: the final step writes under final/plots/).
+CURVES = {
     "Loss per epoch, fold 0 ({dataset})": {
         "x": "step", "y": {"results/{dataset}/nn/fold-0/dvclive/plots/metrics/train/loss.tsv":
                            "loss",
@@ -165,34 +155,6 @@ _CURVES = {
         "x": "step", "y": {"results/{dataset}/final/dvclive/plots/metrics/train/loss.tsv":
                            "loss"}},
 }
-PLOTS: dict[str, dict[str, dict[str, Any]]] = {
-    "classification": {
-        **_CURVES,
-        "Confusion matrix, test ({dataset})": {
-            "template": "confusion", "x": "predicted",
-            "y": {"results/{dataset}/final/plots/confusion.csv": "actual"}},
-        "ROC, test ({dataset})": {
-            "template": "simple", "x": "fpr",
-            "y": {"results/{dataset}/final/plots/roc.csv": "tpr"}},
-        "Precision-recall, test ({dataset})": {
-            "template": "simple", "x": "recall",
-            "y": {"results/{dataset}/final/plots/pr.csv": "precision"}},
-    },
-    "forecasting": {
-        **_CURVES,
-        "Forecast vs actual, held-out horizon ({dataset})": {
-            "x": "step", "y": {"results/{dataset}/final/plots/forecast.csv": ["actual",
-                                                                             "forecast"]}},
-    },
-    "regression": {
-        **_CURVES,
-        "Predicted vs actual, test ({dataset})": {
-            "template": "scatter", "x": "actual",
-            "y": {"results/{dataset}/final/plots/scatter.csv": "predicted"}},
-    },
-}
-
-
 def _fill_plot(value: Any, name: str) -> Any:
     if isinstance(value, str):
         return value.format(dataset=name)
@@ -208,7 +170,26 @@ def dataset_plots(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     final = get_step("final")
     return [{title.format(dataset=name): _fill_plot(definition, name)}
             for name in step_datasets(final, params)
-            for title, definition in PLOTS[params["datasets"][name]["task"]].items()]
+            for title, definition in {**CURVES,
+                                      **TASKS[params["datasets"][name]["task"]].dvc_plots}.items()]
+
+
+#: the project folder this package was loaded from (its src/ holds the package)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def step_code(step: Step, root: str | Path = PROJECT_ROOT) -> list[str]:
+    """Every file whose change can change the step's outputs: the core (schema, common
+    rules), the step's own rules, scripts and data files, every library module those import,
+    transitively (read from the source by `dlworkflow.imports`), and the helpers
+    rules/common.smk imports itself (they make the targets and the params scripts get; what
+    they import for validation only accepts or refuses params, so it is not a dep: editing a
+    modality must not prepare the demo data again)."""
+    from dlworkflow.imports import files_needed
+
+    root = Path(root)
+    modules = files_needed(step.code, root, root / "src", shallow=CORE_CODE[1:2])
+    return list(dict.fromkeys([*CORE_CODE, *step.code, *modules]))
 
 
 def get_step(name: str) -> Step:

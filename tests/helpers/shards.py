@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dlworkflow.choice import choose_metric
 from dlworkflow.items import Item
-from dlworkflow.metrics import choose_metric
 from dlworkflow.modalities import create_modality
-from dlworkflow.tensors import _save
+from dlworkflow.shardfile import save_shard
 from tests.conftest import SHARED_DATA
 
 INTAKE = {"imbalance_share": 0.2, "beta": 1.0}
@@ -31,7 +31,7 @@ def write_shards(folder: Path, x, labels, folds, shard_size: int = 64, extra=Non
                    else np.asarray(x[part], dtype=str)}
         for key, value in (extra or {}).items():
             payload[key] = value[part]
-        _save(str(folder / f"{name}.npz"), payload)
+        save_shard(str(folder / f"{name}.npz"), payload)
         for i in range(part.start, part.stop):
             rows.append({"id": ids[i], "label": None if labels is None else labels[i],
                          "role": "trainval", "fold": int(folds[i]), "in_sample": True,
@@ -112,7 +112,7 @@ def write_windows(folder: Path, lookback: int = 104, horizon: int = 13) -> Path:
     x, y, starts, fold = co2_windows(lookback, horizon)
     folder.mkdir(parents=True, exist_ok=True)
     ids = np.array([f"co2@{s:06d}" for s in starts])
-    _save(str(folder / "trainval-00000.npz"), {"ids": ids, "x": x, "y": y,
+    save_shard(str(folder / "trainval-00000.npz"), {"ids": ids, "x": x, "y": y,
                                                "x_future": np.zeros((len(x), horizon, 0),
                                                                     np.float32)})
     index = pd.DataFrame({"id": ids, "series": "co2", "target_start": starts,
@@ -124,3 +124,19 @@ def write_windows(folder: Path, lookback: int = 104, horizon: int = 13) -> Path:
     (folder / "metric.json").write_text(json.dumps(choice))
     return folder
 
+
+
+def fold_context(dataset: dict, folder: Path, sections: dict, out: Path | None = None,
+                 seed: int = 5, threads: int = 2):
+    """The run context rules train_fold and baseline_fold hand their step (shards, index,
+    metric and stats in `folder`; the fold's outputs in `out`)."""
+    from dlworkflow.context import RunContext
+
+    stats = folder / "stats.json"
+    inputs = {"index": str(folder / "index.parquet"), "metric": str(folder / "metric.json"),
+              **({"stats": str(stats)} if stats.exists() else {})}
+    outputs = {"metrics": str(out / "metrics.json"),
+               "predictions": str(out / "predictions.parquet")} if out else {}
+    return RunContext.for_dataset("toy", dataset, seed=seed, sections=sections, inputs=inputs,
+                                  outputs=outputs, threads=threads,
+                                  values={"out_dir": str(out)} if out else {})

@@ -10,12 +10,15 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from dlworkflow.baselines import LagRidge, SeasonalNaive, run_baseline_fold
-from dlworkflow.data import load_arrays
+from dlworkflow.baselines import run_baseline_fold
+from dlworkflow.data import Part, load_arrays
+from dlworkflow.estimators import LagRidge, SeasonalNaive
 from dlworkflow.evaluate import fold_outputs_to_summary
 from dlworkflow.modalities import create_modality
+from dlworkflow.tasks import get_task
 from tests.helpers.shards import (
     digits_images,
+    fold_context,
     fsdd_spectrograms,
     sms_texts,
     write_metric,
@@ -45,9 +48,9 @@ def image_shards(tmp_path_factory):
 def _run(folder, kind, fold, tmp_path, name="a"):
     out = tmp_path / name
     out.mkdir(exist_ok=True)
-    models = run_baseline_fold(DATASETS[kind], SETTINGS, {}, str(folder / "metric.json"),
-                               str(folder), fold, 7, 0, str(out / "metrics.json"),
-                               str(out / "predictions.parquet"))
+    models = run_baseline_fold(fold_context(DATASETS[kind], folder,
+                                            {"baseline": SETTINGS, "tensors": {}}, out, seed=7),
+                               fold)
     return models, out
 
 
@@ -68,8 +71,8 @@ def test_each_fold_is_fitted_on_its_training_rows_only(image_shards, tmp_path, m
     monkeypatch.setattr(modality_class, "baselines", lambda self, task, s, seed: {"rec": Recorder()})
     _, out = _run(image_shards, "image", 2, tmp_path)
     modality = create_modality("image", {}, {"kind": "folders"})
-    train = load_arrays(image_shards, 2, "train")
-    valid = load_arrays(image_shards, 2, "valid")
+    train = load_arrays(Part(get_task("classification"), image_shards, 2, "train"))
+    valid = load_arrays(Part(get_task("classification"), image_shards, 2, "valid"))
     assert set(train["ids"]).isdisjoint(valid["ids"])
     assert np.array_equal(Recorder.seen, modality.flat(train["x"], SETTINGS))
     predictions = pd.read_parquet(out / "predictions.parquet")

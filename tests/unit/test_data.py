@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from dlworkflow.data import make_dataset
-from dlworkflow.tensors import _save
+from dlworkflow.data import Part, make_dataset
+from dlworkflow.shardfile import save_shard
+from dlworkflow.tasks import get_task
+
+CLASS, FORECASTING = get_task("classification"), get_task("forecasting")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def digit_shards(tmp_path_factory):
     rows = []
     for number, first in enumerate(range(0, len(images), 100)):
         name = f"trainval-{number:05d}"
-        _save(str(folder / f"{name}.npz"), {"ids": ids[first: first + 100],
+        save_shard(str(folder / f"{name}.npz"), {"ids": ids[first: first + 100],
                                             "x": images[first: first + 100]})
         rows += [{"id": ids[i], "label": str(digits.target[i]), "role": "trainval",
                   "fold": i % 5, "in_sample": True, "shard": name}
@@ -44,7 +47,7 @@ def _rows(xs, ys) -> list[tuple[bytes, bytes]]:
 
 def test_streamed_epochs_hold_every_training_item_once_in_a_new_order(digit_shards):
     folder, images, target = digit_shards
-    dataset = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
+    dataset = make_dataset(Part(CLASS, folder, 0, "train"), batch_size=64, shuffle=True, seed=3,
                            in_memory=False, pool=3)
     first, labels = _epoch(dataset)
     second, _ = _epoch(dataset)
@@ -57,14 +60,14 @@ def test_streamed_epochs_hold_every_training_item_once_in_a_new_order(digit_shar
     # pairs stay aligned: each image keeps its own label
     lookup = {images[i].tobytes(): target[i] for i in np.flatnonzero(train)}
     assert all(lookup[x.tobytes()] == y for x, y in zip(first, labels, strict=True))
-    again = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
+    again = make_dataset(Part(CLASS, folder, 0, "train"), batch_size=64, shuffle=True, seed=3,
                          in_memory=False, pool=3)
     assert np.array_equal(_epoch(again)[0], first)  # the same seed gives the same order
     # whole batches across shard boundaries (shards of 100 rows): only the last one is short
     sizes = [len(x) for x, _ in dataset]
     assert set(sizes[:-1]) == {64} and sizes[-1] == train.sum() % 64
     # a cached stream still holds every item once, in a new order each epoch
-    cached = make_dataset(folder, 0, "train", batch_size=64, shuffle=True, seed=3,
+    cached = make_dataset(Part(CLASS, folder, 0, "train"), batch_size=64, shuffle=True, seed=3,
                           in_memory=False, pool=3, cache=True)
     one, two = _epoch(cached)[0], _epoch(cached)[0]
     assert key(one) == key(two) == key(images[train]) and not np.array_equal(one, two)
@@ -72,8 +75,9 @@ def test_streamed_epochs_hold_every_training_item_once_in_a_new_order(digit_shar
 
 def test_streamed_without_shuffle_matches_in_ram(digit_shards):
     folder, _, _ = digit_shards
-    streamed = make_dataset(folder, 2, "valid", batch_size=50, shuffle=False, in_memory=False)
-    in_ram = make_dataset(folder, 2, "valid", batch_size=50, shuffle=False, in_memory=True)
+    valid = Part(CLASS, folder, 2, "valid")
+    streamed = make_dataset(valid, batch_size=50, shuffle=False, in_memory=False)
+    in_ram = make_dataset(valid, batch_size=50, shuffle=False, in_memory=True)
     (xs, ys), (xr, yr) = _epoch(streamed), _epoch(in_ram)
     assert xs.shape == xr.shape and xs.dtype == np.uint8
     assert np.array_equal(np.sort(xs.reshape(len(xs), -1).sum(1)), np.sort(xr.reshape(len(xr), -1).sum(1)))
@@ -85,9 +89,10 @@ def test_streamed_shards_of_each_modality_give_what_ram_gives(tmp_path, kind):
     """Real SMS texts (non-ASCII among them), real FSDD log-mels stored as uint8 codes with
     their scale, and co2 forecasting windows (targets stored in the shard): streamed, in
     shard order or shuffled, every row arrives once, with the type and shape RAM gives."""
-    from dlworkflow.tensors import _quantise, read_npz
+    from dlworkflow.shardfile import quantise, read_npz
     from tests.helpers.shards import fsdd_spectrograms, sms_texts, write_shards, write_windows
 
+    task = FORECASTING if kind == "forecasting" else CLASS
     if kind == "forecasting":
         folder, fold, part = write_windows(tmp_path / kind), None, "trainval"
     else:
@@ -96,11 +101,12 @@ def test_streamed_shards_of_each_modality_give_what_ram_gives(tmp_path, kind):
     if kind == "audio":
         for path in folder.glob("*.npz"):
             arrays = read_npz(path)
-            _save(str(path), {"ids": arrays["ids"], **_quantise(arrays["x"])})
-    in_ram = make_dataset(folder, fold, part, batch_size=32, shuffle=False, in_memory=True)
+            save_shard(str(path), {"ids": arrays["ids"], **quantise(arrays["x"])})
+    in_ram = make_dataset(Part(task, folder, fold, part), batch_size=32, shuffle=False,
+                          in_memory=True)
     xr, yr = _epoch(in_ram)
     for shuffle in (False, True):
-        streamed = make_dataset(folder, fold, part, batch_size=32, shuffle=shuffle,
+        streamed = make_dataset(Part(task, folder, fold, part), batch_size=32, shuffle=shuffle,
                                 in_memory=False, pool=2)
         assert streamed.element_spec[0].dtype == in_ram.element_spec[0].dtype
         assert streamed.element_spec[1].dtype == in_ram.element_spec[1].dtype
@@ -119,7 +125,7 @@ def test_resampling_balances_training_epochs_only(tmp_path, mode):
     """Real digits made imbalanced (class 0 ten times as frequent as the rest): every epoch
     of the training stream is balanced; validation keeps its real counts."""
     from dlworkflow.train import FoldData
-    from tests.helpers.shards import digits_images, write_shards
+    from tests.helpers.shards import digits_images, fold_context, write_shards
 
     x, labels, _ = digits_images(1000)
     seen = {}
@@ -128,7 +134,9 @@ def test_resampling_balances_training_epochs_only(tmp_path, mode):
     x, labels = x[keep], labels[keep]
     folds = np.arange(len(labels)) % 3
     folder = write_shards(tmp_path / "imbalanced", x, labels, folds)
-    data = FoldData("classification", str(folder), 0, 0, 16, 5, mode)
+    ctx = fold_context({"modality": "image", "task": "classification",
+                        "layout": {"kind": "folders"}}, folder, {"train": {"resample": mode}})
+    data = FoldData.load(ctx, str(folder), 0, 16, 5)
     train_counts = np.bincount(data.train_rows["label"].astype(int), minlength=10)
     assert train_counts[0] > 5 * train_counts[1:].max()
     epochs = []
@@ -146,13 +154,13 @@ def test_resampling_balances_training_epochs_only(tmp_path, mode):
 
 def test_read_npz_gives_what_np_load_gives(digit_shards, tmp_path):
     """The one-buffer shard reader against NumPy's own, on every kind of array a shard holds."""
-    from dlworkflow.tensors import read_npz
+    from dlworkflow.shardfile import read_npz
 
     folder, images, _ = digit_shards
     payload = {"ids": np.array(["a", "bé", "c"]), "x": images[:3], "y": np.float32([1, 2, 3]),
                "x_future": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
                "x_mask": np.ones((3, 2), bool), "dropped": np.int64(2), "empty": np.zeros((0, 5))}
-    _save(str(tmp_path / "s.npz"), payload)
+    save_shard(str(tmp_path / "s.npz"), payload)
     for path in [tmp_path / "s.npz", *sorted(folder.glob("*.npz"))[:2]]:
         ours = read_npz(path)
         with np.load(path) as theirs:
@@ -160,7 +168,7 @@ def test_read_npz_gives_what_np_load_gives(digit_shards, tmp_path):
             for key in theirs.files:
                 assert ours[key].dtype == theirs[key].dtype and ours[key].shape == theirs[key].shape
                 assert np.array_equal(ours[key], theirs[key]), key
-    with np.load(tmp_path / "s.npz") as written:  # what `_save` wrote is what it was given
+    with np.load(tmp_path / "s.npz") as written:  # what `save_shard` wrote is what it was given
         for key, value in payload.items():
             assert written[key].dtype == np.asarray(value).dtype
             assert np.array_equal(written[key], value), key
@@ -176,7 +184,7 @@ def test_npy_headers_are_read_as_numpy_reads_them(version):
     a header it does not know (a structured dtype) goes to NumPy."""
     import io
 
-    from dlworkflow.tensors import _npy_header
+    from dlworkflow.shardfile import npy_header
 
     arrays = [np.float32(1.5), np.arange(5, dtype=np.uint8), np.zeros((3, 4), np.float16),
               np.zeros((0, 5)), np.ones((2, 3, 4, 5), bool), np.array(["ab", "cé"]),
@@ -189,10 +197,10 @@ def test_npy_headers_are_read_as_numpy_reads_them(version):
         np.lib.format.write_array(written, np.asanyarray(array), version=version)
         ours, theirs = io.BytesIO(written.getvalue()), io.BytesIO(written.getvalue())
         np.lib.format.read_magic(theirs)
-        assert _npy_header(ours) == read(theirs), array.dtype
+        assert npy_header(ours) == read(theirs), array.dtype
         assert ours.tell() == theirs.tell()  # left where the data starts
     with pytest.raises(ValueError, match="magic string"):
-        _npy_header(io.BytesIO(b"PK\x03\x04 not an .npy at all"))
+        npy_header(io.BytesIO(b"PK\x03\x04 not an .npy at all"))
     newer = io.BytesIO()
     np.lib.format.write_array(newer, np.arange(3), version=(3, 0))
-    assert _npy_header(io.BytesIO(newer.getvalue())) is None  # read_npz hands it to NumPy
+    assert npy_header(io.BytesIO(newer.getvalue())) is None  # read_npz hands it to NumPy

@@ -13,21 +13,22 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
-from dlworkflow.baselines import SeasonalNaive
+from dlworkflow.context import RunContext
 from dlworkflow.data import load_test_arrays
 from dlworkflow.errors import ConfigError
-from dlworkflow.evaluate import score
-from dlworkflow.final import (
-    bootstrap_intervals,
-    decide,
-    evaluate_predictions,
-    final_epochs,
-    score_test,
-    train_final,
-    tune_threshold,
-)
-from dlworkflow.tensors import _save
+from dlworkflow.estimators import SeasonalNaive
+from dlworkflow.final import final_epochs, score_test, train_final
+from dlworkflow.metrics import score
+from dlworkflow.shardfile import save_shard
+from dlworkflow.tasks import get_task
+from dlworkflow.tasks.base import bootstrap_intervals
 from tests.helpers.shards import co2_windows, digits_images, sms_texts, write_metric, write_shards
+
+CLASSIFICATION = get_task("classification")
+
+
+def tune_threshold(frame, choice, classes, setting="tune"):
+    return CLASSIFICATION.threshold(lambda: frame, choice, classes, setting)
 
 QUICK = {"epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2, "batch_size": 32,
          "learning_rate": 1e-3, "dropout": 0.1, "l2": 0.0, "deterministic": True}
@@ -75,7 +76,7 @@ def test_threshold_tuned_on_oof_predictions_raises_the_primary_metric(sms_oof):
     # an under-confident model (C=1 on few spam rows) gains from a threshold below 0.5
     assert tuned["threshold"] < 0.5
     assert tuned["oof_f_beta_at_threshold"] > tuned["oof_f_beta_at_0.5"]
-    y_pred = decide(frame[["p_ham", "p_spam"]].to_numpy(), ("ham", "spam"), tuned)
+    y_pred = CLASSIFICATION.decide(frame[["p_ham", "p_spam"]].to_numpy(), ("ham", "spam"), tuned)
     assert score(choice, frame["y_true"].to_numpy(), y_pred)["f_beta"] == pytest.approx(
         tuned["oof_f_beta_at_threshold"])
     fixed = tune_threshold(frame, choice, ("ham", "spam"), setting=0.7)
@@ -112,13 +113,33 @@ def test_forecast_intervals_resample_horizon_steps_and_mase_matches_score():
     naive = SeasonalNaive(season=52, horizon=52).fit(x).predict(x[last])
     choice = json.loads(Path(write_metric(Path(__import__("tempfile").mkdtemp()),
                                           "forecasting", frequency="W-SAT")).read_text())
-    result, frame = evaluate_predictions(choice, "forecasting", test, naive, (), None,
-                                         "seasonal_naive", 300, 0, 0.95)
+    result, frame = get_task("forecasting").evaluate(
+        choice, test, naive, (), None, "seasonal_naive",
+        {"resamples": 300, "seed": 0, "confidence": 0.95})
     mase = result["metrics"]["mase"]
     assert mase["value"] == pytest.approx(score(choice, y[last], naive, history=x[last][:, :, 0])
                                           ["mase"])
     assert mase["low"] <= mase["value"] <= mase["high"] and result["units"] == 52
     assert len(frame) == 52 and (frame["step"] == np.arange(1, 53)).all()
+
+
+def _final_context(dataset, folder, nn, metric, histories, out, **values) -> RunContext:
+    """What rule final_train hands train_final."""
+    return RunContext.for_dataset("toy", dataset, inputs={
+        "index": str(folder / "index.parquet"), "metric": metric,
+        "summary": str(nn / "summary.json"), "oof": str(nn / "oof.parquet"),
+        "histories": histories}, outputs={"model": str(out / "model.keras")}, **values)
+
+
+def _test_context(dataset, folder, out, metric, test, **values) -> RunContext:
+    """What rule final_test hands score_test (`test`: plan, test shards, baseline summary)."""
+    plan, shards, baseline = test
+    return RunContext.for_dataset("toy", dataset, inputs={
+        "model": str(out / "model.keras"), "metric": metric, "plan": plan,
+        "test_shards": shards, "index": str(folder / "index.parquet"),
+        "baseline": str(baseline)}, outputs={
+        "metrics": str(out / "test_metrics.json"),
+        "predictions": str(out / "predictions.parquet")}, **values)
 
 
 def _plan_with_test(folder: Path, test_x, test_labels) -> tuple[str, list[str]]:
@@ -127,7 +148,7 @@ def _plan_with_test(folder: Path, test_x, test_labels) -> tuple[str, list[str]]:
     ids = np.array([f"test-{i:04d}" for i in range(len(test_x))])
     final = folder / "final" / "tensors"
     final.mkdir(parents=True)
-    _save(str(final / "test-00000.npz"), {"ids": ids, "x": test_x})
+    save_shard(str(final / "test-00000.npz"), {"ids": ids, "x": test_x})
     test = pd.DataFrame({"id": ids, "label": test_labels, "role": "test", "fold": pd.NA,
                          "in_sample": False, "shard": "test-00000"})
     plan = pd.concat([index, test], ignore_index=True)
@@ -149,19 +170,18 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
     pd.DataFrame({"id": ["a"], "y_true": ["1"]}).to_parquet(nn / "oof.parquet")
     (tmp_path / "baseline.json").write_text(json.dumps({"best": "knn"}))
     out = tmp_path / "final"
-    card = train_final(IMAGE, QUICK, {}, {"epochs": "auto"}, metric, str(folder),
-                       str(nn / "summary.json"), str(nn / "oof.parquet"), histories, 7, 0, 1,
-                       str(out))
+    card = train_final(_final_context(IMAGE, folder, nn, metric, histories, out, seed=7,
+                                      sections={"train": QUICK, "final": {"epochs": "auto"}}))
     assert card["training"]["train_rows"] == 400  # all trainval rows, no validation part
     assert card["training"]["epochs"]["epochs"] == 3 and card["threshold"] is None
     assert len(pd.read_csv(out / "history.csv")) == 3
     assert "val_loss" not in pd.read_csv(out / "history.csv")
     assert pd.read_csv(out / "history.csv")["learning_rate"].round(6).tolist() == [1e-3, 1e-3,
                                                                                    5e-4]
-    result = score_test(IMAGE, {"bootstrap": 200, "confidence": 0.9}, metric, str(out), plan,
-                        test_shards, str(folder), str(tmp_path / "baseline.json"),
-                        {"knn_neighbors": 3, "image": {"pixels": 8}, "C": 1.0}, {}, 7,
-                        str(out / "test_metrics.json"), str(out / "predictions.parquet"))
+    result = score_test(_test_context(
+        IMAGE, folder, out, metric, (plan, test_shards, tmp_path / "baseline.json"), seed=7,
+        sections={"final": {"bootstrap": 200, "confidence": 0.9}, "tensors": {},
+                  "baseline": {"knn_neighbors": 3, "image": {"pixels": 8}, "C": 1.0}}))
     for kind in ("network", "baseline"):
         accuracy = result[kind]["metrics"]["accuracy"]
         assert result[kind]["rows"] == 100
@@ -180,7 +200,7 @@ def test_test_arrays_code_labels_with_trainval_classes_and_keep_the_held_out_hor
     test_labels = labels[50:].copy()
     test_labels[0] = "unseen"
     plan, shards = _plan_with_test(folder, x[50:], test_labels)
-    arrays = load_test_arrays(plan, shards, tuple(str(d) for d in range(10)))
+    arrays = load_test_arrays(CLASSIFICATION, plan, shards, tuple(str(d) for d in range(10)))
     assert arrays["y"][0] == -1 and (arrays["y"][1:] == labels[51:].astype(int)).all()
     windows = pd.DataFrame({"id": [f"s@{i}" for i in range(5)], "series": "s",
                             "target_start": [96, 97, 98, 99, 100],
@@ -189,10 +209,11 @@ def test_test_arrays_code_labels_with_trainval_classes_and_keep_the_held_out_hor
     windows.to_parquet(tmp_path / "windows.parquet")
     store = tmp_path / "w"
     store.mkdir()
-    _save(str(store / "test-00000.npz"), {"ids": windows["id"].to_numpy(dtype=str),
+    save_shard(str(store / "test-00000.npz"), {"ids": windows["id"].to_numpy(dtype=str),
                                           "x": np.zeros((5, 4, 1), np.float32),
                                           "y": np.zeros((5, 4), np.float32)})
-    held = load_test_arrays(tmp_path / "windows.parquet", [str(store / "test-00000.npz")], ())
+    held = load_test_arrays(get_task("forecasting"), tmp_path / "windows.parquet",
+                            [str(store / "test-00000.npz")], ())
     assert held["ids"].tolist() == ["s@3", "s@4"]  # targets from the first test step on
 
 
@@ -200,12 +221,14 @@ def test_shap_attributions_of_a_digit_add_up_to_the_change_they_explain(tmp_path
     from dlworkflow.explain import explain, model_function
     from dlworkflow.modalities import create_modality
     from dlworkflow.predict import load_model
-    from dlworkflow.train import _train
+    from dlworkflow.train import train_network
 
     x, labels, folds = digits_images(300)
     folder = write_shards(tmp_path / "tensors", x[:250], labels[:250], folds[:250])
-    _train(IMAGE, {**QUICK, "epochs": 3}, {}, str(folder), None, 7, 0, 1, tmp_path / "m",
-           None, None, None, 3)
+    train_network(RunContext.for_dataset("digits", IMAGE, seed=7,
+                                         sections={"train": {**QUICK, "epochs": 3}},
+                                         inputs={"index": str(folder / "index.parquet")}),
+                  None, tmp_path / "m", 3)
     (tmp_path / "m" / "model.json").write_text("{}")
     model, _ = load_model(tmp_path / "m")
     proba = np.asarray(model.predict(x[250:], verbose=0))
@@ -215,14 +238,14 @@ def test_shap_attributions_of_a_digit_add_up_to_the_change_they_explain(tmp_path
                           **{f"p_{c}": proba[:, i] for i, c in enumerate(classes)}})
     modality = create_modality("image", {}, {"kind": "folders"})
     background = x[:100]
-    cells = explain(model, modality, "classification", x[250:], frame, classes, background,
+    cells = explain(model, modality, CLASSIFICATION, {"x": x[250:]}, frame, background,
                     per_class=1, max_evals=200)
     predicted = set(frame["y_pred"])
     assert len(cells) == len(predicted) and {c["predicted"] for c in cells} == predicted
     for cell in cells[:3]:  # efficiency: attributions share out f(x) - f(all hidden)
         row = int(cell["id"][1:])
         output = classes.index(cell["predicted"])
-        function = model_function(model, "classification", x.dtype, output)
+        function = model_function(model, CLASSIFICATION, x.dtype, output)
         hidden = background.astype(np.float32).mean(axis=0)[None]
         change = function(x[250 + row: 251 + row]) - function(hidden)
         assert cell["total"] == pytest.approx(float(change[0]), abs=2e-3)
@@ -247,12 +270,13 @@ def test_final_regression_streams_shards_and_scores_in_target_units(tmp_path, mo
     (tmp_path / "baseline.json").write_text(json.dumps({"best": "ridge"}))
     regression = {**IMAGE, "task": "regression"}
     out = tmp_path / "final"
-    card = train_final(regression, QUICK, {}, {}, metric, str(folder), str(nn / "summary.json"),
-                       str(nn / "oof.parquet"), histories, 3, 0, 1, str(out))
+    card = train_final(_final_context(regression, folder, nn, metric, histories, out, seed=3,
+                                      sections={"train": QUICK, "final": {}}))
     assert card["training"]["train_rows"] == 320 and card["threshold"] is None
-    result = score_test(regression, {"bootstrap": 200}, metric, str(out), plan, test_shards,
-                        str(folder), str(tmp_path / "baseline.json"), {"image": {"pixels": 8}},
-                        {}, 3, str(out / "test_metrics.json"), str(out / "predictions.parquet"))
+    result = score_test(_test_context(
+        regression, folder, out, metric, (plan, test_shards, tmp_path / "baseline.json"), seed=3,
+        sections={"final": {"bootstrap": 200}, "baseline": {"image": {"pixels": 8}},
+                  "tensors": {}}))
     primary = result["primary"]
     assert primary in ("mae", "rmse")
     for kind in ("network", "baseline"):

@@ -12,7 +12,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from dlworkflow.modalities import create_modality  # noqa: E402
-from dlworkflow.splits import split_items  # noqa: E402
+from dlworkflow.tasks import get_task  # noqa: E402
 
 AUGMENT = {"image": {"flip": "horizontal", "rotation": 0.1, "zoom": 0.2, "contrast": 0.2},
            "audio": {"time_mask": 0.2, "freq_mask": 0.2, "shift": 0.1, "noise": 0.1},
@@ -44,9 +44,9 @@ def test_a_token_seen_only_in_validation_is_out_of_vocabulary(sms_lines):
                               "label": pd.Series([label for label, _ in rows], dtype="string"),
                               "group": pd.Series([None] * len(rows), dtype="string"),
                               "sha256": [str(hash(t)) for t in texts]})
-    splits = split_items(inventory, "classification",
-                         {"folds": 2, "test_size": 0.2, "stratify": True, "groups": True,
-                          "test": None}, seed=0)
+    splits = get_task("classification").split_items(
+        inventory, {"folds": 2, "test_size": 0.2, "stratify": True, "groups": True,
+                    "test": None}, seed=0)
     fold_train = texts[splits["fold"].eq(0).fillna(False).to_numpy(dtype=bool)]
     fold_valid = texts[splits["fold"].eq(1).fillna(False).to_numpy(dtype=bool)]
     modality = create_modality("text", {}, {"kind": "delimited"})

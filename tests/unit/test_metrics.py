@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import fbeta_score
 
-from dlworkflow.metrics import choose_metric, compute, mase, season_length, smape
+from dlworkflow.choice import choose_metric
+from dlworkflow.metrics import compute, mase, season_length, smape
 
 
 def labels(**counts: int) -> pd.Series:

@@ -16,6 +16,7 @@ from dlworkflow.train import backup_dir, train_fold
 from tests.conftest import REPO
 from tests.helpers.shards import (
     digits_images,
+    fold_context,
     fsdd_spectrograms,
     sms_texts,
     write_metric,
@@ -39,10 +40,8 @@ def dataset(modality: str, task: str = "classification", layout: str = "folders"
 def _train(folder, ds, tmp_path, architecture, fold=0, name="out", **changes):
     settings = {**QUICK, "architecture": architecture, **changes}
     out = tmp_path / name / f"fold-{fold}"
-    stats = folder / "stats.json"
-    details = train_fold(ds, settings, AUGMENT, str(folder / "metric.json"), str(folder), fold,
-                         seed=5, gap=0, threads=2, out_dir=str(out),
-                         stats_path=str(stats) if stats.exists() else None)
+    details = train_fold(fold_context(ds, folder, {"train": settings, "augment": AUGMENT}, out),
+                         fold)
     return details, out
 
 
@@ -129,12 +128,14 @@ def test_audio_cnn_on_fsdd_spectrograms(tmp_path):
     _check_outputs(out, "audio_cnn")
     import keras
 
-    from dlworkflow.data import load_arrays
+    from dlworkflow.data import Part, load_arrays
+    from dlworkflow.tasks import get_task
 
     model = keras.saving.load_model(out / "model.keras")
     normaliser = next(layer for layer in model.layers
                       if isinstance(layer, keras.layers.Normalization))
-    train = load_arrays(folder, 0, "train")["x"].astype(np.float32)
+    train = load_arrays(Part(get_task("classification"), folder, 0, "train"))["x"]
+    train = train.astype(np.float32)
     everything = x.astype(np.float32)
     adapted = np.ravel(normaliser.mean)
     # adapted on fold-train rows only: per-band means of those rows, not of all rows
@@ -200,11 +201,13 @@ def test_forecasters_predict_the_whole_horizon_on_co2(tmp_path, architecture):
 
 RESUMABLE = """
 import json, sys
+from pathlib import Path
 from dlworkflow.train import train_fold
+from tests.helpers.shards import fold_context
 settings = json.loads(sys.argv[2])
-train_fold({"modality": "image", "task": "classification", "layout": {"kind": "folders"}},
-           settings, {}, sys.argv[1] + "/metric.json", sys.argv[1], 0, seed=5, gap=0,
-           threads=1, out_dir=sys.argv[3])
+train_fold(fold_context({"modality": "image", "task": "classification",
+                         "layout": {"kind": "folders"}}, Path(sys.argv[1]),
+                        {"train": settings}, Path(sys.argv[3]), threads=1), 0)
 """
 
 
@@ -249,21 +252,23 @@ def test_regression_outputs_are_in_the_targets_units(tmp_path):
     frame = pd.read_parquet(out / "predictions.parquet")
     # the output layer is scaled by the fold's target mean and std: predictions start in range
     assert 60 < frame["y_pred"].mean() < 150 and set(entry["metrics"]) == {"rmse", "mae"}
-    models = run_baseline_fold(dataset("image", "regression"), {"knn_neighbors": 3, "image":
-                                                                {"pixels": 8}}, {},
-                               str(folder / "metric.json"), str(folder), 0, 1, 0,
-                               str(tmp_path / "m.json"), str(tmp_path / "p.parquet"))
+    baseline = {"knn_neighbors": 3, "image": {"pixels": 8}}
+    models = run_baseline_fold(fold_context(dataset("image", "regression"), folder,
+                                            {"baseline": baseline, "tensors": {}},
+                                            tmp_path / "baseline", seed=1), 0)
     assert models["ridge"]["metrics"]["rmse"] < np.std(values)  # learns something
 
 
 MIRRORED = """
 import json, os, sys
 os.environ["DLWORKFLOW_CPU_DEVICES"] = "2"
+from pathlib import Path
 from dlworkflow.train import train_fold
+from tests.helpers.shards import fold_context
 settings = json.loads(sys.argv[2])
-details = train_fold({"modality": "image", "task": "classification", "layout": {"kind": "folders"}},
-                     settings, {}, sys.argv[1] + "/metric.json", sys.argv[1], 0, seed=5, gap=0,
-                     threads=2, out_dir=sys.argv[3])
+details = train_fold(fold_context({"modality": "image", "task": "classification",
+                                   "layout": {"kind": "folders"}}, Path(sys.argv[1]),
+                                  {"train": settings}, Path(sys.argv[3])), 0)
 print(json.dumps(details))
 """
 

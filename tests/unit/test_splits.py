@@ -12,13 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dlworkflow.errors import ConfigError
-from dlworkflow.splits import (
-    LeakageFound,
-    enforce_leakage_policy,
-    leakage_report,
-    split_items,
-    split_time,
-)
+from dlworkflow.splits import LeakageFound, enforce_leakage_policy
+from dlworkflow.tasks import get_task
+from dlworkflow.tasks.forecasting import split_time
+
+CLASSIFICATION, FORECASTING = get_task("classification"), get_task("forecasting")
 
 SETTINGS = {"folds": 5, "test_size": 0.2, "stratify": True, "groups": True, "test": None,
             "horizon": 10, "gap": 0, "on_leakage": "warn"}
@@ -59,7 +57,7 @@ HYPOTHESIS = settings(max_examples=25, deadline=None,
 @HYPOTHESIS
 @given(inventories())
 def test_folds_partition_trainval_and_units_never_straddle(inventory):
-    splits = split_items(inventory, "classification", SETTINGS, seed=3)
+    splits = CLASSIFICATION.split_items(inventory, SETTINGS, seed=3)
     _check_partition(splits, SETTINGS["folds"])
     grouped = inventory["group"].notna().any()
     unit = splits["group"] if grouped else splits["sha256"]
@@ -67,7 +65,7 @@ def test_folds_partition_trainval_and_units_never_straddle(inventory):
     trainval = splits[splits["role"] == "trainval"]
     unit = trainval["group"] if grouped else trainval["sha256"]
     assert (trainval.groupby(unit)["fold"].nunique() == 1).all(), "a unit is in two folds"
-    report = leakage_report(splits, "classification", SETTINGS)
+    report = CLASSIFICATION.leakage_report(splits, SETTINGS)
     if not grouped:
         assert report["leaks"] == 0
 
@@ -75,9 +73,9 @@ def test_folds_partition_trainval_and_units_never_straddle(inventory):
 @HYPOTHESIS
 @given(inventories(with_groups=False))
 def test_split_is_deterministic_to_the_byte(inventory):
-    first = split_items(inventory, "classification", SETTINGS, seed=11, sample=30)
-    second = split_items(inventory.sample(frac=1, random_state=1), "classification", SETTINGS,
-                         seed=11, sample=30)
+    first = CLASSIFICATION.split_items(inventory, SETTINGS, seed=11, sample=30)
+    second = CLASSIFICATION.split_items(inventory.sample(frac=1, random_state=1), SETTINGS,
+                                        seed=11, sample=30)
     pd.testing.assert_frame_equal(first, second)
     buffers = [io.BytesIO(), io.BytesIO()]
     first.to_parquet(buffers[0], index=False)
@@ -92,7 +90,7 @@ def test_stratification_holds_in_test_and_every_fold():
                               "label": pd.Series(labels, dtype="string"),
                               "group": pd.Series([None] * 2000, dtype="string"),
                               "sha256": [f"{i:064x}" for i in range(2000)]})
-    splits = split_items(inventory, "classification", SETTINGS, seed=5)
+    splits = CLASSIFICATION.split_items(inventory, SETTINGS, seed=5)
     overall = splits["label"].value_counts(normalize=True)
     for _, part in splits.groupby(splits["fold"].astype("string").fillna("test")):
         shares = part["label"].value_counts(normalize=True)
@@ -110,14 +108,14 @@ def test_predefined_test_rule_and_sample():
         "side_take": [str(t) for _ in range(3) for _ in "abcdef" for t in range(10)]})
     inventory["sha256"] = [f"{i:064x}" for i in range(len(inventory))]
     rule = {**SETTINGS, "test": {"column": "side_take", "values": [0, 1]}}
-    splits = split_items(inventory, "classification", rule, seed=1, sample=60)
+    splits = CLASSIFICATION.split_items(inventory, rule, seed=1, sample=60)
     test = splits[splits["role"] == "test"]
     assert sorted(test["id"].str.rsplit("_", n=1).str[-1].unique()) == ["0", "1"]
     _check_partition(splits, 5)
     sampled = splits[splits["in_sample"]]
     assert len(sampled) == 60 and (sampled["role"] == "trainval").all()
     assert sampled["label"].value_counts().to_dict() == {"0": 20, "1": 20, "2": 20}
-    report = leakage_report(splits, "classification", rule)
+    report = CLASSIFICATION.leakage_report(splits, rule)
     assert len(report["groups_across_test"]) == 6  # the rule splits takes, not speakers
     with pytest.raises(LeakageFound, match="groups_across_test"):
         enforce_leakage_policy(report, "fail", "toy")
@@ -130,7 +128,7 @@ def test_too_few_groups_for_the_folds_is_a_clear_error():
                               "sha256": [f"{i:064x}" for i in range(30)]})
     expected = r"split\.test_size: splitting into 5 parts needs at least 5 independent units"
     with pytest.raises(ConfigError, match=expected):
-        split_items(inventory, "classification", SETTINGS, seed=0)
+        CLASSIFICATION.split_items(inventory, SETTINGS, seed=0)
 
 
 def test_planted_duplicate_across_train_and_test_is_reported():
@@ -141,8 +139,8 @@ def test_planted_duplicate_across_train_and_test_is_reported():
                               "side_part": ["test" if i < 20 else "train" for i in range(100)]})
     inventory.loc[50, "sha256"] = inventory.loc[3, "sha256"]  # i050 copies test item i003
     rule = {**SETTINGS, "test": {"column": "side_part", "values": ["test"]}}
-    report = leakage_report(split_items(inventory, "classification", rule, seed=0),
-                            "classification", rule)
+    report = CLASSIFICATION.leakage_report(CLASSIFICATION.split_items(inventory, rule, seed=0),
+                                           rule)
     assert report["leaks"] == 1
     finding = report["duplicates_across_test"][0]
     assert finding["test"] == ["i003"] and finding["trainval"] == ["i050"]
@@ -160,7 +158,7 @@ def test_time_folds_are_ordered_with_the_gap_and_test_comes_last(folds, horizon,
     splits = split_time({"s": frame}, settings_)
     assert (splits.loc[splits["role"] == "test", "step"] >= n - horizon).all()
     assert splits.loc[splits["role"] == "test", "fold"].isna().all()
-    report = leakage_report(splits, "forecasting", settings_)
+    report = FORECASTING.leakage_report(splits, settings_)
     assert report["leaks"] == 0 and report["test_after_trainval"]
     windows = report["windows"]
     assert [w["fold"] for w in windows] == list(range(folds))

@@ -8,12 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlworkflow.data import select
 from dlworkflow.items import Item
 from dlworkflow.modalities import create_modality
-from dlworkflow.splits import split_time
-from dlworkflow.tensors import _quantise, plan_items, plan_windows
+from dlworkflow.shardfile import quantise
+from dlworkflow.tasks import get_task
+from dlworkflow.tasks.forecasting import plan_windows, split_time
 from tests.helpers.files import digit_image, jpeg_bytes, png_bytes
+
+CLASSIFICATION, FORECASTING = get_task("classification"), get_task("forecasting")
+
+
+def plan_items(splits, shard_size, seed):
+    return CLASSIFICATION.plan(splits, {"shard_size": shard_size}, {}, seed)
 
 
 @pytest.mark.parametrize(("resize", "color", "channels"), [
@@ -99,7 +105,7 @@ def test_audio_fit_pads_and_trims_where_asked():
 
 def test_uint8_quantisation_keeps_the_scale():
     batch = np.linspace(-80, 10, 1000, dtype=np.float32).reshape(10, 100)
-    packed = _quantise(batch)
+    packed = quantise(batch)
     restored = packed["x"].astype(np.float32) * packed["x_scale"] + packed["x_offset"]
     assert packed["x"].dtype == np.uint8
     assert np.abs(restored - batch).max() <= float(packed["x_scale"]) / 2 + 1e-4
@@ -148,8 +154,8 @@ def test_window_plan_never_trains_on_validation_or_test_targets():
     assert (plan.loc[plan["role"] == "test", "target_end"] >= test_start).all()
     assert (plan.loc[plan["role"] == "trainval", "target_end"] < test_start).all()
     for fold in range(3):
-        valid = select(plan, fold, "valid")
-        train = select(plan, fold, "train", gap=2)
+        valid = FORECASTING.select(plan, fold, "valid")
+        train = FORECASTING.select(plan, fold, "train", gap=2)
         assert len(valid) == 1  # one forecast origin per fold window
         assert train["target_end"].max() < valid["target_start"].min() - 2
         assert set(train["id"]).isdisjoint(valid["id"])
@@ -159,6 +165,7 @@ def test_item_selection_for_a_fold_is_disjoint_and_skips_test():
     index = pd.DataFrame({"id": list("abcdefgh"), "role": ["trainval"] * 6 + ["test"] * 2,
                           "fold": pd.array([0, 1, 2, 0, 1, 2, pd.NA, pd.NA], dtype="Int64"),
                           "in_sample": [True, True, True, True, False, True, False, False]})
-    train, valid = select(index, 1, "train"), select(index, 1, "valid")
+    train, valid = CLASSIFICATION.select(index, 1, "train"), CLASSIFICATION.select(index, 1, "valid")
     assert list(train["id"]) == ["a", "c", "d", "f"] and list(valid["id"]) == ["b"]
-    assert list(select(index, None, "trainval")["id"]) == list("abcdef")
+    assert list(CLASSIFICATION.select(index, None, "trainval")["id"]) == list("abcdef")
+

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlworkflow.data import load_arrays, make_dataset
+from dlworkflow.data import Part, load_arrays, make_dataset
+from dlworkflow.tasks import get_task
 from dlworkflow.tensors import load_shard
 from dlworkflow.workflow import STEPS
 from tests.workflow.conftest import run
@@ -98,13 +99,17 @@ def test_a_deleted_shard_is_the_only_one_recomputed(demo_project):
 
 def test_loader_streams_the_same_items_as_ram_and_folds_are_disjoint(demo_project):
     tensors = demo_project / "results" / "digits" / "tensors"
-    train = load_arrays(tensors, 0, "train")
-    valid = load_arrays(tensors, 0, "valid")
+    task = get_task("classification")
+    train = load_arrays(Part(task, tensors, 0, "train"))
+    valid = load_arrays(Part(task, tensors, 0, "valid"))
     assert set(train["ids"]).isdisjoint(valid["ids"])
-    assert len(train["ids"]) + len(valid["ids"]) == len(load_arrays(tensors, None, "trainval")["ids"])
+    everything = load_arrays(Part(task, tensors, None, "trainval"))
+    assert len(train["ids"]) + len(valid["ids"]) == len(everything["ids"])
     assert train["classes"] == tuple(str(d) for d in range(10))
-    streamed = make_dataset(tensors, 0, "train", batch_size=16, shuffle=False, in_memory=False)
-    in_ram = make_dataset(tensors, 0, "train", batch_size=16, shuffle=False, in_memory=True)
+    streamed = make_dataset(Part(task, tensors, 0, "train"), batch_size=16, shuffle=False,
+                            in_memory=False)
+    in_ram = make_dataset(Part(task, tensors, 0, "train"), batch_size=16, shuffle=False,
+                          in_memory=True)
     count = lambda dataset: sum(int(x.shape[0]) for x, _ in dataset)  # noqa: E731
     assert count(streamed) == count(in_ram) == len(train["ids"]) > 0
     x, y = next(iter(in_ram))

@@ -160,6 +160,15 @@ class AudioModality(Modality):
         "classification": ("audio_cnn",), "regression": ("audio_cnn",)}
     origin: ClassVar[str] = "lower"  # spectrograms: low frequencies at the bottom
 
+    def stored(self, batch: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Spectrograms as float16 (half the bytes, ample for log-mels), or with
+        `tensors.audio.storage: uint8` as codes with their offset and scale (a quarter)."""
+        from dlworkflow.shardfile import quantise
+
+        if settings.get("storage", "float16") == "uint8":
+            return quantise(batch)
+        return {"x": batch.astype(np.float16)}
+
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """MFCC summary: mean and std over time of the MFCCs and of their deltas.
 
@@ -182,10 +191,22 @@ class AudioModality(Modality):
                                delta.std(axis=2)], axis=1)
 
     def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
-        """Training-only augmentation layers from `augment.audio`."""
-        from dlworkflow.layers import audio_augmentation
+        """Training-only augmentation layers from `augment.audio`: time and frequency masks
+        (SpecAugment), a time shift and noise on the spectrogram."""
+        import keras
 
-        return audio_augmentation(settings, seed)
+        from dlworkflow.layers import SpecAugment
+
+        layers: list = []
+        if settings.get("time_mask") or settings.get("freq_mask"):
+            layers.append(SpecAugment(settings.get("freq_mask", 0.0), settings.get("time_mask", 0.0),
+                                      seed=seed))
+        if settings.get("shift"):
+            layers.append(keras.layers.RandomTranslation(0.0, settings["shift"],
+                                                         fill_mode="constant", seed=seed))
+        if settings.get("noise"):
+            layers.append(keras.layers.GaussianNoise(settings["noise"], seed=seed))
+        return layers
 
     def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
         """Per-fold preprocessing layers (fitted on the fold's training rows)."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from dlworkflow.errors import ConfigError
 from dlworkflow.items import Item
 from dlworkflow.layouts import Discovery, LayoutContext, discover
 
@@ -31,18 +32,51 @@ class Modality(ABC):
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     #: inventory columns the probe returns, with their pandas dtype
     stats: ClassVar[dict[str, str]]
+    #: what a deployed model takes as one raw input, in words (latency.json)
+    raw_input: ClassVar[str] = "raw files/texts"
+    #: the raw input is the stored array itself (series windows): latency samples shards
+    timed_from_shards: ClassVar[bool] = False
+    #: items may be given inline (a manifest's text column, strings to `dlworkflow predict`)
+    inline_text: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None,
                  layout: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
         self.layout = dict(layout or {})
 
-    def discover(self, root: Path, root_display: Path, task: str,
+    def discover(self, root: Path, root_display: Path, task: Any,
                  exclude: tuple[str, ...] = ()) -> Discovery:
-        """Find the dataset's items under root with the configured layout."""
+        """Find the dataset's items under root with the configured layout (`task`: the
+        dataset's Task, which says whether and how items are labelled)."""
         ctx = LayoutContext(root=root_display, task=task, extensions=self.extensions,
                             exclude=tuple(self.layout.get("exclude", ())) + exclude)
         return discover(root, self.layout, ctx)
+
+    def records(self, rows: Any, root: str, task: Any, base: Path) -> list[Item]:
+        """Rebuild Item objects for inventory rows (in their order; rows whose raw item is
+        gone are left out).
+
+        A file item is rebuilt from its inventory row (the file is `base / path`), so a shard
+        job reads only its own files instead of walking the whole dataset; items that live
+        inside a bigger file (a text line, a series of a CSV) are found again by discovery.
+        """
+        import pandas as pd
+
+        if "path" in rows and self.layout.get("kind") in FILE_LAYOUTS:
+            items = []
+            for row in rows.itertuples(index=False):
+                file = base / str(row.path)
+                if file.is_file():
+                    label = getattr(row, "label", None)
+                    group = getattr(row, "group", None)
+                    items.append(Item(str(row.id), str(row.path),
+                                      None if pd.isna(label) else label,
+                                      None if pd.isna(group) else str(group), file=file))
+            return items
+        wanted = set(rows["id"].astype(str))
+        found = self.discover(base / root, Path(root), task)
+        by_id = {item.id: item for item in found.items if item.id in wanted}
+        return [by_id[i] for i in rows["id"].astype(str) if i in by_id]
 
     @abstractmethod
     def probe(self, data: bytes, item: Item) -> dict[str, Any]:
@@ -56,6 +90,41 @@ class Modality(ABC):
     def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> Any:
         """Stateless decode of one item to its fixed-shape array (or normalised string)."""
 
+    def frame(self, data: bytes) -> Any:
+        """A series item as a frame with `timestamp` and `value` (modalities with a time axis)."""
+        raise ConfigError(f"{self.name} items have no time axis; forecasting reads timeseries")
+
+    def channels(self, data: bytes) -> Any:
+        """A series item's target and exogenous columns in time order (time axis only)."""
+        raise ConfigError(f"{self.name} items have no time axis; forecasting reads timeseries")
+
+    def tensor_settings(self, tensors: Mapping[str, Any], inventory: Any) -> dict[str, Any]:
+        """The `tensors.<modality>` settings a shard job decodes with (resolved from the
+        inventory where a setting depends on the data)."""
+        return dict(tensors.get(self.name, {}))
+
+    def stored(self, batch: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """How a batch of tensors is kept in a shard: strings and uint8 as they are, other
+        numbers as float32 (the `x` of the shard, and anything that restores it)."""
+        import numpy as np
+
+        if batch.dtype.kind == "U" or batch.dtype == np.uint8:
+            return {"x": batch}
+        return {"x": batch.astype(np.float32)}
+
+    def model_inputs(self, arrays: Mapping[str, Any]) -> Any:
+        """The one conversion of stored arrays (a shard's rows, or decoded raw items) into
+        what a model takes: strings and uint8 as they are, other numbers as float32, and
+        {"past", "future"} when known-future covariates come with the windows."""
+        import numpy as np
+
+        x = arrays["x"]
+        x = x if x.dtype.kind in "U" or x.dtype == np.uint8 else x.astype(np.float32)
+        future = arrays.get("x_future")
+        if future is not None and future.shape[-1]:
+            return {"past": x, "future": future.astype(np.float32)}
+        return x
+
     def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
         """Keras layers that augment training batches (active only with training=True)."""
         return []
@@ -63,6 +132,11 @@ class Modality(ABC):
     def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
         """Keras layers adapted on a fold's training rows, saved inside that fold's model."""
         return []
+
+    def layer_settings(self, train: Mapping[str, Any], stats_path: str | None) -> dict[str, Any]:
+        """The settings `preprocessing` reads: `train.<modality>`, resolved against the
+        tensor statistics where a value is `auto`."""
+        return dict(train.get(self.name) or {})
 
     #: network architectures (names in dlworkflow.models) per task; the first is the default
     networks: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -73,11 +147,12 @@ class Modality(ABC):
 
         return np.asarray(x, dtype=np.float32).reshape(len(x), -1)
 
-    def baselines(self, task: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """Unfitted scikit-learn estimators (Pipelines) for step 2, by name."""
-        from dlworkflow.baselines import standard_baselines
+    def baselines(self, kind: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """Unfitted scikit-learn estimators (Pipelines) for step 2 on `flat` rows, by name;
+        `kind` is the task's estimator kind (`classifier` or `regressor`)."""
+        from dlworkflow.estimators import standard_baselines
 
-        return standard_baselines(task, settings, seed)
+        return standard_baselines(kind, settings, seed)
 
     #: where row 0 of a 2-D input is drawn: "upper" for pictures, "lower" for spectrograms
     origin: ClassVar[str] = "upper"

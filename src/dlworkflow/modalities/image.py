@@ -161,13 +161,20 @@ class ImageModality(Modality):
         return blocks.mean(axis=(2, 4)).reshape(len(x), -1) / 255.0
 
     def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
-        """Training-only augmentation layers from `augment.image`."""
-        from dlworkflow.layers import image_augmentation
-
-        return image_augmentation(settings, seed)
-
-    def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
-        """Per-fold preprocessing layers (fitted on the fold's training rows)."""
+        """Training-only augmentation layers from `augment.image`: flip, rotation, zoom and
+        contrast, each only when its setting is on."""
         import keras
 
-        return [keras.layers.Rescaling(1.0 / 255)]  # stateless: pixels to [0, 1]
+        layers: list = []
+        if settings.get("flip", "none") != "none":
+            layers.append(keras.layers.RandomFlip(settings["flip"], seed=seed))
+        if settings.get("rotation"):
+            layers.append(keras.layers.RandomRotation(settings["rotation"], seed=seed))
+        if settings.get("zoom"):
+            layers.append(keras.layers.RandomZoom(settings["zoom"], seed=seed))
+        if settings.get("contrast"):
+            layers.append(keras.layers.RandomContrast(settings["contrast"], seed=seed))
+        return layers
+
+    # no per-fold preprocessing: the networks scale pixels to [0, 1] themselves (after the
+    # augmentation, which works on 0-255), and a pretrained backbone takes 0-255

@@ -18,6 +18,7 @@ class TextModality(Modality):
     name = "text"
     extensions: ClassVar[tuple[str, ...]] = (".txt", ".text", ".md", ".html", ".htm", ".json")
     layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "delimited")
+    inline_text = True
     stats: ClassVar[dict[str, str]] = {
         "characters": "Int64", "words": "Int64", "lines": "Int64", "empty": "boolean",
         "non_ascii_ratio": "Float64",
@@ -93,11 +94,27 @@ class TextModality(Modality):
         """The normalised texts themselves: TF-IDF is fitted per fold inside the pipeline."""
         return [str(t) for t in x]
 
-    def baselines(self, task: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    def baselines(self, kind: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
         """TF-IDF (word n-grams, optionally char n-grams) into a linear model."""
-        from dlworkflow.baselines import tfidf_baselines
+        from dlworkflow.estimators import tfidf_baselines
 
-        return tfidf_baselines(task, settings, seed)
+        return tfidf_baselines(kind, settings, seed)
+
+    def layer_settings(self, train: Mapping[str, Any], stats_path: str | None) -> dict[str, Any]:
+        """`train.text`, with `sequence_length: auto` resolved to the 95th percentile of words
+        in tensors/stats.json (between 8 and 512)."""
+        import json
+        from pathlib import Path
+
+        import numpy as np
+
+        settings = dict(train.get("text") or {})
+        value = settings.get("sequence_length", "auto")
+        if value == "auto":
+            stats = json.loads(Path(stats_path).read_text()) if stats_path else {}
+            value = np.clip(stats.get("suggested_sequence_length", 64), 8, 512)
+        settings["sequence_length"] = int(value)
+        return settings
 
     def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
         """TextVectorization adapted on the fold's training texts: the model takes raw strings."""

@@ -100,6 +100,8 @@ class TimeSeriesModality(Modality):
     extensions: ClassVar[tuple[str, ...]] = (".csv",)
     layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "long_csv", "wide_csv")
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "forecasting")
+    raw_input = "series windows"
+    timed_from_shards = True
     stats: ClassVar[dict[str, str]] = {
         "length": "Int64", "missing": "Int64", "gaps": "Int64", "frequency": "string",
         "start": "string", "end": "string", "min": "Float64", "max": "Float64",
@@ -254,6 +256,13 @@ class TimeSeriesModality(Modality):
                               axis=1)
         return filled.astype(np.float32)
 
+    def tensor_settings(self, tensors: Mapping[str, Any], inventory: Any) -> dict[str, Any]:
+        """`tensors.timeseries`, with `length: null` resolved to the longest accepted series."""
+        settings = dict(tensors.get(self.name, {}))
+        if not settings.get("length") and "length" in inventory:
+            settings["length"] = int(inventory["length"].max())
+        return settings
+
     def channels(self, data: bytes) -> pd.DataFrame:
         """Target and exogenous values in time order (NaN where missing)."""
         stamps, frame, _ = self._parse(data)
@@ -264,20 +273,26 @@ class TimeSeriesModality(Modality):
         "classification": ("series_fcn",), "regression": ("series_fcn",),
         "forecasting": ("forecast_cnn", "forecast_lstm")}
 
-    def baselines(self, task: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """1-NN Euclidean and a ridge classifier on the fixed-length series; forecasting:
-        seasonal naive and ridge on lags (see dlworkflow.baselines)."""
-        from dlworkflow.baselines import forecasting_baselines, series_baselines
+    def baselines(self, kind: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """1-NN Euclidean and a ridge classifier on the fixed-length series (forecasters on
+        windows belong to the forecasting task)."""
+        from dlworkflow.estimators import series_baselines
 
-        if task == "forecasting":
-            return forecasting_baselines(settings)
-        return series_baselines(task, settings, seed)
+        return series_baselines(kind, settings, seed)
 
     def augmentation(self, settings: Mapping[str, Any], seed: int) -> list:
-        """Training-only augmentation layers from `augment.timeseries`."""
-        from dlworkflow.layers import series_augmentation
+        """Training-only augmentation layers from `augment.timeseries`: jitter (Gaussian
+        noise) and random scaling."""
+        import keras
 
-        return series_augmentation(settings, seed)
+        from dlworkflow.layers import RandomScaling
+
+        layers: list = []
+        if settings.get("jitter"):
+            layers.append(keras.layers.GaussianNoise(settings["jitter"], seed=seed))
+        if settings.get("scaling"):
+            layers.append(RandomScaling(settings["scaling"], seed=seed))
+        return layers
 
     def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
         """Per-fold preprocessing layers (fitted on the fold's training rows)."""

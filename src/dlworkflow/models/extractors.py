@@ -101,13 +101,13 @@ def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
 def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, output: str,
                   model=None) -> int:
     """Embed every item of a shard; write ids and embeddings (float32) to output."""
-    from dlworkflow.tensors import _save, load_shard
+    from dlworkflow.shardfile import load_shard, save_shard
 
     arrays = load_shard(shard_path)
     x = as_rgb_batch(arrays["x"], get_extractor(name).min_side)
     model = model or build_extractor(name, tuple(x.shape[1:]), weights)
     embeddings = model.predict(x, batch_size=batch_size, verbose=0).astype(np.float32)
-    _save(output, {"ids": arrays["ids"], "x": embeddings})
+    save_shard(output, {"ids": arrays["ids"], "x": embeddings})
     return len(embeddings)
 
 
@@ -115,7 +115,7 @@ def write_features_index(tensors_index: str, feature_files: list[str], output: s
     """The tensors index restricted to embedded items, with each item's feature file."""
     import pandas as pd
 
-    from dlworkflow.tensors import load_shard
+    from dlworkflow.shardfile import load_shard
 
     index = pd.read_parquet(tensors_index)
     shard_of = {}

@@ -22,7 +22,7 @@ from dlworkflow.errors import ConfigError
 class NetworkSpec:
     """What a builder needs to know about the data and the settings."""
 
-    task: str
+    task: Any  # the dataset's Task (dlworkflow.tasks): it makes the output layer
     input_shape: tuple[int, ...]
     input_dtype: str
     outputs: int  # classes, 1 for regression, the horizon for forecasting
@@ -79,7 +79,8 @@ def _apply(x, layers: Sequence[Any]):
 
 
 def _head(x, spec: NetworkSpec):
-    """Dropout, a dense layer, and the output: softmax classes or values scaled to units."""
+    """Dropout, a dense layer, and the task's output layer (softmax classes, or values
+    scaled to the target's units)."""
     import keras
 
     dropout = float(spec.settings.get("dropout", 0.3))
@@ -87,12 +88,7 @@ def _head(x, spec: NetworkSpec):
     x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
     x = keras.layers.Dense(units, activation="relu", kernel_regularizer=_regularizer(spec))(x)
     x = keras.layers.Dropout(dropout, seed=spec.seed + 1)(x)
-    if spec.task == "classification":
-        return keras.layers.Dense(spec.outputs, activation="softmax", dtype="float32",
-                                  name="classes")(x)
-    x = keras.layers.Dense(spec.outputs, dtype="float32")(x)
-    return keras.layers.Rescaling(spec.target_scale, offset=spec.target_offset, dtype="float32",
-                                  name="values")(x)
+    return spec.task.output_layer(x, spec)
 
 
 def _conv_blocks(x, spec: NetworkSpec, dims: int, blocks: int, pool_time_only: bool = False):
@@ -128,7 +124,7 @@ def image_cnn(spec: NetworkSpec):
     x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
     x = _apply(x, spec.augmentation)
     x = keras.layers.Rescaling(1.0 / 255)(x)
-    x = _apply(x, spec.preprocessing[1:])  # [0] is the image modality's own Rescaling
+    x = _apply(x, spec.preprocessing)
     return keras.Model(inputs, _head(_conv_blocks(x, spec, 2, depth(spec, 3)), spec),
                        name="image_cnn")
 

@@ -1,0 +1,340 @@
+"""Forecasting: the next `horizon` values of each series from a `lookback` window.
+
+Time is split, not items: the last `horizon` steps of each series are test and the folds are
+rolling-origin validation windows before it. One training rule (`trains_on`) says which
+steps, and so which windows, a fold may learn from; the split's leakage proof, the trainer
+and the final step all use it. Scores are MASE against the seasonal-naive forecast, sMAPE and
+MAE; the bootstrap resamples (window, step) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from dlworkflow.errors import ConfigError
+from dlworkflow.tasks.base import Task, metric_entry, scored
+from dlworkflow.tasks.classification import save_csv
+from dlworkflow.tasks.regression import values_layer
+
+HELD_OUT = "windows whose targets all lie in the test period"
+
+
+def trains_on(last_step: Any, validation_start: Any, gap: int) -> Any:
+    """The one training rule: a step (or a window ending at `last_step`) may train the fold
+    whose validation starts at `validation_start` when it ends more than `gap` steps before."""
+    return last_step < validation_start - gap
+
+
+def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
+               key: str = "split") -> pd.DataFrame:
+    """Rolling-origin split of each series: one row per time step with role and fold.
+
+    `series` maps a series id to a frame with a `timestamp` column (sorted). The test set is
+    the last `horizon` steps (or every step from `test_start`); fold k validates on the k-th
+    of `folds` consecutive windows of `horizon` steps before the test set and trains on the
+    steps that end `gap` steps before its window. `fold` is the window a step validates in.
+    """
+    horizon, n_folds, gap = settings["horizon"], settings["folds"], settings.get("gap", 0)
+    frames = []
+    for series_id, frame in sorted(series.items()):
+        n = len(frame)
+        stamps = frame["timestamp"].reset_index(drop=True)
+        if settings.get("test_start"):
+            test_from = int(np.searchsorted(pd.to_datetime(stamps).to_numpy(),
+                                            np.datetime64(pd.Timestamp(settings["test_start"]))))
+        else:
+            test_from = n - horizon
+        first_window = test_from - n_folds * horizon
+        if first_window - gap < horizon:
+            raise ConfigError(
+                f"{key}: series {series_id!r} has {test_from} steps before its test window; "
+                f"{n_folds} folds x horizon {horizon} + gap {gap} leave fewer than {horizon} "
+                "steps to train the first fold. Lower split.folds or split.horizon.")
+        role = np.where(np.arange(n) >= test_from, "test", "trainval")
+        fold = pd.array([pd.NA] * n, dtype="Int64")
+        for k in range(n_folds):
+            start = first_window + k * horizon
+            fold[start: start + horizon] = k
+        frames.append(pd.DataFrame({
+            "id": pd.Series([series_id] * n, dtype="string"), "step": np.arange(n),
+            "timestamp": stamps.astype("string"), "role": pd.Series(role, dtype="string"),
+            "fold": fold, "in_sample": role == "trainval"}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def training_steps(splits: pd.DataFrame, series_id: str, fold: int, gap: int) -> np.ndarray:
+    """The steps fold `fold` of a series trains on (`trains_on` its validation start)."""
+    rows = splits[(splits["id"] == series_id) & (splits["role"] == "trainval")]
+    val_start = int(rows.loc[rows["fold"] == fold, "step"].min())
+    return rows.loc[trains_on(rows["step"], val_start, gap), "step"].to_numpy()
+
+
+def time_windows(splits: pd.DataFrame, gap: int) -> list[dict[str, Any]]:
+    """Per series and fold: training end, validation window, and the proof that they are ordered.
+
+    `ordered` holds when the last training step (from `training_steps`) is more than `gap`
+    steps before the first validation step and no validation or test step is trained on.
+    """
+    windows = []
+    for (series_id, fold), rows in splits.dropna(subset=["fold"]).groupby(["id", "fold"]):
+        series = splits[splits["id"] == series_id]
+        train = training_steps(splits, str(series_id), int(fold), gap)
+        val_start, val_end = int(rows["step"].min()), int(rows["step"].max())
+        train_end = int(train.max()) if len(train) else -1
+        held_out = set(rows["step"]) | set(series.loc[series["role"] == "test", "step"])
+        stamp = series.set_index("step")["timestamp"]
+        windows.append({
+            "series": str(series_id), "fold": int(fold), "train_steps": len(train),
+            "train_end_step": train_end, "val_start_step": val_start, "val_end_step": val_end,
+            "train_end": str(stamp.get(train_end, "")), "val_start": str(stamp[val_start]),
+            "val_end": str(stamp[val_end]),
+            "ordered": bool(len(train) and train_end + gap < val_start
+                            and not held_out.intersection(train.tolist())),
+        })
+    return windows
+
+
+def plan_windows(splits: pd.DataFrame, lookback: int, horizon: int, shard_size: int) -> pd.DataFrame:
+    """One row per window (lookback inputs -> horizon targets) with role and fold.
+
+    A window whose targets touch the test period is test. A window whose targets lie inside
+    fold k's validation window validates fold k; which windows fold k trains on is the
+    training rule's (`ForecastingTask.training_rows`).
+    """
+    rows = []
+    for series_id, steps in splits.groupby("id", sort=True):
+        steps = steps.sort_values("step")
+        roles, folds = steps["role"].to_numpy(), steps["fold"].to_numpy()
+        n = len(steps)
+        for start in range(lookback, n - horizon + 1):
+            target = slice(start, start + horizon)
+            role = "test" if (roles[target] == "test").any() else "trainval"
+            target_folds = pd.Series(folds[target])
+            same_fold = target_folds.notna().all() and target_folds.nunique() == 1
+            fold = int(target_folds.iloc[0]) if role == "trainval" and same_fold else pd.NA
+            rows.append({"id": f"{series_id}@{start:06d}", "series": str(series_id),
+                         "target_start": start, "target_end": start + horizon - 1,
+                         "role": role, "fold": fold})
+    plan = pd.DataFrame(rows)
+    plan["fold"] = plan["fold"].astype("Int64")
+    plan["in_sample"] = plan["role"] == "trainval"
+    for role in ("trainval", "test"):
+        members = plan.index[plan["role"] == role]
+        plan.loc[members, "shard"] = [f"{role}-{i // shard_size:05d}" for i in range(len(members))]
+    return plan
+
+
+def naive_scales(history: np.ndarray, season: int) -> np.ndarray:
+    """MASE's seasonal-naive scale of each window's lookback."""
+    from dlworkflow.metrics import naive_scale
+
+    return np.asarray([naive_scale(row, season) for row in np.asarray(history, dtype=float)])
+
+
+def forecast_scores(choice: Mapping[str, Any], errors: pd.DataFrame) -> dict[str, float]:
+    """Forecast metrics over (window, step) pairs; MASE as the mean of |error| / the window's
+    seasonal-naive scale (equal to the mean of per-window MASE when windows are whole)."""
+    from dlworkflow.metrics import compute, metric_names
+
+    out = {}
+    for name in metric_names(choice):
+        if name == "mase":
+            out[name] = float(np.mean(np.abs(errors["y_true"] - errors["y_pred"])
+                                      / errors["scale"]))
+        else:
+            out[name] = compute(name, errors["y_true"].to_numpy(), errors["y_pred"].to_numpy(),
+                                season=int(choice.get("season", 1)))
+    return out
+
+
+class ForecastingTask(Task):
+    """Forecast the next `split.horizon` steps of every series."""
+
+    name = "forecasting"
+    labelled = False
+    estimator_kind = "forecaster"
+    shard_unit = "windows"
+    split_rows = "steps"
+    test_rows = "windows"
+    bootstrap_unit = "(window, step) pair"
+    samples_items = False
+    layout_kinds = ("long_csv",)
+    dvc_plots: ClassVar[dict[str, dict[str, Any]]] = {
+        "Forecast vs actual, held-out horizon ({dataset})": {
+            "x": "step", "y": {"results/{dataset}/final/plots/forecast.csv": ["actual",
+                                                                             "forecast"]}},
+    }
+
+    # --- the metric ------------------------------------------------------------------
+    def metric_inputs(self, inventory: pd.DataFrame) -> tuple[pd.Series | None, str | None]:
+        frequency = None
+        if "frequency" in inventory and len(inventory):
+            frequency = inventory["frequency"].dropna().astype(str).mode().iloc[0]
+        return None, frequency
+
+    def metric_choice(self, labels: pd.Series | None, settings: Mapping[str, Any],
+                      frequency: str | None) -> tuple[dict[str, Any], dict, list[dict], str]:
+        from dlworkflow.metrics import season_length
+
+        season = season_length(frequency)
+        primary = metric_entry("mase", season=season)
+        why = (f"Forecasting at frequency {frequency or 'unknown'}: MASE scales the error by "
+               f"the seasonal-naive forecast (season {season}), so below 1 beats repeating last "
+               "season and scores compare across series; sMAPE is reported as a percentage.")
+        return ({"frequency": frequency, "season": season}, primary,
+                [metric_entry("smape"), metric_entry("mae")], why)
+
+    # --- the split -------------------------------------------------------------------
+    def split(self, inventory: pd.DataFrame, series: Callable[[], Mapping[str, pd.DataFrame]],
+              settings: Mapping[str, Any], seed: int, sample: int | None,
+              key: str) -> pd.DataFrame:
+        return split_time(series(), settings, key)
+
+    def leakage_report(self, splits: pd.DataFrame, settings: Mapping[str, Any]) -> dict[str, Any]:
+        windows = time_windows(splits, settings.get("gap", 0))
+        test_after = all(
+            splits[(splits["id"] == s) & (splits["role"] == "test")]["step"].min()
+            > splits[(splits["id"] == s) & (splits["role"] == "trainval")]["step"].max()
+            for s in splits["id"].unique())
+        problems = sum(not w["ordered"] for w in windows) + (not test_after)
+        return {"task": self.name, "gap": settings.get("gap", 0), "windows": windows,
+                "test_after_trainval": bool(test_after), "leaks": int(problems)}
+
+    def describe_scheme(self, settings: Mapping[str, Any], has_groups: bool) -> str:
+        test = (f"every step from {settings['test_start']}" if settings.get("test_start")
+                else f"the last {settings['horizon']} steps")
+        return (f"Test: {test} of each series. Validation: {settings['folds']} rolling-origin "
+                f"windows of {settings['horizon']} steps before the test set, each fold training "
+                f"only on steps that end {settings.get('gap', 0)} step(s) before its window.")
+
+    # --- shards and the rows of a fold -----------------------------------------------
+    def plan(self, splits: pd.DataFrame, tensors: Mapping[str, Any], split: Mapping[str, Any],
+             seed: int) -> pd.DataFrame:
+        plan = plan_windows(splits, int(tensors["timeseries"]["lookback"]), int(split["horizon"]),
+                            int(tensors["shard_size"]))
+        if plan.empty:
+            raise ConfigError("tensors.timeseries.lookback: no window fits; the series are "
+                              "shorter than lookback + horizon")
+        return plan
+
+    def training_rows(self, trainval: pd.DataFrame, fold: int, gap: int) -> pd.DataFrame:
+        """Windows whose targets end before the fold's validation window minus the gap."""
+        val_start = int(trainval.loc[trainval["fold"] == fold, "target_start"].min())
+        return trainval[trains_on(trainval["target_end"], val_start, gap)]
+
+    def held_out(self, test: pd.DataFrame) -> pd.DataFrame:
+        """The test windows scored: those whose targets all lie in the test period."""
+        first_test = test.groupby("series")["target_end"].transform("min")
+        return test[test["target_start"] >= first_test]
+
+    def always_in_memory(self) -> bool:
+        return True
+
+    # --- models ----------------------------------------------------------------------
+    def baselines(self, modality: Any, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """Seasonal naive and ridge on lags, on the windows (not the modality's flat rows)."""
+        from dlworkflow.estimators import forecasting_baselines
+
+        return forecasting_baselines(settings)
+
+    def baseline_inputs(self, modality: Any, arrays: Mapping[str, Any],
+                        flat_settings: Mapping[str, Any]) -> Any:
+        """Every forecaster sees the windows and the known future."""
+        return {"past": arrays["x"], "future": arrays.get("x_future")}
+
+    def prepare_baseline(self, estimator: Any, choice: Mapping[str, Any],
+                         train: Mapping[str, Any]) -> Any:
+        from dlworkflow.estimators import SeasonalNaive
+
+        if isinstance(estimator, SeasonalNaive):
+            estimator.set_params(season=int(choice.get("season", 1)), horizon=train["y"].shape[1])
+        return estimator
+
+    def network_outputs(self, classes: Sequence[str], y: np.ndarray) -> int:
+        return int(y.shape[1])
+
+    def output_layer(self, x: Any, spec: Any) -> Any:
+        return values_layer(x, spec)
+
+    def loss(self) -> tuple[Any, list[str]]:
+        import keras
+
+        return keras.losses.MeanSquaredError(), ["mae"]
+
+    def target_stats(self, train: Mapping[str, Any] | None,
+                     rows: pd.DataFrame) -> tuple[float, float]:
+        """Scale of the change from the last input value over the horizon."""
+        change = train["y"] - train["x"][:, -1:, 0]
+        return 0.0, float(np.std(change) or 1.0)
+
+    def fold_scores(self, choice: Mapping[str, Any], valid: Mapping[str, Any], output: Any,
+                    proba: np.ndarray | None, classes: Sequence[str], fold: int,
+                    model: str) -> tuple[dict[str, float], pd.DataFrame]:
+        """Each window's MASE is scaled by its own lookback."""
+        from dlworkflow.metrics import prediction_frame, score
+
+        metrics = score(choice, valid["y"], output, history=valid["x"][:, :, 0])
+        return metrics, prediction_frame(valid["ids"], fold, model, valid["y"], output)
+
+    # --- the test --------------------------------------------------------------------
+    def test_notes(self) -> dict[str, Any]:
+        return {"held_out": HELD_OUT}
+
+    def evaluate(self, choice: Mapping[str, Any], test: Mapping[str, Any], output: np.ndarray,
+                 classes: Sequence[str], threshold: Mapping[str, Any] | None, model: str,
+                 bootstrap: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+        from dlworkflow.metrics import prediction_frame, score
+
+        y_true, y_pred = np.asarray(test["y"], float), np.asarray(output, float)
+        point = score(choice, y_true, y_pred, history=test["x"][:, :, 0])
+        frame = prediction_frame(test["ids"], -1, model, y_true, y_pred)
+        scales = naive_scales(test["x"][:, :, 0], int(choice.get("season", 1)))
+        errors = frame.assign(scale=np.repeat(scales, y_true.shape[1]))
+
+        def metric_fn(picked: np.ndarray) -> Mapping[str, float]:
+            return forecast_scores(choice, errors.iloc[picked])
+
+        return scored(model, len(test["ids"]), len(errors), point, metric_fn, bootstrap), frame
+
+    def write_plots(self, folder: Any, frame: pd.DataFrame, classes: Sequence[str],
+                    positive: str | None) -> list[str]:
+        """The forecast of the first held-out window against the actual values."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        first = frame[frame["id"] == frame["id"].min()]
+        save_csv(folder, "forecast.csv", pd.DataFrame({
+            "step": first["step"], "actual": first["y_true"], "forecast": first["y_pred"]}))
+        return ["forecast.csv"]
+
+    # --- reports ---------------------------------------------------------------------
+    def eda_target(self, inventory: pd.DataFrame, series: Callable[[], Mapping[str, Any]],
+                   season: int) -> dict[str, Any]:
+        from dlworkflow.figures import forecasting_target
+
+        return forecasting_target(series(), season)
+
+    def report_figures(self, mine: pd.DataFrame, predictions: pd.DataFrame,
+                       test: Mapping[str, Any], card: Mapping[str, Any],
+                       choice: Mapping[str, Any]) -> dict[str, Any]:
+        from dlworkflow.figures import forecast_figure
+
+        first = sorted(predictions["id"].unique())[0]
+        row = list(test["ids"]).index(first)
+        return {"figures": [{"title": "held-out horizon",
+                             "uri": forecast_figure(test["x"][row, :, 0], predictions)}],
+                "per_class": []}
+
+    def worst_errors(self, frame: pd.DataFrame, classes: Sequence[str],
+                     per_class: int) -> pd.DataFrame | None:
+        return None  # windows have no raw item to preview
+
+    def explained_value(self, values: np.ndarray, output: int | None) -> np.ndarray:
+        return values.mean(axis=1)
+
+    def explained_what(self, predicted: Any, classes: Sequence[str]) -> str:
+        return "mean forecast"
