@@ -169,3 +169,25 @@ def test_item_selection_for_a_fold_is_disjoint_and_skips_test():
     assert list(train["id"]) == ["a", "c", "d", "f"] and list(valid["id"]) == ["b"]
     assert list(CLASSIFICATION.select(index, None, "trainval")["id"]) == list("abcdef")
 
+
+def test_each_series_trains_a_fold_on_the_windows_its_own_split_allows():
+    """Series of unequal length: step numbers restart per series, so each series has its own
+    validation windows. The windows a fold trains on are exactly those whose targets are all
+    training steps of that series in the split (the rule the leakage proof certifies)."""
+    from dlworkflow.tasks.forecasting import training_steps
+
+    series = {name: pd.DataFrame({"timestamp": pd.date_range("2000-01-01", periods=n, freq="D"),
+                                  "value": np.arange(float(n))})
+              for name, n in (("long", 160), ("short", 90))}
+    gap, horizon = 2, 10
+    splits = split_time(series, {"folds": 3, "horizon": horizon, "gap": gap})
+    plan = plan_windows(splits, lookback=12, horizon=horizon, shard_size=50)
+    for fold in range(3):
+        train = FORECASTING.select(plan, fold, "train", gap=gap)
+        for name in series:
+            allowed = set(training_steps(splits, name, fold, gap).tolist())
+            windows = plan[(plan["series"] == name) & (plan["role"] == "trainval")]
+            expected = {row.id for row in windows.itertuples()
+                        if set(range(row.target_start, row.target_end + 1)) <= allowed}
+            chosen = set(train.loc[train["series"] == name, "id"])
+            assert chosen == expected and chosen, (fold, name)

@@ -223,9 +223,13 @@ class ForecastingTask(Task):
         return plan
 
     def training_rows(self, trainval: pd.DataFrame, fold: int, gap: int) -> pd.DataFrame:
-        """Windows whose targets end before the fold's validation window minus the gap."""
-        val_start = int(trainval.loc[trainval["fold"] == fold, "target_start"].min())
-        return trainval[trains_on(trainval["target_end"], val_start, gap)]
+        """Windows whose targets end before their own series' validation window of the fold
+        minus the gap (step numbers restart in every series, so each has its own start); a
+        series without a validation window in the fold trains it with none of its windows."""
+        starts = trainval.loc[trainval["fold"] == fold].groupby("series")["target_start"].min()
+        start = trainval["series"].map(starts)
+        return trainval[trains_on(trainval["target_end"], start, gap).fillna(False)
+                        .to_numpy(dtype=bool)]
 
     def held_out(self, test: pd.DataFrame) -> pd.DataFrame:
         """The test windows scored: those whose targets all lie in the test period."""
