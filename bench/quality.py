@@ -49,11 +49,11 @@ def interval(entry: dict) -> str:
 
 
 def final_table(results: Path) -> None:
-    """The test score (95 % bootstrap interval) of the final network and refitted baseline."""
+    """The test score (95 % bootstrap interval) of the shipped model, and of both candidates."""
     print()
-    print("| dataset | metric | test rows | network (final) | best baseline (refitted) | "
-          "final epochs | threshold | p50 ms / item |")
-    print("|---|---|---:|---|---|---:|---|---:|")
+    print("| dataset | metric | test rows | shipped (why) | network (final) | best baseline "
+          "(refitted) | final epochs | threshold | p50 ms / item |")
+    print("|---|---|---:|---|---|---|---:|---|---:|")
     for folder in sorted(p for p in results.iterdir()
                          if (p / "final" / "test_metrics.json").exists()):
         test = json.loads((folder / "final" / "test_metrics.json").read_text())
@@ -62,7 +62,9 @@ def final_table(results: Path) -> None:
         primary = test["primary"]
         base = test.get("baseline")
         threshold = card.get("threshold") or {}
+        shipped = test.get("shipped", {"shipped": "network", "model": test["network"]["model"]})
         print(f"| {folder.name} | {primary} | {test['network']['rows']} | "
+              f"{shipped['shipped']} {shipped['model']} | "
               f"{test['network']['model']}: {interval(test['network']['metrics'][primary])} | "
               + (f"{base['model']}: {interval(base['metrics'][primary])}" if base else "-")
               + f" | {card['training']['epochs']['epochs']} | "

@@ -190,6 +190,13 @@ def get_nn_fold_histories(wildcards):
     return _fold_files(wildcards, "nn", "history.csv")
 
 
+def get_final_baseline_export(wildcards):
+    """The exported baseline (final_baseline) when it can take raw inputs, else nothing."""
+    if get_final_scores_baseline(wildcards):
+        return f"results/{wildcards.dataset}/final/baseline.skops"
+    return []
+
+
 def get_final_scores_baseline(wildcards):
     """Whether final_test also scores the refitted best baseline (not on cached embeddings:
     test shards are not embedded)."""

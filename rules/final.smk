@@ -39,11 +39,13 @@ rule final_train:
         oof="results/{dataset}/nn/oof.parquet",
         histories=get_nn_fold_histories,
         features=get_features_index_if_extracted,
+        baseline="results/{dataset}/baseline/summary.json",
     output:
         model="results/{dataset}/final/model.keras",
         card="results/{dataset}/final/model.json",
         history="results/{dataset}/final/history.csv",
         dvclive=directory("results/{dataset}/final/dvclive"),
+        shipped="results/{dataset}/final/shipped.json",
     log:
         "logs/{dataset}/final_train.log",
     benchmark:
@@ -62,20 +64,48 @@ rule final_train:
         split=get_split_settings,
         seed=PARAMS["seed"],
         features=PARAMS["features"],
+        with_baseline=get_final_scores_baseline,
     script:
         "../scripts/final_train.py"
+
+
+rule final_baseline:
+    input:
+        index="results/{dataset}/tensors/index.parquet",
+        shards=get_trainval_shards,
+        metric="results/{dataset}/intake/metric.json",
+        summary="results/{dataset}/baseline/summary.json",
+        oof="results/{dataset}/baseline/oof.parquet",
+    output:
+        model="results/{dataset}/final/baseline.skops",
+        card="results/{dataset}/final/baseline.json",
+    log:
+        "logs/{dataset}/final_baseline.log",
+    benchmark:
+        "benchmarks/{dataset}/final_baseline.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        dataset=get_dataset,
+        baseline=get_baseline_settings,
+        tensors=get_tensor_settings,
+        final=get_final_settings,
+        seed=PARAMS["seed"],
+    script:
+        "../scripts/final_baseline.py"
 
 
 rule final_test:
     input:
         model="results/{dataset}/final/model.keras",
         card="results/{dataset}/final/model.json",
+        shipped="results/{dataset}/final/shipped.json",
+        baseline_model=get_final_baseline_export,
         metric="results/{dataset}/intake/metric.json",
         plan="results/{dataset}/tensors/plan.parquet",
         test_shards=get_test_shards,
-        index="results/{dataset}/tensors/index.parquet",
-        trainval_shards=get_trainval_shards,
-        baseline="results/{dataset}/baseline/summary.json",
     output:
         metrics=report(
             "results/{dataset}/final/test_metrics.json",
@@ -96,10 +126,7 @@ rule final_test:
     params:
         dataset=get_dataset,
         final=get_final_settings,
-        baseline=get_baseline_settings,
-        tensors=get_tensor_settings,
         seed=PARAMS["seed"],
-        with_baseline=get_final_scores_baseline,
     script:
         "../scripts/final_test.py"
 
@@ -108,6 +135,8 @@ rule final_latency:
     input:
         model="results/{dataset}/final/model.keras",
         card="results/{dataset}/final/model.json",
+        shipped="results/{dataset}/final/shipped.json",
+        baseline_model=get_final_baseline_export,
         inventory="results/{dataset}/intake/inventory.parquet",
         index="results/{dataset}/tensors/index.parquet",
         raw=get_raw_root,
@@ -145,6 +174,8 @@ rule final_report:
         histories=get_nn_fold_histories,
         final_history="results/{dataset}/final/history.csv",
         card="results/{dataset}/final/model.json",
+        shipped="results/{dataset}/final/shipped.json",
+        baseline_model=get_final_baseline_export,
         test="results/{dataset}/final/test_metrics.json",
         predictions="results/{dataset}/final/predictions.parquet",
         latency="results/{dataset}/final/latency.json",

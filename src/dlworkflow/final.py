@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlworkflow.baselines import fit_predict, flat_settings
+from dlworkflow.baselines import flat_settings
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, load_arrays, load_test_arrays
 from dlworkflow.errors import ConfigError
-from dlworkflow.predict import load_model
+from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
 from dlworkflow.train import model_card, train_network, write_history
 
 log = logging.getLogger(__name__)
@@ -87,78 +87,92 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     card = model_card(ctx, trained, fold=None, threshold=threshold, training=training,
                       primary=choice["primary"]["name"])
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    decision = choose_shipped(str(final_settings.get("model", "auto")), summary,
+                              json.loads(Path(ctx.input("baseline")).read_text()),
+                              bool(ctx.values.get("with_baseline", True)))
+    (out / SHIPPED_FILE).write_text(json.dumps(decision, indent=2) + "\n")
+    log.info("ships the %s (%s): %s", decision["shipped"], decision["model"], decision["why"])
     return card
 
 
-def _baseline_on_test(ctx: RunContext, baseline: dict[str, Any], choice: dict[str, Any],
-                      test: dict[str, Any]) -> tuple[str, np.ndarray]:
-    """The CV-best baseline refitted on every trainval row; its test output (probabilities
-    for classification)."""
+def export_baseline(ctx: RunContext) -> dict[str, Any]:
+    """Refit the CV-best baseline on every trainval row and export it (baseline.skops and its
+    card baseline.json), with a binary threshold tuned on its own out-of-fold predictions."""
     from sklearn.base import clone
 
     task = ctx.task
-    name = baseline["best"]
+    summary = json.loads(Path(ctx.input("summary")).read_text())
+    choice = json.loads(Path(ctx.input("metric")).read_text())
+    name = summary["best"]
     estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"), ctx.seed)[name])
     train = load_arrays(Part(task, ctx.folder("index"), None, "trainval"))
     estimator = task.prepare_baseline(estimator, choice, train)
     settings = flat_settings(ctx)
-    x_train = task.baseline_inputs(ctx.modality, train, settings)
-    x_test = task.baseline_inputs(ctx.modality, test, settings)
-    prediction, proba = fit_predict(estimator, x_train, train["y"], x_test, train["classes"])
-    if train["classes"]:
-        if proba is None:  # an estimator without probabilities: one-hot of its labels
-            proba = np.eye(len(train["classes"]))[np.asarray(prediction, dtype=int)]
-        return name, np.asarray(proba)
-    return name, np.asarray(prediction)
+    estimator.fit(task.baseline_inputs(ctx.modality, train, settings), train["y"])
+    classes = tuple(train["classes"])
+
+    def oof() -> pd.DataFrame:
+        frame = pd.read_parquet(ctx.input("oof"))
+        return frame[frame["model"] == name]
+
+    threshold = task.threshold(oof, choice, classes, ctx.section("final").get("threshold", "tune"))
+    card = {"kind": "baseline", "model": name, "dataset": ctx.dataset.get("description", ""),
+            "modality": ctx.dataset["modality"], "task": ctx.dataset["task"],
+            "architecture": name, "classes": list(classes), "threshold": threshold,
+            "train_rows": len(train["ids"]), "cv": summary.get("headline"),
+            "layout": dict(ctx.dataset["layout"]),
+            "tensors": dict(ctx.section("tensors").get(ctx.modality.name) or {}),
+            "flat": settings}
+    save_baseline(estimator, ctx.folder("model", output=True), card)
+    log.info("baseline %s refitted on %d trainval rows and exported", name, len(train["ids"]))
+    return card
 
 
 def score_test(ctx: RunContext) -> dict[str, Any]:
-    """Score the final network once on the test rows (and the refitted best baseline for
-    reference, unless the rule says not to), each metric with a bootstrap confidence
-    interval; write test_metrics.json, predictions.parquet and the plots' CSV files."""
+    """Score the final network and the exported baseline once on the test rows, each metric
+    with a bootstrap confidence interval; the headline is the shipped model's. Write
+    test_metrics.json, predictions.parquet and the plots' CSV files (of the shipped model)."""
     task = ctx.task
     final_settings = ctx.section("final")
     choice = json.loads(Path(ctx.input("metric")).read_text())
-    model, card = load_model(ctx.folder("model"))
-    classes = tuple(card["classes"])
+    decision = json.loads(Path(ctx.input("shipped")).read_text())
+    model_dir = ctx.folder("model")
+    network = load_shipped(model_dir, "network")
+    classes = tuple(network.card["classes"])
     plan_path = ctx.input("plan")
     test = load_test_arrays(task, plan_path, list(ctx.input("test_shards")), classes)
     if not len(test["ids"]):
         raise ValueError(f"{plan_path}: the plan has no test rows to score")
     bootstrap = {"resamples": int(final_settings.get("bootstrap", 1000)), "seed": ctx.seed,
                  "confidence": float(final_settings.get("confidence", 0.95))}
-    import tensorflow as tf
-
-    inputs = ctx.modality.model_inputs(test)
-    batches = tf.data.Dataset.from_tensor_slices(inputs).batch(64)  # strings need tf.data
-    output = np.asarray(model.predict(batches, verbose=0))
-    network, frame = task.evaluate(choice, test, output, classes, card["threshold"],
-                                   card["architecture"], bootstrap)
-    frames = [frame]
+    scored, frames = {}, {}
+    candidates = [network] + ([load_shipped(model_dir, "baseline")]
+                              if ctx.inputs.get("baseline_model") else [])
+    for model in candidates:
+        scored[model.kind], frames[model.kind] = task.evaluate(
+            choice, test, model.outputs(test), classes, model.card.get("threshold"),
+            model.card["architecture"], bootstrap)
+    shipped = decision["shipped"]
     metrics_output = ctx.output("metrics")
-    task.write_plots(Path(metrics_output).parent / "plots", frame, classes,
+    task.write_plots(Path(metrics_output).parent / "plots", frames[shipped], classes,
                      task.positive(choice, classes))
     result: dict[str, Any] = {
         "primary": choice["primary"]["name"],
         "greater_is_better": choice["primary"]["greater_is_better"],
         "confidence": bootstrap["confidence"], "bootstrap_resamples": bootstrap["resamples"],
-        "bootstrap_unit": task.bootstrap_unit, "threshold": card["threshold"],
-        "network": network, **task.test_notes(),
+        "bootstrap_unit": task.bootstrap_unit, "threshold": network.card["threshold"],
+        "shipped": {k: decision[k] for k in ("shipped", "model", "why")},
+        **scored, **task.test_notes(),
     }
-    if ctx.values.get("with_baseline", True):
-        baseline = json.loads(Path(ctx.input("baseline")).read_text())
-        name, base_output = _baseline_on_test(ctx, baseline, choice, test)
-        reference, base_frame = task.evaluate(choice, test, base_output, classes, None, name,
-                                              bootstrap)
-        result["baseline"] = reference
-        frames.append(base_frame)
     primary = result["primary"]
-    result["headline"] = {"model": network["model"], primary: network["metrics"][primary]["value"],
-                          f"{primary}_low": network["metrics"][primary]["low"],
-                          f"{primary}_high": network["metrics"][primary]["high"]}
+    head = scored[shipped]["metrics"][primary]
+    result["headline"] = {"model": scored[shipped]["model"], "kind": shipped,
+                          primary: head["value"], f"{primary}_low": head["low"],
+                          f"{primary}_high": head["high"]}
     Path(metrics_output).write_text(json.dumps(result, indent=2) + "\n")
-    pd.concat(frames, ignore_index=True).to_parquet(ctx.output("predictions"), index=False)
-    value = result["headline"]
-    log.info("test %s: %.4f [%.4f, %.4f] (%d rows)", primary, value[primary],
-             value[f"{primary}_low"], value[f"{primary}_high"], network["rows"])
+    pd.concat(list(frames.values()), ignore_index=True).to_parquet(ctx.output("predictions"),
+                                                                    index=False)
+    log.info("test %s of the shipped %s (%s): %.4f [%.4f, %.4f] (%d rows)", primary, shipped,
+             scored[shipped]["model"], head["value"], head["low"], head["high"],
+             scored[shipped]["rows"])
     return result

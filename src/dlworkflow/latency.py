@@ -29,66 +29,85 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 def raw_samples(ctx: RunContext, count: int) -> list[Any]:
     """Up to `count` raw inputs: items (file or inline text) from the inventory, or, where
-    the modality's raw input is the stored array (series windows), trainval rows."""
+    the modality's raw input is the stored array (series windows), trainval rows as
+    {"x", "x_future"}."""
     if ctx.modality.timed_from_shards:
         arrays = load_arrays(Part(ctx.task, ctx.folder("index"), None, "trainval"))
         rng = np.random.default_rng(ctx.seed)
         picked = rng.choice(len(arrays["ids"]), size=min(count, len(arrays["ids"])), replace=False)
-        return [arrays["x"][i] for i in picked]
+        future = arrays.get("x_future")
+        return [{"x": arrays["x"][i], **({"x_future": future[i]} if future is not None else {})}
+                for i in picked]
     inventory = pd.read_parquet(ctx.input("inventory"))
     rows = inventory.sample(n=min(count, len(inventory)), random_state=ctx.seed)
     return ctx.records(rows)
 
 
-def measure_latency(ctx: RunContext, batch_size: int = 64) -> dict[str, Any]:
-    """Write `latency.json`: p50/p95 single-item latency from raw input (decode + forward),
-    decode and forward separately, batch throughput, model size and parameter count.
-
-    The forward pass is Keras' compiled predict step (`predict_on_batch`), as a server would
-    run it, on the rule's CPU threads or the GPU when one is visible; `final.latency_items`
-    items are timed."""
+def single_forward(shipped: Any, modality: Any) -> Any:
+    """One batch of stored arrays -> outputs, as a server runs the shipped model: the
+    network's compiled predict step (`predict_on_batch`), or the exported pipeline."""
+    if shipped.kind != "network":
+        return shipped.outputs
     import tensorflow as tf
 
     from dlworkflow.predict import load_model
+
+    model, _ = load_model(shipped.path.parent)
+
+    def forward(arrays: dict[str, Any]) -> Any:
+        inputs = modality.model_inputs(arrays)
+        if isinstance(inputs, np.ndarray) and inputs.dtype.kind == "U":
+            inputs = tf.constant(inputs)  # Keras takes strings as a tf string tensor
+        return model.predict_on_batch(inputs)
+
+    return forward
+
+
+def measure_latency(ctx: RunContext, batch_size: int = 64) -> dict[str, Any]:
+    """Write `latency.json` for the shipped model: p50/p95 single-item latency from raw input
+    (decode + forward), decode and forward separately, batch throughput, size and parameters.
+
+    A network runs Keras' compiled predict step (`predict_on_batch`), as a server would, on
+    the rule's CPU threads or the GPU when one is visible; a baseline runs its exported
+    pipeline. `final.latency_items` items are timed."""
+    import tensorflow as tf
+
+    from dlworkflow.shipping import load_shipped
     from dlworkflow.train import configure_tensorflow
 
     configure_tensorflow(ctx.threads, ctx.seed, deterministic=False)
-
-    model_dir = ctx.folder("model")
-    model, card = load_model(model_dir)
-    settings = card.get("tensors") or {}
+    shipped = load_shipped(ctx.folder("model"))
+    settings = shipped.card.get("tensors") or {}
     modality = ctx.modality
     raw = raw_samples(ctx, int(ctx.section("final").get("latency_items", 50)))
     if not raw:
         raise ValueError(f"{ctx.input('inventory')}: no items to time the model on")
+    forward_batch = single_forward(shipped, modality)
 
-    def decode(item: Any) -> Any:
+    def decode(item: Any) -> dict[str, Any]:
         if modality.timed_from_shards:
             return item
-        return modality.tensorize(item.read_bytes(), item, settings)
+        return {"x": modality.tensorize(item.read_bytes(), item, settings)}
 
-    def forward(batch: np.ndarray) -> Any:
-        inputs = modality.model_inputs({"x": batch})
-        if batch.dtype.kind == "U":  # Keras takes strings as a tf string tensor
-            inputs = tf.constant(inputs)
-        if len(model.inputs) > 1:  # forecaster with known-future covariates: zeros stand in
-            future = model.inputs[1].shape[1:]
-            inputs = {"past": inputs, "future": np.zeros((len(batch), *future), np.float32)}
-        return model.predict_on_batch(inputs)
+    def stack(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
-    forward(np.stack([decode(raw[0])]))  # warm-up: tracing is not latency
+    def forward(rows: list[dict[str, Any]]) -> Any:
+        return forward_batch(stack(rows))
+
+    forward([decode(raw[0])])  # warm-up: tracing is not latency
     total, decoding, passing = [], [], []
     for item in raw:
         start = time.perf_counter()
         array = decode(item)
         middle = time.perf_counter()
-        forward(np.stack([array]))
+        forward([array])
         end = time.perf_counter()
         total.append(end - start)
         decoding.append(middle - start)
         passing.append(end - middle)
-    decoded = np.stack([decode(item) for item in raw])
-    batch = decoded[np.arange(batch_size) % len(decoded)]
+    decoded = [decode(item) for item in raw]
+    batch = [decoded[i % len(decoded)] for i in range(batch_size)]
     forward(batch)
     runs, start = 0, time.perf_counter()
     while runs < 3 or time.perf_counter() - start < 1.0:
@@ -97,12 +116,13 @@ def measure_latency(ctx: RunContext, batch_size: int = 64) -> dict[str, Any]:
     throughput = runs * batch_size / (time.perf_counter() - start)
     gpus = tf.config.list_physical_devices("GPU")
     result = {
+        "model": shipped.card["architecture"], "kind": shipped.kind,
         "single_item_ms": _percentiles(total), "decode_ms": _percentiles(decoding),
         "forward_ms": _percentiles(passing), "items_timed": len(raw),
         "batch_size": batch_size, "batch_items_per_second": float(throughput),
-        "model_bytes": int((Path(model_dir) / "model.keras").stat().st_size),
-        "parameters": int(model.count_params()),
-        "device": f"GPU ({gpus[0].name})" if gpus else f"CPU ({platform.processor() or platform.machine()})",
+        "model_bytes": int(shipped.path.stat().st_size), "parameters": shipped.parameters,
+        "device": f"GPU ({gpus[0].name})" if gpus and shipped.kind == "network"
+        else f"CPU ({platform.processor() or platform.machine()})",
         "threads": ctx.threads, "input": modality.raw_input,
     }
     Path(ctx.output("latency")).write_text(json.dumps(result, indent=2) + "\n")

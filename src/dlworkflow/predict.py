@@ -1,13 +1,13 @@
-"""Predict with a saved model from raw inputs: files (any modality) or strings (text).
+"""Predict with a shipped model from raw inputs: files (any modality) or strings (text).
 
-`model_dir` holds `model.keras` and `model.json` (written by training): the JSON says which
-modality and which stateless tensor settings turn a raw file into the model's input, so the
-same decoding as the shards is applied; everything learned is inside the model.
+`model_dir` is a final/ folder (it ships the network or the baseline, `shipped.json` says
+which) or a fold's folder (a network). The model's card says which modality and which
+stateless tensor settings turn a raw file into the stored array, so the same decoding as
+the shards is applied; everything learned is inside the model (or the exported pipeline).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,23 +17,18 @@ import pandas as pd
 
 from dlworkflow.items import Item
 from dlworkflow.modalities import create_modality
+from dlworkflow.shipping import load_network, load_shipped
 from dlworkflow.tasks import get_task
 
 
 def load_model(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The Keras model and its card."""
-    import keras
-
-    import dlworkflow.layers  # noqa: F401  (registers the custom layers before loading)
-
-    model_dir = Path(model_dir)
-    card = json.loads((model_dir / "model.json").read_text())
-    return keras.saving.load_model(model_dir / "model.keras"), card
+    """The Keras network of a model folder and its card."""
+    return load_network(model_dir)
 
 
-def raw_inputs(card: dict[str, Any], inputs: Sequence[str | Path]) -> Any:
+def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, Any]:
     """Decode raw files (or, for a modality that takes inline text, strings that are not
-    existing files) as the shards do, into what the model takes."""
+    existing files) as the shards do: {"x": stored arrays}."""
     modality = create_modality(card["modality"], {}, card.get("layout") or {})
     arrays = []
     for number, value in enumerate(inputs):
@@ -46,20 +41,18 @@ def raw_inputs(card: dict[str, Any], inputs: Sequence[str | Path]) -> Any:
             raise FileNotFoundError(f"{value}: no such file")
         arrays.append(modality.tensorize(data, Item(name, name), card.get("tensors") or {}))
     batch = np.asarray(arrays, dtype=str) if isinstance(arrays[0], str) else np.stack(arrays)
-    return modality.model_inputs({"x": batch})
+    return {"x": batch}
 
 
-def predict(model_dir: str | Path, inputs: Sequence[str | Path],
-            batch_size: int = 64) -> pd.DataFrame:
-    """One row per input: the prediction, and p_<class> probabilities for classification."""
+def predict(model_dir: str | Path, inputs: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per input: the shipped model's prediction, and p_<class> probabilities for
+    classification."""
     if not inputs:
         raise ValueError("nothing to predict: give at least one file or text")
-    model, card = load_model(model_dir)
-    import tensorflow as tf
-
-    batches = tf.data.Dataset.from_tensor_slices(raw_inputs(card, inputs)).batch(batch_size)
-    output = np.asarray(model.predict(batches, verbose=0))
+    shipped = load_shipped(model_dir)
+    output = shipped.outputs(raw_arrays(shipped.card, inputs))
     frame = pd.DataFrame({"input": [str(i) for i in inputs]})
-    for column, values in get_task(card["task"]).prediction_columns(output, card).items():
+    task = get_task(shipped.card["task"])
+    for column, values in task.prediction_columns(np.asarray(output), shipped.card).items():
         frame[column] = values
     return frame

@@ -147,8 +147,9 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     names = metric_names(choice)
     primary = names[0]
     predictions = pd.read_parquet(inputs["predictions"])
-    model = result["network"]["model"]
-    mine = predictions[predictions["model"] == model]
+    shipped = result["shipped"]["shipped"]
+    mine = predictions[predictions["model"] == result[shipped]["model"]]
+    network_rows = predictions[predictions["model"] == result["network"]["model"]]
     classes = card["classes"]
     test = load_test_arrays(task, inputs["plan"], list(inputs["test_shards"]), tuple(classes))
     context: dict[str, Any] = {
@@ -174,7 +175,9 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
         rng = np.random.default_rng(0)
         background = background[rng.choice(len(background), min(100, len(background)),
                                            replace=False)]
-        context["explanations"] = explain_final(model, ctx, test, mine, background, per_class)
+        # SHAP explains the network (the exported model itself), whichever model ships
+        context["explanations"] = explain_final(model, ctx, test, network_rows, background,
+                                                per_class)
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("report.html.j2").render(**context)

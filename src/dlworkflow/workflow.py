@@ -125,8 +125,8 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="final",
-        rules=("tensorize_test_shard", "final_train", "final_test", "final_latency",
-               "final_report"),
+        rules=("tensorize_test_shard", "final_train", "final_baseline", "final_test",
+               "final_latency", "final_report"),
         outputs=("results/{dataset}/final/report.html",),
         metrics=("results/{dataset}/final/test_metrics.json",
                  "results/{dataset}/final/latency.json"),
@@ -134,6 +134,7 @@ STEPS: tuple[Step, ...] = (
                 "datasets.{dataset}"),
         code=("rules/final.smk", "scripts/final_train.py", "scripts/final_test.py",
               "scripts/final_latency.py", "scripts/final_report.py", "scripts/tensorize_shard.py",
+              "scripts/final_baseline.py",
               "src/dlworkflow/templates"),
         after=("intake", "split", "tensors", "features", "baseline", "train"),
         # the test shards and the final model live here; only this stage reads test rows

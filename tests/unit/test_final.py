@@ -17,7 +17,7 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import load_test_arrays
 from dlworkflow.errors import ConfigError
 from dlworkflow.estimators import SeasonalNaive
-from dlworkflow.final import final_epochs, score_test, train_final
+from dlworkflow.final import export_baseline, final_epochs, score_test, train_final
 from dlworkflow.metrics import score
 from dlworkflow.shardfile import save_shard
 from dlworkflow.tasks import get_task
@@ -123,21 +123,44 @@ def test_forecast_intervals_resample_horizon_steps_and_mase_matches_score():
     assert len(frame) == 52 and (frame["step"] == np.arange(1, 53)).all()
 
 
+def _summary(model: str, mean: float, primary: str = "accuracy") -> dict:
+    """A CV summary as nn_summary and baseline_summary write it (one model)."""
+    return {"primary": primary, "greater_is_better": primary == "accuracy", "best": model,
+            "models": {model: {primary: {"mean": mean, "std": 0.01}}},
+            "headline": {"model": model}}
+
+
+def _baseline_summary(folder: Path, model: str, mean: float, primary: str = "accuracy") -> None:
+    (folder / "baseline.json").write_text(json.dumps(_summary(model, mean, primary)))
+    pd.DataFrame({"id": ["a"], "model": [model], "y_true": ["1"]}).to_parquet(
+        folder / "baseline_oof.parquet")
+
+
 def _final_context(dataset, folder, nn, metric, histories, out, **values) -> RunContext:
-    """What rule final_train hands train_final."""
+    """What rule final_train hands train_final (the baseline summary beside `nn`)."""
     return RunContext.for_dataset("toy", dataset, inputs={
         "index": str(folder / "index.parquet"), "metric": metric,
         "summary": str(nn / "summary.json"), "oof": str(nn / "oof.parquet"),
-        "histories": histories}, outputs={"model": str(out / "model.keras")}, **values)
+        "histories": histories, "baseline": str(nn.parent / "baseline.json")},
+        outputs={"model": str(out / "model.keras")}, **values)
 
 
-def _test_context(dataset, folder, out, metric, test, **values) -> RunContext:
-    """What rule final_test hands score_test (`test`: plan, test shards, baseline summary)."""
-    plan, shards, baseline = test
+def _baseline_context(dataset, folder, summaries, metric, out, **values) -> RunContext:
+    """What rule final_baseline hands export_baseline."""
     return RunContext.for_dataset("toy", dataset, inputs={
-        "model": str(out / "model.keras"), "metric": metric, "plan": plan,
-        "test_shards": shards, "index": str(folder / "index.parquet"),
-        "baseline": str(baseline)}, outputs={
+        "index": str(folder / "index.parquet"), "metric": metric,
+        "summary": str(summaries / "baseline.json"),
+        "oof": str(summaries / "baseline_oof.parquet")},
+        outputs={"model": str(out / "baseline.skops")}, **values)
+
+
+def _test_context(dataset, out, metric, test, **values) -> RunContext:
+    """What rule final_test hands score_test (`test`: plan and test shards)."""
+    plan, shards = test
+    return RunContext.for_dataset("toy", dataset, inputs={
+        "model": str(out / "model.keras"), "shipped": str(out / "shipped.json"),
+        "baseline_model": str(out / "baseline.skops"), "metric": metric, "plan": plan,
+        "test_shards": shards}, outputs={
         "metrics": str(out / "test_metrics.json"),
         "predictions": str(out / "predictions.parquet")}, **values)
 
@@ -166,12 +189,17 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
     nn.mkdir()
     histories = [_history(nn / f"history-{k}.csv", [1e-3, 1e-3, 5e-4]) for k in range(5)]
     (nn / "summary.json").write_text(json.dumps({"best_epochs": [2, 3, 3, 2, 3],
-                                                 "headline": {"model": "image_cnn"}}))
+                                                 **_summary("image_cnn", 0.95)}))
     pd.DataFrame({"id": ["a"], "y_true": ["1"]}).to_parquet(nn / "oof.parquet")
-    (tmp_path / "baseline.json").write_text(json.dumps({"best": "knn"}))
+    _baseline_summary(tmp_path, "knn", 0.9)
     out = tmp_path / "final"
     card = train_final(_final_context(IMAGE, folder, nn, metric, histories, out, seed=7,
                                       sections={"train": QUICK, "final": {"epochs": "auto"}}))
+    shipped = json.loads((out / "shipped.json").read_text())
+    assert shipped["shipped"] == "network" and "0.9500" in shipped["why"]  # the CV winner
+    baseline = {"knn_neighbors": 3, "image": {"pixels": 8}, "C": 1.0}
+    export_baseline(_baseline_context(IMAGE, folder, tmp_path, metric, out, seed=7,
+                                      sections={"baseline": baseline, "tensors": {}}))
     assert card["training"]["train_rows"] == 400  # all trainval rows, no validation part
     assert card["training"]["epochs"]["epochs"] == 3 and card["threshold"] is None
     assert len(pd.read_csv(out / "history.csv")) == 3
@@ -179,9 +207,8 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
     assert pd.read_csv(out / "history.csv")["learning_rate"].round(6).tolist() == [1e-3, 1e-3,
                                                                                    5e-4]
     result = score_test(_test_context(
-        IMAGE, folder, out, metric, (plan, test_shards, tmp_path / "baseline.json"), seed=7,
-        sections={"final": {"bootstrap": 200, "confidence": 0.9}, "tensors": {},
-                  "baseline": {"knn_neighbors": 3, "image": {"pixels": 8}, "C": 1.0}}))
+        IMAGE, out, metric, (plan, test_shards), seed=7,
+        sections={"final": {"bootstrap": 200, "confidence": 0.9}}))
     for kind in ("network", "baseline"):
         accuracy = result[kind]["metrics"]["accuracy"]
         assert result[kind]["rows"] == 100
@@ -266,17 +293,21 @@ def test_final_regression_streams_shards_and_scores_in_target_units(tmp_path, mo
     nn = tmp_path / "nn"
     nn.mkdir()
     histories = [_history(nn / f"history-{k}.csv", [1e-3] * 4) for k in range(3)]
-    (nn / "summary.json").write_text(json.dumps({"best_epochs": [4, 4, 4]}))
-    (tmp_path / "baseline.json").write_text(json.dumps({"best": "ridge"}))
+    (nn / "summary.json").write_text(json.dumps({"best_epochs": [4, 4, 4],
+                                                 **_summary("image_cnn", 1.5, "rmse")}))
+    _baseline_summary(tmp_path, "ridge", 1.5, "rmse")  # a tie: the simpler baseline ships
     regression = {**IMAGE, "task": "regression"}
     out = tmp_path / "final"
     card = train_final(_final_context(regression, folder, nn, metric, histories, out, seed=3,
                                       sections={"train": QUICK, "final": {}}))
+    assert json.loads((out / "shipped.json").read_text())["shipped"] == "baseline"
+    export_baseline(_baseline_context(regression, folder, tmp_path, metric, out, seed=3,
+                                      sections={"baseline": {"image": {"pixels": 8}},
+                                                "tensors": {}}))
     assert card["training"]["train_rows"] == 320 and card["threshold"] is None
-    result = score_test(_test_context(
-        regression, folder, out, metric, (plan, test_shards, tmp_path / "baseline.json"), seed=3,
-        sections={"final": {"bootstrap": 200}, "baseline": {"image": {"pixels": 8}},
-                  "tensors": {}}))
+    result = score_test(_test_context(regression, out, metric, (plan, test_shards), seed=3,
+                                      sections={"final": {"bootstrap": 200}}))
+    assert result["headline"]["kind"] == "baseline" and result["headline"]["model"] == "ridge"
     primary = result["primary"]
     assert primary in ("mae", "rmse")
     for kind in ("network", "baseline"):

@@ -25,7 +25,7 @@ PACKAGE = SRC / "dlworkflow"
 #: modules that run a step (or its scripts' helpers); plugins and helpers never import them
 STEP_MODULES = {"intake", "choice", "splits", "eda", "tensors", "data", "baselines", "train",
                 "evaluate", "final", "predict", "latency", "report", "explain", "context",
-                "demo", "cli", "dvcgen", "workflow", "config"}
+                "demo", "cli", "dvcgen", "workflow", "config", "shipping"}
 #: helpers every layer may use; they import no step module and no plugin
 LEAF_HELPERS = {"errors", "items", "figures", "layouts", "logs", "layers", "metrics",
                 "estimators", "shardfile", "imports"}

@@ -36,10 +36,20 @@ def test_final_scores_every_test_row_once_with_intervals(demo_project, name):
         assert sorted(rows["id"].unique()) == sorted(test["id"])
         for metric in result[kind]["metrics"].values():
             assert metric["low"] <= metric["value"] + 1e-12 <= metric["high"] + 2e-12
-    assert result["headline"]["model"] == card["architecture"]
+    # the CV winner ships (a tie goes to the baseline); the headline and latency are its own
+    shipped = json.loads((results / "final" / "shipped.json").read_text())
+    network = json.loads((results / "nn" / "summary.json").read_text())
+    baseline = json.loads((results / "baseline" / "summary.json").read_text())
+    primary = network["primary"]
+    net, base = (s["models"][s["best"]][primary]["mean"] for s in (network, baseline))
+    wins = net > base if network["greater_is_better"] else net < base
+    assert shipped["shipped"] == ("network" if wins else "baseline")
+    assert result["headline"]["model"] == result[shipped["shipped"]]["model"] == shipped["model"]
     latency = json.loads((results / "final" / "latency.json").read_text())
     assert 0 < latency["single_item_ms"]["p50"] <= latency["single_item_ms"]["p95"]
-    assert latency["parameters"] == card["training"]["parameters"]
+    assert latency["kind"] == shipped["shipped"] and latency["model"] == shipped["model"]
+    if shipped["shipped"] == "network":
+        assert latency["parameters"] == card["training"]["parameters"]
 
 
 def test_binary_threshold_is_tuned_out_of_fold_and_applied_to_the_test(demo_project):
@@ -90,9 +100,10 @@ def test_snakemake_report_collects_the_annotated_outputs(demo_project, tmp_path)
 
 def test_predict_applies_the_final_models_threshold(demo_project):
     from dlworkflow.predict import predict
+    from dlworkflow.shipping import load_shipped
 
     model_dir = demo_project / "results" / "sms_spam" / "final"
-    card = json.loads((model_dir / "model.json").read_text())
+    card = load_shipped(model_dir).card  # the shipped model's card: network or baseline
     frame = predict(model_dir, ["WINNER! Claim your free prize now, call 09061701461",
                                 "Are we still meeting for lunch tomorrow?"])
     positive, threshold = card["threshold"]["positive"], card["threshold"]["threshold"]

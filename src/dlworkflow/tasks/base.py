@@ -272,7 +272,8 @@ class Task(ABC):
 
     def prediction_columns(self, output: np.ndarray, card: Mapping[str, Any]) -> dict[str, Any]:
         """`dlworkflow predict`'s columns for raw inputs: the prediction (and probabilities)."""
-        return {"prediction": np.asarray(output)[:, 0]}
+        output = np.asarray(output)
+        return {"prediction": output[:, 0] if output.ndim == 2 else output}
 
     # --- reports ------------------------------------------------------------------------
     def eda_target(self, inventory: pd.DataFrame, series: Callable[[], Mapping[str, Any]],

@@ -1,0 +1,171 @@
+"""What the final step ships: the cross-validated winner, network or traditional baseline.
+
+`final.model: auto` ships the model with the better CV mean of the primary metric; a tie
+goes to the baseline, the simpler model. `network` or `baseline` force one. The baseline is
+the CV-best traditional model refitted on every trainval row and exported with skops, never
+pickle: loading refuses any type outside scikit-learn's own and `dlworkflow.estimators`.
+`load_shipped` gives the test, latency and `dlworkflow predict` one interface to both kinds:
+stored arrays in, outputs (class probabilities or values) out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlworkflow.errors import ConfigError
+
+SHIPPED_FILE = "shipped.json"
+BASELINE_FILE = "baseline.skops"
+BASELINE_CARD = "baseline.json"
+#: modules whose classes an exported baseline may hold (skops refuses everything else)
+TRUSTED_MODULES = ("sklearn.", "numpy", "scipy.", "dlworkflow.estimators.", "builtins.")
+
+
+def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[str, Any],
+                   servable: bool) -> dict[str, Any]:
+    """Which model the final step ships, and why, from the two CV summaries alone (the test
+    rows play no part). `servable` is False when the baseline cannot take raw inputs (it was
+    fitted on cached embeddings): then the network ships."""
+    primary = network["primary"]
+    greater = bool(network["greater_is_better"])
+    net_name, base_name = network["best"], baseline["best"]
+    net = network["models"][net_name][primary]
+    base = baseline["models"][base_name][primary]
+    cv = {"network": {"model": net_name, "mean": net["mean"], "std": net["std"]},
+          "baseline": {"model": base_name, "mean": base["mean"], "std": base["std"]}}
+    scores = (f"CV {primary}: network {net_name} {net['mean']:.4f} ± {net['std']:.4f}, "
+              f"baseline {base_name} {base['mean']:.4f} ± {base['std']:.4f}")
+    if setting not in ("auto", "network", "baseline"):
+        raise ConfigError(f"final.model: {setting!r}; use auto, network or baseline")
+    if not servable:
+        if setting == "baseline":
+            raise ConfigError("final.model: baseline, but the baseline was fitted on cached "
+                              "embeddings (features.extractor) and cannot take raw inputs")
+        shipped, why = "network", ("the baseline was fitted on cached embeddings and cannot "
+                                   "take raw inputs, so the network ships")
+    elif setting != "auto":
+        shipped, why = setting, f"final.model in params.yaml asks for the {setting}"
+    else:
+        network_wins = net["mean"] > base["mean"] if greater else net["mean"] < base["mean"]
+        shipped = "network" if network_wins else "baseline"
+        why = ("the network has the better cross-validated score" if network_wins else
+               "the baseline scores at least as well in cross-validation and is the simpler "
+               "model")
+    return {"shipped": shipped, "model": cv[shipped]["model"], "setting": setting,
+            "why": f"{why} ({scores}).", "primary": primary, "cv": cv, "servable": servable}
+
+
+def trusted_types(path: str | Path) -> list[str]:
+    """The types in a skops file, all of them from trusted modules, or a clear error."""
+    import skops.io as sio
+
+    found = sio.get_untrusted_types(file=str(path))
+    refused = [t for t in found if not t.startswith(TRUSTED_MODULES)]
+    if refused:
+        raise ValueError(f"{path}: refusing to load types outside scikit-learn and "
+                         f"dlworkflow.estimators: {', '.join(refused)}")
+    return found
+
+
+def save_baseline(estimator: Any, folder: str | Path, card: Mapping[str, Any]) -> None:
+    """`baseline.skops` (the fitted estimator) and `baseline.json` (what decodes its input)."""
+    import skops.io as sio
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sio.dump(estimator, folder / BASELINE_FILE)
+    trusted_types(folder / BASELINE_FILE)  # what we write must load again
+    (folder / BASELINE_CARD).write_text(json.dumps(dict(card), indent=2) + "\n")
+
+
+def load_baseline(folder: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The exported baseline and its card."""
+    import skops.io as sio
+
+    folder = Path(folder)
+    path = folder / BASELINE_FILE
+    estimator = sio.load(path, trusted=trusted_types(path))
+    return estimator, json.loads((folder / BASELINE_CARD).read_text())
+
+
+@dataclass
+class Shipped:
+    """A loaded model, network or baseline, behind one call: `outputs(arrays)` takes stored
+    arrays ({"x", "x_future"?}) and gives class probabilities (classification) or values."""
+
+    kind: str
+    card: dict[str, Any]
+    outputs: Callable[[Mapping[str, Any]], np.ndarray]
+    parameters: int
+    path: Path
+
+
+def baseline_outputs(estimator: Any, card: Mapping[str, Any]) -> Callable:
+    """Stored arrays -> the baseline's outputs (probabilities in the card's class order)."""
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.tasks import get_task
+
+    modality = create_modality(card["modality"], {}, card.get("layout") or {})
+    task = get_task(card["task"])
+    classes = tuple(card.get("classes") or ())
+
+    def outputs(arrays: Mapping[str, Any]) -> np.ndarray:
+        x = task.baseline_inputs(modality, arrays, card.get("flat") or {})
+        prediction = estimator.predict(x)
+        if not classes:
+            return np.asarray(prediction, dtype=np.float64)
+        if hasattr(estimator, "predict_proba"):
+            proba = np.zeros((len(prediction), len(classes)))
+            proba[:, estimator.classes_] = estimator.predict_proba(x)
+            return proba
+        return np.eye(len(classes))[np.asarray(prediction, dtype=int)]
+
+    return outputs
+
+
+def network_outputs(model: Any, card: Mapping[str, Any]) -> Callable:
+    """Stored arrays -> the network's outputs (through the modality's one conversion)."""
+    import tensorflow as tf
+
+    from dlworkflow.modalities import create_modality
+
+    modality = create_modality(card["modality"], {}, card.get("layout") or {})
+
+    def outputs(arrays: Mapping[str, Any]) -> np.ndarray:
+        batches = tf.data.Dataset.from_tensor_slices(modality.model_inputs(arrays)).batch(64)
+        return np.asarray(model.predict(batches, verbose=0))  # strings need tf.data
+
+    return outputs
+
+
+def load_network(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The Keras model and its card."""
+    import keras
+
+    import dlworkflow.layers  # noqa: F401  (registers the custom layers before loading)
+
+    model_dir = Path(model_dir)
+    card = json.loads((model_dir / "model.json").read_text())
+    return keras.saving.load_model(model_dir / "model.keras"), card
+
+
+def load_shipped(model_dir: str | Path, kind: str | None = None) -> Shipped:
+    """The model `model_dir` ships (shipped.json; the network when there is none, as in a
+    fold's folder), or the one named by `kind` ("network" or "baseline")."""
+    model_dir = Path(model_dir)
+    if kind is None:
+        decision = model_dir / SHIPPED_FILE
+        kind = json.loads(decision.read_text())["shipped"] if decision.is_file() else "network"
+    if kind == "baseline":
+        estimator, card = load_baseline(model_dir)
+        return Shipped("baseline", card, baseline_outputs(estimator, card), 0,
+                       model_dir / BASELINE_FILE)
+    model, card = load_network(model_dir)
+    return Shipped("network", card, network_outputs(model, card), int(model.count_params()),
+                   model_dir / "model.keras")

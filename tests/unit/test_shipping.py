@@ -1,0 +1,88 @@
+"""The final step ships the cross-validated winner; an exported baseline is safe to load and
+predicts from raw inputs like a network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from dlworkflow.errors import ConfigError
+from dlworkflow.shipping import choose_shipped, load_baseline, load_shipped, save_baseline
+from tests.helpers.shards import sms_texts
+
+
+def _summary(model: str, mean: float, primary: str = "f_beta", greater: bool = True) -> dict:
+    return {"primary": primary, "greater_is_better": greater, "best": model,
+            "models": {model: {primary: {"mean": mean, "std": 0.02}}}}
+
+
+def test_the_better_cv_score_ships_and_a_tie_goes_to_the_baseline():
+    network, baseline = _summary("text_cnn", 0.93), _summary("tfidf_logreg", 0.95)
+    decision = choose_shipped("auto", network, baseline, servable=True)
+    assert decision["shipped"] == "baseline" and decision["model"] == "tfidf_logreg"
+    assert "0.9300" in decision["why"] and "0.9500" in decision["why"]
+    assert choose_shipped("auto", _summary("text_cnn", 0.97), baseline, True)["shipped"] == \
+        "network"
+    assert choose_shipped("auto", _summary("cnn", 0.95), baseline, True)["shipped"] == "baseline"
+    # lower is better for an error: the smaller MASE wins
+    errors = _summary("forecast_cnn", 0.8, "mase", False), _summary("ridge_lags", 0.9, "mase",
+                                                                     False)
+    assert choose_shipped("auto", *errors, True)["shipped"] == "network"
+    assert choose_shipped("network", network, baseline, True)["shipped"] == "network"
+    assert choose_shipped("auto", network, baseline, servable=False)["shipped"] == "network"
+    with pytest.raises(ConfigError, match="cached embeddings"):
+        choose_shipped("baseline", network, baseline, servable=False)
+    with pytest.raises(ConfigError, match=r"final\.model"):
+        choose_shipped("best", network, baseline, True)
+
+
+@pytest.fixture(scope="module")
+def sms_baseline(tmp_path_factory):
+    """The text modality's TF-IDF logistic regression, fitted on real SMS and exported."""
+    from dlworkflow.modalities import create_modality
+
+    texts, labels, _ = sms_texts(600)
+    modality = create_modality("text", {}, {"kind": "delimited"})
+    estimator = modality.baselines("classifier", {"text": {"C": 10.0}}, 0)["tfidf_logreg"]
+    classes = sorted(set(labels))
+    estimator.fit(texts[:500], np.searchsorted(classes, labels[:500]))
+    folder = tmp_path_factory.mktemp("final")
+    card = {"kind": "baseline", "model": "tfidf_logreg", "architecture": "tfidf_logreg",
+            "modality": "text", "task": "classification", "classes": classes,
+            "threshold": {"positive": "spam", "threshold": 0.3}, "layout": {"kind": "delimited"},
+            "tensors": {"max_characters": 10000}, "flat": {}}
+    save_baseline(estimator, folder, card)
+    (folder / "shipped.json").write_text(json.dumps({"shipped": "baseline"}))
+    return folder, estimator, texts[500:], classes
+
+
+def test_an_exported_baseline_predicts_raw_texts_as_the_fitted_one(sms_baseline):
+    from dlworkflow.predict import predict
+
+    folder, estimator, texts, classes = sms_baseline
+    loaded, card = load_baseline(folder)
+    assert card["model"] == "tfidf_logreg"
+    expected = estimator.predict_proba(texts)
+    assert np.allclose(loaded.predict_proba(texts), expected)
+    # `dlworkflow predict` on raw strings: the shipped baseline, with its tuned threshold
+    frame = predict(folder, texts[:40])
+    assert np.allclose(frame["p_spam"], expected[:40, classes.index("spam")])
+    assert (frame["prediction"] == np.where(frame["p_spam"] >= 0.3, "spam", "ham")).all()
+    assert load_shipped(folder).kind == "baseline"
+
+
+class Smuggled(BaseEstimator, ClassifierMixin):
+    """A class from outside scikit-learn and dlworkflow.estimators."""
+
+    def fit(self, x, y):
+        self.classes_ = np.unique(y)
+        return self
+
+
+def test_loading_refuses_types_from_outside_the_trusted_modules(tmp_path):
+    save_card = {"kind": "baseline", "model": "x"}
+    with pytest.raises(ValueError, match="Smuggled"):
+        save_baseline(Smuggled().fit([[0], [1]], [0, 1]), tmp_path, save_card)
