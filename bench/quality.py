@@ -1,74 +1,218 @@
-"""Model quality of a finished run: CV scores and the one test score per dataset, as tables.
+"""Model quality of the shipped defaults on a visible benchmark suite, as tables.
 
-    python bench/quality.py [results]
+    python bench/quality.py run [--sets pickup acsf1 ...] [--out bench-runs] [--cores 2]
+    python bench/quality.py table bench-runs/<set>/results [...]
 
-Reads results/<dataset>/{baseline,nn}/summary.json and final/test_metrics.json (run the
-workflow with the shipped defaults first: `make demo`) and prints the Markdown tables kept in
-docs/BENCHMARKS.md, with the training time per fold from the rules' benchmark files.
+`run` prepares each set as a user would (raw files under data/raw/<set>/, a params.yaml
+that is the shipped one with only the dataset entry added) in a project folder of its own,
+runs the real workflow (`snakemake --cores N --resources gpu=1`) and prints, per set: the
+best baseline's CV score, the network's CV score, the shipped model's test score with its
+interval, the published reference, and seconds per fold. One recipe for all: no set gets
+settings of its own beyond what describes its data (layout, task, a predefined test split).
+The data come from ../shared/data (see its README); docs/BENCHMARKS.md records the tables.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "profiles", "src", "report")
+
+#: published reference per set: (metric, value, source)
+REFERENCES = {
+    "digits": ("accuracy", 0.97, "scikit-learn example, SVC on a 50 % hold-out"),
+    "fsdd": ("accuracy", 0.97, "sound-mnist CNN on MFCCs"),
+    "sms_spam": ("f_beta", None, "Almeida et al. 2011: linear SVM accuracy 0.9764"),
+    "co2": ("mase", 1.0, "seasonal naive (MASE 1 by construction)"),
+    "subj": ("accuracy", 0.896, "Kim 2014 CNN-rand (NBSVM 0.932)"),
+    "trec": ("accuracy", 0.912, "Kim 2014 CNN-rand (SVM 0.950)"),
+    "acsf1": ("accuracy", 0.64, "UCR 1-NN DTW (1-NN Euclidean 0.54)"),
+    "pickup": ("accuracy", 0.66, "UCR 1-NN DTW (1-NN Euclidean 0.64)"),
+    "digits_10": ("accuracy", None, "digits, 10 items per class"),
+    "digits_30": ("accuracy", None, "digits, 30 items per class"),
+    "fsdd_10": ("accuracy", None, "FSDD, 10 items per class"),
+    "fsdd_30": ("accuracy", None, "FSDD, 30 items per class"),
+}
+
+
+def read_ts(path: Path) -> tuple[list[list[float]], list[str]]:
+    """The series and labels of a UCR/UEA .ts file (univariate; unequal lengths kept)."""
+    series, labels = [], []
+    data = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.lower().startswith("@data"):
+            data = True
+            continue
+        if data:
+            values, label = line.rsplit(":", 1)
+            series.append([float(v) for v in values.split(",") if v not in ("?", "NaN", "")])
+            labels.append(label)
+    return series, labels
+
+
+def prepare_ucr(name: str, stem: str) -> Callable[[Path], dict]:
+    """A UCR set as one wide CSV (one series per row, official test rows named test-*)."""
+    def prepare(root: Path) -> dict:
+        rows = []
+        for part in ("TRAIN", "TEST"):
+            series, labels = read_ts(SHARED / "ucr" / f"{stem}_{part}.ts")
+            for number, (values, label) in enumerate(zip(series, labels, strict=True)):
+                rows.append({"id": f"{part.lower()}-{number:04d}", "label": label,
+                             **{f"t{i:04d}": v for i, v in enumerate(values)}})
+        pd.DataFrame(rows).to_csv(root / "series.csv", index=False)
+        return {"modality": "timeseries", "task": "classification",
+                "layout": {"kind": "wide_csv", "file": "series.csv", "id_column": "id",
+                           "label_column": "label"},
+                "split": {"test": {"column": "id", "regex": "test-.*"}}}
+    return prepare
+
+
+def _utf8_lines(path: Path) -> list[str]:
+    """The file's lines; Latin-1 bytes (SUBJ, TREC) read as what they are."""
+    return path.read_bytes().decode("latin-1").splitlines()
+
+
+def prepare_subj(root: Path) -> dict:
+    """SUBJ: 10,000 sentences, `label sentence`; no official split (held-out test, CV)."""
+    lines = [line for line in _utf8_lines(SHARED / "sentences" / "subj.all") if line.strip()]
+    (root / "subj.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"modality": "text", "task": "classification",
+            "layout": {"kind": "delimited", "file": "subj.txt", "delimiter": " ",
+                       "fields": ["label", "text"]}}
+
+
+def prepare_trec(root: Path) -> dict:
+    """TREC: question types; the official 500-question test set as the test rows."""
+    lines = []
+    for part, name in (("train", "TREC.train.all"), ("test", "TREC.test.all")):
+        lines += [f"{part} {line}" for line in _utf8_lines(SHARED / "sentences" / name)
+                  if line.strip()]
+    (root / "trec.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"modality": "text", "task": "classification",
+            "layout": {"kind": "delimited", "file": "trec.txt", "delimiter": " ",
+                       "fields": ["part", "label", "text"]},
+            "split": {"test": {"column": "side_part", "values": ["test"]}}}
+
+
+#: set -> how its data is prepared (None: a demo set, prepared by the workflow itself)
+PREPARE: dict[str, Callable[[Path], dict] | None] = {
+    "digits": None, "fsdd": None, "sms_spam": None, "co2": None,
+    "subj": prepare_subj, "trec": prepare_trec,
+    "acsf1": prepare_ucr("acsf1", "ACSF1"), "pickup": prepare_ucr("pickup",
+                                                                 "PickupGestureWiimoteZ"),
+    "digits_10": None, "digits_30": None, "fsdd_10": None, "fsdd_30": None,
+}
+
+
+def make_project(name: str, out: Path) -> Path:
+    """A project folder with the workflow, the shipped params and only this set."""
+    project = out / name
+    if project.exists():
+        shutil.rmtree(project)
+    project.mkdir(parents=True)
+    for item in WORKFLOW_FILES:
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, project / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, project / item)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["demo"]["shared_data"] = str(SHARED)
+    base, _, per_class = name.partition("_")
+    if PREPARE[name] is None:  # a demo set, whole or capped per class
+        params["datasets"] = {base: params["datasets"][base]}
+        if per_class:
+            params["demo"]["max_per_class"] = int(per_class)
+    else:
+        root = project / "data" / "raw" / name
+        root.mkdir(parents=True)
+        params["datasets"] = {name: {"description": REFERENCES[name][2],
+                                     "root": f"data/raw/{name}", **PREPARE[name](root)}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def run(names: list[str], out: Path, cores: int) -> None:
+    """Run the workflow on each set; print its row as soon as it is done."""
+    for name in names:
+        project = make_project(name, out)
+        started = time.time()
+        done = subprocess.run(["snakemake", "--cores", str(cores), "--resources", "gpu=1"],
+                              cwd=project, capture_output=True, text=True, check=False)
+        (project / "bench.log").write_text(done.stdout + done.stderr)
+        if done.returncode:
+            print(f"{name}: the workflow failed, see {project / 'bench.log'}", file=sys.stderr)
+            continue
+        print(f"{name}: {time.time() - started:.0f} s", file=sys.stderr)
+        table([project / "results"])
 
 
 def fmt(entry: dict) -> str:
     return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
 
 
-def main() -> None:
-    results = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
-    benchmarks = results.parent / "benchmarks"
-    print("| dataset | metric | best baseline (CV) | network (CV) | best epochs | s per fold | verdict |")
-    print("|---|---|---|---|---|---:|---|")
-    for folder in sorted(p for p in results.iterdir() if (p / "nn" / "summary.json").exists()):
-        base = json.loads((folder / "baseline" / "summary.json").read_text())
-        network = json.loads((folder / "nn" / "summary.json").read_text())
-        primary = network["primary"]
-        best = network["best"]
-        times = [pd.read_csv(f, sep="\t")["s"].iloc[0]
-                 for f in sorted((benchmarks / folder.name).glob("train_fold-*.tsv"))]
-        seconds = f"{sum(times) / len(times):.0f}" if times else "-"
-        print(f"| {folder.name} | {primary} | {base['best']}: "
-              f"{fmt(base['models'][base['best']][primary])} | {best}: "
-              f"{fmt(network['models'][best][primary])} | {network['best_epochs']} | {seconds} | "
-              f"{'beats' if network['beats_baseline'] else 'does not beat'} the baseline |")
-        others = {m: fmt(v) for name, s in base["models"].items() for m, v in s.items()
-                  if name == base["best"] and m != primary}
-        net_others = {m: fmt(v) for m, v in network["models"][best].items() if m != primary}
-        print(f"|  | other metrics | {others} | {net_others} | | | |")
-    final_table(results)
-
-
 def interval(entry: dict) -> str:
     return f"{entry['value']:.4f} [{entry['low']:.4f}, {entry['high']:.4f}]"
 
 
-def final_table(results: Path) -> None:
-    """The test score (95 % bootstrap interval) of the shipped model, and of both candidates."""
-    print()
-    print("| dataset | metric | test rows | shipped (why) | network (final) | best baseline "
-          "(refitted) | final epochs | threshold | p50 ms / item |")
-    print("|---|---|---:|---|---|---|---:|---|---:|")
-    for folder in sorted(p for p in results.iterdir()
-                         if (p / "final" / "test_metrics.json").exists()):
-        test = json.loads((folder / "final" / "test_metrics.json").read_text())
-        card = json.loads((folder / "final" / "model.json").read_text())
-        latency = json.loads((folder / "final" / "latency.json").read_text())
-        primary = test["primary"]
-        base = test.get("baseline")
-        threshold = card.get("threshold") or {}
-        shipped = test.get("shipped", {"shipped": "network", "model": test["network"]["model"]})
-        print(f"| {folder.name} | {primary} | {test['network']['rows']} | "
-              f"{shipped['shipped']} {shipped['model']} | "
-              f"{test['network']['model']}: {interval(test['network']['metrics'][primary])} | "
-              + (f"{base['model']}: {interval(base['metrics'][primary])}" if base else "-")
-              + f" | {card['training']['epochs']['epochs']} | "
-              f"{threshold.get('threshold', '-')} | {latency['single_item_ms']['p50']:.1f} |")
+def table(result_folders: list[Path]) -> None:
+    """One row per dataset of each results folder."""
+    print("| set | metric | best baseline (CV) | network (CV) | shipped: test [95 % CI] | "
+          "other model (test) | reference | s per network fold |")
+    print("|---|---|---|---|---|---|---|---:|")
+    for results in result_folders:
+        for folder in sorted(p for p in results.iterdir() if (p / "final" / "test_metrics.json")
+                             .exists()):
+            base = json.loads((folder / "baseline" / "summary.json").read_text())
+            network = json.loads((folder / "nn" / "summary.json").read_text())
+            test = json.loads((folder / "final" / "test_metrics.json").read_text())
+            primary = network["primary"]
+            shipped = test["shipped"]["shipped"]
+            other = "baseline" if shipped == "network" else "network"
+            name = results.parent.name if results.parent.name in REFERENCES else folder.name
+            reference = REFERENCES.get(name, (None, None, ""))
+            times = [pd.read_csv(f, sep="\t")["s"].iloc[0] for f in sorted(
+                (results.parent / "benchmarks" / folder.name).glob("train_fold-*.tsv"))]
+            seconds = f"{sum(times) / len(times):.0f}" if times else "-"
+            value = f"{reference[1]}" if reference[1] is not None else "-"
+            print(f"| {name} | {primary} | {base['best']}: "
+                  f"{fmt(base['models'][base['best']][primary])} | {network['best']}: "
+                  f"{fmt(network['models'][network['best']][primary])} | {shipped} "
+                  f"{test[shipped]['model']}: {interval(test[shipped]['metrics'][primary])} | "
+                  f"{test[other]['model']}: {test[other]['metrics'][primary]['value']:.4f} | "
+                  f"{value} ({reference[2]}) | {seconds} |" if other in test else
+                  f"| {name} | {primary} | - | - | {shipped} | - | {value} | {seconds} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run the workflow on benchmark sets")
+    run_parser.add_argument("--sets", nargs="+", default=list(PREPARE), choices=list(PREPARE))
+    run_parser.add_argument("--out", type=Path, default=REPO / "bench-runs")
+    run_parser.add_argument("--cores", type=int, default=2)
+    table_parser = sub.add_parser("table", help="print the table of finished results folders")
+    table_parser.add_argument("results", type=Path, nargs="+")
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args.sets, args.out, args.cores)
+    else:
+        table(args.results)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,24 @@ def adapted_normalizer(train_x: Any, axis: int | None = -1) -> keras.layers.Norm
 
 
 @keras.saving.register_keras_serializable(package="dlworkflow")
+class SeriesStandardization(keras.layers.Layer):
+    """Each series scaled by its own mean and spread over time, per channel (the convention
+    of series classification: the shape of a series matters, not its level or scale)."""
+
+    def __init__(self, epsilon: float = 1e-6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):
+        mean = ops.mean(inputs, axis=1, keepdims=True)
+        spread = ops.std(inputs, axis=1, keepdims=True)
+        return (inputs - mean) / (spread + self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
 class LastValue(keras.layers.Layer):
     """The last time step of one channel of a (batch, time, channels) window: (batch, 1)."""
 

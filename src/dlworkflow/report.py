@@ -20,9 +20,6 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import Part, load_arrays, load_test_arrays
 from dlworkflow.figures import figure_uri, new_figure
 
-#: generalisation gap (validation loss / training loss at the best epoch) read as overfitting
-OVERFIT_RATIO = 1.5
-
 
 def _plus_minus(entry: Mapping[str, Any]) -> str:
     return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
@@ -60,31 +57,53 @@ def test_table(result: Mapping[str, Any], names: Sequence[str]) -> list[dict[str
     return rows
 
 
-def fit_diagnosis(network: Mapping[str, Any]) -> dict[str, Any]:
-    """Generalisation gap per fold at the best epoch, and a plain-words hint."""
-    details = next(iter(network.get("fold_details", {}).values()), {})
-    gaps, stopped_late = [], 0
-    for fold in details.values():
-        train, valid = fold.get("train_loss_at_best"), fold.get("val_loss_at_best")
-        if train and valid:
-            gaps.append(valid / train)
-        if fold.get("best_epoch") and fold.get("best_epoch") == fold.get("epochs_run"):
-            stopped_late += 1
-    ratio = float(np.median(gaps)) if gaps else None
-    if ratio is None:
-        hint = "No per-fold losses were recorded."
-    elif ratio > OVERFIT_RATIO:
-        hint = (f"Overfitting: the validation loss is {ratio:.1f}x the training loss at the best "
-                "epoch. Try more regularisation (train.dropout, train.l2, stronger augment.*), "
-                "a smaller network (train.units, train.filters, train.layers), or more data.")
-    elif stopped_late >= max(1, len(details) // 2):
-        hint = (f"Underfitting or still learning: in {stopped_late} of {len(details)} folds the "
-                "best epoch was the last one. Try more epochs (train.epochs), a higher "
-                "learning rate, more capacity, or lighter augmentation.")
-    else:
-        hint = (f"Balanced: validation loss {ratio:.2f}x the training loss at the best epoch "
-                "and early stopping found a minimum. Gains now come from data or architecture.")
-    return {"gap_ratio": ratio, "folds_best_at_last_epoch": stopped_late, "hint": hint}
+def fold_fit(history: pd.DataFrame) -> str:
+    """How one fold's curves read: "overfitting" (the validation loss rose well above its
+    minimum while the training loss kept falling), "underfitting" (the best epoch was among
+    the last fifth and the training loss was still falling clearly: more steps would help),
+    or "balanced"."""
+    train, valid = history["loss"].to_numpy(float), history["val_loss"].to_numpy(float)
+    epochs = len(valid)
+    if epochs < 3:
+        return "underfitting"
+    best = int(np.argmin(valid))
+    tail = max(2, epochs // 5)  # the last fifth of the epochs
+
+    def still_falling(values: np.ndarray) -> bool:
+        start, end = values[-tail - 1], values[-1]
+        return end < start - 0.05 * abs(start)
+
+    rising = valid[-1] > valid[best] + 0.1 * abs(valid[best]) and best < epochs - tail
+    if rising and train[-1] < train[best]:
+        return "overfitting"
+    if best >= epochs - tail and still_falling(train):
+        return "underfitting"
+    return "balanced"
+
+
+def fit_diagnosis(histories: Sequence[str]) -> dict[str, Any]:
+    """The folds' fit read from their learning curves (training and validation loss, level
+    and trend), the majority reading, and a plain-words hint."""
+    readings = [fold_fit(pd.read_csv(path)) for path in histories]
+    readings = [r for r in readings if r]
+    if not readings:
+        return {"readings": [], "fit": None, "hint": "No per-fold losses were recorded."}
+    counts = {r: readings.count(r) for r in ("overfitting", "underfitting", "balanced")}
+    fit = max(counts, key=lambda r: (counts[r], r == "balanced"))
+    folds = f"{counts[fit]} of {len(readings)} folds"
+    hints = {
+        "overfitting": (f"Overfitting ({folds}): the validation loss rose well above its "
+                        "minimum while the training loss kept falling. Try more regularisation "
+                        "(train.dropout, train.l2, stronger augment.*), a smaller network "
+                        "(train.units, train.filters, train.layers), or more data."),
+        "underfitting": (f"Underfitting, still learning ({folds}): the best epoch was among "
+                         "the last and the training loss was still falling. Try more steps "
+                         "(train.min_steps, train.epochs), a higher learning rate, more "
+                         "capacity, or lighter augmentation."),
+        "balanced": (f"Balanced ({folds}): the validation loss reached its minimum and "
+                     "flattened; gains now come from data or architecture."),
+    }
+    return {"readings": readings, "fit": fit, "hint": hints[fit]}
 
 
 def learning_curves(histories: Sequence[str], final_history: str | None) -> str:
@@ -158,7 +177,7 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
         "names": names, "primary": primary, "result": result, "card": card,
         "latency": latency, "cv": cv_table(baseline, network, names),
         "test": test_table(result, names), "verdict": network.get("verdict", ""),
-        "diagnosis": fit_diagnosis(network),
+        "diagnosis": fit_diagnosis(inputs["histories"]),
         "curves": learning_curves(inputs["histories"], inputs.get("final_history")),
         "cells": [], **task.report_figures(mine, predictions, test, card, choice),
     }

@@ -122,13 +122,14 @@ def _live(directory: str, resume: bool):
 class Schedule:
     """How one network trains: where it writes, for how long, and at what rates.
 
-    `schedule` (one learning rate per epoch) replaces early stopping and plateaus when there
-    is no validation part (the final model)."""
+    `schedule` (one learning rate per epoch) replaces early stopping and the planned rates
+    when there is no validation part (the final model replays a fold's)."""
 
     out: Path
     backup: Path
     epochs: int
     schedule: list[float] | None = None
+    patience: int = 6
 
     def phase(self, epochs: int, rate: float) -> Schedule:
         """The same run for a second phase (fine-tuning) at a fixed rate when scheduled."""
@@ -136,24 +137,55 @@ class Schedule:
                        schedule=None if self.schedule is None else [rate] * epochs)
 
 
-def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str) -> list:
-    """Early stopping and learning-rate reduction on the validation loss, or, without a
-    validation part (the final model), a replayed learning-rate schedule."""
+def plan_epochs(settings: Mapping[str, Any], rows: int, batch_size: int) -> tuple[int, int]:
+    """(epochs, patience) of a fold: `train.epochs`, raised so the fold makes at least
+    `train.min_steps` optimizer steps, and `train.patience`, raised to at least
+    `train.patience_steps` steps' worth of epochs. A budget in epochs alone gives a 50-item
+    set a few dozen steps and a large one thousands; steps make the two comparable."""
+    steps_per_epoch = max(1, -(-rows // max(1, batch_size)))
+    epochs = max(int(settings.get("epochs", 30)),
+                 -(-int(settings.get("min_steps", 600)) // steps_per_epoch))
+    patience = max(int(settings.get("patience", 6)),
+                   -(-int(settings.get("patience_steps", 150)) // steps_per_epoch))
+    return epochs, patience
+
+
+def cosine_rates(peak: float, epochs: int, warmup: float) -> list[float]:
+    """Per-epoch learning rates: a linear warm-up over the first `warmup` share of the
+    epochs, then a cosine decay towards zero at the last planned epoch."""
+    warm = round(warmup * epochs)
+    rates = []
+    for epoch in range(epochs):
+        if epoch < warm:
+            rates.append(peak * (epoch + 1) / (warm + 1))
+        else:
+            progress = (epoch - warm) / max(1, epochs - warm)
+            rates.append(peak * 0.5 * (1 + np.cos(np.pi * progress)))
+    return rates
+
+
+def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str,
+               learning_rate: float) -> list:
+    """Early stopping on the validation loss with the planned rates (warm-up and cosine
+    decay, or halving on plateaus), or, without a validation part (the final model), a
+    replayed learning-rate schedule."""
     import keras
     from dvclive.keras import DVCLiveCallback
 
-    patience = int(settings.get("patience", 6))
     live = _live(str(run.out / "dvclive"), resume=(run.backup / phase).exists())
-    if run.schedule is None:
-        steering = [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                          restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                              patience=max(1, patience // 3), min_lr=1e-6)]
-    else:
+    stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=run.patience,
+                                             restore_best_weights=True)
+    if run.schedule is not None:
         rates = [float(rate) for rate in run.schedule]
         steering = [keras.callbacks.LearningRateScheduler(
             lambda epoch, rate: rates[min(epoch, len(rates) - 1)])]
+    elif settings.get("schedule", "cosine") == "cosine":
+        rates = cosine_rates(learning_rate, run.epochs, float(settings.get("warmup", 0.05)))
+        steering = [stopping, keras.callbacks.LearningRateScheduler(
+            lambda epoch, rate: rates[min(epoch, len(rates) - 1)])]
+    else:
+        steering = [stopping, keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(1, run.patience // 3), min_lr=1e-6)]
     return [
         keras.callbacks.BackupAndRestore(str(run.backup / phase)),
         *steering,
@@ -280,7 +312,7 @@ def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phas
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     history = model.fit(data.train, validation_data=data.valid_set, epochs=run.epochs,
                         class_weight=weights, verbose=2, shuffle=False,
-                        callbacks=_callbacks(settings, run, phase))
+                        callbacks=_callbacks(settings, run, phase, learning_rate))
     return history.history
 
 
@@ -327,6 +359,38 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     return full, history
 
 
+def recalibrate_batch_norm(model, inputs: Any) -> int:
+    """Set every trainable BatchNormalization layer's moving mean and variance to the exact
+    statistics of its inputs over the fold's training rows, in inference mode, layer after
+    layer (each sees the ones before it already recalibrated). Moving averages of a few
+    hundred noisy steps can be far from them on small folds; `inputs` is a dataset of input
+    batches. Returns the number of layers set."""
+    import keras
+    import tensorflow as tf
+
+    layers = [layer for layer in model.layers
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    for layer in layers:
+        probe = keras.Model(model.inputs, layer.input)
+        total = squares = None
+        count = 0
+        for batch in inputs:
+            values = tf.cast(probe(batch, training=False), tf.float64)
+            axes = list(range(len(values.shape) - 1))
+            part, part_squares = (tf.reduce_sum(values, axes),
+                                  tf.reduce_sum(tf.square(values), axes))
+            total = part if total is None else total + part
+            squares = part_squares if squares is None else squares + part_squares
+            count += int(np.prod(values.shape[:-1]))
+        if not count:
+            continue
+        mean = total / count
+        variance = tf.maximum(squares / count - tf.square(mean), 0.0)
+        layer.moving_mean.assign(tf.cast(mean, layer.moving_mean.dtype))
+        layer.moving_variance.assign(tf.cast(variance, layer.moving_variance.dtype))
+    return len(layers)
+
+
 @dataclass
 class Trained:
     """A trained network and how it came about."""
@@ -360,6 +424,13 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")
+    if schedule is None:  # a fold: the step budget sets the epochs and the patience
+        planned, patience = plan_epochs({**settings, "epochs": epochs}, len(data.train_rows),
+                                        batch_size)
+        run = replace(run, epochs=planned, patience=patience)
+        log.info("%d epochs planned (at least %s optimizer steps), patience %d, %s rates",
+                 planned, settings.get("min_steps", 600), patience,
+                 settings.get("schedule", "cosine"))
     with strategy.scope():  # variables made here are mirrored on every replica
         spec = _spec(ctx, data, seed)
         cached = bool(ctx.folder("features")) and architecture == "image_transfer"
@@ -387,6 +458,10 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
             tuned = _fit(model, data, settings, run.phase(tune_epochs, tune_rate), "fine_tune",
                          tune_rate, weights)
             history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
+        recalibrated = recalibrate_batch_norm(model, data.train.map(lambda x, y: x))
+        if recalibrated:
+            log.info("BatchNormalization statistics of %d layers recomputed on the %d "
+                     "training rows", recalibrated, len(data.train_rows))
         model.save(out / "model.keras")
         shutil.rmtree(run.backup, ignore_errors=True)  # finished: a rerun starts from scratch
         if run.backup.parent.exists() and not any(run.backup.parent.iterdir()):

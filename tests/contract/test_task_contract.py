@@ -37,7 +37,8 @@ TENSORS = {"image": {"size": [16, 16], "color": "grayscale", "resize": "stretch"
            "audio": {"sample_rate": 8000, "duration": 0.5, "n_mels": 32, "n_fft": 256,
                      "hop_length": 80, "top_db": 80, "representation": "logmel"},
            "text": {"max_characters": 500}, "timeseries": {"length": 64, "lookback": 104}}
-QUICK = {"epochs": 1, "patience": 1, "batch_size": 16, "learning_rate": 0.003, "dropout": 0.1,
+QUICK = {"min_steps": 0, "patience_steps": 0,
+         "epochs": 1, "patience": 1, "batch_size": 16, "learning_rate": 0.003, "dropout": 0.1,
          "l2": 0.0, "units": 8, "filters": 4, "layers": 2, "architecture": "auto",
          "text": {"sequence_length": "auto", "max_tokens": 300, "embedding_dim": 8}}
 

@@ -30,7 +30,8 @@ CLASSIFICATION = get_task("classification")
 def tune_threshold(frame, choice, classes, setting="tune"):
     return CLASSIFICATION.threshold(lambda: frame, choice, classes, setting)
 
-QUICK = {"epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2, "batch_size": 32,
+QUICK = {"min_steps": 0, "patience_steps": 0,
+         "epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2, "batch_size": 32,
          "learning_rate": 1e-3, "dropout": 0.1, "l2": 0.0, "deterministic": True}
 IMAGE = {"modality": "image", "task": "classification", "layout": {"kind": "folders"}}
 

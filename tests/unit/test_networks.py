@@ -24,7 +24,8 @@ from tests.helpers.shards import (
     write_windows,
 )
 
-QUICK = {"epochs": 2, "patience": 2, "batch_size": 16, "learning_rate": 0.003, "dropout": 0.1,
+QUICK = {"min_steps": 0, "patience_steps": 0,
+         "epochs": 2, "patience": 2, "batch_size": 16, "learning_rate": 0.003, "dropout": 0.1,
          "l2": 0.0, "units": 16, "filters": 4, "layers": 2, "class_weight": "none",
          "fine_tune_layers": 0, "text": {"sequence_length": "auto", "max_tokens": 500,
                                          "embedding_dim": 8, "pretrained_vectors": None},
@@ -293,3 +294,93 @@ def test_two_devices_train_with_a_mirrored_strategy(image_shards, tmp_path):
     # one device (the default here) trains the same network on a single replica
     single, _ = _train(image_shards, dataset("image"), tmp_path, "image_cnn", epochs=1, patience=1)
     assert single["replicas"] == 1 and single["global_batch_size"] == QUICK["batch_size"]
+
+
+def test_the_step_budget_gives_small_sets_enough_steps_and_large_ones_no_more():
+    from dlworkflow.train import cosine_rates, plan_epochs
+
+    settings = {"epochs": 30, "min_steps": 600, "patience": 6, "patience_steps": 150}
+    assert plan_epochs(settings, rows=40, batch_size=32) == (300, 75)  # 2 steps an epoch
+    assert plan_epochs(settings, rows=100_000, batch_size=32) == (30, 6)
+    rates = cosine_rates(1e-3, 100, warmup=0.05)
+    assert len(rates) == 100 and rates[0] < rates[4] == pytest.approx(1e-3 * 5 / 6)
+    peak = int(np.argmax(rates))
+    assert peak == 5 and rates[peak] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:], strict=False))
+    assert 0 < rates[-1] < 1e-5
+
+
+def test_series_standardisation_keeps_shape_and_drops_level_and_scale():
+    from dlworkflow.layers import SeriesStandardization
+
+    x, _, _ = digits_images(20, size=8)
+    series = x.reshape(20, 64, 1).astype(np.float32)
+    layer = SeriesStandardization()
+    out = np.asarray(layer(series))
+    assert np.allclose(out.mean(axis=1), 0, atol=1e-5) and np.allclose(out.std(axis=1), 1,
+                                                                       atol=1e-3)
+    assert np.allclose(np.asarray(layer(3.0 * series + 100.0)), out, atol=1e-4)
+
+
+def test_batch_norm_statistics_are_recomputed_on_the_training_rows(image_shards, tmp_path):
+    """After training, each BatchNormalization layer's moving statistics are the exact mean
+    and variance of its inputs over the fold's training rows (inference mode)."""
+    import keras
+    import tensorflow as tf
+
+    from dlworkflow.data import Part, load_arrays
+    from dlworkflow.tasks import get_task
+    from dlworkflow.train import recalibrate_batch_norm
+
+    _, out = _train(image_shards, dataset("image"), tmp_path, "image_cnn", epochs=1)
+    model = keras.saving.load_model(out / "model.keras")
+    train = load_arrays(Part(get_task("classification"), image_shards, 0, "train"))["x"]
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert layers
+    for layer in layers[:2]:
+        inputs = np.asarray(keras.Model(model.inputs, layer.input)(train, training=False))
+        values = inputs.reshape(-1, inputs.shape[-1]).astype(np.float64)
+        assert np.allclose(layer.moving_mean.numpy(), values.mean(axis=0), atol=1e-3, rtol=1e-3)
+        assert np.allclose(layer.moving_variance.numpy(), values.var(axis=0), atol=1e-3,
+                           rtol=1e-2)
+    # recalibrating again in batches changes nothing: the statistics are exact
+    before = [layer.moving_variance.numpy().copy() for layer in layers]
+    assert recalibrate_batch_norm(model, tf.data.Dataset.from_tensor_slices(train).batch(7)) == \
+        len(layers)
+    for layer, old in zip(layers, before, strict=True):
+        assert np.allclose(layer.moving_variance.numpy(), old, rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sms_shards(tmp_path_factory):
+    texts, labels, folds = sms_texts(300)
+    folder = write_shards(tmp_path_factory.mktemp("sms"), texts, labels, folds)
+    write_metric(folder, "classification", labels)
+    return folder
+
+
+@pytest.mark.parametrize(("reading", "changes"), [
+    # 240 messages, no regularisation, a constant high rate: memorised within a few epochs,
+    # then the validation loss climbs back
+    ("overfitting", {"epochs": 20, "patience": 20, "dropout": 0.0, "l2": 0.0, "units": 64,
+                     "filters": 32, "learning_rate": 0.005, "schedule": "plateau",
+                     "text": {"sequence_length": "auto", "max_tokens": 2000,
+                              "embedding_dim": 64}}),
+    # a low rate for five epochs: the training loss is still falling when it stops
+    ("underfitting", {"epochs": 5, "patience": 5, "learning_rate": 0.0005,
+                      "schedule": "plateau"}),
+])
+def test_the_fit_diagnosis_reads_real_learning_curves(sms_shards, tmp_path, reading, changes):
+    from dlworkflow.report import fit_diagnosis, fold_fit
+
+    _, out = _train(sms_shards, dataset("text", layout="delimited"), tmp_path, "text_cnn",
+                    **changes)
+    history = pd.read_csv(out / "history.csv")
+    assert fold_fit(history) == reading, history[["loss", "val_loss"]].round(3).to_dict("list")
+    diagnosis = fit_diagnosis([out / "history.csv"])
+    assert diagnosis["fit"] == reading and reading.capitalize() in diagnosis["hint"]
+    # a curve that reached its minimum and flattened reads as balanced
+    flat = history.assign(loss=np.linspace(1.0, 0.4, len(history)),
+                          val_loss=np.r_[np.linspace(1.0, 0.5, len(history) // 2),
+                                         np.full(len(history) - len(history) // 2, 0.5)])
+    assert fold_fit(flat.assign(loss=np.maximum(flat["loss"], 0.45))) == "balanced"

@@ -191,3 +191,19 @@ def test_each_series_trains_a_fold_on_the_windows_its_own_split_allows():
                         if set(range(row.target_start, row.target_end + 1)) <= allowed}
             chosen = set(train.loc[train["series"] == name, "id"])
             assert chosen == expected and chosen, (fold, name)
+
+
+def test_unequal_series_are_cut_to_their_observed_span_before_resampling():
+    """PickupGestureWiimoteZ (UCR) stores series of 29-361 steps, padded at the end: each is
+    resampled from its own observed values, not from its padding."""
+    from tests.conftest import SHARED_DATA
+
+    lines = (SHARED_DATA / "ucr" / "PickupGestureWiimoteZ_TRAIN.ts").read_text().splitlines()
+    values = [float(v) for v in lines[lines.index("@data") + 1].rsplit(":", 1)[0].split(",")]
+    modality = create_modality("timeseries", {}, {"kind": "wide_csv"})
+    padded = "value\n" + "\n".join(map(str, values)) + "\nnan" * 40 + "\n"
+    array = modality.tensorize(padded.encode(), Item("x", "x"), {"length": 100})
+    unpadded = modality.tensorize(("value\n" + "\n".join(map(str, values)) + "\n").encode(),
+                                  Item("x", "x"), {"length": 100})
+    assert array.shape == (100, 1) and np.allclose(array, unpadded)
+    assert array[-1, 0] == pytest.approx(values[-1]) and array[0, 0] == pytest.approx(values[0])

@@ -29,7 +29,8 @@ def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.Complet
 
 
 #: tests train tiny networks for two epochs; the shipped defaults stay real
-QUICK_TRAIN = {"epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2,
+QUICK_TRAIN = {"min_steps": 0, "patience_steps": 0,
+               "epochs": 2, "patience": 1, "filters": 4, "units": 8, "layers": 2,
                "batch_size": 16, "text": {"embedding_dim": 8, "max_tokens": 2000}}
 
 

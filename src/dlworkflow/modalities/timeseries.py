@@ -245,8 +245,14 @@ class TimeSeriesModality(Modality):
 
     def tensorize(self, data: bytes, item: Item, settings: Mapping[str, Any]) -> np.ndarray:
         """float32 (length, channels) for series classification/regression: the target and
-        exogenous channels, gaps interpolated, resampled to `length` steps (linear)."""
+        exogenous channels over the target's observed span (missing values before its first
+        or after its last observation are padding of unequal lengths), gaps inside it
+        interpolated, resampled to `length` steps (linear)."""
         table = self.channels(data)
+        observed = table.iloc[:, 0].notna().to_numpy()
+        if observed.any():  # a series that starts late or ends early (padding) is cut to its
+            first, last = np.flatnonzero(observed)[[0, -1]]  # observed span, then resampled
+            table = table.iloc[first: last + 1]
         filled = table.interpolate(limit_direction="both").fillna(0.0).to_numpy(dtype=np.float64)
         length = int(settings.get("length") or len(filled))
         if len(filled) != length:

@@ -294,13 +294,18 @@ def text_transformer(spec: NetworkSpec):
 
 @register("series_fcn")
 def series_fcn(spec: NetworkSpec):
-    """Fully convolutional network for series classification (Wang et al. 2017): three
-    conv-BN-ReLU blocks (128, 256, 128 filters; widths 8, 5, 3) and global average pooling."""
+    """Fully convolutional network for series classification (Wang et al. 2017): each series
+    standardised on its own, three conv-BN-ReLU blocks (128, 256, 128 filters; widths 8, 5,
+    3) and global average pooling."""
     import keras
 
+    from dlworkflow.layers import SeriesStandardization
+
     inputs = keras.Input(spec.input_shape, dtype="float32", name="series")
-    x = _apply(inputs, spec.preprocessing)
-    x = _apply(x, spec.augmentation)
+    x = _apply(_apply(inputs, spec.preprocessing), spec.augmentation)
+    # each series standardised on its own (shape: the field's convention), beside the
+    # fold-standardised values (level and scale, which a regression target may depend on)
+    x = keras.layers.Concatenate()([SeriesStandardization()(x), x])
     for filters, width in ((128, 8), (256, 5), (128, 3)):
         scale = int(spec.settings.get("filters", 32)) / 32
         x = keras.layers.Conv1D(max(8, int(filters * scale)), width, padding="same",
