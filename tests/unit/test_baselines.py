@@ -148,3 +148,36 @@ def test_seasonal_naive_repeats_the_last_season():
     targets = np.stack([trend[s + 8: s + 10] for s in range(30)])
     model = LagRidge().fit(windows, targets)
     assert np.allclose(model.predict(windows[:2]), targets[:2], atol=1e-3)
+
+
+def _ucr(part: str, length: int = 361):
+    """PickupGestureWiimoteZ (UCR, unequal lengths) as the series modality stores it."""
+    from dlworkflow.items import Item
+    from tests.conftest import SHARED_DATA
+
+    lines = (SHARED_DATA / "ucr" / f"PickupGestureWiimoteZ_{part}.ts").read_text().splitlines()
+    data = [line for line in lines[lines.index("@data") + 1:] if line.strip()]
+    modality = create_modality("timeseries", {}, {"kind": "wide_csv"})
+    rows = [line.rsplit(":", 1) for line in data]
+    x = np.stack([modality.tensorize(("value\n" + values.replace(",", "\n") + "\n").encode(),
+                                     Item("x", "x"), {"length": length}) for values, _ in rows])
+    return modality.flat(x, {}), np.array([label for _, label in rows])
+
+
+def test_minirocket_beats_nearest_neighbours_on_a_ucr_test_set():
+    """The official split of PickupGestureWiimoteZ: MiniRocket + ridge above the published
+    1-NN DTW (0.66) and above 1-NN Euclidean, deterministic for a seed, about 10,000
+    features, and exportable (skops trusts dlworkflow.estimators)."""
+    from dlworkflow.estimators import MiniRocket, series_baselines
+
+    x_train, y_train = _ucr("TRAIN")
+    x_test, y_test = _ucr("TEST")
+    models = series_baselines("classifier", {}, seed=0)
+    scores = {}
+    for name in ("minirocket_ridge", "nn1_euclidean"):
+        scores[name] = (models[name].fit(x_train, y_train).predict(x_test) == y_test).mean()
+    assert scores["minirocket_ridge"] >= 0.70 > 0.66
+    assert scores["minirocket_ridge"] > scores["nn1_euclidean"]
+    features = MiniRocket(seed=3).fit(x_train).transform(x_test[:5])
+    assert features.shape == (5, 84 * (10_000 // 84)) and 0 <= features.min() <= features.max() <= 1
+    assert np.array_equal(features, MiniRocket(seed=3).fit(x_train).transform(x_test[:5]))

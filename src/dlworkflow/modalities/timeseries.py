@@ -262,6 +262,12 @@ class TimeSeriesModality(Modality):
                               axis=1)
         return filled.astype(np.float32)
 
+    def flat(self, x: Any, settings: Mapping[str, Any]) -> Any:
+        """Each series as one row, channel after channel (the target's steps first), so a
+        row reads as a series for estimators that convolve it (MiniRocket)."""
+        x = np.asarray(x, dtype=np.float32)
+        return x.transpose(0, 2, 1).reshape(len(x), -1) if x.ndim == 3 else x.reshape(len(x), -1)
+
     def tensor_settings(self, tensors: Mapping[str, Any], inventory: Any) -> dict[str, Any]:
         """`tensors.timeseries`, with `length: null` resolved to the longest accepted series."""
         settings = dict(tensors.get(self.name, {}))
