@@ -19,7 +19,7 @@ import pandas as pd
 from dlworkflow.errors import ConfigError
 from dlworkflow.tasks.base import Task, metric_entry, scored
 from dlworkflow.tasks.classification import save_csv
-from dlworkflow.tasks.regression import values_layer
+from dlworkflow.tasks.regression import PredictsValues
 
 HELD_OUT = "windows whose targets all lie in the test period"
 
@@ -152,7 +152,7 @@ def forecast_scores(choice: Mapping[str, Any], errors: pd.DataFrame) -> dict[str
     return out
 
 
-class ForecastingTask(Task):
+class ForecastingTask(PredictsValues, Task):
     """Forecast the next `split.horizon` steps of every series."""
 
     name = "forecasting"
@@ -261,14 +261,6 @@ class ForecastingTask(Task):
 
     def network_outputs(self, classes: Sequence[str], y: np.ndarray) -> int:
         return int(y.shape[1])
-
-    def output_layer(self, x: Any, spec: Any) -> Any:
-        return values_layer(x, spec)
-
-    def loss(self) -> tuple[Any, list[str]]:
-        import keras
-
-        return keras.losses.MeanSquaredError(), ["mae"]
 
     def target_stats(self, train: Mapping[str, Any] | None,
                      rows: pd.DataFrame) -> tuple[float, float]:

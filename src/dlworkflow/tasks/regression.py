@@ -17,7 +17,20 @@ from dlworkflow.tasks.classification import save_csv
 from dlworkflow.tasks.items import ItemTask
 
 
-class RegressionTask(ItemTask):
+class PredictsValues:
+    """Networks of tasks that predict numbers: linear outputs in the target's units, trained
+    on the squared error (the mean absolute error reported per epoch)."""
+
+    def output_layer(self, x: Any, spec: Any) -> Any:
+        return values_layer(x, spec)
+
+    def loss(self) -> tuple[Any, list[str]]:
+        import keras
+
+        return keras.losses.MeanSquaredError(), ["mae"]
+
+
+class RegressionTask(PredictsValues, ItemTask):
     """Predict one number per item."""
 
     name = "regression"
@@ -48,14 +61,6 @@ class RegressionTask(ItemTask):
         values = inventory["label"].astype(float)
         bins = min(5, max(1, values.nunique()))
         return pd.qcut(values.rank(method="first"), bins, labels=False).to_numpy()
-
-    def output_layer(self, x: Any, spec: Any) -> Any:
-        return values_layer(x, spec)
-
-    def loss(self) -> tuple[Any, list[str]]:
-        import keras
-
-        return keras.losses.MeanSquaredError(), ["mae"]
 
     def target_stats(self, train: Mapping[str, Any] | None,
                      rows: pd.DataFrame) -> tuple[float, float]:
