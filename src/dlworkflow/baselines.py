@@ -19,6 +19,7 @@ from sklearn.base import clone
 
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, load_arrays
+from dlworkflow.estimators import class_probabilities
 from dlworkflow.evaluate import write_fold_metrics
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,8 @@ def fit_predict(estimator: Any, x_train: Any, y_train: np.ndarray, x_valid: Any,
     """Fit on the training rows; predictions and (classifiers) probabilities for x_valid."""
     estimator.fit(x_train, y_train)
     prediction = estimator.predict(x_valid)
-    proba = None
-    if classes and hasattr(estimator, "predict_proba"):
-        # columns in the order of all classes, even when a fold's training part lacks one
-        proba = np.zeros((len(prediction), len(classes)))
-        proba[:, estimator.classes_] = estimator.predict_proba(x_valid)
+    proba = class_probabilities(estimator, x_valid, len(prediction), len(classes)) if classes \
+        else None
     return prediction, proba
 
 

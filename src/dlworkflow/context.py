@@ -71,19 +71,17 @@ class RunContext:
 
     def input(self, key: str) -> Any:
         """A named input (a path, or a list of paths); KeyError names the missing key."""
-        try:
-            return self.inputs[key]
-        except KeyError:
-            raise KeyError(f"{self.name}: this rule has no input {key!r} "
-                           f"(inputs: {', '.join(self.inputs)})") from None
+        return self._named(self.inputs, key, "input")
 
     def output(self, key: str) -> Any:
         """A named output path."""
-        try:
-            return self.outputs[key]
-        except KeyError:
-            raise KeyError(f"{self.name}: this rule has no output {key!r} "
-                           f"(outputs: {', '.join(self.outputs)})") from None
+        return self._named(self.outputs, key, "output")
+
+    def _named(self, files: Mapping[str, Any], key: str, what: str) -> Any:
+        if key not in files:
+            raise KeyError(f"{self.name}: this rule has no {what} {key!r} "
+                           f"({what}s: {', '.join(files)})")
+        return files[key]
 
     def folder(self, key: str, output: bool = False) -> str | None:
         """The folder holding a named input (or output); None when the input is absent or

@@ -20,6 +20,16 @@ CLASSIFIER = "classifier"
 REGRESSOR = "regressor"
 
 
+def class_probabilities(estimator: Any, x: Any, rows: int, classes: int) -> np.ndarray | None:
+    """A fitted classifier's probabilities with a column for every class (zeros for a class
+    its training rows lacked), or None when it gives none."""
+    if not hasattr(estimator, "predict_proba"):
+        return None
+    proba = np.zeros((rows, classes))
+    proba[:, estimator.classes_] = estimator.predict_proba(x)
+    return proba
+
+
 def _class_weight(settings: Mapping[str, Any]) -> str | None:
     weight = settings.get("class_weight", "none")
     return None if weight in (None, "none") else weight

@@ -50,9 +50,7 @@ def single_forward(shipped: Any, modality: Any) -> Any:
         return shipped.outputs
     import tensorflow as tf
 
-    from dlworkflow.predict import load_model
-
-    model, _ = load_model(shipped.path.parent)
+    model = shipped.model
 
     def forward(arrays: dict[str, Any]) -> Any:
         inputs = modality.model_inputs(arrays)

@@ -17,13 +17,11 @@ import pandas as pd
 
 from dlworkflow.items import Item
 from dlworkflow.modalities import create_modality
-from dlworkflow.shipping import load_network, load_shipped
+from dlworkflow.shipping import load_network as load_model
+from dlworkflow.shipping import load_shipped
 from dlworkflow.tasks import get_task
 
-
-def load_model(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The Keras network of a model folder and its card."""
-    return load_network(model_dir)
+__all__ = ["load_model", "predict", "raw_arrays"]
 
 
 def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, Any]:

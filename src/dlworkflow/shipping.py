@@ -101,6 +101,7 @@ class Shipped:
 
     kind: str
     card: dict[str, Any]
+    model: Any  # the Keras model, or the fitted scikit-learn pipeline
     outputs: Callable[[Mapping[str, Any]], np.ndarray]
     parameters: int
     path: Path
@@ -108,6 +109,7 @@ class Shipped:
 
 def baseline_outputs(estimator: Any, card: Mapping[str, Any]) -> Callable:
     """Stored arrays -> the baseline's outputs (probabilities in the card's class order)."""
+    from dlworkflow.estimators import class_probabilities
     from dlworkflow.modalities import create_modality
     from dlworkflow.tasks import get_task
 
@@ -120,11 +122,10 @@ def baseline_outputs(estimator: Any, card: Mapping[str, Any]) -> Callable:
         prediction = estimator.predict(x)
         if not classes:
             return np.asarray(prediction, dtype=np.float64)
-        if hasattr(estimator, "predict_proba"):
-            proba = np.zeros((len(prediction), len(classes)))
-            proba[:, estimator.classes_] = estimator.predict_proba(x)
-            return proba
-        return np.eye(len(classes))[np.asarray(prediction, dtype=int)]
+        proba = class_probabilities(estimator, x, len(prediction), len(classes))
+        if proba is None:  # a classifier without probabilities: one-hot of its labels
+            return np.eye(len(classes))[np.asarray(prediction, dtype=int)]
+        return proba
 
     return outputs
 
@@ -164,8 +165,8 @@ def load_shipped(model_dir: str | Path, kind: str | None = None) -> Shipped:
         kind = json.loads(decision.read_text())["shipped"] if decision.is_file() else "network"
     if kind == "baseline":
         estimator, card = load_baseline(model_dir)
-        return Shipped("baseline", card, baseline_outputs(estimator, card), 0,
+        return Shipped("baseline", card, estimator, baseline_outputs(estimator, card), 0,
                        model_dir / BASELINE_FILE)
     model, card = load_network(model_dir)
-    return Shipped("network", card, network_outputs(model, card), int(model.count_params()),
-                   model_dir / "model.keras")
+    return Shipped("network", card, model, network_outputs(model, card),
+                   int(model.count_params()), model_dir / "model.keras")

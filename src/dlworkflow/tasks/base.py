@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,6 +62,11 @@ def scored(model: str, rows: int, units: int, point: Mapping[str, float],
             "metrics": with_intervals(point, intervals)}
 
 
+def save_csv(folder: Path, name: str, table: pd.DataFrame) -> None:
+    """A plot's data as CSV (six significant digits)."""
+    table.to_csv(folder / name, index=False, float_format="%.6g")
+
+
 def with_intervals(point: Mapping[str, float], intervals: Mapping[str, list[float]]) -> dict:
     """{metric: {value, low, high}} from point values and their intervals."""
     return {name: {"value": value, "low": intervals.get(name, [None, None])[0],
@@ -95,9 +101,13 @@ class Task(ABC):
 
     # --- targets -------------------------------------------------------------------------
     def parse_label(self, value: Any) -> Any:
-        """A raw label as the inventory stores it, or BadInput."""
+        """A raw label as the inventory stores it, or BadInput (missing, or unreadable)."""
         if is_missing(value):
             raise BadInput("missing label", "missing_label")
+        return self.label_value(value)
+
+    def label_value(self, value: Any) -> Any:
+        """A present label as the inventory stores it: a stripped string by default."""
         return str(value).strip()
 
     def classes(self, index: pd.DataFrame) -> tuple[str, ...]:

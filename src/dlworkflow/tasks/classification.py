@@ -10,9 +10,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from dlworkflow.errors import BadInput, ConfigError
-from dlworkflow.layouts import is_missing
-from dlworkflow.tasks.base import metric_entry, scored
+from dlworkflow.errors import ConfigError
+from dlworkflow.tasks.base import metric_entry, save_csv, scored
 from dlworkflow.tasks.items import ItemTask
 
 #: under this share or count a class is called rare in the EDA
@@ -40,10 +39,8 @@ class ClassificationTask(ItemTask):
     }
 
     # --- targets ---------------------------------------------------------------------
-    def parse_label(self, value: Any) -> Any:
+    def label_value(self, value: Any) -> Any:
         """A stripped string (a float that is a whole number loses its '.0')."""
-        if is_missing(value):
-            raise BadInput("missing label", "missing_label")
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         return str(value).strip()
@@ -346,10 +343,6 @@ class ClassificationTask(ItemTask):
     def explained_what(self, predicted: Any, classes: Sequence[str]) -> str:
         return f"p({predicted})"
 
-
-def save_csv(folder: Path, name: str, table: pd.DataFrame) -> None:
-    """A plot's data as CSV (six significant digits)."""
-    table.to_csv(folder / name, index=False, float_format="%.6g")
 
 
 def per_class_table(y_true: np.ndarray, y_pred: np.ndarray,

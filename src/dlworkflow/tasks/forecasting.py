@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.errors import ConfigError
-from dlworkflow.tasks.base import Task, metric_entry, scored
-from dlworkflow.tasks.classification import save_csv
+from dlworkflow.tasks.base import Task, metric_entry, save_csv, scored
 from dlworkflow.tasks.regression import PredictsValues
 
 HELD_OUT = "windows whose targets all lie in the test period"

@@ -10,10 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from dlworkflow.errors import BadInput
-from dlworkflow.layouts import is_missing
-from dlworkflow.tasks.base import finite_number, metric_entry, scored
-from dlworkflow.tasks.classification import save_csv
+from dlworkflow.tasks.base import finite_number, metric_entry, save_csv, scored
 from dlworkflow.tasks.items import ItemTask
 
 
@@ -42,10 +39,8 @@ class RegressionTask(PredictsValues, ItemTask):
             "y": {"results/{dataset}/final/plots/scatter.csv": "predicted"}},
     }
 
-    def parse_label(self, value: Any) -> Any:
+    def label_value(self, value: Any) -> Any:
         """A finite float."""
-        if is_missing(value):
-            raise BadInput("missing label", "missing_label")
         return finite_number(value)
 
     def metric_choice(self, labels: pd.Series | None, settings: Mapping[str, Any],
