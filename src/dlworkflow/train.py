@@ -273,6 +273,13 @@ class FoldData:
             return inputs["past"] if isinstance(inputs, dict) else inputs
         return self.train.map(lambda x, y: x)
 
+    def fit_rows(self) -> tuple[Any, Any]:
+        """(x, y) of the training rows as arrays (a stream is read through once)."""
+        if self.train_arrays is not None:
+            return self.adapt_x(), self.train_arrays["y"]
+        xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in self.train))
+        return np.concatenate(xs), np.concatenate(ys)
+
     def target_stats(self) -> tuple[float, float]:
         """(offset, scale) that map a unit-variance output to the fold's targets (train rows)."""
         return self.task.target_stats(self.train_arrays, self.train_rows)
@@ -301,7 +308,8 @@ def _spec(ctx: RunContext, data: FoldData, seed: int):
         settings=settings, preprocessing=preprocessing,
         augmentation=ctx.modality.augmentation(augment, seed),
         target_offset=offset, target_scale=scale,
-        future_shape=tuple(future.shape[1:]) if future is not None else None, seed=seed)
+        future_shape=tuple(future.shape[1:]) if future is not None else None, seed=seed,
+        fit_rows=data.fit_rows)
 
 
 def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phase: str,

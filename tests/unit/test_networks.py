@@ -144,7 +144,8 @@ def test_audio_cnn_on_fsdd_spectrograms(tmp_path):
     assert not np.allclose(adapted, everything.mean(axis=(0, 2, 3)), atol=1e-2)
 
 
-@pytest.mark.parametrize("architecture", ["text_cnn", "text_bigru", "text_transformer"])
+@pytest.mark.parametrize("architecture", ["text_wide_cnn", "text_cnn", "text_bigru",
+                                          "text_transformer"])
 def test_text_networks_take_raw_strings(tmp_path, architecture):
     texts, labels, folds = sms_texts(150)
     folder = write_shards(tmp_path / "text", texts, labels, folds)
@@ -160,6 +161,40 @@ def test_text_networks_take_raw_strings(tmp_path, architecture):
     scores = model.predict(tf.constant(["Free entry! call now to win a prize", "see you at 6"]),
                            verbose=0)
     assert scores.shape == (2, 2) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+
+
+def test_wide_cnn_starts_at_the_folds_logistic_regression(tmp_path):
+    """The linear part of text_wide_cnn is the logistic regression of the fold's training
+    rows on the network's own TF-IDF features; the CNN's logits start at zero, so an
+    untrained network (learning rate ~0) predicts what that regression predicts."""
+    import keras
+    import tensorflow as tf
+    from sklearn.linear_model import LogisticRegression
+
+    texts, labels, folds = sms_texts(300)
+    folder = write_shards(tmp_path / "text", texts, labels, folds)
+    write_metric(folder, "classification", labels)
+    _, out = _train(folder, dataset("text", layout="delimited"), tmp_path, "text_wide_cnn",
+                    epochs=1, learning_rate=1e-12)
+    model = keras.saving.load_model(out / "model.keras")
+    assert not model.get_layer("linear_logits").trainable
+    features = keras.Model(model.inputs, model.get_layer("tfidf").output)
+    train = [t for t, f in zip(texts, folds) if f != 0]
+    held_out = [t for t, f in zip(texts, folds) if f == 0]
+    regression = LogisticRegression(C=10.0, max_iter=2000).fit(
+        features.predict(tf.constant(train), verbose=0),
+        [label == "spam" for label, f in zip(labels, folds) if f != 0])
+    expected = regression.predict_proba(features.predict(tf.constant(held_out), verbose=0))[:, 1]
+    spam = json.loads((out / "model.json").read_text())["classes"].index("spam")
+    scores = model.predict(tf.constant(held_out), verbose=0)[:, spam]
+    assert np.abs(scores - expected).max() < 1e-3
+    assert 0.05 < expected.mean() < 0.5  # a real model: neither all ham nor all spam
+    # column 0 of TextVectorization's TF-IDF (the unseen terms' count) neither reaches the
+    # features nor shrinks them
+    from dlworkflow.layers import KnownTermsUnitNorm
+
+    scaled = np.asarray(KnownTermsUnitNorm()(np.array([[50.0, 3.0, 4.0], [0.0, 0.0, 0.0]])))
+    assert np.allclose(scaled, [[0.6, 0.8], [0.0, 0.0]])
 
 
 def test_glove_vectors_initialise_the_embedding(tmp_path):

@@ -66,7 +66,7 @@ class TextModality(Modality):
         return text[: int(settings.get("max_characters", 10000))]
 
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
-        "classification": ("text_cnn", "text_bigru", "text_transformer"),
+        "classification": ("text_wide_cnn", "text_cnn", "text_bigru", "text_transformer"),
         "regression": ("text_cnn", "text_bigru", "text_transformer")}
 
     def shap_masker(self, background: Any) -> Any:

@@ -33,6 +33,9 @@ class NetworkSpec:
     target_scale: float = 1.0
     future_shape: tuple[int, ...] | None = None  # forecasting: known-future covariates
     seed: int = 0
+    #: () -> (x, y) of the fold's training rows, for builders that fit part of the network
+    #: on them before training (text_wide_cnn's linear part); None where nothing may be fitted
+    fit_rows: Callable[[], tuple[Any, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -258,6 +261,89 @@ def text_cnn(spec: NetworkSpec):
                                      kernel_regularizer=_regularizer(spec))(x)
         pooled.append(keras.layers.GlobalMaxPooling1D()(branch))
     return keras.Model(inputs, _head(keras.layers.Concatenate()(pooled), spec), name="text_cnn")
+
+
+def _tfidf_features(inputs, texts: Any, settings: Mapping[str, Any]):
+    """Word 1-2-gram and character 2-5-gram TF-IDF of the raw strings (vocabularies and
+    document frequencies adapted on `texts`, the fold's training rows), each row scaled to
+    unit length per kind, as the step-2 baseline's vectorizers do."""
+    import keras
+    import tensorflow as tf
+
+    from dlworkflow.layers import KnownTermsUnitNorm
+
+    size = int(settings.get("max_tokens", 20000))
+    words = keras.layers.TextVectorization(max_tokens=size, ngrams=2, output_mode="tf_idf",
+                                           name="word_tfidf")
+    chars = keras.layers.TextVectorization(max_tokens=size, standardize="lower",
+                                           split="character", ngrams=(2, 3, 4, 5),
+                                           output_mode="tf_idf", name="char_tfidf")
+    corpus = tf.constant(np.asarray(texts, dtype=str))
+    words.adapt(corpus)
+    chars.adapt(corpus)
+    return keras.layers.Concatenate(name="tfidf")(
+        [KnownTermsUnitNorm()(words(inputs)), KnownTermsUnitNorm()(chars(inputs))])
+
+
+def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_value: float):
+    """Dense logits initialised with a logistic regression fitted (scikit-learn, L2, C)
+    on the features of the training rows; frozen."""
+    import keras
+    import scipy.sparse as sp
+    import tensorflow as tf
+    from sklearn.linear_model import LogisticRegression
+
+    texts, labels = np.asarray(rows[0], dtype=str), np.asarray(rows[1]).astype(int)
+    featurize = keras.Model(inputs, features)
+    matrix = sp.vstack([sp.csr_matrix(featurize.predict_on_batch(tf.constant(texts[i: i + 512])))
+                        for i in range(0, len(texts), 512)])
+    present = np.unique(labels)
+    fitted = LogisticRegression(C=c_value, max_iter=2000).fit(matrix, labels)
+    kernel = np.zeros((matrix.shape[1], classes), np.float32)
+    bias = np.full(classes, -30.0, np.float32)  # a class absent from the training rows
+    if len(present) == 2:  # one coefficient row: softmax over (-z/2, z/2) = sigmoid(z)
+        kernel[:, present] = np.stack([-fitted.coef_[0], fitted.coef_[0]], axis=1) / 2
+        bias[present] = np.array([-fitted.intercept_[0], fitted.intercept_[0]]) / 2
+    elif len(present) > 2:
+        kernel[:, present] = fitted.coef_.T
+        bias[present] = fitted.intercept_
+    else:
+        bias[present] = 0.0
+    layer = keras.layers.Dense(classes, trainable=False, name="linear_logits")
+    logits = layer(features)
+    layer.set_weights([kernel, bias])
+    return logits
+
+
+@register("text_wide_cnn")
+def text_wide_cnn(spec: NetworkSpec):
+    """Wide and deep (Cheng et al. 2016) for short texts: a linear part on word and character
+    n-gram TF-IDF, initialised with the logistic regression of the fold's training rows and
+    frozen, plus a Kim (2014) CNN over a trainable embedding (widths 3, 4, 5, max-pooled)
+    whose logits start at zero and learn what the linear part misses. Training starts at the
+    baseline's solution, so early stopping on validation loss cannot end far below it."""
+    import keras
+
+    if spec.fit_rows is None:
+        raise ConfigError("train.architecture: text_wide_cnn fits its linear part on the "
+                          "fold's training rows, and none were given")
+    text = spec.settings.get("text") or {}
+    inputs, tokens = _text_input(spec)
+    linear = _fitted_linear(_tfidf_features(inputs, spec.fit_rows()[0], text), inputs,
+                            spec.fit_rows(), spec.outputs, float(text.get("wide_C", 10.0)))
+    dropout = float(spec.settings.get("dropout", 0.3))
+    x = _text_embedding(tokens, spec, mask_zero=False)
+    x = keras.layers.SpatialDropout1D(dropout / 2, seed=spec.seed)(x)
+    filters = int(spec.settings.get("filters", 32)) * 3
+    pooled = [keras.layers.GlobalMaxPooling1D()(
+        keras.layers.Conv1D(filters, width, padding="same", activation="relu",
+                            kernel_regularizer=_regularizer(spec))(x)) for width in (3, 4, 5)]
+    x = keras.layers.Dropout(dropout, seed=spec.seed + 1)(keras.layers.Concatenate()(pooled))
+    deep = keras.layers.Dense(spec.outputs, kernel_initializer="zeros", name="cnn_logits")(x)
+    logits = keras.layers.Add()([linear, deep])
+    return keras.Model(inputs, keras.layers.Activation("softmax", dtype="float32",
+                                                       name="classes")(logits),
+                       name="text_wide_cnn")
 
 
 @register("text_bigru")
