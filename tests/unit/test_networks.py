@@ -121,12 +121,13 @@ def test_transfer_learning_with_self_made_backbone_weights(image_shards, tmp_pat
     assert np.allclose(loaded.weights[0].numpy(), backbone.weights[0].numpy())
 
 
-def test_audio_cnn_on_fsdd_spectrograms(tmp_path):
+@pytest.mark.parametrize("architecture", ["audio_dscnn", "audio_cnn"])
+def test_audio_networks_on_fsdd_spectrograms(tmp_path, architecture):
     x, labels, folds, _, _ = fsdd_spectrograms(60)
     folder = write_shards(tmp_path / "audio", x, labels, folds)
     write_metric(folder, "classification", labels)
-    _, out = _train(folder, dataset("audio"), tmp_path, "audio_cnn")
-    _check_outputs(out, "audio_cnn")
+    _, out = _train(folder, dataset("audio"), tmp_path, architecture)
+    _check_outputs(out, architecture)
     import keras
 
     from dlworkflow.data import Part, load_arrays

@@ -157,7 +157,8 @@ class AudioModality(Modality):
         return spectrogram.astype(np.float32)[..., None]
 
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
-        "classification": ("audio_cnn",), "regression": ("audio_cnn",)}
+        "classification": ("audio_tcresnet", "audio_cnn", "audio_dscnn"),
+        "regression": ("audio_tcresnet", "audio_cnn", "audio_dscnn")}
     origin: ClassVar[str] = "lower"  # spectrograms: low frequencies at the bottom
 
     def stored(self, batch: Any, settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -199,6 +199,67 @@ def audio_cnn(spec: NetworkSpec):
     return keras.Model(inputs, _head(features, spec), name="audio_cnn")
 
 
+@register("audio_tcresnet")
+def audio_tcresnet(spec: NetworkSpec):
+    """Temporal convolutions for keyword spotting (TC-ResNet8, Choi et al. 2019): the mel
+    bands are the channels of a 1D signal over time, so every convolution sees the whole
+    spectrum; a 3-wide convolution, then residual blocks of two 9-wide convolutions (the
+    first strided by 2, a strided 1x1 shortcut), widths 1.5, 2 and 3 times `filters`, global
+    average pooling. A few million multiply-adds for a 64-band, 1 s log-mel: a fraction of a
+    2D CNN's, and 1D convolutions run well on a CPU."""
+    import keras
+
+    inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
+    x = _apply(inputs, spec.preprocessing)
+    x = _apply(x, spec.augmentation)
+    bands, frames, channels = x.shape[1:]
+    x = keras.layers.Permute((2, 1, 3))(x)  # (frames, bands, channels): time first
+    x = keras.layers.Reshape((frames, bands * channels))(x)
+    base = int(spec.settings.get("filters", 32))
+
+    def conv(y, width, size, strides=1):
+        y = keras.layers.Conv1D(width, size, strides=strides, padding="same", use_bias=False,
+                                kernel_regularizer=_regularizer(spec))(y)
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
+
+    x = keras.layers.Activation("relu")(conv(x, base, 3))
+    for block in range(depth(spec, 3)):
+        width = int(base * (1.5, 2, 3, 4)[min(block, 3)])
+        shortcut = keras.layers.Activation("relu")(conv(x, width, 1, strides=2))
+        y = keras.layers.Activation("relu")(conv(x, width, 9, strides=2))
+        x = keras.layers.Activation("relu")(keras.layers.Add()([conv(y, width, 9), shortcut]))
+    features = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, _head(features, spec), name="audio_tcresnet")
+
+
+@register("audio_dscnn")
+def audio_dscnn(spec: NetworkSpec):
+    """Depthwise-separable CNN for keyword spotting (Zhang et al. 2017, "Hello Edge"): a
+    strided 2D convolution, then blocks of depthwise 3x3 + pointwise 1x1 convolutions (the
+    second strided), global average pooling. About a fifth of audio_cnn's multiply-adds on a
+    64-band, 1 s log-mel, and a tenth of its parameters."""
+    import keras
+
+    inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
+    x = _apply(inputs, spec.preprocessing)
+    x = _apply(x, spec.augmentation)
+    width = int(spec.settings.get("filters", 32)) * 2
+
+    def norm_relu(y):
+        return keras.layers.Activation("relu")(
+            keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(y))
+
+    x = norm_relu(keras.layers.Conv2D(width, (5, 5), strides=2, padding="same", use_bias=False,
+                                      kernel_regularizer=_regularizer(spec))(x))
+    for block in range(depth(spec, 4)):
+        x = norm_relu(keras.layers.DepthwiseConv2D(3, strides=2 if block == 1 else 1,
+                                                   padding="same", use_bias=False)(x))
+        x = norm_relu(keras.layers.Conv2D(width, 1, use_bias=False,
+                                          kernel_regularizer=_regularizer(spec))(x))
+    features = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, _head(features, spec), name="audio_dscnn")
+
+
 def _text_embedding(x, spec: NetworkSpec, mask_zero: bool):
     import keras
 
