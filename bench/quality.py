@@ -135,7 +135,7 @@ def make_project(name: str, out: Path) -> Path:
             shutil.copy2(source, project / item)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["demo"]["shared_data"] = str(SHARED)
-    base, _, per_class = name.partition("_")
+    base, _, per_class = name.rpartition("_") if name[-1].isdigit() else (name, "", "")
     if PREPARE[name] is None:  # a demo set, whole or capped per class
         params["datasets"] = {base: params["datasets"][base]}
         if per_class:

@@ -79,19 +79,20 @@ def distribution(settings: Mapping[str, Any]) -> tuple[Any, int]:
 
 
 
-def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> str:
-    """`train.architecture`, or the modality's first network for the task (by name) when
-    `auto`."""
+def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> tuple[str, str]:
+    """`train.architecture` and why: a named one as configured, or with `auto` the
+    modality's choice (its first network for the task, or a pretrained one when the
+    modality prefers transfer and the weights are at hand)."""
     available = modality.networks.get(task, ())
     name = settings.get("architecture", "auto")
     if name == "auto":
         if not available:
             raise ConfigError(f"no network is registered for {modality.name} {task}")
-        return available[0]
+        return modality.auto_network(task, settings)
     if name not in available:
         raise ConfigError(f"train.architecture: {name!r} does not fit {modality.name} {task}; "
                           f"choose one of: auto, {', '.join(available)}")
-    return name
+    return name, "train.architecture names it"
 
 
 
@@ -277,8 +278,9 @@ class FoldData:
         """(x, y) of the training rows as arrays (a stream is read through once)."""
         if self.train_arrays is not None:
             return self.adapt_x(), self.train_arrays["y"]
-        xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in self.train))
-        return np.concatenate(xs), np.concatenate(ys)
+        batches = [(x.numpy(), y.numpy()) for x, y in self.train]
+        return (np.concatenate([x for x, _ in batches]),
+                np.concatenate([y for _, y in batches]))
 
     def target_stats(self) -> tuple[float, float]:
         """(offset, scale) that map a unit-variance output to the fold's targets (train rows)."""
@@ -410,6 +412,7 @@ class Trained:
     data: FoldData
     devices: list
     replicas: int = 1
+    reason: str = ""  # why this architecture (train.architecture, or auto's choice)
 
 
 def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
@@ -425,7 +428,8 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     run = Schedule(out, backup_dir(out), epochs, schedule)
     seed = ctx.seed + (fold or 0)
     gpus = configure_tensorflow(ctx.threads, seed, bool(settings.get("deterministic", True)))
-    architecture = architecture_for(ctx.modality, ctx.task.name, settings)
+    architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings)
+    log.info("network %s: %s", architecture, reason)
     strategy, replicas = distribution(settings)
     batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
     data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed)
@@ -474,7 +478,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         shutil.rmtree(run.backup, ignore_errors=True)  # finished: a rerun starts from scratch
         if run.backup.parent.exists() and not any(run.backup.parent.iterdir()):
             run.backup.parent.rmdir()
-        return Trained(model, history, spec, architecture, data, gpus, replicas)
+        return Trained(model, history, spec, architecture, data, gpus, replicas, reason)
 
 
 def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any]:
@@ -484,6 +488,7 @@ def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any
     dataset = ctx.dataset
     return {"dataset": dataset.get("description", ""), "modality": dataset["modality"],
             "task": dataset["task"], "architecture": trained.architecture,
+            "architecture_reason": trained.reason,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
             "tensors": dict(ctx.section("tensors").get(dataset["modality"]) or {}),

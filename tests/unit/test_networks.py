@@ -94,6 +94,43 @@ def test_image_cnn_trains_saves_and_predicts_from_raw_files_in_a_fresh_process(
     assert list(rows["prediction"]) == [card["classes"][i] for i in direct.argmax(axis=1)]
 
 
+def test_auto_takes_transfer_learning_when_pretrained_weights_are_at_hand(image_shards, tmp_path):
+    """`train.architecture: auto` on images: the pretrained backbone when its weights are a
+    file, in Keras' cache or downloadable; from scratch otherwise; the model card says why."""
+    from dlworkflow.models.extractors import build_extractor
+
+    backbone = build_extractor("mobilenet_v3_small", (32, 32, 3), "none")
+    weights = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(weights)
+    runs = {}
+    for name, chosen in (("file", str(weights)), ("none", "none")):
+        _, out = _train(image_shards, dataset("image"), tmp_path, "auto", name=name, epochs=1,
+                        transfer={"backbone": "mobilenet_v3_small", "weights": chosen})
+        runs[name] = json.loads((out / "model.json").read_text())
+    assert runs["file"]["architecture"] == "image_transfer"
+    assert str(weights) in runs["file"]["architecture_reason"]
+    assert runs["none"]["architecture"] == "image_cnn"
+    assert "from scratch" in runs["none"]["architecture_reason"]
+
+
+def test_imagenet_weights_count_when_cached_or_downloadable(tmp_path, monkeypatch):
+    from dlworkflow.models.extractors import get_extractor, pretrained_weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    found, why = pretrained_weights("mobilenet_v3_small", "imagenet",
+                                    download=lambda name: False)
+    assert not found and "neither in Keras' cache" in why
+    found, why = pretrained_weights("mobilenet_v3_small", "imagenet", download=lambda name: True)
+    assert found and "downloaded" in why
+    cached = tmp_path / "models" / get_extractor("efficientnet_b0").imagenet_file
+    cached.parent.mkdir()
+    cached.write_bytes(b"weights")
+    found, why = pretrained_weights("efficientnet_b0", "imagenet", download=lambda name: False)
+    assert found and str(cached) in why
+    assert pretrained_weights("efficientnet_b0", "none") == (False,
+                                                             "train.transfer.weights is none")
+
+
 def test_same_seed_gives_the_same_network_metrics(image_shards, tmp_path):
     first, _ = _train(image_shards, dataset("image"), tmp_path, "image_cnn", fold=1, name="a")
     second, _ = _train(image_shards, dataset("image"), tmp_path, "image_cnn", fold=1, name="b")
@@ -180,11 +217,11 @@ def test_wide_cnn_starts_at_the_folds_logistic_regression(tmp_path):
     model = keras.saving.load_model(out / "model.keras")
     assert not model.get_layer("linear_logits").trainable
     features = keras.Model(model.inputs, model.get_layer("tfidf").output)
-    train = [t for t, f in zip(texts, folds) if f != 0]
-    held_out = [t for t, f in zip(texts, folds) if f == 0]
+    train = [t for t, f in zip(texts, folds, strict=True) if f != 0]
+    held_out = [t for t, f in zip(texts, folds, strict=True) if f == 0]
     regression = LogisticRegression(C=10.0, max_iter=2000).fit(
         features.predict(tf.constant(train), verbose=0),
-        [label == "spam" for label, f in zip(labels, folds) if f != 0])
+        [label == "spam" for label, f in zip(labels, folds, strict=True) if f != 0])
     expected = regression.predict_proba(features.predict(tf.constant(held_out), verbose=0))[:, 1]
     spam = json.loads((out / "model.json").read_text())["classes"].index("spam")
     scores = model.predict(tf.constant(held_out), verbose=0)[:, spam]

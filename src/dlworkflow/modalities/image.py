@@ -148,6 +148,18 @@ class ImageModality(Modality):
         "classification": ("image_cnn", "image_transfer"), "regression": ("image_cnn",
                                                                           "image_transfer")}
 
+    def auto_network(self, task: str, settings: Mapping[str, Any]) -> tuple[str, str]:
+        """Transfer learning when the backbone's pretrained weights are at hand (a file, Keras'
+        cache, or a download that can start), else the small CNN from scratch."""
+        from dlworkflow.models.extractors import pretrained_weights
+
+        transfer = settings.get("transfer") or {}
+        found, why = pretrained_weights(transfer.get("backbone", "mobilenet_v3_small"),
+                                        transfer.get("weights", "imagenet"))
+        if found:
+            return "image_transfer", f"auto: transfer learning, {why}"
+        return "image_cnn", f"auto: trained from scratch, {why}"
+
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """Pixels averaged down to `baseline.image.pixels` on the longer side, scaled to [0, 1]."""
         x = np.asarray(x, dtype=np.float32)

@@ -25,6 +25,7 @@ class Extractor:
     name: str
     build: Callable[..., Any]
     min_side: int
+    imagenet_file: str  # the no-top ImageNet weights in Keras' cache (keras.utils.get_file)
     modalities: tuple[str, ...] = ("image", "audio")
 
 
@@ -44,8 +45,10 @@ def _efficientnet_b0(input_shape, weights):
 
 
 EXTRACTORS: dict[str, Extractor] = {
-    e.name: e for e in (Extractor("mobilenet_v3_small", _mobilenet_v3_small, 32),
-                        Extractor("efficientnet_b0", _efficientnet_b0, 32))
+    e.name: e for e in (
+        Extractor("mobilenet_v3_small", _mobilenet_v3_small, 32,
+                  "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+        Extractor("efficientnet_b0", _efficientnet_b0, 32, "efficientnetb0_notop.h5"))
 }
 
 
@@ -75,6 +78,60 @@ def as_rgb_batch(x: np.ndarray, min_side: int) -> np.ndarray:
         scale = min_side / min(height, width)
         x = tf.image.resize(x, (round(height * scale), round(width * scale))).numpy()
     return x
+
+
+#: where Keras downloads application weights from
+WEIGHTS_HOST = "storage.googleapis.com"
+
+
+def keras_cache() -> Path:
+    """Keras' download cache: $KERAS_HOME, else ~/.keras (as keras.utils.get_file)."""
+    import os
+
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
+def can_download(host: str = WEIGHTS_HOST, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the weights' host opens within `timeout` seconds."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def fetch_imagenet(name: str) -> bool:
+    """Download the backbone's ImageNet weights into Keras' cache; False when that fails."""
+    if not can_download():
+        return False
+    try:
+        get_extractor(name).build((32, 32, 3), "imagenet")
+    except Exception:  # urllib/HTTP/OS errors differ by platform
+        return False
+    return True
+
+
+def pretrained_weights(name: str, weights: str | None,
+                       download: Callable[[str], bool] = fetch_imagenet) -> tuple[bool, str]:
+    """Whether the backbone's pretrained weights are at hand for `train.architecture: auto`
+    (a file, Keras' cache, or downloaded now into the cache, so later folds find them
+    there), and the reason in words."""
+    extractor = get_extractor(name)
+    if weights in (None, "none"):
+        return False, "train.transfer.weights is none"
+    if weights != "imagenet":
+        if Path(weights).is_file():
+            return True, f"pretrained {name} weights from {weights}"
+        return False, f"the weights file {weights} (train.transfer.weights) does not exist"
+    cached = keras_cache() / "models" / extractor.imagenet_file
+    if cached.is_file():
+        return True, f"ImageNet weights of {name} found in Keras' cache ({cached})"
+    if download(name):
+        return True, f"ImageNet weights of {name} downloaded from {WEIGHTS_HOST} into {cached}"
+    return False, (f"ImageNet weights of {name} are neither in Keras' cache ({cached}) nor "
+                   f"downloadable from {WEIGHTS_HOST}")
 
 
 def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
