@@ -79,7 +79,8 @@ def distribution(settings: Mapping[str, Any]) -> tuple[Any, int]:
 
 
 
-def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> tuple[str, str]:
+def architecture_for(modality: Any, task: str, settings: Mapping[str, Any],
+                     input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
     """`train.architecture` and why: a named one as configured, or with `auto` the
     modality's choice (its first network for the task, or a pretrained one when the
     modality prefers transfer and the weights are at hand)."""
@@ -88,7 +89,7 @@ def architecture_for(modality: Any, task: str, settings: Mapping[str, Any]) -> t
     if name == "auto":
         if not available:
             raise ConfigError(f"no network is registered for {modality.name} {task}")
-        return modality.auto_network(task, settings)
+        return modality.auto_network(task, settings, input_shape)
     if name not in available:
         raise ConfigError(f"train.architecture: {name!r} does not fit {modality.name} {task}; "
                           f"choose one of: auto, {', '.join(available)}")
@@ -428,11 +429,12 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     run = Schedule(out, backup_dir(out), epochs, schedule)
     seed = ctx.seed + (fold or 0)
     gpus = configure_tensorflow(ctx.threads, seed, bool(settings.get("deterministic", True)))
-    architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings)
-    log.info("network %s: %s", architecture, reason)
     strategy, replicas = distribution(settings)
     batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
     data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed)
+    architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
+                                            tuple(data.valid["x"].shape[1:]))
+    log.info("network %s: %s", architecture, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")

@@ -95,22 +95,29 @@ def test_image_cnn_trains_saves_and_predicts_from_raw_files_in_a_fresh_process(
 
 
 def test_auto_takes_transfer_learning_when_pretrained_weights_are_at_hand(image_shards, tmp_path):
-    """`train.architecture: auto` on images: the pretrained backbone when its weights are a
-    file, in Keras' cache or downloadable; from scratch otherwise; the model card says why."""
+    """`train.architecture: auto` on images: the pretrained backbone when the images are large
+    enough and its weights are a file, in Keras' cache or downloadable; from scratch
+    otherwise; the model card says why."""
     from dlworkflow.models.extractors import build_extractor
 
-    backbone = build_extractor("mobilenet_v3_small", (32, 32, 3), "none")
+    x, labels, folds = digits_images(120, size=64)
+    large = write_shards(tmp_path / "large", x, labels, folds)
+    write_metric(large, "classification", labels)
+    backbone = build_extractor("mobilenet_v3_small", (64, 64, 3), "none")
     weights = tmp_path / "backbone.weights.h5"
     backbone.save_weights(weights)
     runs = {}
-    for name, chosen in (("file", str(weights)), ("none", "none")):
-        _, out = _train(image_shards, dataset("image"), tmp_path, "auto", name=name, epochs=1,
+    for name, shards, chosen in (("file", large, str(weights)), ("none", large, "none"),
+                                 ("small", image_shards, str(weights))):
+        _, out = _train(shards, dataset("image"), tmp_path, "auto", name=name, epochs=1,
                         transfer={"backbone": "mobilenet_v3_small", "weights": chosen})
         runs[name] = json.loads((out / "model.json").read_text())
     assert runs["file"]["architecture"] == "image_transfer"
     assert str(weights) in runs["file"]["architecture_reason"]
     assert runs["none"]["architecture"] == "image_cnn"
     assert "from scratch" in runs["none"]["architecture_reason"]
+    assert runs["small"]["architecture"] == "image_cnn"  # 32-px images: 1x1 feature maps
+    assert "32-pixel" in runs["small"]["architecture_reason"]
 
 
 def test_imagenet_weights_count_when_cached_or_downloadable(tmp_path, monkeypatch):

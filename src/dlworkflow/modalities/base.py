@@ -141,8 +141,9 @@ class Modality(ABC):
     #: network architectures (names in dlworkflow.models) per task; the first is the default
     networks: ClassVar[dict[str, tuple[str, ...]]] = {}
 
-    def auto_network(self, task: str, settings: Mapping[str, Any]) -> tuple[str, str]:
-        """The network `train.architecture: auto` trains, and why."""
+    def auto_network(self, task: str, settings: Mapping[str, Any],
+                     input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
+        """The network `train.architecture: auto` trains on inputs of `input_shape`, and why."""
         return self.networks[task][0], f"the default {self.name} network for {task}"
 
     def flat(self, x: Any, settings: Mapping[str, Any]) -> Any:

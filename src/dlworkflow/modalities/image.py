@@ -148,11 +148,22 @@ class ImageModality(Modality):
         "classification": ("image_cnn", "image_transfer"), "regression": ("image_cnn",
                                                                           "image_transfer")}
 
-    def auto_network(self, task: str, settings: Mapping[str, Any]) -> tuple[str, str]:
-        """Transfer learning when the backbone's pretrained weights are at hand (a file, Keras'
-        cache, or a download that can start), else the small CNN from scratch."""
+    #: smallest image side (pixels, as tensorised) for transfer learning under `auto`: an
+    #: ImageNet backbone downsamples by 32, so a 32-px image leaves it a 1x1 feature map
+    TRANSFER_MIN_SIDE: ClassVar[int] = 64
+
+    def auto_network(self, task: str, settings: Mapping[str, Any],
+                     input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
+        """Transfer learning when the images are large enough for a pretrained backbone and
+        its weights are at hand (a file, Keras' cache, or downloaded now), else the small CNN
+        from scratch."""
         from dlworkflow.models.extractors import pretrained_weights
 
+        side = min(input_shape[:2]) if len(input_shape) >= 2 else self.TRANSFER_MIN_SIDE
+        if side < self.TRANSFER_MIN_SIDE:
+            return "image_cnn", (f"auto: trained from scratch, {side}-pixel images are below "
+                                 f"the {self.TRANSFER_MIN_SIDE} pixels a pretrained backbone "
+                                 "needs (it downsamples by 32)")
         transfer = settings.get("transfer") or {}
         found, why = pretrained_weights(transfer.get("backbone", "mobilenet_v3_small"),
                                         transfer.get("weights", "imagenet"))
