@@ -144,7 +144,7 @@ class Modality(ABC):
     def auto_network(self, task: str, settings: Mapping[str, Any],
                      input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
         """The network `train.architecture: auto` trains on inputs of `input_shape`, and why."""
-        return self.networks[task][0], f"the default {self.name} network for {task}"
+        return self.networks[task][0], f"auto: the default {self.name} network for {task}"
 
     def flat(self, x: Any, settings: Mapping[str, Any]) -> Any:
         """The flat representation step 2's traditional baselines use (rows of numbers)."""
