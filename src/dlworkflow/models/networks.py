@@ -185,14 +185,21 @@ def embedding_head(spec: NetworkSpec):
     return keras.Model(inputs, _head(inputs, spec), name="head")
 
 
+def _spectrogram_input(spec: NetworkSpec):
+    """The spectrogram input, then the per-band normalisation and the training-only
+    augmentation every audio network starts with."""
+    import keras
+
+    inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
+    return inputs, _apply(_apply(inputs, spec.preprocessing), spec.augmentation)
+
+
 @register("audio_cnn")
 def audio_cnn(spec: NetworkSpec):
     """A 2D CNN on log-mel spectrograms with per-band normalisation adapted on fold-train."""
     import keras
 
-    inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
-    x = _apply(inputs, spec.preprocessing)
-    x = _apply(x, spec.augmentation)
+    inputs, x = _spectrogram_input(spec)
     # four blocks: a 64-band, 1 s log-mel needs the receptive field (~0.3 s) of a syllable;
     # with three, FSDD folds reached 0.81 validation accuracy after 12 epochs, with four 0.97
     features = _conv_blocks(x, spec, 2, depth(spec, 4), pool_time_only=True)
@@ -209,9 +216,7 @@ def audio_tcresnet(spec: NetworkSpec):
     2D CNN's, and 1D convolutions run well on a CPU."""
     import keras
 
-    inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
-    x = _apply(inputs, spec.preprocessing)
-    x = _apply(x, spec.augmentation)
+    inputs, x = _spectrogram_input(spec)
     bands, frames, channels = x.shape[1:]
     x = keras.layers.Permute((2, 1, 3))(x)  # (frames, bands, channels): time first
     x = keras.layers.Reshape((frames, bands * channels))(x)
@@ -237,12 +242,11 @@ def audio_dscnn(spec: NetworkSpec):
     """Depthwise-separable CNN for keyword spotting (Zhang et al. 2017, "Hello Edge"): a
     strided 2D convolution, then blocks of depthwise 3x3 + pointwise 1x1 convolutions (the
     second strided), global average pooling. About a fifth of audio_cnn's multiply-adds on a
-    64-band, 1 s log-mel, and a tenth of its parameters."""
+    64-band, 1 s log-mel, and a tenth of its parameters, but slower on a CPU (TensorFlow's
+    depthwise convolutions are memory-bound there): an option, not the default."""
     import keras
 
-    inputs = keras.Input(spec.input_shape, dtype="float32", name="spectrogram")
-    x = _apply(inputs, spec.preprocessing)
-    x = _apply(x, spec.augmentation)
+    inputs, x = _spectrogram_input(spec)
     width = int(spec.settings.get("filters", 32)) * 2
 
     def norm_relu(y):
@@ -390,8 +394,9 @@ def text_wide_cnn(spec: NetworkSpec):
                           "fold's training rows, and none were given")
     text = spec.settings.get("text") or {}
     inputs, tokens = _text_input(spec)
-    linear = _fitted_linear(_tfidf_features(inputs, spec.fit_rows()[0], text), inputs,
-                            spec.fit_rows(), spec.outputs, float(text.get("wide_C", 10.0)))
+    rows = spec.fit_rows()
+    linear = _fitted_linear(_tfidf_features(inputs, rows[0], text), inputs, rows,
+                            spec.outputs, float(text.get("wide_C", 10.0)))
     dropout = float(spec.settings.get("dropout", 0.3))
     x = _text_embedding(tokens, spec, mask_zero=False)
     x = keras.layers.SpatialDropout1D(dropout / 2, seed=spec.seed)(x)
