@@ -25,7 +25,11 @@ from dlworkflow.config import (
 from dlworkflow.errors import ConfigError  # noqa: E402
 from dlworkflow.layouts import walk_files  # noqa: E402
 from dlworkflow.shardfile import shard_names  # noqa: E402
-from dlworkflow.workflow import all_targets, extracts_features  # noqa: E402
+from dlworkflow.workflow import (
+    all_targets,
+    extracts_features,
+    visible_gpus,
+)  # noqa: E402
 
 try:
     PARAMS = validate_params(config, base_dir=".")
@@ -33,6 +37,11 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 DATASETS = PARAMS["datasets"]
+# Network rules (train_fold, final_train, extract_features) ask for a gpu slot and two
+# threads when this machine shows a GPU; on a CPU they take one thread and no slot, so
+# folds train side by side (dlworkflow.workflow.visible_gpus says why).
+GPU_SLOT = 1 if visible_gpus() else 0
+NETWORK_THREADS = 2 if GPU_SLOT else 1
 DEMO_DATASETS = sorted(name for name, ds in DATASETS.items() if ds.get("demo"))
 
 

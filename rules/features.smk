@@ -13,11 +13,11 @@ rule extract_features:
         "benchmarks/{dataset}/extract_features_{shard}.tsv"
     wildcard_constraints:
         shard=r"trainval-\d{5}",
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=6000,
         runtime=60,
-        gpu=1,
+        gpu=GPU_SLOT,
     params:
         features=PARAMS["features"],
     script:

@@ -50,11 +50,11 @@ rule final_train:
         "logs/{dataset}/final_train.log",
     benchmark:
         "benchmarks/{dataset}/final_train.tsv"
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=360,
-        gpu=1,
+        gpu=GPU_SLOT,
     params:
         dataset=get_dataset,
         train=get_train_settings,
@@ -119,7 +119,7 @@ rule final_test:
         "logs/{dataset}/final_test.log",
     benchmark:
         "benchmarks/{dataset}/final_test.tsv"
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
@@ -196,7 +196,7 @@ rule final_report:
         "logs/{dataset}/final_report.log",
     benchmark:
         "benchmarks/{dataset}/final_report.tsv"
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=4000,
         runtime=20,

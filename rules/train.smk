@@ -1,5 +1,6 @@
-# Step 5: the network baseline, one job per fold (gpu=1: `--resources gpu=1` runs GPU jobs one
-# at a time), then the CV summary compared with the traditional baseline.
+# Step 5: the network baseline, one job per fold, then the CV summary compared with the
+# traditional baseline. With a GPU a fold asks for a gpu slot (`--resources gpu=1` runs
+# them one at a time) and two threads; on a CPU one thread and no slot (common.smk).
 
 
 rule train_fold:
@@ -22,11 +23,11 @@ rule train_fold:
         "benchmarks/{dataset}/train_fold-{fold}.tsv"
     wildcard_constraints:
         fold=r"\d+",
-    threads: 2
+    threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1,
+        gpu=GPU_SLOT,
     params:
         dataset=get_dataset,
         train=get_train_settings,

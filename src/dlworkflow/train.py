@@ -131,7 +131,7 @@ class Schedule:
     backup: Path
     epochs: int
     schedule: list[float] | None = None
-    patience: int = 6
+    patience: int = 2
 
     def phase(self, epochs: int, rate: float) -> Schedule:
         """The same run for a second phase (fine-tuning) at a fixed rate when scheduled."""
@@ -140,16 +140,21 @@ class Schedule:
 
 
 def plan_epochs(settings: Mapping[str, Any], rows: int, batch_size: int) -> tuple[int, int]:
-    """(epochs, patience) of a fold: `train.epochs`, raised so the fold makes at least
-    `train.min_steps` optimizer steps, and `train.patience`, raised to at least
-    `train.patience_steps` steps' worth of epochs. A budget in epochs alone gives a 50-item
-    set a few dozen steps and a large one thousands; steps make the two comparable."""
+    """(epochs, patience) of a fold, from a budget in optimizer steps: `train.epochs`,
+    capped at `train.max_steps` steps' worth and raised to `train.min_steps` steps' worth
+    (the floor wins); the patience is `train.patience_steps` steps' worth of epochs, at
+    least `train.patience` epochs. A budget in epochs alone gives a 50-item set a few dozen
+    steps and a large one thousands; steps make the two comparable: a 50-item set trains
+    long enough, a large one no longer than it needs."""
     steps_per_epoch = max(1, -(-rows // max(1, batch_size)))
-    epochs = max(int(settings.get("epochs", 30)),
-                 -(-int(settings.get("min_steps", 600)) // steps_per_epoch))
-    patience = max(int(settings.get("patience", 6)),
-                   -(-int(settings.get("patience_steps", 150)) // steps_per_epoch))
-    return epochs, patience
+    epochs = int(settings.get("epochs", 30))
+    most = int(settings.get("max_steps") or 0)
+    if most > 0:
+        epochs = min(epochs, max(1, round(most / steps_per_epoch)))
+    epochs = max(epochs, -(-int(settings.get("min_steps", 600)) // steps_per_epoch))
+    patience = max(int(settings.get("patience", 2)),
+                   -(-int(settings.get("patience_steps", 300)) // steps_per_epoch))
+    return epochs, min(patience, epochs)
 
 
 def cosine_rates(peak: float, epochs: int, warmup: float) -> list[float]:
@@ -370,29 +375,38 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     return full, history
 
 
-def recalibrate_batch_norm(model, inputs: Any) -> int:
+def recalibrate_batch_norm(model, inputs: Any, batch_size: int = 256) -> int:
     """Set every trainable BatchNormalization layer's moving mean and variance to the exact
     statistics of its inputs over the fold's training rows, in inference mode, layer after
     layer (each sees the ones before it already recalibrated). Moving averages of a few
     hundred noisy steps can be far from them on small folds; `inputs` is a dataset of input
-    batches. Returns the number of layers set."""
+    batches, read again in batches of `batch_size` through one compiled pass per layer.
+    Returns the number of layers set."""
     import keras
     import tensorflow as tf
 
     layers = [layer for layer in model.layers
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not layers:
+        return 0
+    batches = inputs.unbatch().batch(batch_size)
     for layer in layers:
         probe = keras.Model(model.inputs, layer.input)
-        total = squares = None
-        count = 0
-        for batch in inputs:
+
+        @tf.function(reduce_retracing=True)
+        def moments(batch, probe=probe):
             values = tf.cast(probe(batch, training=False), tf.float64)
             axes = list(range(len(values.shape) - 1))
-            part, part_squares = (tf.reduce_sum(values, axes),
-                                  tf.reduce_sum(tf.square(values), axes))
+            count = tf.cast(tf.reduce_prod(tf.shape(values)[:-1]), tf.float64)
+            return tf.reduce_sum(values, axes), tf.reduce_sum(tf.square(values), axes), count
+
+        total = squares = None
+        count = 0.0
+        for batch in batches:
+            part, part_squares, part_count = moments(batch)
             total = part if total is None else total + part
             squares = part_squares if squares is None else squares + part_squares
-            count += int(np.prod(values.shape[:-1]))
+            count += float(part_count)
         if not count:
             continue
         mean = total / count
@@ -442,8 +456,9 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         planned, patience = plan_epochs({**settings, "epochs": epochs}, len(data.train_rows),
                                         batch_size)
         run = replace(run, epochs=planned, patience=patience)
-        log.info("%d epochs planned (at least %s optimizer steps), patience %d, %s rates",
-                 planned, settings.get("min_steps", 600), patience,
+        log.info("%d epochs of %d optimizer steps planned (steps %s to %s), patience %d "
+                 "epochs, %s rates", planned, -(-len(data.train_rows) // batch_size),
+                 settings.get("min_steps", 600), settings.get("max_steps") or "any", patience,
                  settings.get("schedule", "cosine"))
     with strategy.scope():  # variables made here are mirrored on every replica
         spec = _spec(ctx, data, seed)

@@ -7,6 +7,7 @@ committed dvc.yaml and that each stage's outs are produced by that step's rules)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,3 +258,29 @@ def step_params(step: Step, params: Mapping[str, Any]) -> list[str]:
 def all_targets(params: Mapping[str, Any]) -> list[str]:
     """What `rule all` asks for: every step's outputs for every dataset."""
     return [target for step in STEPS for target in step_outputs(step, params)]
+
+
+#: how many GPUs the network rules may count on, when set; otherwise `visible_gpus` looks
+GPUS_ENV = "DLWORKFLOW_GPUS"
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None, dev: str | Path = "/dev") -> int:
+    """The GPUs this machine shows, without importing TensorFlow (Snakemake asks when it
+    parses the workflow): `DLWORKFLOW_GPUS` when set, else the NVIDIA device files `/dev/nvidia<N>`
+    (the driver makes one per GPU), as many as `CUDA_VISIBLE_DEVICES` lists when it is set.
+
+    The network rules ask for a `gpu` slot, and two threads, only when there is a GPU: on a
+    CPU machine a slot would make `--resources gpu=1` train one fold at a time, and one
+    thread per fold with folds side by side uses the cores better than two threads per fold
+    (measured in docs/BENCHMARKS.md). A cluster whose submit host has no GPU sets the slot
+    in its profile (`set-resources`, as profiles/slurm does).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(GPUS_ENV, "").strip():
+        return max(0, int(environ[GPUS_ENV]))
+    devices = sum(1 for path in Path(dev).glob("nvidia*") if path.name[6:].isdigit())
+    chosen = environ.get("CUDA_VISIBLE_DEVICES")
+    if chosen is None:
+        return devices
+    listed = [part for part in chosen.split(",") if part.strip() and part.strip() != "-1"]
+    return min(devices, len(listed))

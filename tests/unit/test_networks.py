@@ -379,9 +379,12 @@ def test_two_devices_train_with_a_mirrored_strategy(image_shards, tmp_path):
 def test_the_step_budget_gives_small_sets_enough_steps_and_large_ones_no_more():
     from dlworkflow.train import cosine_rates, plan_epochs
 
-    settings = {"epochs": 30, "min_steps": 600, "patience": 6, "patience_steps": 150}
-    assert plan_epochs(settings, rows=40, batch_size=32) == (300, 75)  # 2 steps an epoch
-    assert plan_epochs(settings, rows=100_000, batch_size=32) == (30, 6)
+    settings = {"epochs": 30, "min_steps": 600, "max_steps": 1000, "patience": 2,
+                "patience_steps": 300}
+    assert plan_epochs(settings, rows=40, batch_size=32) == (300, 150)  # 2 steps an epoch
+    assert plan_epochs(settings, rows=3567, batch_size=32) == (9, 3)  # 112 steps an epoch
+    assert plan_epochs(settings, rows=100_000, batch_size=32) == (1, 1)  # one epoch at least
+    assert plan_epochs({**settings, "max_steps": None}, rows=100_000, batch_size=32) == (30, 2)
     rates = cosine_rates(1e-3, 100, warmup=0.05)
     assert len(rates) == 100 and rates[0] < rates[4] == pytest.approx(1e-3 * 5 / 6)
     peak = int(np.argmax(rates))

@@ -198,3 +198,17 @@ def test_demo_data_does_not_depend_on_the_modalities():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert not any("/modalities/" in dep for dep in stages["demo_data"]["deps"])
     assert "src/dlworkflow/config.py" in stages["demo_data"]["deps"]  # it resolves the params
+
+
+def test_gpus_are_counted_from_the_device_files_unless_the_environment_says(tmp_path):
+    from dlworkflow.workflow import visible_gpus
+
+    assert visible_gpus({}, dev=tmp_path) == 0
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):  # control files are not GPUs
+        (tmp_path / name).touch()
+    assert visible_gpus({}, dev=tmp_path) == 2
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, dev=tmp_path) == 0
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}, dev=tmp_path) == 0
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "1"}, dev=tmp_path) == 1
+    assert visible_gpus({"DLWORKFLOW_GPUS": "1"}, dev=tmp_path) == 1
+    assert visible_gpus({"DLWORKFLOW_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0"}, dev=tmp_path) == 0

@@ -22,10 +22,12 @@ def tools_env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a command with the test interpreter's tools first on PATH; capture its output."""
-    return subprocess.run(command, cwd=cwd, env=tools_env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def run(command: list[str], cwd: Path, timeout: int = 600,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command with the test interpreter's tools first on PATH (and `env` on top);
+    capture its output."""
+    return subprocess.run(command, cwd=cwd, env={**tools_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 #: tests train tiny networks for two epochs; the shipped defaults stay real

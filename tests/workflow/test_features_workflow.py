@@ -77,6 +77,8 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     params["features"] = {"extractor": "mobilenet_v3_small", "weights": str(path),
                           "batch_size": 32}
     params["datasets"]["digits"]["train"] = {"architecture": "image_transfer"}
+    # MobileNetV3 takes 32 px at least (the shipped digits are 16 px)
+    params["datasets"]["digits"]["tensors"]["image"]["size"] = [32, 32]
     write_params(project, params)
     targets = [f"results/{name}/{kind}" for name in ("digits", "fsdd", "sms_spam")
                for kind in ("features/index.parquet", "baseline/summary.json")
@@ -108,5 +110,5 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     trained = extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), str(path))
     assert np.allclose(find_backbone(model).weights[0].numpy(), trained.weights[0].numpy())
     dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", "--", *targets],
-              project)
+              project, env={"DLWORKFLOW_GPUS": "1"})
     assert "gpu=1" in dry.stdout

@@ -43,11 +43,25 @@ def test_baseline_and_network_summaries_cover_every_fold(demo_project, name):
     assert (model_dir / "dvclive" / "metrics.json").is_file()
 
 
-def test_training_jobs_ask_for_a_gpu_slot_and_read_no_test_shard(demo_project):
-    dry = run(["snakemake", "--cores", "2", "--forcerun", "train_fold", "-n", "-p",
-               "results/digits/nn/summary.json"], demo_project)
-    assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "gpu=1" in dry.stdout and "/test-" not in dry.stdout
+def _training_jobs(dry: str) -> list[str]:
+    """The dry-run blocks of the train_fold jobs."""
+    return [block for block in dry.split("\n\n") if "rule train_fold:" in block]
+
+
+def test_training_jobs_take_a_gpu_slot_only_with_a_gpu_and_read_no_test_shard(demo_project):
+    command = ["snakemake", "--cores", "2", "--forcerun", "train_fold", "-n", "-p",
+               "results/digits/nn/summary.json"]
+    with_gpu = run(command, demo_project, env={"DLWORKFLOW_GPUS": "1"})
+    assert with_gpu.returncode == 0, with_gpu.stderr[-2000:]
+    jobs = _training_jobs(with_gpu.stdout)
+    assert len(jobs) == 5 and all("gpu=1" in job and "threads: 2" in job for job in jobs)
+    assert "/test-" not in with_gpu.stdout
+    # no GPU: one thread (a dry run shows threads above 1 only) and no slot, so
+    # `--resources gpu=1` does not queue the folds
+    on_cpu = run(command, demo_project, env={"DLWORKFLOW_GPUS": "0"})
+    jobs = _training_jobs(on_cpu.stdout)
+    assert len(jobs) == 5 and all("gpu=0" in job and "threads:" not in job for job in jobs), \
+        jobs[0]
 
 
 def test_predict_cli_reads_raw_files_with_a_fold_model(demo_project):

@@ -29,7 +29,7 @@ def test_trainval_shards_cover_trainval_and_no_test_shard_is_built(demo_project)
         assert (plan["role"] == "test").any()
     digits = load_shard(demo_project / "results" / "digits" / "tensors" / "trainval-00000.npz")
     # digits override the image size and colour (datasets.digits.tensors in params.yaml)
-    assert digits["x"].shape[1:] == (32, 32, 1) and digits["x"].dtype == np.uint8
+    assert digits["x"].shape[1:] == (16, 16, 1) and digits["x"].dtype == np.uint8
     fsdd = load_shard(demo_project / "results" / "fsdd" / "tensors" / "trainval-00000.npz")
     assert fsdd["x"].shape[1:] == (64, 1 + (16000 - 512) // 160, 1)  # shipped audio settings
     stats = json.loads((demo_project / "results" / "sms_spam" / "tensors" / "stats.json")
@@ -113,4 +113,4 @@ def test_loader_streams_the_same_items_as_ram_and_folds_are_disjoint(demo_projec
     count = lambda dataset: sum(int(x.shape[0]) for x, _ in dataset)  # noqa: E731
     assert count(streamed) == count(in_ram) == len(train["ids"]) > 0
     x, y = next(iter(in_ram))
-    assert tuple(x.shape[1:]) == (32, 32, 1) and str(y.dtype) == "<dtype: 'int64'>"
+    assert tuple(x.shape[1:]) == (16, 16, 1) and str(y.dtype) == "<dtype: 'int64'>"
