@@ -18,6 +18,26 @@ import numpy as np
 import pandas as pd
 
 
+def import_shap():
+    """SHAP, imported with numba's JIT off while its modules decorate their functions: SHAP
+    does not cache what numba compiles, so every report job paid about 11 s of compilation
+    for explanations of a few rows that take about 2 s as plain Python (measured on digits,
+    FSDD and SMS). Other packages' numba functions (librosa's) stay compiled."""
+    import sys
+
+    if "shap" in sys.modules:
+        return sys.modules["shap"]
+    from numba.core import config
+
+    saved = config.DISABLE_JIT
+    config.DISABLE_JIT = True
+    try:
+        import shap
+    finally:
+        config.DISABLE_JIT = saved
+    return shap
+
+
 def model_function(model, task: Any, dtype: Any, output: int | None, future: Any = None,
                    squeeze: bool = False):
     """A numpy-in, numpy-out function of a batch for SHAP: one output per row (the task's
@@ -46,7 +66,7 @@ def explain(model, modality, task: Any, test: Mapping[str, Any], frame: pd.DataF
             background: Any, per_class: int = 1, max_evals: int = 300) -> list[dict[str, Any]]:
     """SHAP attributions for a few test rows (`test`: x and x_future in `frame`'s order,
     `frame`: their predictions), each as {id, true, predicted, what, html}."""
-    import shap
+    shap = import_shap()
 
     classes = [c[2:] for c in frame.columns if c.startswith("p_")]
     x = np.asarray(test["x"])

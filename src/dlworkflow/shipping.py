@@ -61,12 +61,14 @@ def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[s
             "why": f"{why} ({scores}).", "primary": primary, "cv": cv, "servable": servable}
 
 
-def trusted_types(path: str | Path) -> list[str]:
-    """The types in a skops file, all of them from trusted modules, or a clear error."""
+def trusted_types(path: str | Path, found: list[str] | None = None) -> list[str]:
+    """The types in a skops file (`found`: as its card lists them, else read from the file),
+    all of them from trusted modules, or a clear error."""
     import skops.io as sio
 
-    found = sio.get_untrusted_types(file=str(path))
-    refused = [t for t in found if not t.startswith(TRUSTED_MODULES)]
+    if found is None:
+        found = sio.get_untrusted_types(file=str(path))
+    refused = [t for t in found if not str(t).startswith(TRUSTED_MODULES)]
     if refused:
         raise ValueError(f"{path}: refusing to load types outside scikit-learn and "
                          f"dlworkflow.estimators: {', '.join(refused)}")
@@ -80,8 +82,9 @@ def save_baseline(estimator: Any, folder: str | Path, card: Mapping[str, Any]) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sio.dump(estimator, folder / BASELINE_FILE)
-    trusted_types(folder / BASELINE_FILE)  # what we write must load again
-    (folder / BASELINE_CARD).write_text(json.dumps(dict(card), indent=2) + "\n")
+    types = trusted_types(folder / BASELINE_FILE)  # what we write must load again
+    (folder / BASELINE_CARD).write_text(json.dumps({**card, "skops_types": types}, indent=2)
+                                        + "\n")
 
 
 def load_baseline(folder: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -90,8 +93,11 @@ def load_baseline(folder: str | Path) -> tuple[Any, dict[str, Any]]:
 
     folder = Path(folder)
     path = folder / BASELINE_FILE
-    estimator = sio.load(path, trusted=trusted_types(path))
-    return estimator, json.loads((folder / BASELINE_CARD).read_text())
+    card = json.loads((folder / BASELINE_CARD).read_text())
+    # the card's list of types saves reading a large file twice (a TF-IDF vocabulary: 3 s);
+    # skops refuses any type in the file that the list lacks, so a wrong card cannot widen it
+    estimator = sio.load(path, trusted=trusted_types(path, card.get("skops_types")))
+    return estimator, card
 
 
 @dataclass

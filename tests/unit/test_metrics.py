@@ -101,3 +101,47 @@ def test_real_sms_spam_collection_gets_f1_of_spam(demo_raw):
     assert choice["primary"]["name"] == "f_beta"
     assert choice["positive_label"] == "spam"
     assert "13.4%" in choice["rationale"]
+
+
+def test_label_and_ranking_metrics_equal_scikit_learns_on_random_resamples():
+    """The fast paths the test step's bootstrap runs a thousand times per model agree with
+    scikit-learn, including labels only predicted, one-class resamples and tied scores."""
+    import warnings
+
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, k = int(rng.integers(1, 40)), int(rng.integers(1, 5))
+        names = np.array(["ham", "spam", "x", "y", "z"])[:k]
+        y_true, y_pred = rng.choice(names, n), rng.choice(names, n)
+        scores = np.round(rng.random(n), 1)  # ties on purpose
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert compute("accuracy", y_true, y_pred) == pytest.approx(
+                skm.accuracy_score(y_true, y_pred))
+            assert compute("macro_f1", y_true, y_pred) == pytest.approx(
+                skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
+            assert compute("balanced_accuracy", y_true, y_pred) == pytest.approx(
+                skm.balanced_accuracy_score(y_true, y_pred))
+            if len(set(y_true) | set(y_pred)) <= 2 and (trial % 2 or "spam" in y_true):
+                try:
+                    expected = skm.fbeta_score(y_true, y_pred, beta=2, pos_label="spam",
+                                               average="binary", zero_division=0)
+                except ValueError:
+                    with pytest.raises(ValueError):
+                        compute("f_beta", y_true, y_pred, positive_label="spam", beta=2)
+                else:
+                    assert compute("f_beta", y_true, y_pred, positive_label="spam",
+                                   beta=2) == pytest.approx(expected)
+            positive = y_true == "spam"
+            if 0 < positive.sum() < n:
+                assert compute("roc_auc", y_true, scores=scores, positive_label="spam") == \
+                    pytest.approx(skm.roc_auc_score(positive, scores))
+                assert compute("pr_auc", y_true, scores=scores, positive_label="spam") == \
+                    pytest.approx(skm.average_precision_score(positive, scores))
+            else:
+                with pytest.raises(ValueError):
+                    compute("roc_auc", y_true, scores=scores, positive_label="spam")
+    with pytest.raises(ValueError, match="binary F-beta"):
+        compute("f_beta", ["a", "b", "c"], ["a", "b", "b"], positive_label="a")

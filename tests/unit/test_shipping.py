@@ -86,3 +86,26 @@ def test_loading_refuses_types_from_outside_the_trusted_modules(tmp_path):
     save_card = {"kind": "baseline", "model": "x"}
     with pytest.raises(ValueError, match="Smuggled"):
         save_baseline(Smuggled().fit([[0], [1]], [0, 1]), tmp_path, save_card)
+
+
+def test_the_cards_list_of_types_cannot_widen_what_loads(tmp_path):
+    from dlworkflow.estimators import LagRidge
+
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(30, 8, 1))
+    model = LagRidge().fit(windows, rng.normal(size=(30, 2)))
+    save_baseline(model, tmp_path, {"kind": "baseline", "model": "ridge_lags"})
+    card_path = tmp_path / "baseline.json"
+    card = json.loads(card_path.read_text())
+    assert card["skops_types"] == ["dlworkflow.estimators.LagRidge"]
+    loaded, _ = load_baseline(tmp_path)
+    assert np.allclose(loaded.predict(windows), model.predict(windows))
+    # a type the file holds but the card leaves out: skops refuses the file
+    card_path.write_text(json.dumps({**card, "skops_types": []}))
+    with pytest.raises(Exception, match="LagRidge"):
+        load_baseline(tmp_path)
+    # a card that lists a type from outside the trusted modules is refused before loading
+    card_path.write_text(json.dumps({**card, "skops_types": [*card["skops_types"],
+                                                             "posix.system"]}))
+    with pytest.raises(ValueError, match="posix.system"):
+        load_baseline(tmp_path)

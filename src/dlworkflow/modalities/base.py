@@ -166,8 +166,10 @@ class Modality(ABC):
         """SHAP masker for explanations: regions of the array (a partition tree over its
         cells) are hidden by the mean of `background` (training rows)."""
         import numpy as np
-        import shap
 
+        from dlworkflow.explain import import_shap
+
+        shap = import_shap()
         mean = np.asarray(background, dtype=np.float32).mean(axis=0)
         return shap.maskers.Image(mean, mean.shape)
 

@@ -71,8 +71,9 @@ class TextModality(Modality):
 
     def shap_masker(self, background: Any) -> Any:
         """SHAP hides words (split at non-word characters)."""
-        import shap
+        from dlworkflow.explain import import_shap
 
+        shap = import_shap()
         return shap.maskers.Text(r"\W+")
 
     def attribution_html(self, x: Any, values: Any, what: str) -> str:
