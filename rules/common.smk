@@ -105,6 +105,19 @@ def get_split_settings(wildcards):
     return split_settings(PARAMS, wildcards.dataset)
 
 
+def get_intake_settings(wildcards):
+    """The intake section; a text dataset's intake also learns tensors.text.max_characters
+    (the inventory notes a text longer than the networks read)."""
+    settings = dict(PARAMS["intake"])
+    if DATASETS[wildcards.dataset]["modality"] == "text":
+        tensors = dataset_section(PARAMS, wildcards.dataset, "tensors")
+        settings["text"] = {
+            **settings.get("text", {}),
+            "max_characters": tensors["text"]["max_characters"],
+        }
+    return settings
+
+
 def get_tensor_settings(wildcards):
     """The tensors section with the dataset's own tensors: keys merged in."""
     return dataset_section(PARAMS, wildcards.dataset, "tensors")

@@ -19,7 +19,7 @@ rule intake:
         runtime=60,
     params:
         dataset=get_dataset,
-        intake=PARAMS["intake"],
+        intake=get_intake_settings,
         raw_fingerprint=get_raw_fingerprint,
     script:
         "../scripts/intake.py"
@@ -28,6 +28,7 @@ rule intake:
 rule choose_metric:
     input:
         inventory="results/{dataset}/intake/inventory.parquet",
+        rejected="results/{dataset}/intake/rejected.csv",
     output:
         metric="results/{dataset}/intake/metric.json",
     log:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from dlworkflow.errors import IntakeFailed
 from dlworkflow.metrics import METRICS
 from dlworkflow.tasks import get_task
 from dlworkflow.tasks.base import metric_entry
@@ -39,9 +40,20 @@ def choose_metric(task: str, labels: pd.Series | None, settings: Mapping[str, An
 
 
 def write_metric_choice(task: str, inventory_path: str, settings: Mapping[str, Any],
-                        output: str) -> dict[str, Any]:
-    """Choose the metric from the inventory's target and write `intake/metric.json`."""
+                        output: str, dataset: str = "", rejected_path: str | None = None
+                        ) -> dict[str, Any]:
+    """Choose the metric from the inventory's target and write `intake/metric.json`; an
+    empty inventory stops here, naming `rejected.csv` (later steps could only fail)."""
     inventory = pd.read_parquet(inventory_path)
+    if inventory.empty:
+        reasons = ""
+        if rejected_path and Path(rejected_path).is_file():
+            rejected = pd.read_csv(rejected_path)
+            codes = rejected["code"].value_counts()
+            reasons = f" ({len(rejected)} rejected: " + ", ".join(
+                f"{count} {code}" for code, count in codes.items()) + ")"
+        raise IntakeFailed(f"no items accepted for {dataset or inventory_path}: see "
+                           f"{rejected_path or 'rejected.csv'}{reasons}")
     labels, frequency = get_task(task).metric_inputs(inventory)
     choice = choose_metric(task, labels, settings, frequency)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

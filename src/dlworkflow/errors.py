@@ -6,11 +6,21 @@ recognise them (`logs.rule_logging`) without importing those modules' dependenci
 
 from __future__ import annotations
 
+import re
+
+#: how Python prints an object without a readable form: `<_io.BytesIO object at 0x7f...>`
+_OBJECT_AT_ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
 
 class BadInput(Exception):
-    """One raw item cannot be used; `reason` says why in plain words, `code` is a short slug."""
+    """One raw item cannot be used; `reason` says why in plain words, `code` is a short slug.
+
+    A library's message may print an object with its memory address (soundfile: "Error
+    opening <_io.BytesIO object at 0x7f...>"); the address is dropped, so the same bad file
+    gets the same reason in every run (rejected.csv is byte-identical between runs)."""
 
     def __init__(self, reason: str, code: str = "invalid") -> None:
+        reason = _OBJECT_AT_ADDRESS.sub(r"<\1 object>", reason)
         super().__init__(reason)
         self.reason = reason
         self.code = code
@@ -22,6 +32,10 @@ class ConfigError(ValueError):
 
 class IntakeFailed(RuntimeError):
     """Raised when `intake.on_bad_input: fail` and some items were rejected."""
+
+
+class RawDataChanged(RuntimeError):
+    """A raw item a later step reads is no longer what intake recorded (content, place)."""
 
 
 class LeakageFound(RuntimeError):

@@ -12,29 +12,38 @@ forecast horizon, for a regressor the prediction.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 
-def import_shap():
-    """SHAP, imported with numba's JIT off while its modules decorate their functions: SHAP
-    does not cache what numba compiles, so every report job paid about 11 s of compilation
-    for explanations of a few rows that take about 2 s as plain Python (measured on digits,
-    FSDD and SMS). Other packages' numba functions (librosa's) stay compiled."""
-    import sys
-
-    if "shap" in sys.modules:
-        return sys.modules["shap"]
+@contextmanager
+def numba_as_python():
+    """numba's JIT off while the block runs: functions decorated then stay plain Python and
+    numba's typed lists are Python lists (functions compiled before, librosa's, stay
+    compiled). SHAP does not cache what numba compiles, so every report job paid about 11 s
+    of compilation for explanations of a few rows that take about 2 s as plain Python
+    (measured on digits, FSDD and SMS)."""
     from numba.core import config
 
     saved = config.DISABLE_JIT
     config.DISABLE_JIT = True
     try:
-        import shap
+        yield
     finally:
         config.DISABLE_JIT = saved
+
+
+def import_shap():
+    """SHAP, its numba functions left as plain Python (use them under `numba_as_python`)."""
+    import sys
+
+    if "shap" in sys.modules:
+        return sys.modules["shap"]
+    with numba_as_python():
+        import shap
     return shap
 
 
@@ -66,8 +75,16 @@ def explain(model, modality, task: Any, test: Mapping[str, Any], frame: pd.DataF
             background: Any, per_class: int = 1, max_evals: int = 300) -> list[dict[str, Any]]:
     """SHAP attributions for a few test rows (`test`: x and x_future in `frame`'s order,
     `frame`: their predictions), each as {id, true, predicted, what, html}."""
-    shap = import_shap()
+    with numba_as_python():
+        shap = import_shap()
+        return _explain_rows(shap, model, (modality, task), test, frame, background,
+                             per_class, max_evals)
 
+
+def _explain_rows(shap, model, plugins: tuple, test: Mapping[str, Any], frame: pd.DataFrame,
+                  background: Any, per_class: int, max_evals: int) -> list[dict[str, Any]]:
+    """`explain`'s work, with SHAP imported (`plugins`: the modality and the task)."""
+    modality, task = plugins
     classes = [c[2:] for c in frame.columns if c.startswith("p_")]
     x = np.asarray(test["x"])
     x_future = test.get("x_future")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ class Item:
     `file` is the absolute path to read when the item is a file; `payload` holds the raw
     bytes when the item lives inside a bigger file (a line of a delimited text file, one
     series of a long CSV). `path` is what a person sees: `<root>/<relative path>` or
-    `<root>/<file>:<line>`.
+    `<root>/<file>:<line>`. `sha256` is set on items rebuilt from the inventory after
+    intake: reading them checks the bytes are still the ones intake accepted.
     """
 
     id: str
@@ -25,14 +27,25 @@ class Item:
     side: dict[str, Any] = field(default_factory=dict)
     file: Path | None = None
     payload: bytes | None = None
+    sha256: str | None = None
 
     def read_bytes(self) -> bytes:
-        """Return the item's raw bytes (file content or inline payload)."""
+        """Return the item's raw bytes (file content or inline payload); RawDataChanged when
+        they are not the bytes intake recorded."""
+        from dlworkflow.errors import RawDataChanged
+
         if self.payload is not None:
-            return self.payload
-        if self.file is None:
+            data = self.payload
+        elif self.file is None:
             raise ValueError(f"item {self.id!r} has neither a file nor a payload")
-        return read_file(self.file)
+        else:
+            data = read_file(self.file)
+        if self.sha256 is not None:
+            found = hashlib.sha256(data).hexdigest()
+            if found != self.sha256:
+                raise RawDataChanged(f"{self.path}: changed since intake (sha256 {found[:12]}..., "
+                                     f"the inventory has {self.sha256[:12]}...): rerun intake")
+        return data
 
 
 def read_file(path: str | os.PathLike) -> bytes:

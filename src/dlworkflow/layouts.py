@@ -78,21 +78,30 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(out + r"\Z")
 
 
+#: problems of links that duplicate an item (not unsafe: the item is read where it is)
+LINK_PROBLEMS = ("link to the folder", "link to ", "hard link to ")
+
+
 def walk_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
     """Yield (relative path, real file, problem) for every file under root, sorted.
 
-    Symbolic links are followed only while they stay inside root; a link that leaves it,
-    or a broken one, is yielded with a problem instead of a file. Cycles are walked once.
+    The link policy: every real folder and file is read once, where it is, so a link never
+    relabels an item (in the folders layout the first folder is the class).
+    - A link to a folder is not followed; it is yielded with a problem saying where it
+      points (a folder inside root is read where it is; one outside root is refused).
+    - A link to a file outside root, or a broken link, is refused. A link to a file that is
+      an item itself is a duplicate, refused naming that item; a link to a file inside root
+      that is not otherwise an item is read under the link's name.
+    - Hard links (one file under several names): the first name in sorted order is read,
+      the others are refused naming it.
     """
     real_root = root.resolve()
-    seen_dirs: set[Path] = set()
+    files: list[tuple[str, Path]] = []
+    links: list[tuple[str, Path]] = []
+    problems: list[tuple[str, None, str]] = []
     stack: list[tuple[Path, str]] = [(root, "")]
     while stack:
         directory, prefix = stack.pop()
-        real_dir = directory.resolve()
-        if real_dir in seen_dirs:
-            continue
-        seen_dirs.add(real_dir)
         for entry in os.scandir(directory):
             if entry.name in TOOL_FILES:
                 continue
@@ -101,17 +110,46 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
             if entry.is_symlink():
                 target = path.resolve()
                 if not target.exists():
-                    yield relative, None, "broken symbolic link"
-                    continue
-                if not target.is_relative_to(real_root):
-                    yield relative, None, f"symbolic link points outside the dataset folder (-> {target})"
-                    continue
-            if path.is_dir():
+                    problems.append((relative, None, "broken symbolic link"))
+                elif not target.is_relative_to(real_root):
+                    problems.append((relative, None, "symbolic link points outside the dataset "
+                                     f"folder (-> {target})"))
+                elif target.is_dir():
+                    inside = target.relative_to(real_root).as_posix()
+                    problems.append((relative, None, f"link to the folder {inside!r} inside the "
+                                     "dataset: not followed (each folder is read once, where "
+                                     "it is, so a link never relabels its files)"))
+                elif target.is_file():
+                    links.append((relative, target))
+                else:
+                    problems.append((relative, None, "not a regular file"))
+            elif entry.is_dir(follow_symlinks=False):
                 stack.append((path, relative + "/"))
-            elif path.is_file():
-                yield relative, path.resolve(), None
+            elif entry.is_file(follow_symlinks=False):
+                files.append((relative, path))
             else:
-                yield relative, None, "not a regular file"
+                problems.append((relative, None, "not a regular file"))
+    rows: list[tuple[str, Path | None, str | None]] = list(problems)
+    first: dict[tuple[int, int], str] = {}  # (device, inode) -> the name it is read as
+    for relative, path in sorted(files):
+        status = path.stat()
+        key = (status.st_dev, status.st_ino)
+        if key in first:
+            rows.append((relative, None, f"hard link to {first[key]!r}: the file is read once, "
+                         f"as {first[key]!r}"))
+            continue
+        first[key] = relative
+        rows.append((relative, path.resolve(), None))
+    for relative, target in sorted(links):
+        status = target.stat()
+        key = (status.st_dev, status.st_ino)
+        if key in first:
+            rows.append((relative, None, f"link to {first[key]!r}, which is an item itself: "
+                         f"read once, as {first[key]!r}"))
+            continue
+        first[key] = relative
+        rows.append((relative, target, None))
+    yield from sorted(rows, key=lambda row: row[0])
 
 
 def _sorted_walk(root: Path) -> list[tuple[str, Path | None, str | None]]:
@@ -162,7 +200,8 @@ def _candidate_files(root: Path, ctx: LayoutContext, found: Discovery, glob: str
         if _excluded(relative, ctx) or not matcher.match(relative):
             continue
         if problem:
-            found.reject(ctx.display(relative), problem, "unsafe_path")
+            found.reject(ctx.display(relative), problem,
+                         "duplicate_link" if problem.startswith(LINK_PROBLEMS) else "unsafe_path")
             continue
         try:
             _check_extension(relative, ctx)

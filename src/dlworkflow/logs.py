@@ -8,9 +8,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dlworkflow.errors import ConfigError, DemoSourceUnavailable, IntakeFailed, LeakageFound
+from dlworkflow.errors import (
+    ConfigError,
+    DemoSourceUnavailable,
+    IntakeFailed,
+    LeakageFound,
+    RawDataChanged,
+)
 
-EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable, LeakageFound)
+EXPECTED_ERRORS = (ConfigError, IntakeFailed, DemoSourceUnavailable, LeakageFound, RawDataChanged)
 
 
 @contextmanager

@@ -57,12 +57,11 @@ def write_item_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFram
                      output: str) -> int:
     """Tensorise the items of one shard and write them as one .npz file."""
     settings = ctx.modality.tensor_settings(ctx.section("tensors"), inventory)
-    items = {item.id: item for item in ctx.records(rows)}
-    missing = [i for i in rows["id"] if i not in items]
-    if missing:
-        raise RuntimeError(f"{shard}: {len(missing)} planned items are gone from the raw data "
-                           f"(first: {missing[0]}); rerun intake")
-    batch = tensorise_items(ctx.modality, [items[i] for i in rows["id"]], settings)
+    # through intake's record: the file's path and sha256 (checked when read)
+    recorded = rows[["id"]].merge(inventory[["id", "path", "sha256"]].astype({"id": str}),
+                                  on="id", how="left", validate="one_to_one")
+    items = ctx.records(recorded)
+    batch = tensorise_items(ctx.modality, items, settings)
     save_shard(output, {"ids": rows["id"].to_numpy(dtype=str),
                         **ctx.modality.stored(batch, settings)})
     return len(rows)

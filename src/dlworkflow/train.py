@@ -171,17 +171,167 @@ def cosine_rates(peak: float, epochs: int, warmup: float) -> list[float]:
     return rates
 
 
+def _resumable_stopping(patience: int):
+    """Keras' EarlyStopping (validation loss, best weights restored) whose state (best loss,
+    wait, best epoch, best weights) goes into each backup (`state`) and comes back from it
+    (`restored`, set by the backup before training begins), so a killed and resumed job
+    stops, and restores, as if it had never stopped."""
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        restored: dict | None = None
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self.restored:
+                self.wait, self.best_epoch = self.restored["wait"], self.restored["best_epoch"]
+                self.best, self.best_weights = self.restored["best"], self.restored["weights"]
+
+        def state(self) -> dict | None:
+            if self.best_weights is None:
+                return None
+            return {"wait": self.wait, "best_epoch": self.best_epoch,
+                    "best": float(self.best) if self.best is not None else float("inf"),
+                    "weights": self.best_weights}
+
+    return ResumableEarlyStopping(monitor="val_loss", patience=patience,
+                                  restore_best_weights=True)
+
+
+def _atomic(path: Path, write) -> None:
+    """Write a file through a temporary name and a rename (a kill leaves old or new)."""
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def _checkpoints(backup: Path, history: Path, stopping, seconds: float) -> tuple:
+    """(restore, save): a killed job's backup, in two callbacks. `restore` (first) loads
+    the weights, optimizer, epoch and early-stopping state of the last backup and cuts the
+    history back to that epoch; `save` (last, after early stopping and the history row)
+    backs up at the end of an epoch once `seconds` have passed since the last backup.
+
+    A backup is one generation of files (`weights-<epoch>.weights.h5`, `stopping-<epoch>.npz`)
+    committed by rewriting `backup.json` atomically, so a kill at any moment leaves the last
+    complete backup. Keras' BackupAndRestore wrote the whole model every epoch (0.4 s an epoch
+    on FSDD) and a kill inside that write left a file it could not read."""
+    import keras
+
+    class Restore(keras.callbacks.Callback):
+        last = 0.0
+
+        def on_train_begin(self, logs=None):
+            self.last = time.monotonic()
+            start = 0
+            commit = backup / "backup.json"
+            if commit.is_file():
+                saved = json.loads(commit.read_text())
+                if not self.model.optimizer.built:
+                    self.model.optimizer.build(self.model.trainable_variables)
+                self.model.load_weights(backup / saved["weights"])
+                start = int(saved["epoch"])
+                if stopping is not None and saved.get("stopping"):
+                    with np.load(backup / saved["stopping"]) as state:
+                        count = int(state["count"])
+                        stopping.restored = {
+                            "wait": int(state["wait"]), "best_epoch": int(state["best_epoch"]),
+                            "best": float(state["best"]),
+                            "weights": [state[f"w{i}"] for i in range(count)]}
+            self.model._initial_epoch = start  # Keras' fit starts there (0: a new run)
+            if history.is_file() and history.stat().st_size:  # epochs after the backup
+                table = pd.read_csv(history)                     # are trained again
+                _atomic(history, lambda path: table[table["epoch"] < start].to_csv(
+                    path, index=False))
+            elif history.is_file():
+                history.unlink()
+
+        def backup(self, epoch: int) -> None:
+            last_epoch = epoch + 1 >= int(self.params.get("epochs") or 0)
+            if (time.monotonic() - self.last < seconds or self.model.stop_training
+                    or last_epoch):  # a finished job needs no backup
+                return
+            backup.mkdir(parents=True, exist_ok=True)
+            done = epoch + 1
+            saved = {"epoch": done, "weights": f"weights-{done}.weights.h5", "stopping": None}
+            self.model.save_weights(backup / saved["weights"], overwrite=True)
+            state = stopping.state() if stopping is not None else None
+            if state is not None:
+                saved["stopping"] = f"stopping-{done}.npz"
+                weights = state.pop("weights")
+                np.savez(backup / saved["stopping"], count=len(weights), **state,
+                         **{f"w{i}": w for i, w in enumerate(weights)})
+            _atomic(backup / "backup.json", lambda path: path.write_text(json.dumps(saved)))
+            for old in backup.iterdir():  # earlier generations
+                if old.name not in (saved["weights"], saved["stopping"], "backup.json"):
+                    old.unlink()
+            self.last = time.monotonic()
+
+    restore = Restore()
+
+    class Save(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            restore.backup(epoch)
+
+    return restore, Save()
+
+
+def resume_key(ctx: RunContext, fold: int | None, epochs: int,
+               schedule: list[float] | None) -> str:
+    """What a job's resume state must match: every params section the rule passed, the
+    seed, the fold, the plan, and the bytes of the tensor index (the data the fold reads)."""
+    import hashlib
+
+    index = ctx.inputs.get("index")
+    index_hash = (hashlib.sha256(Path(index).read_bytes()).hexdigest()
+                  if index and Path(index).is_file() else None)
+    what = {"sections": ctx.sections, "seed": ctx.seed, "fold": fold, "epochs": epochs,
+            "schedule": schedule, "index": index_hash, "dataset": dict(ctx.dataset)}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def claim_backup(backup: Path, key: str, what: str) -> bool:
+    """Keep `backup` (a killed job's resume state) only when it was made for `key`; else
+    discard it and say so. Returns whether a run resumes. Writes the key for this run."""
+    marker = backup / "key.txt"
+    resumes = backup.exists() and marker.is_file() and marker.read_text().strip() == key
+    if backup.exists() and not resumes:
+        log.warning("%s: discarded the resume state in %s: it was made with other params or "
+                    "inputs (a killed run before a change); training starts from scratch",
+                    what, backup)
+        shutil.rmtree(backup, ignore_errors=True)
+    elif resumes:
+        log.info("%s: resuming from the state in %s (same params and inputs)", what, backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key + "\n")
+    return resumes
+
+
+def resumed_history(path: Path) -> dict[str, list]:
+    """The per-epoch history a CSVLogger wrote across a killed run and its resumption: one
+    row per epoch (a repeated epoch keeps its last row), in epoch order."""
+    table = pd.read_csv(path)
+    table = table.drop_duplicates("epoch", keep="last").sort_values("epoch")
+    # Keras' CSVLogger adds val_ columns (empty) when there is no validation part
+    return {column: table[column].tolist() for column in table.columns
+            if column != "epoch" and table[column].notna().any()}
+
+
 def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str,
                learning_rate: float) -> list:
     """Early stopping on the validation loss with the planned rates (warm-up and cosine
     decay, or halving on plateaus), or, without a validation part (the final model), a
-    replayed learning-rate schedule."""
+    replayed learning-rate schedule. The history and the early-stopping state are kept
+    beside the resume state, so a resumed job reports every epoch it trained."""
     import keras
     from dvclive.keras import DVCLiveCallback
 
     live = _live(str(run.out / "dvclive"), resume=(run.backup / phase).exists())
-    stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=run.patience,
-                                             restore_best_weights=True)
+    state = run.backup / f"{phase}-state"
+    state.mkdir(parents=True, exist_ok=True)
+    stopping = _resumable_stopping(run.patience)
+    restore, save = _checkpoints(run.backup / phase, state / "history.csv",
+                                 stopping if run.schedule is None else None,
+                                 float(settings.get("checkpoint_seconds", 30)))
     if run.schedule is not None:
         rates = [float(rate) for rate in run.schedule]
         steering = [keras.callbacks.LearningRateScheduler(
@@ -193,11 +343,15 @@ def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str,
     else:
         steering = [stopping, keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=max(1, run.patience // 3), min_lr=1e-6)]
+    # restore first (before the history file is opened), back up last (after the epoch's
+    # history row and early-stopping update); a job killed after a row but before its
+    # backup trains that epoch again, and the history keeps the row of the run that counts
     return [
-        keras.callbacks.BackupAndRestore(str(run.backup / phase)),
+        restore,
         *steering,
-        keras.callbacks.CSVLogger(str(run.out / f"history-{phase}.csv"), append=True),
+        keras.callbacks.CSVLogger(str(state / "history.csv"), append=True),
         DVCLiveCallback(live=live),
+        save,
     ]
 
 
@@ -326,10 +480,10 @@ def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phas
 
     loss, metrics = data.task.loss()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
-    history = model.fit(data.train, validation_data=data.valid_set, epochs=run.epochs,
-                        class_weight=weights, verbose=2, shuffle=False,
-                        callbacks=_callbacks(settings, run, phase, learning_rate))
-    return history.history
+    model.fit(data.train, validation_data=data.valid_set, epochs=run.epochs,
+              class_weight=weights, verbose=2, shuffle=False,
+              callbacks=_callbacks(settings, run, phase, learning_rate))
+    return resumed_history(run.backup / f"{phase}-state" / "history.csv")
 
 
 def _unfreeze_last(model, count: int) -> int:
@@ -441,6 +595,8 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
     run = Schedule(out, backup_dir(out), epochs, schedule)
+    claim_backup(run.backup, resume_key(ctx, fold, epochs, schedule),
+                 "final model" if fold is None else f"fold {fold}")
     seed = ctx.seed + (fold or 0)
     gpus = configure_tensorflow(ctx.threads, seed, bool(settings.get("deterministic", True)))
     strategy, replicas = distribution(settings)

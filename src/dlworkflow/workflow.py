@@ -61,7 +61,7 @@ STEPS: tuple[Step, ...] = (
             "results/{dataset}/intake/metric.json",
         ),
         metrics=("results/{dataset}/intake/counts.json",),
-        params=("intake", "datasets.{dataset}"),
+        params=("intake", "tensors.text.max_characters", "datasets.{dataset}"),
         code=("rules/intake.smk", "scripts/intake.py", "scripts/choose_metric.py"),
         after=("demo_data",),
     ),

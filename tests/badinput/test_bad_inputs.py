@@ -136,7 +136,11 @@ def audio_dataset(tmp_path, fsdd_wav):
 def test_bad_audio_is_rejected_with_reasons(tmp_path, audio_dataset):
     params, expected = audio_dataset
     result = _run(tmp_path, "speech", params)
-    _check(result, expected)
+    rejected, _ = _check(result, expected)
+    # no memory address in a reason (soundfile prints the BytesIO it could not open)
+    reason = rejected["3_george_2.wav"].reason
+    assert "not a readable audio file" in reason and " at 0x" not in reason, reason
+    assert result.rejected.equals(_run(tmp_path, "speech", params).rejected)  # run to run
     inventory = result.inventory.set_index("id")
     stereo = inventory.loc["recordings/3_george_5.wav"]
     assert (stereo["channels"], stereo["sample_rate"]) == (2, 44100)
@@ -168,6 +172,23 @@ def text_dataset(tmp_path, sms_lines):
                 "messages.tsv:6": (REJECTED, "binary"), "messages.tsv:1": (ACCEPTED, ""),
                 "messages.tsv:7": (ACCEPTED, ""), "messages.tsv:8": (ACCEPTED, "")}
     return params, expected
+
+
+def test_a_text_longer_than_the_networks_read_is_kept_with_a_note(tmp_path, text_dataset):
+    params, _ = text_dataset
+    path = tmp_path / "data" / "raw" / "sms" / "messages.tsv"
+    long_text = ("spam\t" + "win a prize now " * 131_072).encode()  # a 2-MB line
+    path.write_bytes(path.read_bytes() + long_text + b"\n")
+    intake = {**params["intake"], "text": {**params["intake"]["text"],
+                                           "max_characters": 10_000}}  # as the rule passes it
+    result = run_intake("sms", params["datasets"]["sms"], intake, base_dir=tmp_path, workers=2,
+                        progress=False)
+    row = result.inventory.set_index("path").loc["data/raw/sms/messages.tsv:9"]
+    assert int(row["characters"]) == 2_097_152
+    assert ("2097152 characters: longer than tensors.text.max_characters (10000); the "
+            "networks read the first 10000") in row["notes"]
+    assert not any("max_characters" in n for n in result.inventory["notes"].drop(
+        result.inventory.index[result.inventory["path"].str.endswith(":9")]))
 
 
 def test_bad_text_lines_are_rejected_with_line_and_offset(tmp_path, text_dataset):
@@ -231,6 +252,11 @@ def series_dataset(tmp_path, co2_csv):
     frames["bad_date"] = co2.assign(date=co2["date"].where(co2.index != 3, "not-a-date"))
     frames["duplicate_date"] = co2.assign(date=co2["date"].where(co2.index != 4, co2["date"][3]))
     frames["text_value"] = co2.assign(co2=co2["co2"].astype(str).where(co2.index != 7, "n.a.x"))
+    # three problems at once: all reported in one run, the duplicate makes it unusable
+    frames["three_problems"] = frames["duplicate_date"].assign(
+        co2=co2["co2"].astype(str).where(~co2.index.isin([8, 9]), "oops").where(
+            co2.index != 10, "-inf"))
+    frames["all_text"] = co2.assign(co2="n/a?")
     table = pd.concat([f.assign(series=k) for k, f in frames.items()])
     root = tmp_path / "data" / "raw" / "series"
     root.mkdir(parents=True)
@@ -240,22 +266,52 @@ def series_dataset(tmp_path, co2_csv):
         "layout": {"kind": "long_csv", "file": "long.csv", "timestamp": "date",
                    "target": "co2", "series_id": "series"}}})
     expected = {"long.csv#co2": (ACCEPTED, ""), "long.csv#constant": (ACCEPTED, ""),
-                "long.csv#with_inf": (REJECTED, "non_finite"),
+                # one bad value or date: the series stays, the value counts as missing
+                "long.csv#with_inf": (ACCEPTED, ""), "long.csv#bad_date": (ACCEPTED, ""),
+                "long.csv#text_value": (ACCEPTED, ""),
                 "long.csv#all_missing": (REJECTED, "too_short"),
-                "long.csv#bad_date": (REJECTED, "bad_timestamp"),
+                "long.csv#all_text": (REJECTED, "too_short"),
                 "long.csv#duplicate_date": (REJECTED, "duplicate_timestamp"),
-                "long.csv#text_value": (REJECTED, "not_numeric")}
+                "long.csv#three_problems": (REJECTED, "duplicate_timestamp")}
     return params, expected
 
 
 def test_bad_series_are_rejected_and_constant_is_flagged(tmp_path, series_dataset):
     params, expected = series_dataset
     result = _run(tmp_path, "series", params)
-    _check(result, expected)
+    rejected, _ = _check(result, expected)
     inventory = result.inventory.set_index("id")
     assert bool(inventory.loc["constant", "constant"]) is True
     assert "constant series" in inventory.loc["constant", "notes"]
     assert inventory.loc["co2", "frequency"] == "W-SAT"
+    # a single bad value or timestamp follows the missing-value policy, with a note
+    assert "1 infinite value(s) in column 'co2' (row 7)" in inventory.loc["with_inf", "notes"]
+    assert int(inventory.loc["with_inf", "missing"]) == int(inventory.loc["co2", "missing"]) + 1
+    assert "'n.a.x'): treated as missing" in inventory.loc["text_value", "notes"]
+    assert "(row 5: 'not-a-date'): left out" in inventory.loc["bad_date", "notes"]
+    assert int(inventory.loc["bad_date", "length"]) == 59
+    # every problem of a series in one rejection reason
+    reason = rejected["long.csv#three_problems"].reason
+    for problem in ("duplicate timestamp", "2 value(s) in column 'co2' not a number (row 10, 11",
+                    "1 infinite value(s) in column 'co2' (row 12)"):
+        assert problem in reason, reason
+    assert "60 value(s) in column 'co2' not a number" in rejected["long.csv#all_text"].reason
+
+
+def test_no_accepted_item_stops_at_the_metric_choice_naming_rejected_csv(tmp_path):
+    from dlworkflow.choice import write_metric_choice
+
+    inventory, rejected = tmp_path / "inventory.parquet", tmp_path / "rejected.csv"
+    import pandas as pd
+
+    pd.DataFrame({"id": pd.Series([], dtype=str)}).to_parquet(inventory)
+    pd.DataFrame({"path": ["a.csv", "b.csv"], "reason": ["x", "y"],
+                  "code": ["too_short", "too_short"]}).to_csv(rejected, index=False)
+    with pytest.raises(IntakeFailed, match=r"no items accepted for series: see .*rejected\.csv "
+                                           r"\(2 rejected: 2 too_short\)"):
+        write_metric_choice("forecasting", str(inventory), {}, str(tmp_path / "metric.json"),
+                            "series", str(rejected))
+    assert not (tmp_path / "metric.json").exists()
 
 
 def test_fail_policy_names_every_bad_item(tmp_path, text_dataset):

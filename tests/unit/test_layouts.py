@@ -192,16 +192,71 @@ def test_wide_csv_one_series_per_row(tmp_path, co2_csv):
     assert inventory.loc["w0", "label"] == rows[0]["label"]
 
 
-def test_walk_follows_inside_links_once_and_rejects_outside_links(tmp_path):
+def test_walk_reads_each_file_once_where_it_is_and_names_every_link(tmp_path):
     root = tmp_path / "root"
     (root / "a").mkdir(parents=True)
     (root / "a" / "f.txt").write_text("x")
-    os.symlink(root / "a", root / "alias")         # inside: followed
-    os.symlink(root, root / "a" / "loop")          # cycle: walked once
-    os.symlink(tmp_path, root / "escape")          # outside: rejected
-    os.symlink(root / "nothing", root / "broken")  # broken: rejected
+    os.symlink(root / "a", root / "alias")         # a folder link inside: not followed
+    os.symlink(root, root / "a" / "loop")          # a cycle: not followed either
+    os.symlink(tmp_path, root / "escape")          # outside: refused
+    os.symlink(root / "nothing", root / "broken")  # broken: refused
+    os.symlink(root / "a" / "f.txt", root / "a" / "g.txt")  # a second name for an item
+    os.link(root / "a" / "f.txt", root / "a" / "h.txt")     # a hard link
     rows = {rel: problem for rel, _, problem in walk_files(root)}
-    assert rows["a/f.txt"] is None
+    assert rows["a/f.txt"] is None and list(rows) == sorted(rows)
     assert "outside the dataset folder" in rows["escape"]
     assert rows["broken"] == "broken symbolic link"
-    assert sum(1 for rel in rows if rel.endswith("f.txt")) <= 2
+    assert rows["alias"].startswith("link to the folder 'a' inside the dataset: not followed")
+    assert rows["a/loop"].startswith("link to the folder '.' inside the dataset")
+    assert rows["a/g.txt"].startswith("link to 'a/f.txt', which is an item itself")
+    assert rows["a/h.txt"].startswith("hard link to 'a/f.txt'")
+    assert sum(1 for rel, problem in rows.items() if rel.endswith(".txt") and not problem) == 1
+
+
+def test_a_folder_link_never_relabels_a_class(tmp_path):
+    """cat/loop -> ../dog: the dog texts stay dog, the link is rejected with its reason, and
+    the counts still reconcile."""
+    root = tmp_path / "pets"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for k in range(3):
+            (root / label / f"{k}.txt").write_text(f"a {label} text number {k}")
+    os.symlink("../dog", root / "cat" / "loop")
+    result = _intake(tmp_path, "pets", {"modality": "text", "task": "classification",
+                                        "root": "pets", "layout": {"kind": "folders"}})
+    assert sorted(result.inventory["label"]) == ["cat"] * 3 + ["dog"] * 3
+    rejected = result.rejected.set_index("path")
+    assert list(rejected.index) == ["pets/cat/loop"]
+    assert rejected.loc["pets/cat/loop", "code"] == "duplicate_link"
+    assert "not followed" in rejected.loc["pets/cat/loop", "reason"]
+    assert result.counts["found"] == result.counts["accepted"] + result.counts["rejected"] == 7
+
+
+def test_later_steps_read_raw_files_only_as_intake_recorded_them(tmp_path):
+    from dlworkflow.context import RunContext
+    from dlworkflow.errors import RawDataChanged
+
+    root = tmp_path / "pets"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        (root / label / "0.txt").write_text(f"a {label} text")
+    dataset = {"modality": "text", "task": "classification", "root": "pets",
+               "layout": {"kind": "folders"}}
+    result = _intake(tmp_path, "pets", dataset)
+    ctx = RunContext.for_dataset("pets", dataset, base=tmp_path)
+    items = ctx.records(result.inventory)
+    assert [item.read_bytes() for item in items] == [b"a cat text", b"a dog text"]
+    # the same path, other bytes: reading says so and what to do
+    (root / "dog" / "0.txt").write_text("a changed text")
+    with pytest.raises(RawDataChanged, match=r"pets/dog/0.txt: changed since intake.*rerun intake"):
+        ctx.records(result.inventory)[1].read_bytes()
+    # a file swapped for a link that leaves the dataset folder is not read at all
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a cat text")
+    (root / "cat" / "0.txt").unlink()
+    os.symlink(secret, root / "cat" / "0.txt")
+    with pytest.raises(RawDataChanged, match=r"pets/cat/0.txt: now leads outside the dataset"):
+        ctx.records(result.inventory)
+    (root / "cat" / "0.txt").unlink()
+    with pytest.raises(RawDataChanged, match=r"pets/cat/0.txt: gone since intake"):
+        ctx.records(result.inventory)

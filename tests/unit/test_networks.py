@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,9 +283,11 @@ def test_forecasters_predict_the_whole_horizon_on_co2(tmp_path, architecture):
 
 RESUMABLE = """
 import json, sys
+import logging
 from pathlib import Path
 from dlworkflow.train import train_fold
 from tests.helpers.shards import fold_context
+logging.basicConfig(level=logging.INFO)
 settings = json.loads(sys.argv[2])
 train_fold(fold_context({"modality": "image", "task": "classification",
                          "layout": {"kind": "folders"}}, Path(sys.argv[1]),
@@ -292,33 +295,62 @@ train_fold(fold_context({"modality": "image", "task": "classification",
 """
 
 
-def test_a_killed_training_job_resumes_from_its_last_epoch(image_shards, tmp_path):
+def _kill_after_epochs(command: list[str], history: Path, epochs: int) -> int:
+    """Start a training job, SIGKILL it once `history` has `epochs` rows; rows written."""
     import os
     import signal
     import time
 
-    settings = {**QUICK, "architecture": "image_cnn", "epochs": 25, "patience": 25}
-    out = tmp_path / "nn" / "fold-0"
-    command = [sys.executable, "-c", RESUMABLE, str(image_shards), json.dumps(settings), str(out)]
-    history = out / "history-train.csv"
     job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and job.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 4:  # 3 epochs done
+        if history.exists() and len(history.read_text().splitlines()) >= epochs + 1:
             break
         time.sleep(0.05)
     assert job.poll() is None, "training finished before it could be killed; make it longer"
     os.kill(job.pid, signal.SIGKILL)  # mid-epoch, no chance to clean up
     job.wait()
-    before = len(history.read_text().splitlines()) - 1
+    return len(history.read_text().splitlines()) - 1
+
+
+def test_a_killed_training_job_resumes_from_its_last_epoch(image_shards, tmp_path):
+    settings = {**QUICK, "architecture": "image_cnn", "epochs": 25, "patience": 25,
+                "checkpoint_seconds": 0}
+    out = tmp_path / "nn" / "fold-0"
+    command = [sys.executable, "-c", RESUMABLE, str(image_shards), json.dumps(settings), str(out)]
+    state = backup_dir(out) / "train-state" / "history.csv"
+    before = _kill_after_epochs(command, state, 3)
     assert not (out / "model.keras").exists()
     assert backup_dir(out).is_dir()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    epochs = pd.read_csv(history)["epoch"].tolist()
-    # the rerun continued from the backup: every epoch once (the interrupted one at most twice)
-    assert set(epochs) == set(range(25)) and len(epochs) <= 25 + 1 < 25 + before
+    assert "resuming from the state" in done.stderr and "discarded" not in done.stderr
+    # the history holds every epoch once, those before the kill included, and the best epoch
+    # and epochs run are read from all of them (they feed final.epochs: auto)
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, 26)) and before >= 3
+    card = json.loads((out / "model.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())["models"]["image_cnn"]
+    assert card["best_epoch"] == int(history["val_loss"].idxmin()) + 1 == metrics["best_epoch"]
+    assert metrics["epochs_run"] == 25
     assert (out / "model.keras").is_file() and not backup_dir(out).exists()
+
+
+def test_a_resume_state_made_with_other_params_is_discarded(image_shards, tmp_path):
+    settings = {**QUICK, "architecture": "image_cnn", "epochs": 12, "patience": 12,
+                "checkpoint_seconds": 0}
+    out = tmp_path / "nn" / "fold-0"
+    command = [sys.executable, "-c", RESUMABLE, str(image_shards), json.dumps(settings), str(out)]
+    _kill_after_epochs(command, backup_dir(out) / "train-state" / "history.csv", 2)
+    changed = {**settings, "learning_rate": settings["learning_rate"] / 3}
+    command[4] = json.dumps(changed)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "discarded the resume state" in done.stderr and "resuming" not in done.stderr
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, 13))
+    # every epoch ran at the new rate: warm-up then cosine from the new peak
+    assert history["learning_rate"].max() == pytest.approx(changed["learning_rate"], rel=1e-5)
 
 
 def test_regression_outputs_are_in_the_targets_units(tmp_path):
@@ -343,9 +375,11 @@ def test_regression_outputs_are_in_the_targets_units(tmp_path):
 MIRRORED = """
 import json, os, sys
 os.environ["DLWORKFLOW_CPU_DEVICES"] = "2"
+import logging
 from pathlib import Path
 from dlworkflow.train import train_fold
 from tests.helpers.shards import fold_context
+logging.basicConfig(level=logging.INFO)
 settings = json.loads(sys.argv[2])
 details = train_fold(fold_context({"modality": "image", "task": "classification",
                                    "layout": {"kind": "folders"}}, Path(sys.argv[1]),

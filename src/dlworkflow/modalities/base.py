@@ -53,30 +53,50 @@ class Modality(ABC):
         return discover(root, self.layout, ctx)
 
     def records(self, rows: Any, root: str, task: Any, base: Path) -> list[Item]:
-        """Rebuild Item objects for inventory rows (in their order; rows whose raw item is
-        gone are left out).
+        """Rebuild Item objects for inventory rows, in their order, only through what intake
+        recorded: each item carries the inventory's sha256 (reading checks it), and a file
+        must still be a file inside the dataset folder. Anything else raises RawDataChanged
+        naming the item and saying "rerun intake" (Snakemake reruns intake by itself when
+        the raw folder changes; this catches a change it cannot see, such as a file swapped
+        for a link that leaves the folder).
 
         A file item is rebuilt from its inventory row (the file is `base / path`), so a shard
         job reads only its own files instead of walking the whole dataset; items that live
         inside a bigger file (a text line, a series of a CSV) are found again by discovery.
         """
+        from dataclasses import replace
+
         import pandas as pd
 
+        from dlworkflow.errors import RawDataChanged
+
+        hashes = (rows["sha256"].astype(str).tolist() if "sha256" in rows
+                  else [None] * len(rows))
         if "path" in rows and self.layout.get("kind") in FILE_LAYOUTS:
+            inside = (base / root).resolve()
             items = []
-            for row in rows.itertuples(index=False):
+            for row, sha256 in zip(rows.itertuples(index=False), hashes, strict=True):
                 file = base / str(row.path)
-                if file.is_file():
-                    label = getattr(row, "label", None)
-                    group = getattr(row, "group", None)
-                    items.append(Item(str(row.id), str(row.path),
-                                      None if pd.isna(label) else label,
-                                      None if pd.isna(group) else str(group), file=file))
+                real = file.resolve()
+                if not real.is_relative_to(inside):
+                    raise RawDataChanged(f"{row.path}: now leads outside the dataset folder "
+                                         f"(-> {real}); rerun intake")
+                if not real.is_file():
+                    raise RawDataChanged(f"{row.path}: gone since intake; rerun intake")
+                label = getattr(row, "label", None)
+                group = getattr(row, "group", None)
+                items.append(Item(str(row.id), str(row.path), None if pd.isna(label) else label,
+                                  None if pd.isna(group) else str(group), file=real,
+                                  sha256=sha256))
             return items
-        wanted = set(rows["id"].astype(str))
         found = self.discover(base / root, Path(root), task)
-        by_id = {item.id: item for item in found.items if item.id in wanted}
-        return [by_id[i] for i in rows["id"].astype(str) if i in by_id]
+        by_id = {item.id: item for item in found.items}
+        items = []
+        for item_id, sha256 in zip(rows["id"].astype(str), hashes, strict=True):
+            if item_id not in by_id:
+                raise RawDataChanged(f"{root}: item {item_id!r} gone since intake; rerun intake")
+            items.append(replace(by_id[item_id], sha256=sha256))
+        return items
 
     @abstractmethod
     def probe(self, data: bytes, item: Item) -> dict[str, Any]:
@@ -166,10 +186,8 @@ class Modality(ABC):
         """SHAP masker for explanations: regions of the array (a partition tree over its
         cells) are hidden by the mean of `background` (training rows)."""
         import numpy as np
+        import shap  # imported first by dlworkflow.explain, its numba functions as Python
 
-        from dlworkflow.explain import import_shap
-
-        shap = import_shap()
         mean = np.asarray(background, dtype=np.float32).mean(axis=0)
         return shap.maskers.Image(mean, mean.shape)
 

@@ -45,11 +45,16 @@ class TextModality(Modality):
             raise BadInput("empty text (nothing but whitespace)", "empty")
         characters = len(text)
         non_ascii = sum(1 for ch in text if ord(ch) > 127)
+        notes = ["empty text kept (intake.text.allow_empty)"] if empty else []
+        most = self.options.get("max_characters")
+        if most and characters > int(most):
+            notes.append(f"{characters} characters: longer than tensors.text.max_characters "
+                         f"({int(most)}); the networks read the first {int(most)}")
         return {
             "characters": characters, "words": len(text.split()),
             "lines": text.count("\n") + (1 if text and not text.endswith("\n") else 0),
             "empty": empty, "non_ascii_ratio": non_ascii / characters if characters else 0.0,
-            "notes": ["empty text kept (intake.text.allow_empty)"] if empty else [],
+            "notes": notes,
         }
 
     def preview(self, data: bytes, item: Item) -> str:
@@ -71,9 +76,8 @@ class TextModality(Modality):
 
     def shap_masker(self, background: Any) -> Any:
         """SHAP hides words (split at non-word characters)."""
-        from dlworkflow.explain import import_shap
+        import shap
 
-        shap = import_shap()
         return shap.maskers.Text(r"\W+")
 
     def attribution_html(self, x: Any, values: Any, what: str) -> str:

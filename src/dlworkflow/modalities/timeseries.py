@@ -18,36 +18,49 @@ from dlworkflow.modalities.base import FILE_LAYOUTS, Modality
 MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a", "-"})
 
 
-def parse_numeric(values: pd.Series, column: str) -> np.ndarray:
-    """Parse strings to floats: missing tokens become NaN, anything else unparseable is an error."""
+def _rows(positions: np.ndarray) -> str:
+    """File rows (header = row 1) of some positions, the first five and how many more."""
+    rows = [str(int(p) + 2) for p in positions[:5]]
+    more = f" and {len(positions) - 5} more" if len(positions) > 5 else ""
+    return ", ".join(rows) + more
+
+
+def parse_numeric(values: pd.Series, column: str) -> tuple[np.ndarray, list[str]]:
+    """Parse strings to floats: missing tokens become NaN; unparseable and infinite values
+    become NaN too (then `tensors.timeseries.missing` handles them), each kind reported in
+    one note naming its rows."""
     text = values.astype(str).str.strip()
     missing = text.str.lower().isin(MISSING_TOKENS)
-    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float)
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float,
+                                                                           copy=True)
+    notes = []
     bad = np.flatnonzero(np.isnan(numbers) & ~missing.to_numpy())
     if bad.size:
-        row = int(bad[0])
-        raise BadInput(f"row {row + 2}: value {text.iloc[row]!r} in column {column!r} is not a "
-                       f"number ({bad.size} such value(s))", "not_numeric")
+        notes.append(f"{bad.size} value(s) in column {column!r} not a number (row {_rows(bad)}: "
+                     f"{text.iloc[int(bad[0])]!r}): treated as missing")
     infinite = np.flatnonzero(np.isinf(numbers))
     if infinite.size:
-        raise BadInput(f"row {int(infinite[0]) + 2}: infinite value in column {column!r} "
-                       f"({infinite.size} such value(s))", "non_finite")
-    return numbers
+        notes.append(f"{infinite.size} infinite value(s) in column {column!r} (row "
+                     f"{_rows(infinite)}): treated as missing")
+        numbers[infinite] = np.nan
+    return numbers, notes
 
 
-def parse_timestamps(values: pd.Series, column: str) -> pd.DatetimeIndex:
-    """Parse a timestamp column; a missing or unparseable timestamp is an error naming the row."""
+def parse_timestamps(values: pd.Series, column: str) -> tuple[pd.DatetimeIndex, np.ndarray,
+                                                               list[str]]:
+    """Parse a timestamp column: (timestamps of the usable rows, their positions, notes). A
+    row whose timestamp is missing or not a date cannot be placed in time: it is left out
+    and the note names it."""
     text = values.astype(str).str.strip()
-    empty = np.flatnonzero(text.str.lower().isin(MISSING_TOKENS).to_numpy())
-    if empty.size:
-        raise BadInput(f"row {int(empty[0]) + 2}: missing timestamp in column {column!r}",
-                       "bad_timestamp")
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    parsed = pd.to_datetime(text.where(~text.str.lower().isin(MISSING_TOKENS)),
+                            errors="coerce", format="mixed")
     bad = np.flatnonzero(parsed.isna().to_numpy())
+    notes = []
     if bad.size:
-        raise BadInput(f"row {int(bad[0]) + 2}: timestamp {text.iloc[int(bad[0])]!r} in column "
-                       f"{column!r} is not a date", "bad_timestamp")
-    return pd.DatetimeIndex(parsed)
+        notes.append(f"{bad.size} row(s) without a readable timestamp in column {column!r} "
+                     f"(row {_rows(bad)}: {text.iloc[int(bad[0])]!r}): left out")
+    keep = np.flatnonzero(parsed.notna().to_numpy())
+    return pd.DatetimeIndex(parsed.iloc[keep]), keep, notes
 
 
 def _infer_freq(stamps: pd.DatetimeIndex) -> str | None:
@@ -125,7 +138,12 @@ class TimeSeriesModality(Modality):
         return stamps, frame["target"].to_numpy(), notes
 
     def _parse(self, data: bytes) -> tuple[pd.Index | None, pd.DataFrame, list[str]]:
-        """(sorted time index or None, target and exogenous columns in time order, notes)."""
+        """(sorted time index or None, target and exogenous columns in time order, notes).
+
+        Every problem of the series is found in one pass: bad values and unreadable
+        timestamps become notes (the values count as missing, the rows are left out); what
+        makes the series unusable (a missing column, duplicate timestamps) is raised once,
+        with the notes beside it, so one run reports all of it."""
         if not data.strip():
             raise BadInput("empty file (no rows)", "empty")
         try:
@@ -139,31 +157,35 @@ class TimeSeriesModality(Modality):
                 raise BadInput(f"cannot tell the value column among {list(table.columns)}; "
                                "set layout.series.target", "bad_columns")
             target = candidates[0]
-        for column in (timestamp, target, *exogenous):
-            if column and column not in table.columns:
-                raise BadInput(f"column {column!r} not found (columns: "
-                               f"{', '.join(table.columns)})", "bad_columns")
-        frame = pd.DataFrame({"target": parse_numeric(table[target], target)})
-        for column in exogenous:
-            frame[column] = parse_numeric(table[column], column)
+        absent = [c for c in (timestamp, target, *exogenous) if c and c not in table.columns]
+        if absent:
+            raise BadInput(f"column(s) {', '.join(map(repr, absent))} not found (columns: "
+                           f"{', '.join(table.columns)})", "bad_columns")
         notes: list[str] = []
+        frame = pd.DataFrame(index=table.index)
+        for name, column in (("target", target), *((c, c) for c in exogenous)):
+            frame[name], found = parse_numeric(table[column], column)
+            notes.extend(found)
         stamps = None
         if timestamp:
             column = table[timestamp].astype(str).str.strip()
             if column.str.fullmatch(r"-?\d+").all():  # integer time steps, not dates
                 stamps = pd.Index(column.astype(np.int64))
             else:
-                stamps = parse_timestamps(table[timestamp], timestamp)
+                stamps, keep, found = parse_timestamps(table[timestamp], timestamp)
+                notes.extend(found)
+                frame = frame.iloc[keep].reset_index(drop=True)
             duplicated = stamps.duplicated()
             if duplicated.any():
                 first = stamps[np.flatnonzero(duplicated)[0]]
-                raise BadInput(f"duplicate timestamp {first} ({int(duplicated.sum())} duplicate(s))",
+                raise BadInput("; ".join([f"duplicate timestamp {first} "
+                                          f"({int(duplicated.sum())} duplicate(s))", *notes]),
                                "duplicate_timestamp")
             if not stamps.is_monotonic_increasing:
                 notes.append("rows not in time order: sorted by timestamp")
                 order = np.argsort(np.asarray(stamps), kind="stable")
                 stamps, frame = stamps[order], frame.iloc[order].reset_index(drop=True)
-        return stamps, frame, notes
+        return stamps, frame.reset_index(drop=True), notes
 
     def frame(self, data: bytes) -> pd.DataFrame:
         """The series as a table sorted by time: `timestamp` (or the row number) and `value`."""
@@ -185,8 +207,9 @@ class TimeSeriesModality(Modality):
         observed = values[~np.isnan(values)]
         min_length = int(self.options.get("min_length", 3))
         if observed.size < min_length:
-            raise BadInput(f"only {observed.size} observed target value(s); fewer than "
-                           f"intake.timeseries.min_length ({min_length})", "too_short")
+            raise BadInput("; ".join([f"only {observed.size} observed target value(s); fewer "
+                                      f"than intake.timeseries.min_length ({min_length})",
+                                      *notes]), "too_short")
         constant = bool(np.ptp(observed) == 0)
         missing = int(np.isnan(values).sum())
         if constant:
