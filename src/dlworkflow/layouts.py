@@ -131,24 +131,18 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
                 problems.append((relative, None, "not a regular file"))
     rows: list[tuple[str, Path | None, str | None]] = list(problems)
     first: dict[tuple[int, int], str] = {}  # (device, inode) -> the name it is read as
-    for relative, path in sorted(files):
-        status = path.stat()
-        key = (status.st_dev, status.st_ino)
-        if key in first:
-            rows.append((relative, None, f"hard link to {first[key]!r}: the file is read once, "
-                         f"as {first[key]!r}"))
-            continue
-        first[key] = relative
-        rows.append((relative, path.resolve(), None))
-    for relative, target in sorted(links):
-        status = target.stat()
-        key = (status.st_dev, status.st_ino)
-        if key in first:
-            rows.append((relative, None, f"link to {first[key]!r}, which is an item itself: "
-                         f"read once, as {first[key]!r}"))
-            continue
-        first[key] = relative
-        rows.append((relative, target, None))
+    # real files first (a hard link loses to the name sorted first), then file links
+    for entries, duplicate in ((sorted(files), "hard link to {!r}: the file is read once, as {!r}"),
+                               (sorted(links), "link to {!r}, which is an item itself: read "
+                                               "once, as {!r}")):
+        for relative, path in entries:
+            status = path.stat()
+            key = (status.st_dev, status.st_ino)
+            if key in first:
+                rows.append((relative, None, duplicate.format(first[key], first[key])))
+                continue
+            first[key] = relative
+            rows.append((relative, path.resolve(), None))
     yield from sorted(rows, key=lambda row: row[0])
 
 
