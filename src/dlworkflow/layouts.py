@@ -79,7 +79,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 
 
 #: problems of links that duplicate an item (not unsafe: the item is read where it is)
-LINK_PROBLEMS = ("link to the folder", "link to ", "hard link to ")
+LINK_PROBLEMS = ("link to ", "hard link to ")
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
