@@ -44,7 +44,6 @@ rule final_train:
         model="results/{dataset}/final/model.keras",
         card="results/{dataset}/final/model.json",
         history="results/{dataset}/final/history.csv",
-        dvclive=directory("results/{dataset}/final/dvclive"),
         shipped="results/{dataset}/final/shipped.json",
     log:
         "logs/{dataset}/final_train.log",

@@ -16,7 +16,6 @@ rule train_fold:
         metrics="results/{dataset}/nn/fold-{fold}/metrics.json",
         predictions="results/{dataset}/nn/fold-{fold}/predictions.parquet",
         history="results/{dataset}/nn/fold-{fold}/history.csv",
-        dvclive=directory("results/{dataset}/nn/fold-{fold}/dvclive"),
     log:
         "logs/{dataset}/train_fold-{fold}.log",
     benchmark:

@@ -65,7 +65,7 @@ def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
 
 def train_final(ctx: RunContext) -> dict[str, Any]:
     """Retrain the network on every trainval row; write model.keras, model.json (card with
-    classes, threshold and the epoch rule), history.csv and dvclive/ into the output folder."""
+    classes, threshold and the epoch rule), and history.csv into the output folder."""
     started = time.time()
     out = Path(ctx.folder("model", output=True))
     final_settings = ctx.section("final")

@@ -3,7 +3,9 @@
 One Snakemake job per fold (`gpu=1`, TF threads from the rule). Preprocessing layers are
 adapted on the fold's training rows and saved inside the model, so `nn/fold-<k>/model.keras`
 takes what the shards hold and `dlworkflow.predict` takes raw files. A killed job resumes
-from its last finished epoch (`BackupAndRestore`); DVCLive logs every epoch for `dvc plots`.
+from its last backup (`train.checkpoint_seconds`) and trains on as if it had never stopped:
+the same weights, history and predictions, bit for bit, as an uninterrupted run (one device).
+`history.csv` holds every epoch, for `dvc plots`.
 The task gives the output layer, the loss, the target scale and the scoring; the modality
 gives the preprocessing, the augmentation and the conversion of stored arrays to inputs.
 """
@@ -97,29 +99,6 @@ def architecture_for(modality: Any, task: str, settings: Mapping[str, Any],
 
 
 
-def _live(directory: str, resume: bool):
-    """A DVCLive logger that only writes files (experiments are DVC's job, not training's).
-
-    DVCLive 3.49 fails in a git repository without commits (`git init` then `dvc repro`);
-    there it logs without looking at the repository.
-    """
-    import dvclive.live
-    from dvclive import Live
-    from scmrepo.exceptions import SCMError
-
-    try:
-        return Live(directory, resume=resume, save_dvc_exp=False, dvcyaml=False)
-    except SCMError:
-        lookup = dvclive.live.get_dvc_repo
-        dvclive.live.get_dvc_repo = lambda: None
-        try:
-            return Live(directory, resume=resume, save_dvc_exp=False, dvcyaml=False)
-        finally:
-            dvclive.live.get_dvc_repo = lookup
-
-
-
-
 @dataclass(frozen=True)
 class Schedule:
     """How one network trains: where it writes, for how long, and at what rates.
@@ -198,6 +177,28 @@ def _resumable_stopping(patience: int):
                                   restore_best_weights=True)
 
 
+def _resumable_plateau(patience: int):
+    """Keras' ReduceLROnPlateau whose counters (wait, best, cooldown) go into each backup
+    and come back from it (the rate itself is an optimizer variable, saved with it)."""
+    import keras
+
+    class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+        restored: dict | None = None
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self.restored:
+                self.wait, self.best = self.restored["wait"], self.restored["best"]
+                self.cooldown_counter = self.restored["cooldown"]
+
+        def state(self) -> dict:
+            return {"wait": self.wait, "best": float(self.best),
+                    "cooldown": self.cooldown_counter}
+
+    return ResumablePlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 3),
+                            min_lr=1e-6)
+
+
 def _atomic(path: Path, write) -> None:
     """Write a file through a temporary name and a rename (a kill leaves old or new)."""
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -205,16 +206,32 @@ def _atomic(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
-def _checkpoints(backup: Path, history: Path, stopping, seconds: float) -> tuple:
+def _seed_states(model) -> list:
+    """The states of the model's random layers (dropout, noise, augmentation): Keras saves
+    none of them with the weights, and a resumed run must draw what the killed one would."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def backed_up_epoch(backup: Path) -> int:
+    """The epoch a job resumes at: epochs trained when its last backup was committed."""
+    commit = backup / "backup.json"
+    return int(json.loads(commit.read_text())["epoch"]) if commit.is_file() else 0
+
+
+def _checkpoints(backup: Path, history: Path, stopping, plateau, seconds: float) -> tuple:
     """(restore, save): a killed job's backup, in two callbacks. `restore` (first) loads
-    the weights, optimizer, epoch and early-stopping state of the last backup and cuts the
-    history back to that epoch; `save` (last, after early stopping and the history row)
+    the weights, optimizer, random-layer states and early-stopping / plateau state of the
+    last backup (fit starts at its epoch, `backed_up_epoch`, and the data stream draws each
+    epoch's order from its number: `FoldData.stream`) and cuts the history back to that
+    epoch; `save` (last, after early stopping and the history row)
     backs up at the end of an epoch once `seconds` have passed since the last backup.
 
-    A backup is one generation of files (`weights-<epoch>.weights.h5`, `stopping-<epoch>.npz`)
+    A backup is one generation of files (`weights-<epoch>.weights.h5`, `state-<epoch>.npz`)
     committed by rewriting `backup.json` atomically, so a kill at any moment leaves the last
     complete backup. Keras' BackupAndRestore wrote the whole model every epoch (0.4 s an epoch
-    on FSDD) and a kill inside that write left a file it could not read."""
+    on FSDD), a kill inside that write left a file it could not read, and it kept neither the
+    random layers' states nor the data order: a resumed run diverged from an uninterrupted
+    one."""
     import keras
 
     class Restore(keras.callbacks.Callback):
@@ -230,14 +247,19 @@ def _checkpoints(backup: Path, history: Path, stopping, seconds: float) -> tuple
                     self.model.optimizer.build(self.model.trainable_variables)
                 self.model.load_weights(backup / saved["weights"])
                 start = int(saved["epoch"])
-                if stopping is not None and saved.get("stopping"):
-                    with np.load(backup / saved["stopping"]) as state:
-                        count = int(state["count"])
+                with np.load(backup / saved["state"]) as state:
+                    for variable, value in zip(_seed_states(self.model),
+                                               state["seed_states"], strict=True):
+                        variable.assign(value)
+                    if stopping is not None and int(state["stopping"]):
                         stopping.restored = {
                             "wait": int(state["wait"]), "best_epoch": int(state["best_epoch"]),
                             "best": float(state["best"]),
-                            "weights": [state[f"w{i}"] for i in range(count)]}
-            self.model._initial_epoch = start  # Keras' fit starts there (0: a new run)
+                            "weights": [state[f"w{i}"] for i in range(int(state["count"]))]}
+                    if plateau is not None:
+                        plateau.restored = {"wait": int(state["plateau_wait"]),
+                                            "best": float(state["plateau_best"]),
+                                            "cooldown": int(state["plateau_cooldown"])}
             if history.is_file() and history.stat().st_size:  # epochs after the backup
                 table = pd.read_csv(history)                     # are trained again
                 _atomic(history, lambda path: table[table["epoch"] < start].to_csv(
@@ -252,17 +274,25 @@ def _checkpoints(backup: Path, history: Path, stopping, seconds: float) -> tuple
                 return
             backup.mkdir(parents=True, exist_ok=True)
             done = epoch + 1
-            saved = {"epoch": done, "weights": f"weights-{done}.weights.h5", "stopping": None}
+            saved = {"epoch": done, "weights": f"weights-{done}.weights.h5",
+                     "state": f"state-{done}.npz"}
             self.model.save_weights(backup / saved["weights"], overwrite=True)
+            arrays: dict[str, Any] = {
+                "seed_states": np.stack([np.asarray(v.numpy()) for v in
+                                         _seed_states(self.model)]).reshape(-1, 2)
+                if _seed_states(self.model) else np.zeros((0, 2), dtype=np.int64)}
             state = stopping.state() if stopping is not None else None
+            arrays["stopping"] = state is not None
             if state is not None:
-                saved["stopping"] = f"stopping-{done}.npz"
                 weights = state.pop("weights")
-                np.savez(backup / saved["stopping"], count=len(weights), **state,
-                         **{f"w{i}": w for i, w in enumerate(weights)})
+                arrays.update(count=len(weights), **state,
+                              **{f"w{i}": w for i, w in enumerate(weights)})
+            if plateau is not None:
+                arrays.update({f"plateau_{k}": v for k, v in plateau.state().items()})
+            np.savez(backup / saved["state"], **arrays)
             _atomic(backup / "backup.json", lambda path: path.write_text(json.dumps(saved)))
             for old in backup.iterdir():  # earlier generations
-                if old.name not in (saved["weights"], saved["stopping"], "backup.json"):
+                if old.name not in (saved["weights"], saved["state"], "backup.json"):
                     old.unlink()
             self.last = time.monotonic()
 
@@ -284,7 +314,8 @@ def resume_key(ctx: RunContext, fold: int | None, epochs: int,
     index = ctx.inputs.get("index")
     index_hash = (hashlib.sha256(Path(index).read_bytes()).hexdigest()
                   if index and Path(index).is_file() else None)
-    what = {"sections": ctx.sections, "seed": ctx.seed, "fold": fold, "epochs": epochs,
+    what = {"format": 2, "sections": ctx.sections, "seed": ctx.seed, "fold": fold,
+            "epochs": epochs,
             "schedule": schedule, "index": index_hash, "dataset": dict(ctx.dataset)}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -323,15 +354,11 @@ def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str,
     replayed learning-rate schedule. The history and the early-stopping state are kept
     beside the resume state, so a resumed job reports every epoch it trained."""
     import keras
-    from dvclive.keras import DVCLiveCallback
 
-    live = _live(str(run.out / "dvclive"), resume=(run.backup / phase).exists())
     state = run.backup / f"{phase}-state"
     state.mkdir(parents=True, exist_ok=True)
-    stopping = _resumable_stopping(run.patience)
-    restore, save = _checkpoints(run.backup / phase, state / "history.csv",
-                                 stopping if run.schedule is None else None,
-                                 float(settings.get("checkpoint_seconds", 30)))
+    stopping = _resumable_stopping(run.patience) if run.schedule is None else None
+    plateau = None
     if run.schedule is not None:
         rates = [float(rate) for rate in run.schedule]
         steering = [keras.callbacks.LearningRateScheduler(
@@ -341,8 +368,10 @@ def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str,
         steering = [stopping, keras.callbacks.LearningRateScheduler(
             lambda epoch, rate: rates[min(epoch, len(rates) - 1)])]
     else:
-        steering = [stopping, keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(1, run.patience // 3), min_lr=1e-6)]
+        plateau = _resumable_plateau(run.patience)
+        steering = [stopping, plateau]
+    restore, save = _checkpoints(run.backup / phase, state / "history.csv", stopping, plateau,
+                                 float(settings.get("checkpoint_seconds", 30)))
     # restore first (before the history file is opened), back up last (after the epoch's
     # history row and early-stopping update); a job killed after a row but before its
     # backup trains that epoch again, and the history keeps the row of the run that counts
@@ -350,7 +379,6 @@ def _callbacks(settings: Mapping[str, Any], run: Schedule, phase: str,
         restore,
         *steering,
         keras.callbacks.CSVLogger(str(state / "history.csv"), append=True),
-        DVCLiveCallback(live=live),
         save,
     ]
 
@@ -372,8 +400,10 @@ class FoldData:
     in_memory: bool
     train_arrays: dict[str, Any] | None
     valid: dict[str, Any]
-    train: Any = None
+    train: Any = None  # one epoch of training batches (adapting, BatchNorm statistics)
     valid_set: Any = None
+    seed: int = 0
+    _epoch: Any = None  # seed -> one epoch of training batches in the order it draws
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -397,35 +427,65 @@ class FoldData:
             valid = train_arrays or load_arrays(part, shards=shards[:1])
         data = cls(task, ctx.modality, batch_size,
                    task.resampling(str(ctx.section("train").get("resample", "none"))),
-                   train_rows, in_memory, train_arrays, valid)
+                   train_rows, in_memory, train_arrays, valid, seed=seed)
         if train_arrays is not None:
-            data.train = data._from_arrays(train_arrays, seed)
+            rows = tf.data.Dataset.from_tensor_slices((data.inputs(train_arrays),
+                                                       train_arrays["y"]))
+            labels = train_arrays["y"]
+            data._epoch = lambda epoch_seed: data._order(rows, labels, epoch_seed)
         else:
-            data.train = make_dataset(part, batch_size, shuffle=True, seed=seed, in_memory=False)
-            data.train = data.train.map(lambda x, y: (_as_float(x), y))
-            if data.resample != "none":
-                labels = task.encode_targets(train_rows, data.classes)
-                data.train = resampled(data.train.unbatch(), labels, len(data.classes),
-                                       data.resample, seed).batch(batch_size)
+            labels = (task.encode_targets(train_rows, data.classes)
+                      if data.resample != "none" else None)
+
+            def streamed(epoch_seed):
+                shards = make_dataset(part, batch_size, shuffle=True, seed=epoch_seed,
+                                      in_memory=False).map(lambda x, y: (_as_float(x), y))
+                if data.resample == "none":
+                    return shards
+                return data._order(shards.unbatch(), labels, epoch_seed)
+
+            data._epoch = streamed
+        data.train = data._epoch(seed)
         if fold is not None:
             data.valid_set = tf.data.Dataset.from_tensor_slices(
                 (data.inputs(valid), valid["y"])).batch(batch_size)
         return data
 
+    def _order(self, rows, labels, seed):
+        """One epoch of `rows` (unbatched) in the order `seed` draws, batched: shuffled, or
+        class-balanced (`train.resample`, fold-train rows only)."""
+        if self.resample != "none":
+            rows = resampled(rows, labels, len(self.classes), self.resample, seed)
+        else:
+            rows = rows.shuffle(len(labels), seed=seed, reshuffle_each_iteration=False)
+        return rows.batch(self.batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches in one epoch of the training stream."""
+        if self.resample == "none":
+            rows = len(self.train_rows)
+        else:
+            labels = np.asarray(self.task.encode_targets(self.train_rows, self.classes))
+            counts = np.bincount(labels.astype(np.int64), minlength=len(self.classes))
+            counts = counts[counts > 0]
+            rows = int((counts.max() if self.resample == "oversample" else counts.min())
+                       * len(counts))
+        return max(1, -(-rows // self.batch_size))
+
+    def stream(self, start: int = 0):
+        """The training batches of epoch `start` onwards, endless (fit counts the steps):
+        each epoch's order is drawn from the seed and the epoch's number alone, so a run
+        resumed at epoch k sees what an uninterrupted one sees from epoch k on."""
+        import tensorflow as tf
+
+        seed = self.seed
+        return tf.data.Dataset.range(start, 1 << 40).flat_map(
+            lambda epoch: self._epoch(seed * 1_000_003 + epoch)).prefetch(tf.data.AUTOTUNE)
+
     def inputs(self, arrays: Mapping[str, Any]) -> Any:
         """Model inputs of stored arrays (the modality's one conversion)."""
         return self.modality.model_inputs(arrays)
-
-    def _from_arrays(self, arrays: Mapping[str, Any], seed: int):
-        import tensorflow as tf
-
-        dataset = tf.data.Dataset.from_tensor_slices((self.inputs(arrays), arrays["y"]))
-        if self.resample != "none":  # class-balanced epochs, fold-train rows only
-            dataset = resampled(dataset, arrays["y"], len(self.classes), self.resample, seed)
-        else:
-            dataset = dataset.shuffle(len(arrays["ids"]), seed=seed,
-                                      reshuffle_each_iteration=True)
-        return dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
 
     def adapt_x(self) -> Any:
         """Training inputs to adapt preprocessing layers on (arrays, or the x of the stream)."""
@@ -480,8 +540,10 @@ def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phas
 
     loss, metrics = data.task.loss()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
-    model.fit(data.train, validation_data=data.valid_set, epochs=run.epochs,
-              class_weight=weights, verbose=2, shuffle=False,
+    start = backed_up_epoch(run.backup / phase)
+    model.fit(data.stream(start), steps_per_epoch=data.steps_per_epoch,
+              validation_data=data.valid_set, epochs=run.epochs, initial_epoch=start,
+              class_weight=weights, verbose=2,
               callbacks=_callbacks(settings, run, phase, learning_rate))
     return resumed_history(run.backup / f"{phase}-state" / "history.csv")
 
@@ -682,7 +744,7 @@ def backup_dir(out_dir: str | Path) -> Path:
 
 def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
     """Train one fold; write model.keras, model.json, metrics.json, predictions.parquet and
-    history.csv (plus dvclive/) into the fold's folder (the rule's `out_dir`)."""
+    history.csv into the fold's folder (the rule's `out_dir`)."""
     started = time.time()
     out = Path(ctx.values.get("out_dir") or ctx.folder("model", output=True))
     trained = train_network(ctx, fold, out, int(ctx.section("train").get("epochs", 30)))

@@ -145,18 +145,16 @@ STEPS: tuple[Step, ...] = (
 
 
 #: DVC plots of every dataset, as {title: definition} with {dataset} filled in (dvc plots
-#: show / diff): learning curves from DVCLive, then the task's own (`Task.dvc_plots`, CSVs
-#: the final step writes under final/plots/).
+#: show / diff): learning curves from the training histories, then the task's own
+#: (`Task.dvc_plots`, CSVs the final step writes under final/plots/).
 CURVES = {
     "Loss per epoch, fold 0 ({dataset})": {
-        "x": "step", "y": {"results/{dataset}/nn/fold-0/dvclive/plots/metrics/train/loss.tsv":
-                           "loss",
-                           "results/{dataset}/nn/fold-0/dvclive/plots/metrics/eval/loss.tsv":
-                           "loss"}},
+        "x": "epoch", "y": {"results/{dataset}/nn/fold-0/history.csv": ["loss", "val_loss"]}},
     "Loss per epoch, final model ({dataset})": {
-        "x": "step", "y": {"results/{dataset}/final/dvclive/plots/metrics/train/loss.tsv":
-                           "loss"}},
+        "x": "epoch", "y": {"results/{dataset}/final/history.csv": "loss"}},
 }
+
+
 def _fill_plot(value: Any, name: str) -> Any:
     if isinstance(value, str):
         return value.format(dataset=name)

@@ -60,7 +60,8 @@ def _check_outputs(out, architecture):
     entry = metrics["models"][architecture]
     assert 1 <= entry["best_epoch"] <= entry["epochs_run"] <= 2
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
-    assert (out / "dvclive" / "metrics.json").is_file()  # DVCLive wrote the epochs
+    history = pd.read_csv(out / "history.csv")  # every epoch, for dvc plots
+    assert history["epoch"].tolist() == list(range(1, entry["epochs_run"] + 1))
     assert not backup_dir(out).exists()  # finished: no backup left
     return entry
 
@@ -313,10 +314,19 @@ def _kill_after_epochs(command: list[str], history: Path, epochs: int) -> int:
     return len(history.read_text().splitlines()) - 1
 
 
-def test_a_killed_training_job_resumes_from_its_last_epoch(image_shards, tmp_path):
+def _weights(path: Path) -> list:
+    import keras
+
+    return [w for w in keras.saving.load_model(path).get_weights()]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_a_killed_training_job_resumes_as_if_never_stopped(image_shards, tmp_path, schedule):
+    # dropout and augmentation draw random numbers, the data are reshuffled every epoch,
+    # and the plateau schedule keeps counters: all of it must come back from the backup
     settings = {**QUICK, "architecture": "image_cnn", "epochs": 25, "patience": 25,
-                "checkpoint_seconds": 0}
-    out = tmp_path / "nn" / "fold-0"
+                "checkpoint_seconds": 0, "schedule": schedule}
+    out = tmp_path / "killed" / "nn" / "fold-0"
     command = [sys.executable, "-c", RESUMABLE, str(image_shards), json.dumps(settings), str(out)]
     state = backup_dir(out) / "train-state" / "history.csv"
     before = _kill_after_epochs(command, state, 3)
@@ -334,6 +344,17 @@ def test_a_killed_training_job_resumes_from_its_last_epoch(image_shards, tmp_pat
     assert card["best_epoch"] == int(history["val_loss"].idxmin()) + 1 == metrics["best_epoch"]
     assert metrics["epochs_run"] == 25
     assert (out / "model.keras").is_file() and not backup_dir(out).exists()
+    # and everything equals an uninterrupted run, bit for bit
+    clean = tmp_path / "clean" / "nn" / "fold-0"
+    command[-1] = str(clean)
+    subprocess.run(command, cwd=REPO, capture_output=True, check=True)
+    assert (out / "history.csv").read_bytes() == (clean / "history.csv").read_bytes()
+    assert (out / "predictions.parquet").read_bytes() == (clean / "predictions.parquet").read_bytes()
+    for got, want in zip(_weights(out / "model.keras"), _weights(clean / "model.keras"),
+                         strict=True):
+        assert np.array_equal(got, want)
+    clean_metrics = json.loads((clean / "metrics.json").read_text())["models"]["image_cnn"]
+    assert {**metrics, "seconds": 0} == {**clean_metrics, "seconds": 0}
 
 
 def test_a_resume_state_made_with_other_params_is_discarded(image_shards, tmp_path):
@@ -501,3 +522,37 @@ def test_the_fit_diagnosis_reads_real_learning_curves(sms_shards, tmp_path, read
                           val_loss=np.r_[np.linspace(1.0, 0.5, len(history) // 2),
                                          np.full(len(history) - len(history) // 2, 0.5)])
     assert fold_fit(flat.assign(loss=np.maximum(flat["loss"], 0.45))) == "balanced"
+
+
+@pytest.mark.parametrize("resample,in_memory", [("none", True), ("oversample", True),
+                                                ("undersample", False)])
+def test_each_epochs_data_order_comes_from_its_number_alone(image_shards, monkeypatch, resample,
+                                                            in_memory):
+    # what lets a resumed fold see the batches an uninterrupted one sees from epoch k on,
+    # in RAM and streamed from shards, shuffled or class-balanced
+    import dlworkflow.train as train
+    from dlworkflow.train import FoldData
+
+    if not in_memory:
+        monkeypatch.setattr(train, "IN_MEMORY_BYTES", 0)
+    ctx = fold_context(dataset("image"), image_shards, {"train": {"resample": resample}})
+    data = FoldData.load(ctx, str(image_shards), 0, 16, seed=3)
+    assert data.in_memory is in_memory
+    steps = data.steps_per_epoch
+    counts = np.bincount(data.task.encode_targets(data.train_rows, data.classes))
+    rows = {"none": counts.sum(), "oversample": counts.max() * len(counts),
+            "undersample": counts.min() * len(counts)}[resample]
+    assert steps == -(-rows // 16)
+
+    def labels(stream, epochs):
+        batches = [y.numpy() for _, y in stream.take(steps * epochs)]
+        return [np.concatenate(batches[e * steps:(e + 1) * steps]) for e in range(epochs)]
+
+    uninterrupted = labels(data.stream(0), 4)
+    resumed = labels(FoldData.load(ctx, str(image_shards), 0, 16, seed=3).stream(2), 2)
+    assert all(len(epoch) == rows for epoch in uninterrupted)  # one epoch is `steps` batches
+    assert not np.array_equal(uninterrupted[0], uninterrupted[1])  # reshuffled every epoch
+    for got, want in zip(resumed, uninterrupted[2:], strict=True):
+        assert np.array_equal(got, want)
+    if resample != "none":  # every class equally often in each epoch
+        assert len(set(np.bincount(uninterrupted[0]).tolist())) == 1
