@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
 def train_final(ctx: RunContext) -> dict[str, Any]:
     """Retrain the network on every trainval row; write model.keras, model.json (card with
     classes, threshold and the epoch rule), and history.csv into the output folder."""
-    started = time.time()
     out = Path(ctx.folder("model", output=True))
     final_settings = ctx.section("final")
     choice = json.loads(Path(ctx.input("metric")).read_text())
@@ -81,7 +79,7 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
                                    trained.data.classes, final_settings.get("threshold", "tune"))
     write_history(trained.history, out / "history.csv")
     training = {"epochs": plan, "train_rows": len(trained.data.train_rows),
-                "cv": summary.get("headline"), "seconds": round(time.time() - started, 1),
+                "cv": summary.get("headline"),
                 "device": "GPU" if trained.devices else "CPU", "replicas": trained.replicas,
                 "parameters": int(trained.model.count_params())}
     card = model_card(ctx, trained, fold=None, threshold=threshold, training=training,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dlworkflow.archives import normalise_skops
 from dlworkflow.errors import ConfigError
 
 SHIPPED_FILE = "shipped.json"
@@ -82,6 +83,7 @@ def save_baseline(estimator: Any, folder: str | Path, card: Mapping[str, Any]) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sio.dump(estimator, folder / BASELINE_FILE)
+    normalise_skops(folder / BASELINE_FILE)  # the same bytes for the same estimator
     types = trusted_types(folder / BASELINE_FILE)  # what we write must load again
     (folder / BASELINE_CARD).write_text(json.dumps({**card, "skops_types": types}, indent=2)
                                         + "\n")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlworkflow.archives import save_keras
 from dlworkflow.context import RunContext
 from dlworkflow.data import IN_MEMORY_BYTES, Part, load_arrays, make_dataset, resampled, shard_bytes
 from dlworkflow.errors import ConfigError
@@ -709,7 +710,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         if recalibrated:
             log.info("BatchNormalization statistics of %d layers recomputed on the %d "
                      "training rows", recalibrated, len(data.train_rows))
-        model.save(out / "model.keras")
+        save_keras(model, out / "model.keras")  # the same bytes for the same weights
         shutil.rmtree(run.backup, ignore_errors=True)  # finished: a rerun starts from scratch
         if run.backup.parent.exists() and not any(run.backup.parent.iterdir()):
             run.backup.parent.rmdir()
@@ -745,7 +746,6 @@ def backup_dir(out_dir: str | Path) -> Path:
 def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
     """Train one fold; write model.keras, model.json, metrics.json, predictions.parquet and
     history.csv into the fold's folder (the rule's `out_dir`)."""
-    started = time.time()
     out = Path(ctx.values.get("out_dir") or ctx.folder("model", output=True))
     trained = train_network(ctx, fold, out, int(ctx.section("train").get("epochs", 30)))
     model, history, data, architecture = (trained.model, trained.history, trained.data,
@@ -764,7 +764,7 @@ def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         "train_loss_at_best": float(history["loss"][best - 1]) if best else None,
         "val_loss_at_best": float(losses[best - 1]) if best else None,
         "train_rows": len(data.train_rows), "valid_rows": len(valid["ids"]),
-        "parameters": int(model.count_params()), "seconds": round(time.time() - started, 1),
+        "parameters": int(model.count_params()),
         "device": "GPU" if trained.devices else "CPU", "replicas": trained.replicas,
         "global_batch_size": int(trained.data.batch_size),
     }

@@ -61,21 +61,11 @@ def _slurm(project: Path, *extra: str, timeout: int = 900) -> subprocess.Complet
                timeout=timeout + 60)
 
 
-def _without_clocks(value):
-    """JSON data less its wall-clock fields ("seconds": how long a fold trained)."""
-    if isinstance(value, dict):
-        return {k: _without_clocks(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [_without_clocks(v) for v in value]
-    return value
-
-
 def _same(left: Path, right: Path) -> None:
     if left.suffix == ".parquet":
         pd.testing.assert_frame_equal(pd.read_parquet(left), pd.read_parquet(right))
     elif left.suffix == ".json":
-        assert _without_clocks(json.loads(left.read_text())) == _without_clocks(
-            json.loads(right.read_text())), left
+        assert json.loads(left.read_text()) == json.loads(right.read_text()), left
     else:
         with np.load(left) as a, np.load(right) as b:
             assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files), left
