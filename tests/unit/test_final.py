@@ -320,3 +320,19 @@ def test_final_regression_streams_shards_and_scores_in_target_units(tmp_path, mo
     spread = float(np.std(values[320:]))  # RMSE of always predicting the mean
     assert result["baseline"]["metrics"][primary]["value"] < 0.85 * spread  # real signal
     assert (out / "plots" / "scatter.csv").is_file()
+
+
+def test_the_report_calls_a_run_of_few_steps_a_quick_look():
+    from dlworkflow.report import quick_look
+
+    def summary(epochs: int, rows: int) -> dict:
+        return {"fold_details": {"image_cnn": {
+            str(k): {"epochs_run": epochs, "train_rows": rows, "global_batch_size": 16}
+            for k in range(3)}}}
+
+    # the README's quick look: 2 epochs of 40 rows = 6 steps a fold
+    warning = quick_look(summary(2, 40))
+    assert warning is not None and "about 6 optimizer steps" in warning
+    # the shipped recipe on a small set: 300 epochs of 3 steps
+    assert quick_look(summary(300, 40)) is None
+    assert quick_look({"fold_details": {}}) is None  # nothing recorded: nothing claimed
