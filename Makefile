@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-## demo: prepare the four embedded demo datasets and run the workflow on them
+## demo: prepare the four embedded demo datasets, run the workflow on them, summarise the
+## results and record them in dvc.lock (dlworkflow run)
 demo: $(STAMP)
-	snakemake --cores all --resources gpu=1 --keep-going
+	dlworkflow run
 
 ## test: linters plus the whole test suite (what CI runs), one worker per core; tests that
 ## share the demo run (and the SLURM ones) stay on one worker, each other module on one

@@ -1,4 +1,5 @@
-"""Command line: `dlworkflow check | step <name> | dvc-yaml [--check] | predict <model> <inputs>`."""
+"""Command line: `dlworkflow run [DATASET ...] [-- SNAKEMAKE ARGS] | check | step <name> |
+dvc-yaml [--check] | predict <model> <inputs>`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,8 @@ from pathlib import Path
 
 from dlworkflow.config import load_params
 from dlworkflow.errors import ConfigError
+from dlworkflow.runner import LOCK_HELP, run_workflow
 from dlworkflow.workflow import STEPS, get_step, step_outputs
-
-LOCK_HELP = (
-    "Snakemake's lock in .snakemake/locks is held: another snakemake is running in this folder, "
-    "or one was killed. If none is running, run `snakemake --unlock` and try again."
-)
 
 
 def snakemake_step_command(name: str, params_path: str = "params.yaml",
@@ -43,9 +40,18 @@ def run_step(name: str, params_path: str = "params.yaml", extra: list[str] | Non
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dlworkflow` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed: list[str] = []
+    if "run" in argv and "--" in argv[argv.index("run"):]:  # what follows `--` is Snakemake's
+        cut = argv.index("--", argv.index("run"))
+        argv, passed = argv[:cut], argv[cut + 1:]
     parser = argparse.ArgumentParser(prog="dlworkflow", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
+    workflow = sub.add_parser(
+        "run", help="run the workflow (all datasets, or those named) and summarise the results; "
+        "arguments after `--` go to snakemake")
+    workflow.add_argument("datasets", nargs="*", help="dataset names from params.yaml")
     sub.add_parser("check", help="validate params.yaml and report every problem")
     step = sub.add_parser("step", help="run one step's Snakemake rules (used by dvc.yaml)")
     step.add_argument("name", choices=[s.name for s in STEPS])
@@ -64,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(run_predict(args.model_dir, args.inputs).to_csv(index=False), end="")
             return 0
+        if args.command == "run":
+            return run_workflow(args.params, args.datasets, passed)
         if args.command == "check":
             params = load_params(args.params)
             print(f"{args.params}: valid ({len(params['datasets'])} datasets)")

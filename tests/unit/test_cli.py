@@ -46,3 +46,28 @@ def test_step_command_runs_only_that_steps_rules_on_its_targets(monkeypatch):
     assert "results/fsdd/intake/inventory.parquet" in targets
     assert not any(t.startswith("data/raw") for t in targets)
     assert "--rerun-incomplete" in command
+
+
+def test_run_command_puts_the_targets_after_the_snakemake_arguments():
+    from dlworkflow.config import load_params
+    from dlworkflow.runner import snakemake_command
+
+    params = load_params(REPO / "params.yaml")
+    command = snakemake_command(params, ["digits"], ["--dry-run", "--resources", "gpu=2"])
+    cut = command.index("--")
+    flags, targets = command[:cut], command[cut + 1:]
+    # `--resources` takes several values: targets before `--` would be read as resources
+    assert flags[flags.index("--resources") + 1] == "gpu=2" and flags.count("--resources") == 1
+    assert {"--dry-run", "--rerun-incomplete", "--keep-going", "--cores"} <= set(flags)
+    assert targets and all(t.startswith("results/digits/") for t in targets)
+    assert "results/digits/final/report.html" in targets
+    everything = snakemake_command(params)  # no names: rule all
+    assert "--" not in everything and everything[-1] == "--keep-going"
+
+
+def test_run_names_an_unknown_dataset(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    assert main(["run", "digitz", "--", "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "no dataset named 'digitz'" in error and "digits, fsdd, sms_spam, co2" in error

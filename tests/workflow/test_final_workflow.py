@@ -109,3 +109,22 @@ def test_predict_applies_the_final_models_threshold(demo_project):
                                 "Are we still meeting for lunch tomorrow?"])
     positive, threshold = card["threshold"]["positive"], card["threshold"]["threshold"]
     assert ((frame["prediction"] == positive) == (frame[f"p_{positive}"] >= threshold)).all()
+
+
+def test_the_closing_summary_gives_each_datasets_scores_and_reports(demo_project):
+    import yaml
+
+    from dlworkflow.runner import closing_summary
+
+    params = yaml.safe_load((demo_project / "params.yaml").read_text())
+    text = closing_summary(params, root=demo_project)
+    for name in DATASETS:
+        result = json.loads((demo_project / "results" / name / "final" / "test_metrics.json")
+                            .read_text())
+        head, primary = result["headline"], result["primary"]
+        line = next(line for line in text.splitlines() if line.startswith(f"  {name}:"))
+        assert f"ships the {head['kind']} {head['model']}" in line
+        assert f"test {head[primary]:.4f} [{head[primary + '_low']:.4f}," in line
+        for page in ("intake/eda.html", "final/report.html"):
+            path = demo_project / "results" / name / page
+            assert path.is_file() and str(path) in text

@@ -1,0 +1,117 @@
+"""`dlworkflow run [DATASET ...] [-- SNAKEMAKE ARGS]`: the workflow with the right flags, a
+closing summary, and one state for Snakemake and DVC.
+
+It runs `snakemake --cores all --resources gpu=1 --rerun-incomplete --keep-going` (extra
+arguments after `--` go to Snakemake; the targets come last, after Snakemake's own `--`, so
+`--resources` cannot swallow them), on every dataset or on the ones named. Then it prints,
+per dataset, the shipped model, its CV and test scores and where its two reports are.
+
+After a complete run inside a DVC project (a `.dvc/` folder and `dvc.yaml`), it records what
+Snakemake built in `dvc.lock` (`dvc commit --force`, which hashes each stage's deps, params
+and outputs as `dvc repro` would have): so `dvc repro` right after says "up to date", and
+`dvc exp run -S train.dropout=0.4` reruns only the stages a changed param or file touches.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dlworkflow.config import load_params
+from dlworkflow.errors import ConfigError
+from dlworkflow.workflow import all_targets
+
+LOCK_HELP = (
+    "Snakemake's lock in .snakemake/locks is held: another snakemake is running in this folder, "
+    "or one was killed. If none is running, run `snakemake --unlock` and try again."
+)
+
+
+def snakemake_command(params: Mapping[str, Any], datasets: Sequence[str] = (),
+                      extra: Sequence[str] = ()) -> list[str]:
+    """The Snakemake call for `datasets` (all when empty), `extra` arguments included."""
+    unknown = [name for name in datasets if name not in params["datasets"]]
+    if unknown:
+        raise ConfigError(f"no dataset named {', '.join(map(repr, unknown))} in params.yaml; "
+                          f"the datasets are: {', '.join(params['datasets'])}")
+    extra = list(extra)
+    flags = ["--cores", "all"] if not {"--cores", "-c"} & set(extra) else []
+    if "--resources" not in extra:  # network jobs take the one GPU slot in turn
+        flags += ["--resources", "gpu=1"]
+    flags += [flag for flag in ("--rerun-incomplete", "--keep-going") if flag not in extra]
+    targets = [target for target in all_targets(params)
+               if any(target.startswith(f"results/{name}/") for name in datasets)]
+    return [sys.executable, "-m", "snakemake", *flags, *extra,
+            *(["--", *targets] if targets else [])]
+
+
+def _score(entry: Mapping[str, Any], name: str) -> str:
+    return f"{entry.get(f'{name}_mean', float('nan')):.4f} ± {entry.get(f'{name}_std', 0):.4f}"
+
+
+def closing_summary(params: Mapping[str, Any], datasets: Sequence[str] = (),
+                    root: str | Path = ".") -> str:
+    """Per dataset: the shipped model with its CV and test scores, and the report paths."""
+    root = Path(root)
+    lines = ["", "Results"]
+    for name in datasets or list(params["datasets"]):
+        results = root / "results" / name
+        eda, report = results / "intake" / "eda.html", results / "final" / "report.html"
+        test_file = results / "final" / "test_metrics.json"
+        if not test_file.is_file():
+            lines.append(f"  {name}: not finished (see logs/{name}/ and the errors above)")
+            continue
+        test = json.loads(test_file.read_text())
+        headline, primary = test["headline"], test["primary"]
+        network = json.loads((results / "nn" / "summary.json").read_text())["headline"]
+        baseline = json.loads((results / "baseline" / "summary.json").read_text())["headline"]
+        cv = network if headline["kind"] == "network" else baseline
+        lines += [
+            f"  {name}: ships the {headline['kind']} {headline['model']}; {primary}: "
+            f"CV {_score(cv, primary)}, test {headline[primary]:.4f} "
+            f"[{headline[f'{primary}_low']:.4f}, {headline[f'{primary}_high']:.4f}]",
+            f"    {test['shipped']['why']}",
+            f"    EDA: {eda}" if eda.is_file() else f"    EDA: (none: {eda} missing)",
+            f"    report: {report}",
+        ]
+    return "\n".join(lines)
+
+
+def in_dvc_project(root: str | Path = ".") -> bool:
+    root = Path(root)
+    return (root / ".dvc").is_dir() and (root / "dvc.yaml").is_file() and bool(
+        shutil.which("dvc"))
+
+
+def record_in_dvc(root: str | Path = ".") -> int:
+    """`dvc commit --force` of every stage: dvc.lock then describes what Snakemake built."""
+    done = subprocess.run(["dvc", "commit", "--force", "--quiet"], cwd=root, check=False,
+                          capture_output=True, text=True)
+    if done.returncode:
+        print(f"dvc commit failed; `dvc repro` would recompute:\n{done.stderr.strip()}",
+              file=sys.stderr)
+    else:
+        print("Recorded in dvc.lock (dvc commit): `dvc repro` is up to date, and "
+              "`dvc exp run -S <param>=<value>` reruns only what the change touches.")
+    return done.returncode
+
+
+def run_workflow(params_path: str, datasets: Sequence[str] = (),
+                 extra: Sequence[str] = ()) -> int:
+    """What `dlworkflow run` does (module docstring). Returns Snakemake's exit status."""
+    if any(Path(".snakemake/locks").glob("*")):
+        print(LOCK_HELP, file=sys.stderr)
+        return 1
+    params = load_params(params_path)
+    command = snakemake_command(params, datasets, extra)
+    print("+ snakemake " + " ".join(command[3:]), file=sys.stderr, flush=True)
+    status = subprocess.call(command)
+    print(closing_summary(params, datasets), flush=True)
+    if status == 0 and not datasets and params_path == "params.yaml" and in_dvc_project():
+        record_in_dvc()
+    return status
