@@ -47,38 +47,13 @@ REFERENCES = {
 }
 
 
-def read_ts(path: Path) -> tuple[list[list[float]], list[str]]:
-    """The series and labels of a UCR/UEA .ts file (univariate; unequal lengths kept)."""
-    series, labels = [], []
-    data = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.lower().startswith("@data"):
-            data = True
-            continue
-        if data:
-            values, label = line.rsplit(":", 1)
-            series.append([float(v) for v in values.split(",") if v not in ("?", "NaN", "")])
-            labels.append(label)
-    return series, labels
-
-
 def prepare_ucr(name: str, stem: str) -> Callable[[Path], dict]:
-    """A UCR set as one wide CSV (one series per row, official test rows named test-*)."""
+    """A UCR set as the archive ships it: its TRAIN and TEST .ts files, read by the `ts`
+    layout (the TEST file is the test set)."""
     def prepare(root: Path) -> dict:
-        rows = []
         for part in ("TRAIN", "TEST"):
-            series, labels = read_ts(SHARED / "ucr" / f"{stem}_{part}.ts")
-            for number, (values, label) in enumerate(zip(series, labels, strict=True)):
-                rows.append({"id": f"{part.lower()}-{number:04d}", "label": label,
-                             **{f"t{i:04d}": v for i, v in enumerate(values)}})
-        pd.DataFrame(rows).to_csv(root / "series.csv", index=False)
-        return {"modality": "timeseries", "task": "classification",
-                "layout": {"kind": "wide_csv", "file": "series.csv", "id_column": "id",
-                           "label_column": "label"},
-                "split": {"test": {"column": "id", "regex": "test-.*"}}}
+            shutil.copy(SHARED / "ucr" / f"{stem}_{part}.ts", root)
+        return {"modality": "timeseries", "task": "classification", "layout": {"kind": "ts"}}
     return prepare
 
 

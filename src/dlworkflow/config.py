@@ -179,6 +179,16 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
                     problems.append(f"{key}.{sub}: {rel} points outside the dataset root {ds['root']}")
                 elif not (root / rel).is_file():
                     problems.append(f"{key}.{sub}: file {ds['root']}/{rel} does not exist")
+            if kind == "ts":
+                from dlworkflow.layouts import ts_files
+
+                files = ts_files(root, layout)
+                if not files:
+                    problems.append(f"{key}.layout: no .ts file in {ds['root']}")
+                for number, rel in enumerate(files):
+                    if not _inside(root, rel) or not (root / rel).is_file():
+                        problems.append(f"{key}.layout.files[{number}]: no file {rel} inside "
+                                        f"{ds['root']}")
     return problems
 
 
@@ -198,8 +208,13 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> d
 
 
 def split_settings(params: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The dataset's split settings: the top-level section updated by its own `split:`."""
-    return {**params["split"], **(params["datasets"][name].get("split") or {})}
+    """The dataset's split settings: the top-level section updated by its own `split:`. A
+    `ts` layout's official TEST file is the test set unless `split.test` says otherwise."""
+    dataset = params["datasets"][name]
+    merged = {**params["split"], **(dataset.get("split") or {})}
+    if dataset.get("layout", {}).get("kind") == "ts" and not merged.get("test"):
+        merged["test"] = {"column": "side_part", "values": ["test"]}
+    return merged
 
 
 def dataset_section(params: Mapping[str, Any], name: str, section: str) -> dict[str, Any]:

@@ -447,6 +447,84 @@ def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
     return found
 
 
+def _ts_part(stem: str) -> str:
+    """`train` / `test` for the UCR/UEA convention `<Problem>_TRAIN.ts` / `_TEST.ts`, else the
+    file's stem."""
+    upper = stem.upper()
+    return "test" if upper.endswith("_TEST") else "train" if upper.endswith("_TRAIN") else stem
+
+
+def ts_files(root: Path, layout: Mapping[str, Any]) -> list[str]:
+    """The `.ts` files a `ts` layout reads: `layout.files`, or every `*.ts` in the root."""
+    return list(layout.get("files") or sorted(p.name for p in root.glob("*.ts") if p.is_file()))
+
+
+def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Discovery:
+    """UCR/UEA `.ts` files (sktime's format): a header of `@` lines, then one series per line,
+    `v1,v2,...:label` (`?` a missing value; lengths may differ). Each series is an item with
+    side column `part`: `train` or `test` from the `_TRAIN` / `_TEST` file name (the official
+    split; `split.test` defaults to it). A label outside the header's `@classLabel` list, a
+    timestamped or multivariate file (not read yet) are rejected with the reason."""
+    found = Discovery()
+    for name in ts_files(root, layout):
+        try:
+            path = resolve_inside(root, name)
+        except BadInput as exc:
+            found.reject(ctx.display(name), exc.reason, exc.code)
+            continue
+        part = _ts_part(Path(name).stem)
+        header: dict[str, str] = {}
+        data, row = False, 0
+        for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+            line = raw.removesuffix(b"\r").strip()
+            where = f"{ctx.display(name)}:{number}"
+            if not line or line.startswith(b"#"):
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                found.reject(where, f"line {number}: not valid utf-8 at byte offset "
+                             f"{exc.start}", "not_utf8")
+                continue
+            if not data:
+                if text.startswith("@"):
+                    key, _, value = text[1:].partition(" ")
+                    header[key.lower()] = value.strip()
+                    data = key.lower() == "data"
+                continue
+            row += 1
+            item_id = f"{Path(name).stem}-{row:05d}"
+            try:
+                if header.get("timestamps", "false").lower() == "true":
+                    raise BadInput("timestamped .ts series are not read yet; write them as a "
+                                   "long_csv layout", "unsupported")
+                fields = text.split(":")
+                labelled = header.get("classlabel", "false").split()[:1] == ["true"] or \
+                    header.get("targetlabel", "false").lower() == "true"
+                label_text = fields.pop().strip() if labelled else None
+                if len(fields) != 1:
+                    raise BadInput(f"{len(fields)} dimensions: multivariate .ts series are not "
+                                   f"read yet", "unsupported")
+                values = [v.strip() for v in fields[0].split(",")]
+                if not any(values):
+                    raise BadInput("no values", "empty")
+                classes = header.get("classlabel", "").split()[1:]
+                if classes and label_text not in classes:
+                    raise BadInput(f"label {label_text!r} is not among the @classLabel values "
+                                   f"({', '.join(classes)})", "bad_label")
+                label = ctx.task.parse_label(label_text) if ctx.labelled else None
+            except BadInput as exc:
+                found.reject(where, f"line {number}: {exc.reason}", exc.code, item_id)
+                continue
+            cells = ("nan" if v in ("?", "", "NaN") else v for v in values)
+            payload = ("value\n" + "\n".join(cells) + "\n").encode("utf-8")
+            found.items.append(Item(id=item_id, path=where, label=label, side={"part": part},
+                                    payload=payload))
+        if not data:
+            found.reject(ctx.display(name), "no @data line: not a .ts file", "unreadable")
+    return found
+
+
 LAYOUTS: dict[str, Callable[..., Discovery]] = {
     "folders": discover_folders,
     "filename_regex": discover_filename_regex,
@@ -454,6 +532,7 @@ LAYOUTS: dict[str, Callable[..., Discovery]] = {
     "delimited": discover_delimited,
     "long_csv": discover_long_csv,
     "wide_csv": discover_wide_csv,
+    "ts": discover_ts,
 }
 
 

@@ -260,3 +260,54 @@ def test_later_steps_read_raw_files_only_as_intake_recorded_them(tmp_path):
     (root / "cat" / "0.txt").unlink()
     with pytest.raises(RawDataChanged, match=r"pets/cat/0.txt: gone since intake"):
         ctx.records(result.inventory)
+
+
+def test_ts_layout_reads_the_official_ucr_files_and_their_split(tmp_path):
+    import shutil
+
+    from dlworkflow.config import split_settings
+    from tests.conftest import SHARED_DATA
+
+    root = tmp_path / "data" / "raw" / "pickup"
+    root.mkdir(parents=True)
+    for part in ("TRAIN", "TEST"):
+        shutil.copy(SHARED_DATA / "ucr" / f"PickupGestureWiimoteZ_{part}.ts", root)
+    dataset = {"modality": "timeseries", "task": "classification", "root": "data/raw/pickup",
+               "layout": {"kind": "ts"}}
+    result = _intake(tmp_path, "pickup", dataset)
+    inventory = result.inventory.set_index("id")
+    # the UCR archive's official split: 50 training and 50 test series, 10 classes
+    assert result.rejected.empty and len(inventory) == 100
+    assert inventory["side_part"].value_counts().to_dict() == {"train": 50, "test": 50}
+    assert sorted(inventory["label"].unique(), key=int) == [str(c) for c in range(1, 11)]
+    # unequal lengths kept as they are (the archive's lengths run from 29 to 361)
+    assert inventory["length"].min() < 50 < 300 < inventory["length"].max()
+    first = (root / "PickupGestureWiimoteZ_TRAIN.ts").read_text().split("@data")[1].split()[0]
+    values, label = first.rsplit(":", 1)
+    assert inventory.loc["PickupGestureWiimoteZ_TRAIN-00001", "label"] == label
+    assert inventory.loc["PickupGestureWiimoteZ_TRAIN-00001", "length"] == len(values.split(","))
+    params = {"split": {"folds": 5, "test": None}, "datasets": {"pickup": dataset}}
+    assert split_settings(params, "pickup")["test"] == {"column": "side_part", "values": ["test"]}
+
+
+def test_ts_layout_rejects_what_it_cannot_read_with_the_line(tmp_path):
+    root = tmp_path / "data" / "raw" / "bad"
+    root.mkdir(parents=True)
+    (root / "Bad_TRAIN.ts").write_text(
+        "# a comment\n@problemName Bad\n@univariate false\n@classLabel true a b\n@data\n"
+        "1,2,3:a\n"            # fine
+        "1,2,?,4:b\n"          # a missing value: kept, counted
+        "1,2:3,4:a\n"          # two dimensions
+        "5,6,7:c\n")           # a label the header does not declare
+    result = _intake(tmp_path, "bad", {"modality": "timeseries", "task": "classification",
+                                       "root": "data/raw/bad", "layout": {"kind": "ts"}})
+    assert len(result.inventory) == 2
+    assert result.inventory.set_index("id").loc["Bad_TRAIN-00002", "missing"] == 1
+    rejected = result.rejected.set_index("code")
+    assert "line 8: 2 dimensions: multivariate" in rejected.loc["unsupported", "reason"]
+    assert "'c' is not among the @classLabel values (a, b)" in rejected.loc["bad_label", "reason"]
+    assert rejected.loc["bad_label", "path"].endswith("Bad_TRAIN.ts:9")
+    with pytest.raises(ConfigError, match="no .ts file in data/raw/empty"):
+        (tmp_path / "data" / "raw" / "empty").mkdir()
+        _intake(tmp_path, "empty", {"modality": "timeseries", "task": "classification",
+                                    "root": "data/raw/empty", "layout": {"kind": "ts"}})

@@ -111,7 +111,7 @@ class TimeSeriesModality(Modality):
 
     name = "timeseries"
     extensions: ClassVar[tuple[str, ...]] = (".csv",)
-    layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "long_csv", "wide_csv")
+    layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "long_csv", "wide_csv", "ts")
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "forecasting")
     raw_input = "series windows"
     timed_from_shards = True
@@ -127,7 +127,7 @@ class TimeSeriesModality(Modality):
         if kind == "long_csv":
             return self.layout["timestamp"], self.layout["target"], list(
                 self.layout.get("exogenous", []))
-        if kind == "wide_csv":
+        if kind in ("wide_csv", "ts"):
             return None, "value", []
         spec = self.layout.get("series", {})
         return spec.get("timestamp"), spec.get("target"), list(spec.get("exogenous", []))
