@@ -307,7 +307,7 @@ def test_ts_layout_rejects_what_it_cannot_read_with_the_line(tmp_path):
     assert "line 8: 2 dimensions: multivariate" in rejected.loc["unsupported", "reason"]
     assert "'c' is not among the @classLabel values (a, b)" in rejected.loc["bad_label", "reason"]
     assert rejected.loc["bad_label", "path"].endswith("Bad_TRAIN.ts:9")
-    with pytest.raises(ConfigError, match="no .ts file in data/raw/empty"):
+    with pytest.raises(ConfigError, match=r"no \.ts file in data/raw/empty"):
         (tmp_path / "data" / "raw" / "empty").mkdir()
         _intake(tmp_path, "empty", {"modality": "timeseries", "task": "classification",
                                     "root": "data/raw/empty", "layout": {"kind": "ts"}})
