@@ -72,7 +72,9 @@ class Modality(ABC):
 
         hashes = (rows["sha256"].astype(str).tolist() if "sha256" in rows
                   else [None] * len(rows))
-        if "path" in rows and self.layout.get("kind") in FILE_LAYOUTS:
+        # a manifest with a text column holds its items inline: they have no file of their own
+        files = self.layout.get("kind") in FILE_LAYOUTS and "text_column" not in self.layout
+        if "path" in rows and files:
             inside = (base / root).resolve()
             items = []
             for row, sha256 in zip(rows.itertuples(index=False), hashes, strict=True):
