@@ -42,15 +42,65 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
     return {"x": batch}
 
 
+def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
+                   ) -> tuple[list[str], dict[str, Any]]:
+    """Forecasting: the last `tensors.lookback` steps of every series in the files (a file
+    of the dataset's layout: one series per file, or a long CSV of one or many series), with
+    missing values filled as the shards fill them. Returns (series names, {"x", "x_future"})."""
+    from dlworkflow.layouts import LayoutContext, discover_long_csv
+
+    layout = dict(card.get("layout") or {})
+    settings = card.get("tensors") or {}
+    lookback, known = int(settings["lookback"]), list(settings.get("known_future") or [])
+    if known:
+        raise ValueError(f"this model also takes the future of {', '.join(known)} "
+                         "(tensors.timeseries.known_future); predicting from a series file "
+                         "alone is not possible")
+    modality = create_modality("timeseries", {}, layout)
+    names, items = [], []
+    for value in inputs:
+        path = Path(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"{value}: no such file")
+        if layout.get("kind") == "long_csv":
+            context = LayoutContext(path.parent, get_task("forecasting"), (".csv",))
+            found = discover_long_csv(path.parent, {**layout, "file": path.name}, context)
+            if found.rejected:
+                raise ValueError("; ".join(f"{r.path}: {r.reason}" for r in found.rejected))
+            series = [(item.path, item.read_bytes()) for item in found.items]
+        else:
+            series = [(str(path), path.read_bytes())]
+        for name, data in series:
+            past = modality.channels(data).to_numpy(dtype=np.float64)[-lookback:]
+            if len(past) < lookback:
+                raise ValueError(f"{name}: {len(past)} steps; the model reads the last "
+                                 f"{lookback} (tensors.timeseries.lookback)")
+            if settings.get("missing", "interpolate") == "interpolate":
+                past = pd.DataFrame(past).interpolate(limit_direction="both").fillna(0)
+            names.append(name)
+            items.append(np.nan_to_num(np.asarray(past, dtype=np.float64)))
+    horizon = int(card.get("horizon") or 0)
+    return names, {"x": np.asarray(items, dtype=np.float32),
+                   "x_future": np.zeros((len(items), horizon, 0), dtype=np.float32)}
+
+
 def predict(model_dir: str | Path, inputs: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per input: the shipped model's prediction, and p_<class> probabilities for
-    classification."""
+    """One row per input (per series for a forecaster): the shipped model's prediction, with
+    p_<class> probabilities for classification and one column per step ahead (`step_1`, ...)
+    for forecasting."""
     if not inputs:
         raise ValueError("nothing to predict: give at least one file or text")
     shipped = load_shipped(model_dir)
+    task = get_task(shipped.card["task"])
+    if task.name == "forecasting":
+        names, arrays = series_windows(shipped.card, inputs)
+        output = np.asarray(shipped.outputs(arrays)).reshape(len(names), -1)
+        frame = pd.DataFrame({"input": names})
+        for step in range(output.shape[1]):
+            frame[f"step_{step + 1}"] = output[:, step]
+        return frame
     output = shipped.outputs(raw_arrays(shipped.card, inputs))
     frame = pd.DataFrame({"input": [str(i) for i in inputs]})
-    task = get_task(shipped.card["task"])
     for column, values in task.prediction_columns(np.asarray(output), shipped.card).items():
         frame[column] = values
     return frame

@@ -78,3 +78,26 @@ def test_own_dataset_recipe_runs_as_written(tmp_path):
     assert (project / "results" / "reviews" / "final" / "report.html").is_file()
     rows = [row for row in prediction.splitlines() if row.strip()]
     assert len(rows) == 2, prediction  # a header and the one review
+
+
+def test_predict_recipe_runs_on_the_demo_for_every_modality(demo_project):
+    import io
+
+    import pandas as pd
+
+    commands = recipe("predict")
+    modalities = set()
+    for command in commands:
+        done = run(["bash", "-c", command], demo_project)  # the shell expands the globs
+        assert done.returncode == 0, (command, done.stderr[-3000:])
+        table = pd.read_csv(io.StringIO(done.stdout))
+        model_dir = demo_project / command.split()[2]
+        card = json.loads((model_dir / "model.json").read_text())
+        modalities.add(card["modality"])
+        assert len(table) >= 1 and table.notna().all().all(), command
+        if card["task"] == "forecasting":  # the next horizon of the series
+            assert [c for c in table.columns if c.startswith("step_")][-1] == \
+                f"step_{table.shape[1] - 1}"
+        else:
+            assert set(table["prediction"].astype(str)) <= set(card["classes"]), command
+    assert modalities == {"image", "audio", "text", "timeseries"}
