@@ -102,6 +102,22 @@ def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: Task)
     }
 
 
+
+def leakage_finding(entry: dict, shown: int = 3) -> str:
+    """One leakage finding in words: the shared value (a group, or a content hash), then per
+    part (test / trainval, or a fold) how many items and the first few ids."""
+    key = "group" if "group" in entry else "sha256"
+    what = f"group {entry[key]}" if key == "group" else f"identical content {entry[key][:12]}"
+    parts = []
+    for part, ids in entry.items():
+        if part == key:
+            continue
+        name = part if not str(part).isdigit() else f"fold {part}"
+        more = f", … {len(ids) - shown} more" if len(ids) > shown else ""
+        parts.append(f"{name}: {len(ids)} item{'s' if len(ids) != 1 else ''} "
+                     f"({', '.join(ids[:shown])}{more})")
+    return f"{what} in " + "; ".join(parts)
+
 def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
               reads: Mapping[str, Any], splits: pd.DataFrame,
               per_class: int = 5) -> tuple[str, dict]:
@@ -134,6 +150,7 @@ def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
     }
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
+    env.filters["finding"] = leakage_finding
     html = env.get_template("eda.html.j2").render(**context)
     summary = {
         "dataset": ctx.name, "modality": ctx.dataset["modality"], "task": task.name,

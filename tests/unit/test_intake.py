@@ -91,3 +91,14 @@ def test_outputs_are_written_and_deterministic(tmp_path, copy_demo):
     counts = json.loads(first["counts"])
     assert counts["found"] == counts["accepted"] == len(pd.read_parquet(outputs["inventory"]))
     assert pd.read_csv(outputs["rejected"]).empty
+
+
+def test_a_leakage_finding_in_words():
+    from dlworkflow.eda import leakage_finding
+
+    entry = {"group": "theo", "test": ["a.wav", "b.wav"], "trainval": [f"{i}.wav" for i in range(5)]}
+    assert leakage_finding(entry) == ("group theo in test: 2 items (a.wav, b.wav); trainval: 5 "
+                                      "items (0.wav, 1.wav, 2.wav, … 2 more)")
+    twins = {"sha256": "0123456789abcdef", "0": ["x"], "3": ["y"]}
+    assert leakage_finding(twins) == ("identical content 0123456789ab in fold 0: 1 item (x); "
+                                      "fold 3: 1 item (y)")

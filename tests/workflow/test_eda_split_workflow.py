@@ -147,3 +147,16 @@ def test_sample_is_used_and_the_report_says_so(project):
     assert (splits.loc[splits["in_sample"], "label"].value_counts() == 4).all()
     html = (project / "results" / "digits" / "intake" / "eda.html").read_text()
     assert 'id="sample-note"' in html and "intake.sample subset" in html
+
+
+def test_leakage_findings_read_as_sentences(demo_project):
+    # FSDD's conventional test takes share speakers with trainval: reported, in words
+    leakage = json.loads((demo_project / "results" / "fsdd" / "split" / "leakage.json")
+                         .read_text())
+    html = (demo_project / "results" / "fsdd" / "intake" / "eda.html").read_text()
+    assert leakage["groups_across_test"], "the demo split no longer shares speakers"
+    first = leakage["groups_across_test"][0]
+    assert "{&#39;" not in html and "{'" not in html  # no Python dicts on the page
+    ids = first["test"]
+    assert f"group {first['group']} in " in html and f"test: {len(ids)} item" in html
+    assert ids[0] in html

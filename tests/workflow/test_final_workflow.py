@@ -128,3 +128,12 @@ def test_the_closing_summary_gives_each_datasets_scores_and_reports(demo_project
         for page in ("intake/eda.html", "final/report.html"):
             path = demo_project / "results" / name / page
             assert path.is_file() and str(path) in text
+
+
+def test_the_reports_say_how_to_predict_in_each_modalitys_terms(demo_project):
+    sms = (demo_project / "results" / "sms_spam" / "final" / "report.html").read_text()
+    assert "[] network inputs" not in sms and "one raw string per input" in sms
+    co2 = (demo_project / "results" / "co2" / "final" / "report.html").read_text()
+    assert "forecasts the next horizon of each series" in co2
+    digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
+    assert "network inputs of shape [16, 16, 1]" in digits
