@@ -246,6 +246,42 @@ def prepare_demo(source: str, out: str | Path, demo: Mapping[str, Any], seed: in
     return out
 
 
+#: where each downloadable source's local copy is looked for, under `demo.shared_data`
+LOCAL_COPIES = {"fsdd": "fsdd/recordings", "sms_spam": "sms_spam/SMSSpamCollection"}
+
+
+def demo_plan(params: Mapping[str, Any], base_dir: str | Path = ".",
+              downloads: str | Path = "data/downloads") -> list[str]:
+    """Before a run: per demo dataset, where its data will come from (already prepared,
+    bundled with a library, the local copy under `demo.shared_data`, or a download), so
+    nobody learns offline, half-way through, that the demo needed the internet."""
+    base, demo = Path(base_dir), params.get("demo") or {}
+    shared = base / demo.get("shared_data", "../shared/data")
+    lines = []
+    for name, dataset in params["datasets"].items():
+        source = dataset.get("demo")
+        if not source:
+            continue
+        info, root = SOURCES[source], base / dataset["root"]
+        cap = (f", {demo['max_per_class']} per class (demo.max_per_class)"
+               if demo.get("max_per_class") else "")
+        if root.is_dir() and any(root.iterdir()):
+            where = f"already in {dataset['root']}"
+        elif info.url is None:
+            where = "bundled with its library"
+        elif (shared / LOCAL_COPIES[source]).exists():
+            where = f"copied from {shared / LOCAL_COPIES[source]} (demo.shared_data)"
+        elif (Path(downloads) / Path(info.url).name).is_file():
+            where = f"from the earlier download in {downloads}"
+        elif demo.get("download", True):
+            where = (f"no copy in {shared} (demo.shared_data): downloads {info.url} "
+                     f"(internet needed), checked by sha256")
+        else:
+            where = f"skipped: no copy in {shared} and demo.download is false"
+        lines.append(f"  {name}: {info.title}{cap}: {where}")
+    return lines
+
+
 def describe_sources() -> str:
     """Attribution lines for every demo source (README and reports)."""
     out = io.StringIO()

@@ -109,6 +109,13 @@ def run_workflow(params_path: str, datasets: Sequence[str] = (),
         return 1
     params = load_params(params_path)
     command = snakemake_command(params, datasets, extra)
+    from dlworkflow.demo import demo_plan
+
+    plan = demo_plan({**params, "datasets": {name: entry for name, entry in
+                                             params["datasets"].items()
+                                             if not datasets or name in datasets}})
+    if plan:
+        print("Demo data:", *plan, sep="\n", flush=True)
     print("+ snakemake " + " ".join(command[3:]), file=sys.stderr, flush=True)
     status = subprocess.call(command)
     print(closing_summary(params, datasets), flush=True)

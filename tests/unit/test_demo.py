@@ -115,3 +115,26 @@ def test_checksum_is_the_published_one_for_the_shared_fsdd():
     assert sha256_of_files(recordings.glob("*.wav"), recordings) == demo.SOURCES["fsdd"].sha256
     sms = (SHARED_DATA / "sms_spam" / "SMSSpamCollection").read_bytes()
     assert hashlib.sha256(sms).hexdigest() == demo.SOURCES["sms_spam"].sha256
+
+
+def test_the_demo_says_where_each_datasets_data_will_come_from(tmp_path):
+    import yaml
+
+    from dlworkflow.demo import demo_plan
+    from tests.conftest import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (tmp_path / "shared" / "sms_spam").mkdir(parents=True)
+    (tmp_path / "shared" / "sms_spam" / "SMSSpamCollection").write_text("ham\thi\n")
+    (tmp_path / "data" / "raw" / "co2").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "co2" / "co2.csv").write_text("date,co2\n")
+    params["demo"].update(shared_data="shared", download=True, max_per_class=20)
+    plan = dict(line.strip().split(":", 1) for line in demo_plan(params, tmp_path,
+                                                                  tmp_path / "downloads"))
+    assert "bundled with its library" in plan["digits"] and "20 per class" in plan["digits"]
+    assert "internet needed" in plan["fsdd"] and "free-spoken-digit-dataset" in plan["fsdd"]
+    assert f"copied from {tmp_path / 'shared' / 'sms_spam'}" in plan["sms_spam"]
+    assert "already in data/raw/co2" in plan["co2"]
+    params["demo"]["download"] = False
+    offline = dict(line.strip().split(":", 1) for line in demo_plan(params, tmp_path))
+    assert "skipped" in offline["fsdd"] and "demo.download is false" in offline["fsdd"]
