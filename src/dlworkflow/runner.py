@@ -15,9 +15,12 @@ and outputs as `dvc repro` would have): so `dvc repro` right after says "up to d
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,9 @@ from typing import Any
 from dlworkflow.config import load_params
 from dlworkflow.errors import ConfigError
 from dlworkflow.workflow import all_targets
+
+#: set to show Snakemake's whole output instead of one line per finished job
+FULL_OUTPUT_ENV = "DLWORKFLOW_FULL_OUTPUT"
 
 LOCK_HELP = (
     "Snakemake's lock in .snakemake/locks is held: another snakemake is running in this folder, "
@@ -48,6 +54,58 @@ def snakemake_command(params: Mapping[str, Any], datasets: Sequence[str] = (),
                if any(target.startswith(f"results/{name}/") for name in datasets)]
     return [sys.executable, "-m", "snakemake", *flags, *extra,
             *(["--", *targets] if targets else [])]
+
+
+_RULE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+_FIELD = re.compile(r"^\s+(jobid|wildcards): (.*)$")
+_FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
+#: Snakemake lines a person needs to see as they come (errors and the run's end)
+_SHOWN = re.compile(r"Error|error:|Exception|Traceback|Exiting because|MissingInput|"
+                    r"Nothing to be done|steps \(100%\) done|LockException|Complete log")
+
+
+class Progress:
+    """Snakemake's output, read line by line, as one line per finished job: how many jobs
+    are done (a count that only grows), the dataset, the rule and its other wildcards.
+    Errors and the run's last lines pass through; the full output goes to `full`."""
+
+    def __init__(self, out: Any, full: Any) -> None:
+        self.out, self.full = out, full
+        self.jobs: dict[str, tuple[str, str]] = {}
+        self.rule, self.wildcards, self.job, self.done = "", "", "", 0
+        self.in_error = False
+
+    def feed(self, line: str) -> None:
+        self.full.write(line)
+        text = line.rstrip("\n")
+        if match := _RULE.match(text):
+            self.rule, self.wildcards, self.job = match.group(1), "", ""
+            self.in_error = False
+        elif match := _FIELD.match(text):  # a job's fields, jobid before or after wildcards
+            if match.group(1) == "wildcards":
+                self.wildcards = match.group(2)
+            else:
+                self.job = match.group(2)
+            if self.job:
+                self.jobs[self.job] = (self.rule, self.wildcards)
+        elif match := _FINISHED.match(text):
+            rule = match.group(2)  # job ids are reused after a checkpoint: trust the rule
+            known, wildcards = self.jobs.get(match.group(1), (rule, ""))
+            wildcards = wildcards if known == rule else ""
+            if rule == "all":
+                return
+            self.done += 1
+            fields = dict(part.split("=", 1) for part in wildcards.split(", ") if "=" in part)
+            dataset = fields.pop("dataset", fields.pop("demo_dataset", ""))
+            detail = " ".join(f"{k} {v}" for k, v in fields.items())
+            self.out.write(f"[{self.done:>4} done] {dataset:<12} {rule}"
+                           f"{' (' + detail + ')' if detail else ''}\n")
+        elif text.startswith("Error in rule") or self.in_error:
+            self.in_error = bool(text.strip())  # an error block ends at a blank line
+            self.out.write(line)
+        elif _SHOWN.search(text):
+            self.out.write(line)
+        self.out.flush()
 
 
 def _score(entry: Mapping[str, Any], name: str) -> str:
@@ -117,7 +175,20 @@ def run_workflow(params_path: str, datasets: Sequence[str] = (),
     if plan:
         print("Demo data:", *plan, sep="\n", flush=True)
     print("+ snakemake " + " ".join(command[3:]), file=sys.stderr, flush=True)
-    status = subprocess.call(command)
+    if {"-n", "--dry-run", "--verbose"} & set(extra) or FULL_OUTPUT_ENV in os.environ:
+        status = subprocess.call(command)  # Snakemake's own output, as it is
+    else:
+        Path("logs").mkdir(exist_ok=True)
+        full_log = Path("logs") / f"run-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        print(f"One line per finished job; Snakemake's full output: {full_log} "
+              f"({FULL_OUTPUT_ENV}=1 shows it here)", flush=True)
+        with full_log.open("w", encoding="utf-8") as full, subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                bufsize=1) as job:
+            progress = Progress(sys.stdout, full)
+            for line in job.stdout:
+                progress.feed(line)
+        status = job.returncode
     print(closing_summary(params, datasets), flush=True)
     if status == 0 and not datasets and params_path == "params.yaml" and in_dvc_project():
         record_in_dvc()

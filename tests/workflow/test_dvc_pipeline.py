@@ -53,6 +53,14 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "co2: ships the" in first.stdout and "results/co2/final/report.html" in first.stdout
     assert "Recorded in dvc.lock" in first.stdout, first.stderr[-2000:]
+    # one line per finished job, counted up, naming dataset and rule; the rest in a log
+    done = [line for line in first.stdout.splitlines() if line.startswith("[")]
+    counts = [int(line[1:line.index(" done]")]) for line in done]
+    assert counts == list(range(1, len(counts) + 1)) and len(counts) > 15
+    assert all(" co2 " in line for line in done), done
+    assert any("train_fold (fold 1)" in line for line in done), done
+    assert "Shell command" not in first.stdout and len(first.stdout.splitlines()) < 60
+    assert any(project.glob("logs/run-*.log"))
     shown = run(["dvc", "metrics", "show", "--json"], project)
     assert shown.returncode == 0, shown.stderr
     files = {path for entry in json.loads(shown.stdout).values()
