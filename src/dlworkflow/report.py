@@ -25,6 +25,16 @@ def _plus_minus(entry: Mapping[str, Any]) -> str:
     return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
 
 
+#: how a metric's name reads in a table header, where its name alone would mislead
+METRIC_LABELS = {"smape": "sMAPE (%)", "mase": "MASE", "mae": "MAE", "rmse": "RMSE",
+                 "r2": "R²", "roc_auc": "ROC AUC", "pr_auc": "PR AUC"}
+
+
+def metric_label(name: str) -> str:
+    """A metric's table header: `smape` reads "sMAPE (%)" (its values are percent, 0-200)."""
+    return METRIC_LABELS.get(name, name)
+
+
 def cv_table(baseline: Mapping[str, Any], network: Mapping[str, Any],
              names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per model (baselines, then the network): CV mean ± std of every metric."""
@@ -221,6 +231,7 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
                                                 per_class)
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
+    env.filters["metric_label"] = metric_label
     html = env.get_template("report.html.j2").render(**context)
     summary = {"dataset": ctx.name, "primary": primary, "test": result["headline"],
                "cv_network": network["headline"], "cv_baseline": baseline["headline"],

@@ -135,5 +135,6 @@ def test_the_reports_say_how_to_predict_in_each_modalitys_terms(demo_project):
     assert "[] network inputs" not in sms and "one raw string per input" in sms
     co2 = (demo_project / "results" / "co2" / "final" / "report.html").read_text()
     assert "forecasts the next horizon of each series" in co2
+    assert "<th>sMAPE (%)</th>" in co2  # its values are percent, and the header says so
     digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
     assert "network inputs of shape [16, 16, 1]" in digits
