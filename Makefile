@@ -26,7 +26,7 @@ test: $(STAMP) lint
 	pytest -n auto --dist loadgroup
 
 lint: $(STAMP)
-	ruff check src scripts tests bench
+	ruff check src scripts tests bench tools
 	snakefmt --check Snakefile rules
 	dlworkflow dvc-yaml --check
 

@@ -56,3 +56,17 @@ def test_rule_all_asks_for_every_stage_output():
     # every Snakemake target lies inside what DVC tracks
     for target in all_targets(params):
         assert any(target == out or target.startswith(out + "/") for out in declared), target
+
+
+def test_dvc_plots_pages_carry_their_charting_libraries():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / ".dvc" / "config")
+    template = REPO / ".dvc" / config["plots"]["html_template"]
+    html = template.read_text(encoding="utf-8")
+    assert html.count("{plot_divs}") == 1  # where DVC puts the charts
+    assert "{scripts}" not in html  # so DVC adds no CDN script tags
+    assert not re.search(r'<script[^>]+src=', html)
+    for library in ("vega", "vegaLite", "vegaEmbed"):  # what the inline code defines
+        assert f".{library}=" in html or f"{library}=" in html, library

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 
 import pytest
 
+from tests.conftest import REPO
 from tests.workflow.conftest import run, shipped_params, write_params
 
 pytestmark = pytest.mark.workflow
@@ -45,9 +48,11 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     write_params(project, params)
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"],
                     ["dvc", "config", "core.analytics", "false"],
+                    ["dvc", "config", "plots.html_template", "plots.html"],  # as the repo's
                     ["dlworkflow", "dvc-yaml"]):
         done = run(command, project)
         assert done.returncode == 0, done.stderr
+    shutil.copy(REPO / ".dvc" / "plots.html", project / ".dvc" / "plots.html")
     # Snakemake first (as `make demo` does); `dlworkflow run` records its outputs in dvc.lock
     first = run(["dlworkflow", "run"], project)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -70,6 +75,11 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
         assert f"results/co2/{name}" in files, name
     plots = run(["dvc", "plots", "show", "--json"], project)
     assert plots.returncode == 0 and "Forecast vs actual" in plots.stdout, plots.stderr[-2000:]
+    page = run(["dvc", "plots", "show", "-o", "plots-page"], project)
+    assert page.returncode == 0, page.stderr[-2000:]
+    html = (project / "plots-page" / "index.html").read_text()
+    assert "vegaEmbed(" in html and "Loss per epoch" in html  # the charts, drawn by...
+    assert not re.search(r'<script[^>]+src="https?:', html)  # ...libraries in the page
 
     first_headline = json.loads((project / "results" / "co2" / "nn" / "summary.json")
                                 .read_text())["headline"]
