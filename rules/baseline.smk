@@ -38,6 +38,7 @@ rule baseline_summary:
         predictions=get_baseline_fold_predictions,
     output:
         oof="results/{dataset}/baseline/oof.parquet",
+        headline="results/{dataset}/baseline/headline.json",
         summary=report(
             "results/{dataset}/baseline/summary.json",
             caption="../report/cv.rst",

@@ -185,6 +185,7 @@ rule final_report:
         trainval_shards=get_trainval_shards,
         raw=get_raw_root,
     output:
+        headline="results/{dataset}/final/headline.json",
         report=report(
             "results/{dataset}/final/report.html",
             caption="../report/final.rst",

@@ -48,6 +48,7 @@ rule nn_summary:
         baseline="results/{dataset}/baseline/summary.json",
     output:
         oof="results/{dataset}/nn/oof.parquet",
+        headline="results/{dataset}/nn/headline.json",
         summary=report(
             "results/{dataset}/nn/summary.json",
             caption="../report/cv.rst",

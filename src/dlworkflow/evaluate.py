@@ -16,6 +16,9 @@ import pandas as pd
 
 from dlworkflow.metrics import METRICS
 
+#: the DVC metric file of a step: its headline numbers only
+HEADLINE_FILE = "headline.json"
+
 
 def summarize_folds(per_fold: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, Any]]:
     """{metric: {mean, std, folds}} over folds (std with ddof=1, as scikit-learn reports CV)."""
@@ -67,7 +70,15 @@ def fold_outputs_to_summary(kind: str, choice_path: str, fold_metrics: Sequence[
     }
     summary.update(extra or {})
     Path(summary_output).write_text(json.dumps(summary, indent=2) + "\n")
+    write_headline(summary_output, summary["headline"])
     return summary
+
+
+def write_headline(summary_output: str | Path, headline: Mapping[str, Any]) -> None:
+    """`headline.json` beside a summary: the few numbers `dvc exp show` and `dvc metrics
+    diff` compare (the DVC metric files); per-fold lists and details stay in summary.json."""
+    Path(summary_output).with_name(HEADLINE_FILE).write_text(
+        json.dumps(dict(headline), indent=2) + "\n")
 
 
 def write_fold_metrics(path: str, fold: int, models: Mapping[str, Mapping[str, Any]]) -> None:
@@ -97,5 +108,7 @@ def network_summary(choice_path: str, fold_metrics: Sequence[str], fold_predicti
     summary.update(best_epochs=epochs, baseline={"model": best_name, primary: reference},
                    beats_baseline=bool(beats), verdict=verdict)
     summary["headline"]["baseline_" + primary + "_mean"] = reference["mean"]
+    summary["headline"]["beats_baseline"] = bool(beats)
     Path(summary_output).write_text(json.dumps(summary, indent=2) + "\n")
+    write_headline(summary_output, summary["headline"])
     return summary

@@ -242,8 +242,18 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     return html, summary
 
 
+def final_headline(result: Mapping[str, Any], latency: Mapping[str, Any]) -> dict[str, Any]:
+    """`final/headline.json`, the final step's DVC metrics: the shipped model, its test score
+    with the interval, and its p50 latency (every metric of both models stays in
+    test_metrics.json, the latency details in latency.json)."""
+    return {**result["headline"], "latency_p50_ms": latency["single_item_ms"]["p50"]}
+
+
 def write_report(ctx: RunContext) -> dict[str, Any]:
-    """Write `final/report.html`; return its summary."""
+    """Write `final/report.html` and `final/headline.json`; return the report's summary."""
     html, summary = build_report(ctx)
     Path(ctx.output("report")).write_text(html, encoding="utf-8")
+    headline = final_headline(json.loads(Path(ctx.input("test")).read_text()),
+                              json.loads(Path(ctx.input("latency")).read_text()))
+    Path(ctx.output("headline")).write_text(json.dumps(headline, indent=2) + "\n")
     return summary

@@ -47,6 +47,13 @@ def test_final_scores_every_test_row_once_with_intervals(demo_project, name):
     assert result["headline"]["model"] == result[shipped["shipped"]]["model"] == shipped["model"]
     latency = json.loads((results / "final" / "latency.json").read_text())
     assert 0 < latency["single_item_ms"]["p50"] <= latency["single_item_ms"]["p95"]
+    # the DVC metrics: each step's headline, nothing per fold
+    headline = json.loads((results / "final" / "headline.json").read_text())
+    assert headline == {**result["headline"], "latency_p50_ms": latency["single_item_ms"]["p50"]}
+    for summary in (network, baseline):
+        kind = "nn" if summary is network else "baseline"
+        assert json.loads((results / kind / "headline.json").read_text()) == summary["headline"]
+    assert network["headline"]["beats_baseline"] == network["beats_baseline"]
     assert latency["kind"] == shipped["shipped"] and latency["model"] == shipped["model"]
     if shipped["shipped"] == "network":
         assert latency["parameters"] == card["training"]["parameters"]
