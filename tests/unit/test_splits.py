@@ -182,3 +182,15 @@ def test_test_start_date_sets_the_test_window():
     splits = split_time({"s": frame}, {**SETTINGS, "test_start": "2000-06-01"})
     first_test = splits.loc[splits["role"] == "test", "timestamp"].iloc[0]
     assert first_test.startswith("2000-06-01")
+
+
+def test_a_predefined_test_rule_reads_as_words():
+    from dlworkflow.tasks.items import test_rule_words
+
+    assert test_rule_words({"column": "side_take", "values": [0, 1, 2]}) == \
+        "side_take is one of 0, 1, 2"
+    assert test_rule_words({"column": "id", "regex": "test-.*"}) == \
+        "id matches the pattern test-.*"
+    assert test_rule_words({"column": "year", "min": 2019, "max": 2020}) == \
+        "year lies between 2019 and 2020"
+    assert test_rule_words({"column": "year", "min": 2019}) == "year is at least 2019"

@@ -65,6 +65,22 @@ def predefined_test(inventory: pd.DataFrame, rule: Mapping[str, Any], key: str) 
     return mask
 
 
+def test_rule_words(rule: Mapping[str, Any]) -> str:
+    """A predefined test rule (`split.test`) in words: "side_take is one of 0, 1, 2"."""
+    column, parts = rule["column"], []
+    if rule.get("values") is not None:
+        parts.append(f"is one of {', '.join(map(str, rule['values']))}")
+    if rule.get("regex"):
+        parts.append(f"matches the pattern {rule['regex']}")
+    if rule.get("min") is not None and rule.get("max") is not None:
+        parts.append(f"lies between {rule['min']} and {rule['max']}")
+    elif rule.get("min") is not None:
+        parts.append(f"is at least {rule['min']}")
+    elif rule.get("max") is not None:
+        parts.append(f"is at most {rule['max']}")
+    return f"{column} {' or '.join(parts) or 'is set'}"
+
+
 def shared_values(splits: pd.DataFrame, column: str, by: str) -> list[dict[str, Any]]:
     """Values of `column` seen under more than one value of `by` (e.g. a hash in two folds)."""
     rows = splits.dropna(subset=[column, by])
@@ -155,8 +171,7 @@ class ItemTask(Task):
         unit = "group" if grouped else "content hash (exact duplicates stay together)"
         kind = self.stratified if settings.get("stratify", True) else ""
         if settings.get("test"):
-            rule = {k: v for k, v in settings["test"].items() if k != "column"}
-            test = f"items whose {settings['test']['column']} matches {rule}"
+            test = f"items whose {test_rule_words(settings['test'])}"
         else:
             test = f"a {kind}held-out {settings['test_size']:.0%} of items, split by {unit}"
         return f"Test: {test}. Validation: {settings['folds']}-fold {kind}group k-fold by {unit}."
