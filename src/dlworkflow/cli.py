@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dlworkflow.config import load_params
 from dlworkflow.errors import ConfigError
-from dlworkflow.runner import LOCK_HELP, run_workflow
+from dlworkflow.runner import lock_held, run_workflow
 from dlworkflow.workflow import STEPS, get_step, step_outputs
 
 
@@ -30,8 +30,7 @@ def snakemake_step_command(name: str, params_path: str = "params.yaml",
 
 def run_step(name: str, params_path: str = "params.yaml", extra: list[str] | None = None) -> int:
     """Run one step with Snakemake (what each dvc.yaml stage calls)."""
-    if any(Path(".snakemake/locks").glob("*")):
-        print(LOCK_HELP, file=sys.stderr)
+    if lock_held():
         return 1
     command = snakemake_step_command(name, params_path, extra)
     print("+ " + " ".join(command[1:]), file=sys.stderr)

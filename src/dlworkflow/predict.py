@@ -48,6 +48,7 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
     of the dataset's layout: one series per file, or a long CSV of one or many series), with
     missing values filled as the shards fill them. Returns (series names, {"x", "x_future"})."""
     from dlworkflow.layouts import LayoutContext, discover_long_csv
+    from dlworkflow.tensors import fill_past
 
     layout = dict(card.get("layout") or {})
     settings = card.get("tensors") or {}
@@ -75,10 +76,8 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
             if len(past) < lookback:
                 raise ValueError(f"{name}: {len(past)} steps; the model reads the last "
                                  f"{lookback} (tensors.timeseries.lookback)")
-            if settings.get("missing", "interpolate") == "interpolate":
-                past = pd.DataFrame(past).interpolate(limit_direction="both").fillna(0)
             names.append(name)
-            items.append(np.nan_to_num(np.asarray(past, dtype=np.float64)))
+            items.append(fill_past(past, settings.get("missing", "interpolate")))
     horizon = int(card.get("horizon") or 0)
     return names, {"x": np.asarray(items, dtype=np.float32),
                    "x_future": np.zeros((len(items), horizon, 0), dtype=np.float32)}

@@ -38,6 +38,14 @@ LOCK_HELP = (
 )
 
 
+def lock_held(root: str | Path = ".") -> bool:
+    """Whether Snakemake's lock is held here (a running or a killed snakemake); says so."""
+    if any((Path(root) / ".snakemake" / "locks").glob("*")):
+        print(LOCK_HELP, file=sys.stderr)
+        return True
+    return False
+
+
 def snakemake_command(params: Mapping[str, Any], datasets: Sequence[str] = (),
                       extra: Sequence[str] = ()) -> list[str]:
     """The Snakemake call for `datasets` (all when empty), `extra` arguments included."""
@@ -162,8 +170,7 @@ def record_in_dvc(root: str | Path = ".") -> int:
 def run_workflow(params_path: str, datasets: Sequence[str] = (),
                  extra: Sequence[str] = ()) -> int:
     """What `dlworkflow run` does (module docstring). Returns Snakemake's exit status."""
-    if any(Path(".snakemake/locks").glob("*")):
-        print(LOCK_HELP, file=sys.stderr)
+    if lock_held():
         return 1
     params = load_params(params_path)
     command = snakemake_command(params, datasets, extra)

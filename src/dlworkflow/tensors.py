@@ -67,6 +67,14 @@ def write_item_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFram
     return len(rows)
 
 
+def fill_past(past: np.ndarray, policy: str) -> np.ndarray:
+    """A window's past values with the gaps filled as `tensors.timeseries.missing` says:
+    interpolated (`interpolate`), else zeros (`mask` marks them, `drop_window` has none)."""
+    if policy == "interpolate":
+        return pd.DataFrame(past).interpolate(limit_direction="both").fillna(0).to_numpy()
+    return np.nan_to_num(past)
+
+
 def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFrame, shard: str,
                        output: str) -> int:
     """Forecasting: cut the shard's windows out of their series (past inputs, known future)."""
@@ -86,10 +94,7 @@ def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFr
         mask = ~np.isnan(past)
         if np.isnan(target).any() or (policy == "drop_window" and not mask.all()):
             continue  # a target with a gap cannot be scored; dropped windows are counted
-        if policy == "interpolate":
-            past = pd.DataFrame(past).interpolate(limit_direction="both").fillna(0).to_numpy()
-        else:
-            past = np.nan_to_num(past)
+        past = fill_past(past, policy)
         past_x.append(past)
         masks.append(mask)
         future_x.append(frame[known].iloc[start: start + horizon].to_numpy(dtype=np.float64))

@@ -278,10 +278,9 @@ def _checkpoints(backup: Path, history: Path, stopping, plateau, seconds: float)
             saved = {"epoch": done, "weights": f"weights-{done}.weights.h5",
                      "state": f"state-{done}.npz"}
             self.model.save_weights(backup / saved["weights"], overwrite=True)
-            arrays: dict[str, Any] = {
-                "seed_states": np.stack([np.asarray(v.numpy()) for v in
-                                         _seed_states(self.model)]).reshape(-1, 2)
-                if _seed_states(self.model) else np.zeros((0, 2), dtype=np.int64)}
+            seeds = [np.asarray(v.numpy()) for v in _seed_states(self.model)]
+            arrays: dict[str, Any] = {"seed_states": np.stack(seeds).reshape(-1, 2) if seeds
+                                      else np.zeros((0, 2), dtype=np.int64)}
             state = stopping.state() if stopping is not None else None
             arrays["stopping"] = state is not None
             if state is not None:
