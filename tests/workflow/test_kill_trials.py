@@ -35,6 +35,9 @@ def _params(dropout: float) -> dict:
     params["datasets"] = {DATASET: params["datasets"][DATASET]}
     # enough epochs that a kill lands inside training; a backup after every epoch
     params["train"].update(epochs=12, patience=12, checkpoint_seconds=0, dropout=dropout)
+    # a final training as long as a fold's: `auto` can be one or two epochs, over before
+    # the kill lands, and a missed moment leaves the workflow finished (every later one too)
+    params["final"]["epochs"] = 12
     return params
 
 
