@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the venv's tools (snakemake, dvc, dlworkflow) come first for every recipe
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test lint dvc-yaml bench clean
+.PHONY: install demo quick test lint dvc-yaml bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	dlworkflow run
 
+## quick: the quick look, a smoke test of the whole path in minutes (dlworkflow run --quick
+## writes 20 items a class and short training into params.yaml first)
+quick: $(STAMP)
+	dlworkflow run --quick
+
 ## test: linters plus the whole test suite (what CI runs), one worker per core; tests that
 ## share the demo run (and the SLURM ones) stay on one worker, each other module on one
 test: $(STAMP) lint
@@ -29,9 +34,11 @@ lint: $(STAMP)
 	ruff check src scripts tests bench tools
 	snakefmt --check Snakefile rules
 	dlworkflow dvc-yaml --check
+	dlworkflow params-doc --check
 
 dvc-yaml: $(STAMP)
 	dlworkflow dvc-yaml
+	dlworkflow params-doc
 
 bench: $(STAMP)
 	python bench/intake.py

@@ -44,6 +44,8 @@ REFERENCES = {
     "digits_30": ("accuracy", None, "digits, 30 items per class"),
     "fsdd_10": ("accuracy", None, "FSDD, 10 items per class"),
     "fsdd_30": ("accuracy", None, "FSDD, 30 items per class"),
+    "m4_hourly": ("mase", 1.193, "M4 Hourly, seasonal naive (Naive2 2.395, ETS 1.824, "
+                                 "best entry 0.893; Makridakis et al. 2020)"),
 }
 
 
@@ -86,6 +88,21 @@ def prepare_trec(root: Path) -> dict:
             "split": {"test": {"column": "side_part", "values": ["test"]}}}
 
 
+def prepare_m4(frequency: str, horizon: int, alias: str | None) -> Callable[[Path], dict]:
+    """An M4 frequency as the competition ships it: the wide train file and the test file
+    with each series' next `horizon` values (the test window), read by the `wide_csv`
+    layout; `alias` sets the MASE season as the M4 does (hourly 24; weekly none: 1)."""
+    def prepare(root: Path) -> dict:
+        for part in ("train", "test"):
+            shutil.copy(SHARED / "m4" / f"{frequency}-{part}.csv", root)
+        return {"modality": "timeseries", "task": "forecasting",
+                "layout": {"kind": "wide_csv", "file": f"{frequency}-train.csv",
+                           "test_file": f"{frequency}-test.csv", "id_column": "V1",
+                           "frequency": alias},
+                "split": {"horizon": horizon}}
+    return prepare
+
+
 #: set -> how its data is prepared (None: a demo set, prepared by the workflow itself)
 PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "digits": None, "fsdd": None, "sms_spam": None, "co2": None,
@@ -93,6 +110,7 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "acsf1": prepare_ucr("acsf1", "ACSF1"), "pickup": prepare_ucr("pickup",
                                                                  "PickupGestureWiimoteZ"),
     "digits_10": None, "digits_30": None, "fsdd_10": None, "fsdd_30": None,
+    "m4_hourly": prepare_m4("Hourly", 48, "H"),
 }
 
 

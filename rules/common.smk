@@ -115,6 +115,15 @@ def get_intake_settings(wildcards):
             **settings.get("text", {}),
             "max_characters": tensors["text"]["max_characters"],
         }
+    if DATASETS[wildcards.dataset]["task"] == "forecasting":
+        # a series too short for a test window, one validation window and training is set
+        # aside at intake with its reason (ForecastingTask.set_aside)
+        split = split_settings(PARAMS, wildcards.dataset)
+        tensors = dataset_section(PARAMS, wildcards.dataset, "tensors")
+        settings["task"] = {
+            **{k: split.get(k) for k in ("horizon", "gap", "test_start")},
+            "lookback": tensors["timeseries"]["lookback"],
+        }
     return settings
 
 

@@ -8,6 +8,7 @@ rule tensorize_test_shard:
     input:
         plan="results/{dataset}/tensors/plan.parquet",
         inventory="results/{dataset}/intake/inventory.parquet",
+        metric="results/{dataset}/intake/metric.json",
         raw=get_raw_root,
     output:
         shard="results/{dataset}/final/tensors/{shard}.npz",

@@ -1,5 +1,5 @@
-"""Command line: `dlworkflow run [DATASET ...] [-- SNAKEMAKE ARGS] | check | step <name> |
-dvc-yaml [--check] | predict <model> <inputs>`."""
+"""Command line: `dlworkflow run [DATASET ...] [-- SNAKEMAKE ARGS] | check | record |
+step <name> | dvc-yaml [--check] | params-doc [--check] | predict <model> <inputs>`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dlworkflow.config import load_params
+from dlworkflow.config import load_params, read_written
 from dlworkflow.errors import ConfigError
-from dlworkflow.runner import lock_held, run_workflow
+from dlworkflow.runner import lock_held, record_in_dvc, run_workflow
 from dlworkflow.workflow import STEPS, get_step, step_outputs
 
 
@@ -29,12 +29,36 @@ def snakemake_step_command(name: str, params_path: str = "params.yaml",
 
 
 def run_step(name: str, params_path: str = "params.yaml", extra: list[str] | None = None) -> int:
-    """Run one step with Snakemake (what each dvc.yaml stage calls)."""
+    """Run one step with Snakemake, then write its manifest (what each dvc.yaml stage
+    calls); `code` writes the steps' code digests (dlworkflow.dvcstate)."""
+    from dlworkflow import dvcstate
+
+    params = load_params(params_path)
+    if name == "code":
+        for path in dvcstate.write_code_digests(params):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
     if lock_held():
         return 1
     command = snakemake_step_command(name, params_path, extra)
     print("+ " + " ".join(command[1:]), file=sys.stderr)
-    return subprocess.call(command)
+    status = subprocess.call(command)
+    if status == 0:
+        dvcstate.write_manifest(get_step(name), params)
+    return status
+
+
+def _write_generated(path: Path, text: str, check: bool, command: str) -> int:
+    """Write a generated file, or with `check` say whether it is up to date (exit 1 if not)."""
+    if check:
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            print(f"{path} is out of date: run `{command}`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,13 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         "run", help="run the workflow (all datasets, or those named) and summarise the results; "
         "arguments after `--` go to snakemake")
     workflow.add_argument("datasets", nargs="*", help="dataset names from params.yaml")
+    workflow.add_argument("--quick", action="store_true",
+                          help="the quick look: first write demo.max_per_class 20, train.epochs "
+                          "3 and train.min_steps 0 into params.yaml (a smoke test, minutes)")
     sub.add_parser("check", help="validate params.yaml and report every problem")
+    sub.add_parser("record", help="after a complete `snakemake` run: write the step digests "
+                   "and `dvc commit` (what `dlworkflow run` does at its end)")
     step = sub.add_parser("step", help="run one step's Snakemake rules (used by dvc.yaml)")
-    step.add_argument("name", choices=[s.name for s in STEPS])
+    step.add_argument("name", choices=["code", *(s.name for s in STEPS)])
     step.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                       help="extra arguments passed to snakemake")
     dvc = sub.add_parser("dvc-yaml", help="write dvc.yaml generated from the step table")
     dvc.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
+    doc = sub.add_parser("params-doc", help="write docs/PARAMS.md generated from the schema")
+    doc.add_argument("--check", action="store_true", help="exit 1 if it is out of date")
     predict = sub.add_parser("predict", help="predict raw files (or texts) with a saved model; "
                              "prints CSV")
     predict.add_argument("model_dir", help="a folder with model.keras and model.json")
@@ -70,26 +101,25 @@ def main(argv: list[str] | None = None) -> int:
             print(run_predict(args.model_dir, args.inputs).to_csv(index=False), end="")
             return 0
         if args.command == "run":
-            return run_workflow(args.params, args.datasets, passed)
+            return run_workflow(args.params, args.datasets, passed, quick=args.quick)
         if args.command == "check":
             params = load_params(args.params)
             print(f"{args.params}: valid ({len(params['datasets'])} datasets)")
             return 0
         if args.command == "step":
             return run_step(args.name, args.params, args.snakemake_args)
+        if args.command == "record":
+            return record_in_dvc(load_params(args.params))
+        if args.command == "params-doc":
+            from dlworkflow.paramsdoc import render_params_doc
+
+            return _write_generated(Path("docs/PARAMS.md"), render_params_doc(), args.check,
+                                    "dlworkflow params-doc")
         from dlworkflow.dvcgen import render_dvc_yaml
 
-        text = render_dvc_yaml(load_params(args.params))
-        path = Path("dvc.yaml")
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                print("dvc.yaml is out of date: run `dlworkflow dvc-yaml`", file=sys.stderr)
-                return 1
-            print("dvc.yaml is up to date")
-            return 0
-        path.write_text(text, encoding="utf-8")
-        print("wrote dvc.yaml")
-        return 0
+        return _write_generated(Path("dvc.yaml"), render_dvc_yaml(
+            load_params(args.params), read_written(args.params)), args.check,
+            "dlworkflow dvc-yaml")
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -172,6 +172,7 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
             problems.append(f"{key}.root: folder {ds['root']} does not exist (relative to {base_dir})")
         else:
             for sub, rel in (("layout.file", layout.get("file")),
+                             ("layout.test_file", layout.get("test_file")),
                              ("side_table.file", (ds.get("side_table") or {}).get("file"))):
                 if rel is None:
                     continue
@@ -236,11 +237,38 @@ def _check_overrides(resolved: dict[str, Any]) -> list[str]:
     return problems
 
 
+#: the demo datasets' entries (`datasets.<name>: {demo: <source>}` is filled in from these)
+DEMO_DATASETS_PATH = SCHEMA_PATH.with_name("demo_datasets.yaml")
+
+
+def expand_datasets(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` with each dataset entry completed: a demo dataset's entry from
+    schemas/demo_datasets.yaml under what params.yaml says (its keys win, merged key by key;
+    a written `layout` replaces the demo's whole), and `root` defaulting to data/raw/<name>."""
+    expanded = copy.deepcopy(dict(params))
+    datasets = expanded.get("datasets")
+    if not isinstance(datasets, Mapping):
+        return expanded
+    demos = yaml.safe_load(DEMO_DATASETS_PATH.read_text(encoding="utf-8"))
+    for name, entry in datasets.items():
+        if not isinstance(entry, Mapping):
+            continue
+        source = entry.get("demo")
+        known = demos.get(source) if isinstance(source, str) else None
+        base = dict(known or {})
+        if "layout" in entry:  # a layout of another kind shares no keys with the demo's
+            base.pop("layout", None)
+        entry = deep_merge(base, entry)
+        entry.setdefault("root", f"data/raw/{name}")
+        datasets[name] = entry
+    return expanded
+
+
 def validate_params(params: Mapping[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
     """Validate params.yaml content; return it with defaults filled or raise ConfigError."""
     if not isinstance(params, Mapping):
         raise ConfigError("params.yaml: the top level must be a mapping of keys to values")
-    resolved, problems = validate_schema(params)
+    resolved, problems = validate_schema(expand_datasets(params))
     if not problems:
         problems.extend(_check_overrides(resolved))
         for name, ds in resolved["datasets"].items():
@@ -251,8 +279,8 @@ def validate_params(params: Mapping[str, Any], base_dir: str | Path = ".") -> di
     return resolved
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read, validate and resolve a params file; paths are relative to its folder."""
+def read_written(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """A params file as written (no defaults filled, nothing checked)."""
     path = Path(path)
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -260,4 +288,9 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    return validate_params(params or {}, base_dir=path.parent)
+    return params or {}
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read, validate and resolve a params file; paths are relative to its folder."""
+    return validate_params(read_written(path), base_dir=Path(path).parent)

@@ -262,11 +262,13 @@ def demo_plan(params: Mapping[str, Any], base_dir: str | Path = ".",
         source = dataset.get("demo")
         if not source:
             continue
-        info, root = SOURCES[source], base / dataset["root"]
+        info = SOURCES[source]
+        relative = dataset.get("root") or f"data/raw/{name}"  # params as written, or resolved
+        root = base / relative
         cap = (f", {demo['max_per_class']} per class (demo.max_per_class)"
                if demo.get("max_per_class") else "")
         if root.is_dir() and any(root.iterdir()):
-            where = f"already in {dataset['root']}"
+            where = f"already in {relative}"
         elif info.url is None:
             where = "bundled with its library"
         elif (shared / LOCAL_COPIES[source]).exists():

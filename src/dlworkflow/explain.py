@@ -72,19 +72,24 @@ def model_function(model, task: Any, dtype: Any, output: int | None, future: Any
 
 
 def explain(model, modality, task: Any, test: Mapping[str, Any], frame: pd.DataFrame,
-            background: Any, per_class: int = 1, max_evals: int = 300) -> list[dict[str, Any]]:
+            background: Any, limits: tuple[int, int] = (1, 300),
+            settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """SHAP attributions for a few test rows (`test`: x and x_future in `frame`'s order,
-    `frame`: their predictions), each as {id, true, predicted, what, html}."""
+    `frame`: their predictions), each as {id, true, predicted, what, html}; `limits`: rows
+    explained per class and SHAP's evaluations per row; `settings`: the dataset's tensors
+    settings of the modality (the maps' axes are in its units)."""
+    per_class, max_evals = limits
     with numba_as_python():
         shap = import_shap()
-        return _explain_rows(shap, model, (modality, task), test, frame, background,
-                             per_class, max_evals)
+        return _explain_rows(shap, model, (modality, task, settings or {}), test, frame,
+                             background, per_class, max_evals)
 
 
 def _explain_rows(shap, model, plugins: tuple, test: Mapping[str, Any], frame: pd.DataFrame,
                   background: Any, per_class: int, max_evals: int) -> list[dict[str, Any]]:
-    """`explain`'s work, with SHAP imported (`plugins`: the modality and the task)."""
-    modality, task = plugins
+    """`explain`'s work, with SHAP imported (`plugins`: the modality, the task and the
+    modality's tensors settings)."""
+    modality, task, settings = plugins
     classes = [c[2:] for c in frame.columns if c.startswith("p_")]
     x = np.asarray(test["x"])
     x_future = test.get("x_future")
@@ -109,12 +114,15 @@ def _explain_rows(shap, model, plugins: tuple, test: Mapping[str, Any], frame: p
             "id": str(frame["id"].iloc[row]), "true": str(frame["y_true"].iloc[row]),
             "predicted": str(frame["y_pred"].iloc[row]), "what": what,
             "total": float(attributions.sum()),
-            "html": modality.attribution_html(data, attributions, what)})
+            "html": modality.attribution_html(data, attributions, what, settings)})
     return cells
 
 
 def explain_final(model, ctx: Any, test: Mapping[str, Any], frame: pd.DataFrame,
-                  background: Any, per_class: int, max_evals: int = 300) -> list[dict[str, Any]]:
-    """Explanations of the network's test predictions (rows of `frame` in `test` order)."""
+                  background: Any, per_class: int, max_evals: int = 300,
+                  settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Explanations of the network's test predictions (rows of `frame` in `test` order);
+    `settings`: the tensors settings the model was trained with (its card's)."""
     by_id = frame.drop_duplicates("id").set_index("id").loc[list(test["ids"])].reset_index()
-    return explain(model, ctx.modality, ctx.task, test, by_id, background, per_class, max_evals)
+    return explain(model, ctx.modality, ctx.task, test, by_id, background,
+                   (per_class, max_evals), settings)

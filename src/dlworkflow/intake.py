@@ -166,6 +166,8 @@ def run_intake(name: str, dataset: Mapping[str, Any], intake: Mapping[str, Any],
     rows = [row for row, _ in results if row is not None]
     rejections = [*found.rejected, *duplicates, *(bad for _, bad in results if bad is not None)]
     inventory = build_inventory(rows, modality, task)
+    inventory, unusable = task.set_aside(inventory, intake.get("task"))
+    rejections.extend(unusable)
     if dataset.get("side_table"):
         inventory = join_side_table(inventory, root, dataset["side_table"], key)
     rejected = pd.DataFrame([r.as_row() for r in rejections],

@@ -143,6 +143,35 @@ class RelativeToLast(keras.layers.Layer):
         return inputs - inputs[:, -1:, :]
 
 
+def _window_spread(window):
+    """Per channel, the mean absolute step-to-step change of a (batch, time, channels)
+    window, (batch, 1, channels); 1 where the window does not change (nothing to scale)."""
+    spread = ops.mean(ops.abs(window[:, 1:, :] - window[:, :-1, :]), axis=1, keepdims=True)
+    return ops.where(spread > 0, spread, ops.ones_like(spread))
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class WindowScaled(keras.layers.Layer):
+    """A window on its own scale: minus its last value and divided by its mean absolute
+    change, per channel, so one global network sees series whose levels and spreads differ
+    by orders of magnitude alike (the network's output is scaled back by `FromWindowScale`)."""
+
+    def call(self, inputs):
+        return (inputs - inputs[:, -1:, :]) / _window_spread(inputs)
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class FromWindowScale(keras.layers.Layer):
+    """Changes predicted on a window's own scale back in its units: change x the target
+    channel's mean absolute change + its last value. Inputs: [changes (batch, horizon),
+    the window (batch, time, channels)]."""
+
+    def call(self, inputs):
+        change, window = inputs
+        target = window[:, :, :1]
+        return change * _window_spread(target)[:, 0, :] + target[:, -1, :]
+
+
 @keras.saving.register_keras_serializable(package="dlworkflow")
 class PositionalEmbedding(keras.layers.Layer):
     """Token embedding plus a learned embedding of each position (for the Transformer)."""

@@ -418,17 +418,51 @@ def discover_long_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
     return found
 
 
+def _continuations(root: Path, layout: Mapping[str, Any], key: str,
+                   named: Mapping[str, Any]) -> dict[str, list[str]]:
+    """`layout.test_file`: each series' next values, in a second table of the same shape (the
+    M4's `*-test.csv`), by id; a series it lists that the main file lacks is an error."""
+    if not layout.get("test_file"):
+        return {}
+    if not named["id_column"]:
+        raise ConfigError(f"{key}.test_file: needs layout.id_column to match its rows")
+    file = root / layout["test_file"]
+    table = _read_table(file, "csv", "utf-8", f"{key}.test_file")
+    _require_columns(table, {"id_column": named["id_column"]}, f"{key}.test_file", file)
+    columns = [c for c in table.columns if c != named["id_column"]]
+    return {str(row[named["id_column"]]): _trimmed([row[c] for c in columns])
+            for row in table.to_dict("records")}
+
+
+def _trimmed(cells: list[Any]) -> list[str]:
+    """Cells as text, the empty ones after the last value dropped (the padding of a wide
+    file whose rows have different lengths); a gap before it stays a missing value."""
+    texts = ["nan" if is_missing(cell) else str(cell) for cell in cells]
+    while texts and texts[-1] == "nan":
+        texts.pop()
+    return texts
+
+
 def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
                       key: str = "layout") -> Discovery:
-    """One series per row; the value columns are the time steps in order."""
+    """One series per row; the value columns are the time steps in order, the empty cells
+    after a row's last value are padding (rows may differ in length, as in the M4 files).
+    `test_file` appends each series' next values from a second file (the M4's test file:
+    they become the last steps, which the forecasting split holds out as the test)."""
     found = Discovery()
     file = root / layout["file"]
     table = _read_table(file, "csv", "utf-8", key)
-    named = {"id_column": layout.get("id_column"), "label_column": layout.get("label_column"),
+    named = {"id_column": layout.get("id_column"),  # a forecasting file has no labels
+             "label_column": layout.get("label_column") if ctx.labelled else None,
              "group_column": layout.get("group_column")}
     _require_columns(table, named, key, file)
     values = layout.get("value_columns") or [c for c in table.columns if c not in named.values()]
     _require_columns(table, {f"value_columns[{i}]": c for i, c in enumerate(values)}, key, file)
+    following = _continuations(root, layout, key, named)
+    unknown = sorted(set(following) - {str(v) for v in table.get(named["id_column"], [])})
+    if unknown:
+        raise ConfigError(f"{key}.test_file: {len(unknown)} series not in {layout['file']}: "
+                          f"{', '.join(unknown[:5])}")
     for offset, row in enumerate(table.to_dict("records")):
         number = offset + 2
         item_id = str(row[named["id_column"]]) if named["id_column"] else f"row-{number:06d}"
@@ -440,7 +474,13 @@ def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
             continue
         group = row.get(named["group_column"]) if named["group_column"] else None
         # an empty cell must stay a row (a blank line would vanish from a one-column CSV)
-        cells = ("nan" if is_missing(row[c]) else str(row[c]) for c in values)
+        cells = _trimmed([row[c] for c in values])
+        if layout.get("test_file"):
+            if item_id not in following:
+                found.reject(where, f"row {number}: series {item_id!r} has no values in "
+                             f"{layout['test_file']}", "no_test_values", item_id)
+                continue
+            cells = cells + following[item_id]
         payload = ("value\n" + "\n".join(cells) + "\n").encode("utf-8")
         found.items.append(Item(id=item_id, path=where, label=label,
                                 group=None if is_missing(group) else str(group), payload=payload))

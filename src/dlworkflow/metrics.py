@@ -167,12 +167,15 @@ def metric_names(choice: Mapping[str, Any]) -> list[str]:
 
 def score(choice: Mapping[str, Any], y_true: Sequence[Any], y_pred: Sequence[Any],
           proba: np.ndarray | None = None, classes: Sequence[str] = (),
-          history: np.ndarray | None = None) -> dict[str, float]:
+          history: np.ndarray | None = None,
+          scales: np.ndarray | None = None) -> dict[str, float]:
     """Every chosen metric for one set of predictions.
 
     Classification: labels as strings, `proba` (n, classes) for score-based metrics.
-    Forecasting: `y_true`/`y_pred` are (windows, horizon) and `history` (windows, lookback)
-    gives each window's own MASE scale; the windows' MASE values are averaged.
+    Forecasting: `y_true`/`y_pred` are (windows, horizon); each window's MASE is its MAE over
+    `scales` (the M4's: the seasonal-naive MAE of the series' history before the window, as
+    the shards store it) or, without them, over the seasonal-naive MAE of `history` (windows,
+    lookback); the windows' MASE values are averaged (one window a series: over series).
     """
     positive = choice.get("positive_label")
     beta = float((choice["primary"].get("params") or {}).get("beta", 1.0))
@@ -184,7 +187,12 @@ def score(choice: Mapping[str, Any], y_true: Sequence[Any], y_pred: Sequence[Any
     for name in metric_names(choice):
         if METRICS[name].needs == "scores" and scores is None:
             continue
-        if name == "mase" and history is not None:
+        if name == "mase" and scales is not None:
+            errors = np.abs(np.asarray(y_true, float) - np.asarray(y_pred, float)).mean(axis=1)
+            scale = np.asarray(scales, float)
+            out[name] = float(np.mean(np.where(scale > 0, errors / np.where(scale > 0, scale, 1),
+                                               np.inf)))
+        elif name == "mase" and history is not None:
             values = [compute("mase", t, p, history=h, season=season)
                       for t, p, h in zip(np.asarray(y_true), np.asarray(y_pred), history, strict=True)]
             out[name] = float(np.mean(values))

@@ -32,6 +32,45 @@ from dlworkflow.workflow import all_targets
 #: set to show Snakemake's whole output instead of one line per finished job
 FULL_OUTPUT_ENV = "DLWORKFLOW_FULL_OUTPUT"
 
+#: what `dlworkflow run --quick` writes into params.yaml: a smoke test of the whole path in
+#: minutes (20 items a class, networks of a few dozen optimizer steps), not a result. Each is
+#: a most: a value already written lower stays (a quick look never makes a run slower).
+QUICK_LOOK = {"demo.max_per_class": 20, "train.epochs": 3, "train.min_steps": 0}
+
+
+def set_params(path: str | Path, values: Mapping[str, Any], at_most: bool = False) -> list[str]:
+    """Write dotted `values` into a params file, keeping its comments and order (a key that
+    is not written yet is added to its section); with `at_most`, a number already written
+    lower is kept. Returns what changed, as `key: value`."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round trip: comments stay
+    yaml.preserve_quotes = True
+    yaml.width = 100
+    yaml.representer.add_representer(  # null stays written as null, not as nothing
+        type(None), lambda representer, _: representer.represent_scalar(
+            "tag:yaml.org,2002:null", "null"))
+    path = Path(path)
+    document = yaml.load(path.read_text(encoding="utf-8"))
+    changed = []
+    for key, value in values.items():
+        node = document
+        *parents, last = key.split(".")
+        for part in parents:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        current = node.get(last)
+        if at_most and isinstance(current, (int, float)) and current <= value:
+            continue
+        if current != value or last not in node:
+            node[last] = value
+            changed.append(f"{key}: {value}")
+    if changed:
+        with path.open("w", encoding="utf-8") as out:
+            yaml.dump(document, out)
+    return changed
+
 LOCK_HELP = (
     "Snakemake's lock in .snakemake/locks is held: another snakemake is running in this folder, "
     "or one was killed. If none is running, run `snakemake --unlock` and try again."
@@ -154,8 +193,20 @@ def in_dvc_project(root: str | Path = ".") -> bool:
         shutil.which("dvc"))
 
 
-def record_in_dvc(root: str | Path = ".") -> int:
-    """`dvc commit --force` of every stage: dvc.lock then describes what Snakemake built."""
+def record_in_dvc(params: Mapping[str, Any], root: str | Path = ".") -> int:
+    """Write the step digests DVC's stages depend on (dlworkflow.dvcstate), then `dvc commit
+    --force` every stage: dvc.lock then describes what Snakemake built."""
+    from dlworkflow.dvcstate import write_all
+
+    if not in_dvc_project(root):
+        print("not a DVC project here (no .dvc/, dvc.yaml or dvc command): nothing to record",
+              file=sys.stderr)
+        return 1
+    try:
+        write_all(params, root)
+    except FileNotFoundError as exc:
+        print(f"not recorded: {exc}", file=sys.stderr)
+        return 1
     done = subprocess.run(["dvc", "commit", "--force", "--quiet"], cwd=root, check=False,
                           capture_output=True, text=True)
     if done.returncode:
@@ -168,10 +219,17 @@ def record_in_dvc(root: str | Path = ".") -> int:
 
 
 def run_workflow(params_path: str, datasets: Sequence[str] = (),
-                 extra: Sequence[str] = ()) -> int:
-    """What `dlworkflow run` does (module docstring). Returns Snakemake's exit status."""
+                 extra: Sequence[str] = (), quick: bool = False) -> int:
+    """What `dlworkflow run` does (module docstring); `quick` first writes the quick-look
+    keys into the params file. Returns Snakemake's exit status."""
     if lock_held():
         return 1
+    if quick:
+        changed = set_params(params_path, QUICK_LOOK, at_most=True)
+        print(f"Quick look, a smoke test of the whole path (not a result): {params_path} "
+              f"sets at most {', '.join(f'{k}: {v}' for k, v in QUICK_LOOK.items())}"
+              + (" (changed: git diff shows it; `git checkout params.yaml` goes back to "
+                 "the full demo)." if changed else " (already)."), flush=True)
     params = load_params(params_path)
     command = snakemake_command(params, datasets, extra)
     from dlworkflow.demo import demo_plan
@@ -198,5 +256,5 @@ def run_workflow(params_path: str, datasets: Sequence[str] = (),
         status = job.returncode
     print(closing_summary(params, datasets), flush=True)
     if status == 0 and not datasets and params_path == "params.yaml" and in_dvc_project():
-        record_in_dvc()
+        record_in_dvc(params)
     return status

@@ -77,14 +77,19 @@ def fill_past(past: np.ndarray, policy: str) -> np.ndarray:
 
 def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFrame, shard: str,
                        output: str) -> int:
-    """Forecasting: cut the shard's windows out of their series (past inputs, known future)."""
+    """Forecasting: cut the shard's windows out of their series (past inputs, known future),
+    each with its MASE scale as the M4 defines it: the in-sample seasonal-naive MAE over the
+    series' whole history before the window's first target (not over its lookback alone)."""
+    from dlworkflow.metrics import naive_scale
+
     settings = ctx.section("tensors")["timeseries"]
+    season = int(json.loads(Path(ctx.input("metric")).read_text()).get("season") or 1)
     horizon = int(ctx.section("split")["horizon"])
     lookback, policy = int(settings["lookback"]), settings.get("missing", "interpolate")
     known = list(settings.get("known_future", []))
     wanted = inventory[inventory["id"].isin(rows["series"].unique())]
     series = {item.id: ctx.modality.channels(item.read_bytes()) for item in ctx.records(wanted)}
-    past_x, future_x, targets, masks, keep = [], [], [], [], []
+    past_x, future_x, targets, masks, scales, keep = [], [], [], [], [], []
     for number, row in enumerate(rows.itertuples()):
         frame = series[row.series]
         start = int(row.target_start)
@@ -99,12 +104,15 @@ def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFr
         masks.append(mask)
         future_x.append(frame[known].iloc[start: start + horizon].to_numpy(dtype=np.float64))
         targets.append(target)
+        scales.append(naive_scale(frame["target"].iloc[:start].to_numpy(dtype=np.float64),
+                                  season))
         keep.append(number)
     kept = rows.iloc[keep]
     payload = {"ids": kept["id"].to_numpy(dtype=str),
                "x": np.asarray(past_x, dtype=np.float32).reshape(len(keep), lookback, -1),
                "x_future": np.asarray(future_x, dtype=np.float32).reshape(len(keep), horizon, -1),
                "y": np.asarray(targets, dtype=np.float32).reshape(len(keep), horizon),
+               "scale": np.asarray(scales, dtype=np.float64),
                "dropped": np.int64(len(rows) - len(keep))}
     if policy == "mask":
         payload["x_mask"] = np.asarray(masks, dtype=bool).reshape(len(keep), lookback, -1)

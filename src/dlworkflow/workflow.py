@@ -41,7 +41,7 @@ class Step:
     dvc_outs: tuple[str, ...] = ()
 
 
-CORE_CODE = ("schemas/params.schema.yaml", "rules/common.smk")
+CORE_CODE = ("schemas/params.schema.yaml", "rules/common.smk", "schemas/demo_datasets.yaml")
 
 STEPS: tuple[Step, ...] = (
     Step(
@@ -59,17 +59,19 @@ STEPS: tuple[Step, ...] = (
             "results/{dataset}/intake/inventory.parquet",
             "results/{dataset}/intake/rejected.csv",
             "results/{dataset}/intake/metric.json",
+            "results/{dataset}/intake/counts.json",
         ),
-        metrics=("results/{dataset}/intake/counts.json",),
-        params=("intake", "tensors.text.max_characters", "datasets.{dataset}"),
+        # text: the longest text the networks read; forecasting: the split and lookback
+        # that decide whether a series is long enough
+        params=("intake", "tensors.text.max_characters", "tensors.timeseries.lookback", "split",
+                "datasets.{dataset}"),
         code=("rules/intake.smk", "scripts/intake.py", "scripts/choose_metric.py"),
         after=("demo_data",),
     ),
     Step(
         name="split",
         rules=("split",),
-        outputs=("results/{dataset}/split/splits.parquet",),
-        metrics=("results/{dataset}/split/leakage.json",),
+        outputs=("results/{dataset}/split/splits.parquet", "results/{dataset}/split/leakage.json"),
         params=("seed", "split", "intake.sample", "datasets.{dataset}"),
         code=("rules/split.smk", "scripts/split.py"),
         after=("intake",),
@@ -77,8 +79,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         name="eda",
         rules=("eda",),
-        outputs=("results/{dataset}/intake/eda.html",),
-        metrics=("results/{dataset}/intake/summary.json",),
+        outputs=("results/{dataset}/intake/eda.html", "results/{dataset}/intake/summary.json"),
         params=("seed", "intake", "datasets.{dataset}"),
         code=("rules/eda.smk", "scripts/eda.py", "src/dlworkflow/templates"),
         after=("intake", "split"),
@@ -106,8 +107,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         name="baseline",
         rules=("baseline_fold", "baseline_summary"),
-        outputs=("results/{dataset}/baseline/oof.parquet",),
-        metrics=("results/{dataset}/baseline/headline.json",),
+        outputs=("results/{dataset}/baseline/oof.parquet", "results/{dataset}/baseline/headline.json"),
         params=("seed", "baseline", "split", "tensors", "features", "datasets.{dataset}"),
         code=("rules/baseline.smk", "scripts/baseline_fold.py", "scripts/baseline_summary.py"),
         after=("intake", "tensors", "features"),

@@ -155,3 +155,23 @@ def test_a_dataset_overrides_section_keys_and_is_checked_like_the_section(good, 
     message = _problems(good, tmp_path)
     assert "datasets.imgs.tensors.image.resize: 'squash' is not allowed" in message
     assert "datasets.imgs.tensors.colour" in message
+
+
+def test_a_demo_dataset_is_one_line_and_its_written_keys_win():
+    from dlworkflow.config import expand_datasets
+
+    written = {"seed": 1, "datasets": {
+        "digits": {"demo": "sklearn_digits"},
+        "big": {"demo": "sklearn_digits", "tensors": {"image": {"size": [32, 32]}}},
+        "mine": {"demo": "fsdd", "layout": {"kind": "folders"}},
+        "own": {"modality": "image", "task": "classification", "layout": {"kind": "folders"}}}}
+    datasets = expand_datasets(written)["datasets"]
+    assert datasets["digits"]["modality"] == "image" and datasets["digits"]["root"] == \
+        "data/raw/digits"
+    assert datasets["digits"]["tensors"]["image"] == {"size": [16, 16], "color": "grayscale"}
+    # merged key by key: the size is written, the colour still comes from the demo entry
+    assert datasets["big"]["tensors"]["image"] == {"size": [32, 32], "color": "grayscale"}
+    # a written layout replaces the demo's (no regex left over from filename_regex)
+    assert datasets["mine"]["layout"] == {"kind": "folders"}
+    assert datasets["own"]["root"] == "data/raw/own" and "demo" not in datasets["own"]
+    assert written["datasets"]["digits"] == {"demo": "sklearn_digits"}  # input untouched

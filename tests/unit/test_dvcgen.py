@@ -8,14 +8,14 @@ import sys
 
 import yaml
 
-from dlworkflow.config import load_params
+from dlworkflow.config import load_params, read_written
 from dlworkflow.dvcgen import render_dvc_yaml
-from dlworkflow.workflow import STEPS, all_targets, step_datasets, step_outputs
+from dlworkflow.workflow import STEPS, all_targets, step_code, step_datasets, step_outputs
 from tests.conftest import REPO
 
 
 def test_committed_dvc_yaml_is_the_generated_one():
-    expected = render_dvc_yaml(load_params(REPO / "params.yaml"))
+    expected = render_dvc_yaml(load_params(REPO / "params.yaml"), read_written(REPO / "params.yaml"))
     assert (REPO / "dvc.yaml").read_text() == expected, "run `dlworkflow dvc-yaml`"
 
 
@@ -33,21 +33,25 @@ def test_each_stage_reads_only_its_params_and_lists_its_code():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     params = load_params(REPO / "params.yaml")
     active = [step for step in STEPS if step_datasets(step, params)]
-    assert list(stages) == [step.name for step in active]
+    assert list(stages) == ["code", *(step.name for step in active)]
     assert "features" not in stages  # no extractor in the shipped params
     assert "intake" in stages["intake"]["params"] and "demo" not in stages["intake"]["params"]
     assert "intake" not in stages["demo_data"]["params"]
     for step in active:
         stage = stages[step.name]
         assert stage["cmd"] == f"dlworkflow step {step.name}"
-        for code in step.code:
-            assert code in stage["deps"] and (REPO / code).exists()
+        # its code through its digest, which names every file (rules, scripts, modules)
+        assert stage["deps"][0] == f"results/.steps/code-{step.name}.json"
+        assert stage["deps"][0] in stages["code"]["outs"]
+        named = set(step_code(step))
+        assert all(code in named and (REPO / code).exists() for code in step.code)
 
 
 def test_rule_all_asks_for_every_stage_output():
     params = load_params(REPO / "params.yaml")
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    declared = {out for stage in stages.values() for out in stage["outs"]}
+    declared = {out for stage in stages.values() for out in stage["outs"]
+                if not out.startswith("results/.steps/")}
     declared |= {next(iter(m)) for stage in stages.values() for m in stage.get("metrics", [])}
     top_level = set(yaml.safe_load((REPO / "dvc.yaml").read_text()).get("metrics", []))
     assert all(any(m.startswith(out + "/") for out in declared) for m in top_level)
@@ -70,3 +74,51 @@ def test_dvc_plots_pages_carry_their_charting_libraries():
     assert not re.search(r'<script[^>]+src=', html)
     for library in ("vega", "vegaLite", "vegaEmbed"):  # what the inline code defines
         assert f".{library}=" in html or f"{library}=" in html, library
+
+
+def test_params_reference_is_generated_from_the_schema():
+    from dlworkflow.config import load_schema
+    from dlworkflow.paramsdoc import render_params_doc
+
+    text = render_params_doc()
+    assert (REPO / "docs" / "PARAMS.md").read_text() == text, "run `dlworkflow params-doc`"
+    # every leaf key of every section has a row with its default
+    resolved = load_params(REPO / "params.yaml")
+    schema = load_schema()
+    for section in schema["properties"]:
+        if section == "datasets":
+            continue
+        for key in _leaves(resolved[section], section):
+            assert f"| `{key}` |" in text or any(
+                f"| `{parent}` |" in text for parent in _parents(key)), key
+    assert "| `train.dropout` | `0.3` |" in text
+    assert "| `tensors.audio.n_mels` | `64` | integer (≥ 8) | Mel bands" in text
+
+
+def _leaves(value, prefix):
+    if isinstance(value, dict) and value:
+        for name, child in value.items():
+            yield from _leaves(child, f"{prefix}.{name}")
+    else:
+        yield prefix
+
+
+def _parents(key):
+    parts = key.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
+
+
+def test_dvc_tracks_written_keys_and_falls_back_to_the_nearest_written_parent():
+    from dlworkflow.dvcgen import tracked_key
+    from dlworkflow.errors import ConfigError
+
+    written = {"tensors": {}, "intake": {"sample": None}, "train": {"dropout": 0.3}}
+    assert tracked_key("intake.sample", written) == "intake.sample"
+    assert tracked_key("tensors.text.max_characters", written) == "tensors"
+    assert tracked_key("train", written) == "train"
+    try:
+        tracked_key("final.model", written)
+    except ConfigError as exc:
+        assert "final:" in str(exc)
+    else:
+        raise AssertionError("a missing section must be an error")

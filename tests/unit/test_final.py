@@ -267,7 +267,7 @@ def test_shap_attributions_of_a_digit_add_up_to_the_change_they_explain(tmp_path
     modality = create_modality("image", {}, {"kind": "folders"})
     background = x[:100]
     cells = explain(model, modality, CLASSIFICATION, {"x": x[250:]}, frame, background,
-                    per_class=1, max_evals=200)
+                    limits=(1, 200))
     predicted = set(frame["y_pred"])
     assert len(cells) == len(predicted) and {c["predicted"] for c in cells} == predicted
     for cell in cells[:3]:  # efficiency: attributions share out f(x) - f(all hidden)
@@ -336,3 +336,31 @@ def test_the_report_calls_a_run_of_few_steps_a_quick_look():
     # the shipped recipe on a small set: 300 epochs of 3 steps
     assert quick_look(summary(300, 40)) is None
     assert quick_look({"fold_details": {}}) is None  # nothing recorded: nothing claimed
+
+
+def test_spectrogram_attributions_are_drawn_as_spectrograms_with_axes(monkeypatch):
+    """Bands upwards (low frequencies at the bottom, as the EDA draws them), time across in
+    seconds, labelled; a picture's map keeps no axes."""
+    import dlworkflow.figures
+    from dlworkflow.modalities import create_modality
+
+    drawn = []
+    monkeypatch.setattr(dlworkflow.figures, "figure_uri",
+                        lambda figure: drawn.append(figure) or "data:image/png;base64,")
+    audio = create_modality("audio", {}, {"kind": "folders"})
+    spectrogram = np.zeros((64, 101, 1), np.float32)
+    heat = np.zeros((64, 101, 1))
+    heat[2, 10, 0] = 1.0  # a low band, early: bottom left
+    settings = {"sample_rate": 16000, "hop_length": 160, "representation": "logmel"}
+    audio.attribution_html(spectrogram, heat, "the digit 3", settings)
+    left, right = drawn[-1].axes
+    assert left.get_xlabel() == right.get_xlabel() == "time (s)"
+    assert left.get_ylabel() == "mel band"
+    image = right.get_images()[-1]
+    assert image.origin == "lower"
+    assert image.get_extent() == pytest.approx([0.0, 1.01, 0.0, 64.0])
+    row, column = np.unravel_index(np.argmax(image.get_array()), image.get_array().shape)
+    assert (row, column) == (2, 10)  # row 2 of 64 drawn from the bottom: a low band
+    picture = create_modality("image", {}, {"kind": "folders"})
+    picture.attribution_html(np.zeros((8, 8, 1), np.float32), np.zeros((8, 8, 1)), "7", {})
+    assert drawn[-1].axes[0].get_xlabel() == "" and not drawn[-1].axes[0].get_xticks().size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -311,3 +312,64 @@ def test_ts_layout_rejects_what_it_cannot_read_with_the_line(tmp_path):
         (tmp_path / "data" / "raw" / "empty").mkdir()
         _intake(tmp_path, "empty", {"modality": "timeseries", "task": "classification",
                                     "root": "data/raw/empty", "layout": {"kind": "ts"}})
+
+
+def test_a_series_too_short_to_forecast_is_set_aside_with_its_lengths(tmp_path, co2_csv):
+    """co2 cut into four series of 500, 300, 120 and 60 weeks (the real values): with horizon
+    13 and lookback 52 a series needs 78 steps, so the 60-week one is set aside at intake,
+    named with its length and what it lacks; the other three run; counts reconcile."""
+    frame = pd.read_csv(io.BytesIO(co2_csv))
+    root = tmp_path / "data" / "raw" / "many"
+    root.mkdir(parents=True)
+    parts, start = [], 0
+    for name, length in (("a", 500), ("b", 300), ("c", 120), ("d", 60)):
+        parts.append(frame.iloc[start:start + length].assign(sid=name))
+        start += length
+    pd.concat(parts).to_csv(root / "many.csv", index=False)
+    params = validate_params({"seed": 0, "datasets": {"many": {
+        "modality": "timeseries", "task": "forecasting", "root": "data/raw/many",
+        "layout": {"kind": "long_csv", "file": "many.csv", "timestamp": "date", "target": "co2",
+                   "series_id": "sid"}}}}, base_dir=tmp_path)
+    intake = {**params["intake"], "task": {"horizon": 13, "gap": 0, "test_start": None,
+                                           "lookback": 52}}
+    result = run_intake("many", params["datasets"]["many"], intake, base_dir=tmp_path,
+                        progress=False)
+    assert sorted(result.inventory["id"]) == ["a", "b", "c"]
+    assert result.counts["found"] == 4 == result.counts["accepted"] + result.counts["rejected"]
+    (row,) = result.rejected.itertuples()
+    assert row.id == "d" and row.code == "series_too_short" and row.step == "task"
+    assert row.reason.startswith("60 steps; forecasting it needs 78")
+    assert "tensors.timeseries.lookback" in row.reason
+
+
+def test_m4_wide_files_become_series_with_their_test_values_last(tmp_path):
+    """The M4 Hourly files as they are: 414 rows padded with empty cells, the test file's
+    48 values appended to each; the forecasting split then holds out exactly those."""
+    from tests.conftest import SHARED_DATA
+
+    root = tmp_path / "data" / "raw" / "m4h"
+    root.mkdir(parents=True)
+    for part in ("train", "test"):
+        shutil.copy(SHARED_DATA / "m4" / f"Hourly-{part}.csv", root)  # links may not leave
+    result = _intake(tmp_path, "m4h", {
+        "modality": "timeseries", "task": "forecasting", "root": "data/raw/m4h",
+        "layout": {"kind": "wide_csv", "file": "Hourly-train.csv",
+                   "test_file": "Hourly-test.csv", "id_column": "V1", "frequency": "H"}})
+    inventory = result.inventory.set_index("id")
+    assert len(inventory) == 414 and result.counts["rejected"] == 0
+    train = pd.read_csv(SHARED_DATA / "m4" / "Hourly-train.csv").set_index("V1")
+    test = pd.read_csv(SHARED_DATA / "m4" / "Hourly-test.csv").set_index("V1")
+    observed = train.notna().sum(axis=1)
+    assert (inventory["length"] == observed.loc[inventory.index] + 48).all()
+    assert inventory["length"].min() == 748 and (inventory["missing"] == 0).all()
+    assert (inventory["frequency"] == "H").all()
+    # H1's statistics are those of its training values followed by its test values
+    values = pd.concat([train.loc["H1"].dropna(), test.loc["H1"].dropna()]).astype(float)
+    assert inventory.loc["H1", "mean"] == pytest.approx(values.mean())
+    assert inventory.loc["H1", "max"] == values.max()
+    from dlworkflow.tasks.forecasting import split_time
+
+    frame = pd.DataFrame({"timestamp": range(int(inventory.loc["H1", "length"])),
+                          "value": values.to_numpy()})
+    splits = split_time({"H1": frame}, {"folds": 5, "horizon": 48, "gap": 0})
+    assert (splits["role"] == "test").sum() == 48 == test.loc["H1"].notna().sum()

@@ -169,11 +169,31 @@ def test_time_folds_are_ordered_with_the_gap_and_test_comes_last(folds, horizon,
     assert ends == sorted(ends) and ends[-1] == n - horizon - 1
 
 
-def test_too_short_series_for_the_folds_is_a_clear_error():
-    frame = pd.DataFrame({"timestamp": pd.date_range("2000", periods=30, freq="D"),
-                          "value": np.ones(30)})
-    with pytest.raises(ConfigError, match=r"Lower split\.folds or split\.horizon"):
+def test_too_short_series_for_one_fold_is_a_clear_error():
+    frame = pd.DataFrame({"timestamp": pd.date_range("2000", periods=25, freq="D"),
+                          "value": np.ones(25)})
+    with pytest.raises(ConfigError, match=r"'s' has 15 steps before its test window.*"
+                                          r"rerun intake"):
         split_time({"s": frame}, {**SETTINGS, "horizon": 10})
+
+
+def test_each_series_gets_the_folds_it_allows_the_last_one_just_before_its_test():
+    """Series of 200, 64 and 40 days, horizon 10, 5 folds: 5, 4 and 1 rolling origins; every
+    series' last fold ends where its test starts, and the leakage proof holds in each."""
+    series = {name: pd.DataFrame({"timestamp": pd.date_range("2000", periods=n, freq="D"),
+                                  "value": np.arange(float(n))})
+              for name, n in (("long", 200), ("mid", 64), ("short", 40))}
+    settings_ = {**SETTINGS, "folds": 5, "horizon": 10, "gap": 2}
+    splits = split_time(series, settings_)
+    folds = splits.dropna(subset=["fold"]).groupby("id")["fold"].unique()
+    assert sorted(folds["long"]) == [0, 1, 2, 3, 4]
+    assert sorted(folds["mid"]) == [1, 2, 3, 4]  # (54 - 2 - 10) // 10 = 4
+    assert sorted(folds["short"]) == [4]  # (30 - 2 - 10) // 10 = 1
+    for name, rows in splits.groupby("id"):
+        last = rows[rows["fold"] == 4]["step"]
+        assert last.max() + 1 == rows.loc[rows["role"] == "test", "step"].min(), name
+    report = FORECASTING.leakage_report(splits, settings_)
+    assert report["leaks"] == 0 and len(report["windows"]) == 5 + 4 + 1
 
 
 def test_test_start_date_sets_the_test_window():

@@ -151,14 +151,8 @@ def test_each_stage_depends_on_every_module_its_scripts_load(step):
     """Import what the step's scripts import, in a fresh interpreter, and check that every
     package module Python then holds is a dep of the stage in dvc.yaml (the generator
     derives them from the source; this checks it from what Python actually loads)."""
-    from dlworkflow.config import load_params
-    from dlworkflow.dvcgen import stage
+    from dlworkflow.workflow import step_code
 
-    body = stage(step, load_params(REPO / "params.yaml"))
-    if body is None:  # no dataset runs the step with the shipped params: generate it anyway
-        params = load_params(REPO / "params.yaml")
-        params["features"]["extractor"] = "mobilenet_v3_small"
-        body = stage(step, params)
     modules = set()
     for script in [c for c in step.code if c.startswith("scripts/")]:
         for node in ast.walk(ast.parse((REPO / script).read_text())):
@@ -168,18 +162,42 @@ def test_each_stage_depends_on_every_module_its_scripts_load(step):
                           capture_output=True, text=True, check=True)
     loaded = {str(Path(f).relative_to(REPO)) for f in json.loads(done.stdout)}
     loaded.discard("src/dlworkflow/__init__.py")
-    deps = set(body["deps"])
+    deps = set(step_code(step))  # what its code digest hashes (the stage's dep)
     assert loaded and loaded <= deps, sorted(loaded - deps)
 
 
-def test_committed_stages_list_the_library_modules_they_run():
+def test_committed_stages_list_the_library_modules_they_run(tmp_path):
+    """Each stage depends on its code digest, and the digest hashes the modules it runs
+    (the bug this guards against: baseline and train did not list modalities/ or
+    metrics.py); editing one module changes the digests of the steps that run it only."""
+    from dlworkflow.config import load_params
+    from dlworkflow.dvcstate import code_digest_path, write_code_digests
+    from dlworkflow.workflow import get_step, step_code
+
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    # the bug this guards against: baseline and train did not list modalities/ or metrics.py
     for name in ("baseline", "train", "final"):
+        assert code_digest_path(name) in stages[name]["deps"]
         for module in ("src/dlworkflow/modalities/image.py", "src/dlworkflow/metrics.py",
                        "src/dlworkflow/tasks/classification.py", "src/dlworkflow/data.py"):
-            assert module in stages[name]["deps"], (name, module)
-    assert "src/dlworkflow/train.py" not in stages["intake"]["deps"]
+            assert module in step_code(get_step(name)), (name, module)
+    assert "src/dlworkflow/train.py" not in step_code(get_step("intake"))
+    assert set(stages["code"]["outs"]) == {code_digest_path(s) for s in stages
+                                           if s != "code"}
+    # the digests of a copy, before and after an edit of the trainer
+    import shutil
+
+    for folder in ("rules", "schemas", "scripts", "src"):
+        shutil.copytree(REPO / folder, tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    params = load_params(REPO / "params.yaml")
+    write_code_digests(params, tmp_path)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "results" / ".steps").iterdir()}
+    with (tmp_path / "src" / "dlworkflow" / "train.py").open("a") as source:
+        source.write("\n# an edit\n")
+    write_code_digests(params, tmp_path)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "results" / ".steps").iterdir()}
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert changed == ["code-final.json", "code-train.json"], changed
 
 
 def test_imports_in_snakemake_files_are_read_in_either_form(tmp_path):
@@ -195,9 +213,11 @@ def test_imports_in_snakemake_files_are_read_in_either_form(tmp_path):
 
 def test_demo_data_does_not_depend_on_the_modalities():
     """Editing a modality reruns the steps that run it, not the demo data preparation."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert not any("/modalities/" in dep for dep in stages["demo_data"]["deps"])
-    assert "src/dlworkflow/config.py" in stages["demo_data"]["deps"]  # it resolves the params
+    from dlworkflow.workflow import get_step, step_code
+
+    code = step_code(get_step("demo_data"))
+    assert not any("/modalities/" in dep for dep in code)
+    assert "src/dlworkflow/config.py" in code  # it resolves the params
 
 
 def test_gpus_are_counted_from_the_device_files_unless_the_environment_says(tmp_path):

@@ -48,7 +48,7 @@ def shipped_params(per_class: int = PER_CLASS, quick: bool = True) -> dict:
     if quick:
         params["split"]["folds"] = QUICK_FOLDS
         params["train"].update({k: v for k, v in QUICK_TRAIN.items() if k != "text"})
-        params["train"]["text"].update(QUICK_TRAIN["text"])
+        params["train"].setdefault("text", {}).update(QUICK_TRAIN["text"])
         params["final"].update(bootstrap=200, latency_items=10, explanations=1)
     return params
 

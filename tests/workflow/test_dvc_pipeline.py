@@ -70,9 +70,7 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     assert shown.returncode == 0, shown.stderr
     files = {path for entry in json.loads(shown.stdout).values()
              for path in entry.get("data", {})}
-    for name in ("intake/counts.json", "baseline/headline.json", "nn/headline.json",
-                 "final/headline.json"):
-        assert f"results/co2/{name}" in files, name
+    assert files == {"results/co2/nn/headline.json", "results/co2/final/headline.json"}
     plots = run(["dvc", "plots", "show", "--json"], project)
     assert plots.returncode == 0 and "Forecast vs actual" in plots.stdout, plots.stderr[-2000:]
     page = run(["dvc", "plots", "show", "-o", "plots-page"], project)
@@ -121,10 +119,12 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     drop2 = experiments["drop2"]
     assert drop2["params"]["train"]["dropout"] == 0.2
     test = drop2["metrics"]["results/co2/final/headline.json"]
-    assert test["mase_low"] <= test["mase"] <= test["mase_high"]
+    low, high = (float(v) for v in test["mase_interval"].split("]")[0][1:].split(", "))
+    assert low <= test["mase"] <= high and test["shipped"].split()[0] in ("network", "baseline")
     assert "mase_mean" in drop2["metrics"]["results/co2/nn/headline.json"]
     diff = run(["dvc", "metrics", "diff", "HEAD", "drop2"], project)
-    assert diff.returncode == 0 and "final/headline.json" in diff.stdout, diff.stderr
+    # (only what changed is listed: the CV headline; the test's only if the shipped one moved)
+    assert diff.returncode == 0 and "nn/headline.json" in diff.stdout, diff.stderr
     # headlines only: a few lines per experiment, not every fold's number
     assert len(diff.stdout.splitlines()) < 20, diff.stdout
     assert "failed to load" not in diff.stdout + diff.stderr

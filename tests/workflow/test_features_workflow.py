@@ -78,7 +78,8 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
                           "batch_size": 32}
     params["datasets"]["digits"]["train"] = {"architecture": "image_transfer"}
     # MobileNetV3 takes 32 px at least (the shipped digits are 16 px)
-    params["datasets"]["digits"]["tensors"]["image"]["size"] = [32, 32]
+    # (merged key by key into the demo entry's tensors: still grayscale)
+    params["datasets"]["digits"]["tensors"] = {"image": {"size": [32, 32]}}
     write_params(project, params)
     targets = [f"results/{name}/{kind}" for name in ("digits", "fsdd", "sms_spam")
                for kind in ("features/index.parquet", "baseline/summary.json")

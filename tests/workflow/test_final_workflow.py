@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -49,10 +50,12 @@ def test_final_scores_every_test_row_once_with_intervals(demo_project, name):
     assert 0 < latency["single_item_ms"]["p50"] <= latency["single_item_ms"]["p95"]
     # the DVC metrics: each step's headline, nothing per fold
     headline = json.loads((results / "final" / "headline.json").read_text())
-    assert headline == {**result["headline"], "latency_p50_ms": latency["single_item_ms"]["p50"]}
-    for summary in (network, baseline):
-        kind = "nn" if summary is network else "baseline"
-        assert json.loads((results / kind / "headline.json").read_text()) == summary["headline"]
+    head = result["headline"]
+    assert headline == {"shipped": f"{head['kind']} {head['model']}", primary: head[primary],
+                        f"{primary}_interval": f"[{head[f'{primary}_low']:.4f}, "
+                                               f"{head[f'{primary}_high']:.4f}] (95%)"}
+    assert json.loads((results / "nn" / "headline.json").read_text()) == {
+        key: network["headline"][key] for key in (f"{primary}_mean", f"{primary}_std")}
     assert network["headline"]["beats_baseline"] == network["beats_baseline"]
     assert latency["kind"] == shipped["shipped"] and latency["model"] == shipped["model"]
     if shipped["shipped"] == "network":
@@ -145,3 +148,24 @@ def test_the_reports_say_how_to_predict_in_each_modalitys_terms(demo_project):
     assert "<th>sMAPE (%)</th>" in co2  # its values are percent, and the header says so
     digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
     assert "network inputs of shape [16, 16, 1]" in digits
+
+
+def test_forecast_mase_is_the_m4_one_scaled_by_the_whole_history(demo_project):
+    """The co2 test score, recomputed by hand from the raw series: the shipped model's
+    held-out forecast, its mean absolute error over the seasonal-naive MAE (season 52) of
+    every observed week before the test window (the M4's scale, not the lookback's)."""
+    from dlworkflow.metrics import naive_scale
+
+    results = demo_project / "results" / "co2"
+    test = json.loads((results / "final" / "test_metrics.json").read_text())
+    shipped = test["shipped"]["shipped"]
+    frame = pd.read_parquet(results / "final" / "predictions.parquet")
+    frame = frame[frame["model"] == test[shipped]["model"]]
+    series = pd.read_csv(demo_project / "data" / "raw" / "co2" / "co2.csv")["co2"].to_numpy()
+    horizon = len(frame)
+    history = series[: len(series) - horizon]
+    by_hand = np.mean(np.abs(frame["y_true"] - frame["y_pred"])) / naive_scale(history, 52)
+    assert test[shipped]["metrics"]["mase"]["value"] == pytest.approx(by_hand, rel=1e-6)
+    lookback_only = np.mean(np.abs(frame["y_true"] - frame["y_pred"])) / naive_scale(
+        history[-104:], 52)
+    assert abs(by_hand - lookback_only) > 1e-3  # the two scales differ on this series

@@ -3,16 +3,21 @@ from README.md and its commands run in order in a fresh project, each must succe
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import re
 import shlex
 import shutil
+import time
 
 import pytest
 import yaml
 
+from dlworkflow.runner import QUICK_LOOK
 from tests.conftest import REPO, SHARED_DATA
-from tests.workflow.conftest import make_project, run, shipped_params, write_params
+from tests.workflow.conftest import BIN, make_project, run, shipped_params, write_params
 
 pytestmark = pytest.mark.workflow
 
@@ -101,3 +106,83 @@ def test_predict_recipe_runs_on_the_demo_for_every_modality(demo_project):
         else:
             assert set(table["prediction"].astype(str)) <= set(card["classes"]), command
     assert modalities == {"image", "audio", "text", "timeseries"}
+
+
+#: what a fresh clone has beside the workflow files: DVC's config, ignore files, the generated
+#: dvc.yaml, the Makefile (`make quick`) and the package metadata it installs from
+CLONE_FILES = (".dvc/config", ".dvc/.gitignore", ".dvc/plots.html", ".dvcignore", ".gitignore",
+               "dvc.yaml", "Makefile", "pyproject.toml")
+
+
+def _fresh_clone(parent):
+    """A project as `git clone` gives it (one commit), with a stand-in for `make install`'s
+    .venv: the test interpreter's tools and an activate script, its stamp newer than
+    pyproject.toml, so `make` finds it installed."""
+    project = make_project(parent)
+    for name in CLONE_FILES:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, project / name)
+    venv = project / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    for tool in ("python", "dlworkflow", "snakemake", "dvc", "pytest"):
+        (venv / tool).symlink_to(BIN / tool)
+    (venv / "activate").write_text(f'export PATH="{venv}:$PATH"\n')
+    time.sleep(0.01)
+    (project / ".venv" / ".installed").touch()
+    return project
+
+
+def test_quick_look_then_an_experiment_as_the_readme_says(tmp_path):
+    """The README's first block after `make demo`: the quick look, a commit, one experiment,
+    the comparison. A train.* experiment reruns the train and final stages only, `dvc exp
+    show` stays under 60 columns with all four datasets, `dvc metrics diff` loads both."""
+    project = _fresh_clone(tmp_path)
+    # tiny data so the suite stays fast: the quick look keeps what is already quicker
+    params = shipped_params(per_class=6)
+    params["final"]["explanations"] = 0
+    write_params(project, params)
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "commit", "-qm", "clone"]):
+        done = run(command, project, env=git)
+        assert done.returncode == 0, done.stderr
+    script = "set -ex\n" + "\n".join(recipe("quick-look")) + "\n"
+    done = run(["bash", "-c", script], project, timeout=1500,
+               env={**git, "PATH": os.environ["PATH"]})  # the tools come from `source`
+    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
+    out = done.stdout
+    assert "Quick look, a smoke test" in out and "Recorded in dvc.lock" in out
+    written = yaml.safe_load((project / "params.yaml").read_text())
+    assert written["demo"]["max_per_class"] == 6 and written["train"]["epochs"] == 2  # kept
+    for name in ("digits", "fsdd", "sms_spam", "co2"):
+        assert f"  {name}: ships the" in out, name
+    for stage in ("code", "demo_data", "intake", "split", "eda", "tensors", "baseline"):
+        assert f"Stage '{stage}' didn't change, skipping" in out, stage
+    for stage in ("train", "final"):
+        assert f"Running stage '{stage}'" in out, stage
+    assert "failed to load" not in out + done.stderr
+    # `dvc metrics diff HEAD drop45`: both sides load; the CV headlines the dropout moved
+    diff = out[out.rindex("Path"):]  # the diff table, the block's last output
+    assert "HEAD" in diff and "drop45" in diff and "/nn/headline.json" in diff, diff
+    shown = run(["dvc", "exp", "show", "--csv"], project)
+    header = next(csv.reader(io.StringIO(shown.stdout)))
+    # the table merges rev, typ and parent into Experiment; the params this test wrote to
+    # keep itself fast (tiny networks, few folds) are not the README's, so not counted
+    readme_params = set(_leaf_keys(yaml.safe_load((REPO / "params.yaml").read_text())))
+    readme_params |= set(QUICK_LOOK)
+    test_only = [name for name in header if name in _leaf_keys(written)
+                 and name not in readme_params]
+    columns = [name for name in header
+               if name not in ("rev", "typ", "parent") and name not in test_only]
+    assert len(columns) <= 60, (len(columns), columns)
+    assert sum(name.endswith("/nn/headline.json:accuracy_mean") for name in columns) == 3
+    assert "mase_mean" in columns and "train.dropout" in columns
+
+
+def _leaf_keys(value, prefix=""):
+    """Dotted keys of a params mapping's leaves, as `dvc exp show` names its columns."""
+    if isinstance(value, dict) and value:
+        return [key for name, child in value.items()
+                for key in _leaf_keys(child, f"{prefix}{name}.")]
+    return [prefix[:-1]] if prefix and not isinstance(value, dict) else []

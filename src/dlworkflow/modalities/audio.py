@@ -161,6 +161,19 @@ class AudioModality(Modality):
         "regression": ("audio_tcresnet", "audio_cnn", "audio_dscnn")}
     origin: ClassVar[str] = "lower"  # spectrograms: low frequencies at the bottom
 
+    def attribution_axes(self, shape: tuple[int, ...],
+                         settings: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Spectrograms (bands, frames): time in seconds across, bands upwards (mel bands, or
+        MFCC coefficients), as the EDA draws them."""
+        bands, frames = shape[0], shape[1]
+        if settings.get("representation", "logmel") == "waveform":
+            return None
+        seconds = frames * int(settings.get("hop_length", 160)) / int(
+            settings.get("sample_rate", 16000))
+        kind = "MFCC" if settings.get("representation") == "mfcc" else "mel band"
+        return {"extent": (0.0, seconds, 0.0, float(bands)), "xlabel": "time (s)",
+                "ylabel": kind}
+
     def stored(self, batch: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Spectrograms as float16 (half the bytes, ample for log-mels), or with
         `tensors.audio.storage: uint8` as codes with their offset and scale (a quarter)."""

@@ -193,8 +193,19 @@ class Modality(ABC):
         mean = np.asarray(background, dtype=np.float32).mean(axis=0)
         return shap.maskers.Image(mean, mean.shape)
 
-    def attribution_html(self, x: Any, values: Any, what: str) -> str:
-        """The input beside its SHAP attributions (red raises `what`, blue lowers it)."""
+    def attribution_axes(self, shape: tuple[int, ...],
+                         settings: Mapping[str, Any]) -> dict[str, Any] | None:
+        """How the axes of a 2-D input's attribution map are labelled: None (a picture: no
+        axes), or {extent, xlabel, ylabel} in the input's own units (a spectrogram: seconds
+        and bands). `shape` is (rows, columns)."""
+        return None
+
+    def attribution_html(self, x: Any, values: Any, what: str,
+                         settings: Mapping[str, Any] | None = None) -> str:
+        """The input beside its SHAP attributions (red raises `what`, blue lowers it), drawn
+        as the report draws the input (rows upwards for spectrograms: `origin`), with axes
+        in the input's units when it has them (`attribution_axes`; `settings`: the
+        dataset's tensors settings for this modality)."""
         import numpy as np
 
         from dlworkflow.figures import figure_uri, new_panels
@@ -202,14 +213,25 @@ class Modality(ABC):
         picture = np.asarray(x, dtype=np.float32).mean(axis=-1)
         heat = np.asarray(values, dtype=np.float64).reshape(*picture.shape, -1).sum(axis=-1)
         limit = float(np.abs(heat).max()) or 1.0
-        figure, (left, right) = new_panels(2, 3.4, 1.7)
-        left.imshow(picture, cmap="gray", origin=self.origin, aspect="auto")
-        right.imshow(picture, cmap="gray", origin=self.origin, aspect="auto", alpha=0.35)
+        axes_info = self.attribution_axes(picture.shape, settings or {})
+        extent = axes_info["extent"] if axes_info else None
+        figure, (left, right) = new_panels(2, 3.4, 1.9 if axes_info else 1.7)
+        left.imshow(picture, cmap="gray", origin=self.origin, aspect="auto", extent=extent)
+        right.imshow(picture, cmap="gray", origin=self.origin, aspect="auto", alpha=0.35,
+                     extent=extent)
         right.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, origin=self.origin,
-                     aspect="auto", alpha=0.8)
+                     aspect="auto", alpha=0.8, extent=extent)
         for axes in (left, right):
-            axes.set_xticks([])
-            axes.set_yticks([])
+            if axes_info:
+                axes.set_xlabel(axes_info["xlabel"], fontsize=6)
+                axes.tick_params(labelsize=5)
+            else:
+                axes.set_xticks([])
+                axes.set_yticks([])
+        if axes_info:
+            left.set_ylabel(axes_info["ylabel"], fontsize=6)
+            right.set_yticks([])
+        left.set_title("input", fontsize=7)
         right.set_title(f"SHAP for {what}", fontsize=7)
         return f'<img alt="SHAP attributions" src="{figure_uri(figure)}">'
 

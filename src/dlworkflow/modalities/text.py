@@ -80,7 +80,8 @@ class TextModality(Modality):
 
         return shap.maskers.Text(r"\W+")
 
-    def attribution_html(self, x: Any, values: Any, what: str) -> str:
+    def attribution_html(self, x: Any, values: Any, what: str,
+                         settings: Mapping[str, Any] | None = None) -> str:
         """The text with each word shaded by its SHAP value (red raises `what`)."""
         import numpy as np
 

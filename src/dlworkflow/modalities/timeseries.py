@@ -204,6 +204,8 @@ class TimeSeriesModality(Modality):
         elif stamps is not None:
             frequency, gaps = integer_steps(np.asarray(stamps))
             start, end = str(stamps[0]), str(stamps[-1])
+        else:  # a wide file's row: the layout may say how often it was sampled
+            frequency = self.layout.get("frequency")
         observed = values[~np.isnan(values)]
         min_length = int(self.options.get("min_length", 3))
         if observed.size < min_length:
@@ -248,7 +250,8 @@ class TimeSeriesModality(Modality):
         return (f'<img class="series" alt="series {escape(item.id)}" src="{figure_uri(figure)}">'
                 f'<span class="meta">{len(frame)} steps, {label} (red)</span>')
 
-    def attribution_html(self, x: Any, values: Any, what: str) -> str:
+    def attribution_html(self, x: Any, values: Any, what: str,
+                         settings: Mapping[str, Any] | None = None) -> str:
         """The window (first channel) over bars of its per-step SHAP values, all channels
         summed (red raises `what`)."""
         series = np.asarray(x, dtype=np.float64).reshape(len(x), -1)

@@ -469,17 +469,17 @@ def series_fcn(spec: NetworkSpec):
 
 
 def _forecaster(spec: NetworkSpec, body: Callable[[Any], Any], name: str):
-    """Shared forecasting frame: the window relative to its last value, scaled by the fold's
-    typical change; the body; known-future covariates joined before the head; the output is a
-    change per horizon step added back to the last observed value."""
+    """Shared forecasting frame, one global model for every series: each window on its own
+    scale (minus its last value, over its mean absolute change); the body; known-future
+    covariates joined before the head; the output, a change per horizon step on the window's
+    scale, is scaled back and added to the last observed value."""
     import keras
 
-    from dlworkflow.layers import LastValue, RelativeToLast
+    from dlworkflow.layers import FromWindowScale, WindowScaled
 
     past = keras.Input(spec.input_shape, dtype="float32", name="past")
     inputs = [past]
-    x = RelativeToLast()(past)
-    x = keras.layers.Rescaling(1.0 / spec.target_scale)(x)
+    x = WindowScaled()(past)
     x = _apply(x, spec.augmentation)
     x = body(x)
     if spec.future_shape and spec.future_shape[-1]:
@@ -491,8 +491,7 @@ def _forecaster(spec: NetworkSpec, body: Callable[[Any], Any], name: str):
                            kernel_regularizer=_regularizer(spec))(x)
     x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
     change = keras.layers.Dense(spec.outputs, dtype="float32")(x)
-    change = keras.layers.Rescaling(spec.target_scale, dtype="float32")(change)
-    outputs = keras.layers.Add(name="values", dtype="float32")([change, LastValue()(past)])
+    outputs = FromWindowScale(name="values", dtype="float32")([change, past])
     return keras.Model(inputs if len(inputs) > 1 else past, outputs, name=name)
 
 

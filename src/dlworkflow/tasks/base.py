@@ -125,6 +125,13 @@ class Task(ABC):
         return rows["label"].astype(float).to_numpy(dtype=np.float32)
 
     # --- step 1: the metric --------------------------------------------------------------
+    def set_aside(self, inventory: pd.DataFrame,
+                  settings: Mapping[str, Any] | None) -> tuple[pd.DataFrame, list[Any]]:
+        """Items that probed well but that this task cannot use, taken out at intake with a
+        reason (each a `Rejection` of step "task"): (the inventory kept, the rejections).
+        `settings`: what the task needs to decide (forecasting: the split and lookback)."""
+        return inventory, []
+
     def metric_inputs(self, inventory: pd.DataFrame) -> tuple[pd.Series | None, str | None]:
         """(labels, frequency) the metric choice looks at."""
         return None, None

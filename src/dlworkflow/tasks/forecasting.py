@@ -4,7 +4,9 @@ Time is split, not items: the last `horizon` steps of each series are test and t
 rolling-origin validation windows before it. One training rule (`trains_on`) says which
 steps, and so which windows, a fold may learn from; the split's leakage proof, the trainer
 and the final step all use it. Scores are MASE against the seasonal-naive forecast, sMAPE and
-MAE; the bootstrap resamples (window, step) pairs.
+MAE; MASE as the M4 defines it (each window's error over the seasonal-naive MAE of its
+series' history), averaged over windows (one a series at test); the bootstrap resamples
+(window, step) pairs.
 """
 
 from __future__ import annotations
@@ -43,27 +45,42 @@ def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
     for series_id, frame in sorted(series.items()):
         n = len(frame)
         stamps = frame["timestamp"].reset_index(drop=True)
-        if settings.get("test_start"):
-            test_from = int(np.searchsorted(pd.to_datetime(stamps).to_numpy(),
-                                            np.datetime64(pd.Timestamp(settings["test_start"]))))
-        else:
-            test_from = n - horizon
-        first_window = test_from - n_folds * horizon
-        if first_window - gap < horizon:
+        test_from = test_start(stamps, settings)
+        # as many folds as the series allows (intake set aside those that allow none): the
+        # last fold ends where the test starts in every series, a short one has fewer
+        allowed = min(n_folds, (test_from - gap - horizon) // horizon)
+        if allowed < 1:
             raise ConfigError(
-                f"{key}: series {series_id!r} has {test_from} steps before its test window; "
-                f"{n_folds} folds x horizon {horizon} + gap {gap} leave fewer than {horizon} "
-                "steps to train the first fold. Lower split.folds or split.horizon.")
+                f"{key}: series {series_id!r} has {test_from} steps before its test window: "
+                f"too few for one validation window of {horizon} with {horizon} training "
+                f"steps and gap {gap} before it (intake sets such series aside: rerun intake)")
         role = np.where(np.arange(n) >= test_from, "test", "trainval")
         fold = pd.array([pd.NA] * n, dtype="Int64")
-        for k in range(n_folds):
-            start = first_window + k * horizon
+        for k in range(n_folds - allowed, n_folds):
+            start = test_from - (n_folds - k) * horizon
             fold[start: start + horizon] = k
         frames.append(pd.DataFrame({
             "id": pd.Series([series_id] * n, dtype="string"), "step": np.arange(n),
             "timestamp": stamps.astype("string"), "role": pd.Series(role, dtype="string"),
             "fold": fold, "in_sample": role == "trainval"}))
     return pd.concat(frames, ignore_index=True)
+
+
+def test_start(stamps: pd.Series, settings: Mapping[str, Any]) -> int:
+    """Where a series' test window starts: `horizon` steps before its end, or at the first
+    timestamp from `test_start`."""
+    if settings.get("test_start"):
+        return int(np.searchsorted(pd.to_datetime(stamps).to_numpy(),
+                                   np.datetime64(pd.Timestamp(settings["test_start"]))))
+    return len(stamps) - int(settings["horizon"])
+
+
+def needed_length(settings: Mapping[str, Any]) -> int:
+    """The fewest steps a series needs: one validation window and the test window after it,
+    and before them a lookback of inputs and at least a horizon of training steps ending
+    `gap` steps before the validation window."""
+    horizon, gap = int(settings["horizon"]), int(settings.get("gap") or 0)
+    return max(horizon + gap, int(settings.get("lookback") or 0)) + 2 * horizon
 
 
 def training_steps(splits: pd.DataFrame, series_id: str, fold: int, gap: int) -> np.ndarray:
@@ -135,6 +152,15 @@ def naive_scales(history: np.ndarray, season: int) -> np.ndarray:
     return np.asarray([naive_scale(row, season) for row in np.asarray(history, dtype=float)])
 
 
+def window_scales(arrays: Mapping[str, Any], choice: Mapping[str, Any]) -> np.ndarray:
+    """Each window's MASE scale: the M4's, stored in the shards (the seasonal-naive MAE of
+    the series' whole history before the window); shards made before it was stored fall
+    back to the window's lookback."""
+    if arrays.get("scale") is not None:
+        return np.asarray(arrays["scale"], dtype=float)
+    return naive_scales(arrays["x"][:, :, 0], int(choice.get("season", 1)))
+
+
 def forecast_scores(choice: Mapping[str, Any], errors: pd.DataFrame) -> dict[str, float]:
     """Forecast metrics over (window, step) pairs; MASE as the mean of |error| / the window's
     seasonal-naive scale (equal to the mean of per-window MASE when windows are whole)."""
@@ -162,12 +188,38 @@ class ForecastingTask(PredictsValues, Task):
     test_rows = "windows"
     bootstrap_unit = "(window, step) pair"
     samples_items = False
-    layout_kinds = ("long_csv",)
+    layout_kinds = ("long_csv", "wide_csv")
     dvc_plots: ClassVar[dict[str, dict[str, Any]]] = {
         "Forecast vs actual, held-out horizon ({dataset})": {
             "x": "step", "y": {"results/{dataset}/final/plots/forecast.csv": ["actual",
                                                                              "forecast"]}},
     }
+
+    # --- intake ----------------------------------------------------------------------
+    def set_aside(self, inventory: pd.DataFrame,
+                  settings: Mapping[str, Any] | None) -> tuple[pd.DataFrame, list[Any]]:
+        """A series too short for its test window, one validation window (with a horizon of
+        training steps and the gap before it) and a lookback of inputs is set aside, with the
+        lengths in its reason; the others run."""
+        from dlworkflow.items import Rejection
+
+        if not settings or inventory.empty or settings.get("test_start"):
+            # with a test date, what lies before it is only known from the timestamps: the
+            # split names a series too short for it
+            return inventory, []
+        needed = needed_length(settings)
+        lengths, what = inventory["length"].astype(int), "steps"
+        short = lengths < needed
+        horizon, gap = int(settings["horizon"]), int(settings.get("gap") or 0)
+        rejections = [Rejection(
+            path=str(row.path), id=str(row.id), step="task", code="series_too_short",
+            reason=(f"{count} {what}; forecasting it needs {needed}: a test window and one "
+                    f"validation window of {horizon} each, and before them a lookback of "
+                    f"{settings.get('lookback')} inputs and at least {horizon} training steps "
+                    f"with a gap of {gap} (split.horizon, split.gap, "
+                    "tensors.timeseries.lookback)"))
+            for row, count in zip(inventory[short].itertuples(), lengths[short], strict=True)]
+        return inventory[~short].reset_index(drop=True), rejections
 
     # --- the metric ------------------------------------------------------------------
     def metric_inputs(self, inventory: pd.DataFrame) -> tuple[pd.Series | None, str | None]:
@@ -207,9 +259,11 @@ class ForecastingTask(PredictsValues, Task):
     def describe_scheme(self, settings: Mapping[str, Any], has_groups: bool) -> str:
         test = (f"every step from {settings['test_start']}" if settings.get("test_start")
                 else f"the last {settings['horizon']} steps")
-        return (f"Test: {test} of each series. Validation: {settings['folds']} rolling-origin "
-                f"windows of {settings['horizon']} steps before the test set, each fold training "
-                f"only on steps that end {settings.get('gap', 0)} step(s) before its window.")
+        return (f"Test: {test} of each series. Validation: up to {settings['folds']} "
+                f"rolling-origin windows of {settings['horizon']} steps before the test set (as "
+                "many as each series allows, the last ending where its test starts), each fold "
+                f"training only on steps that end {settings.get('gap', 0)} step(s) before its "
+                "window.")
 
     # --- shards and the rows of a fold -----------------------------------------------
     def plan(self, splits: pd.DataFrame, tensors: Mapping[str, Any], split: Mapping[str, Any],
@@ -270,10 +324,10 @@ class ForecastingTask(PredictsValues, Task):
     def fold_scores(self, choice: Mapping[str, Any], valid: Mapping[str, Any], output: Any,
                     proba: np.ndarray | None, classes: Sequence[str], fold: int,
                     model: str) -> tuple[dict[str, float], pd.DataFrame]:
-        """Each window's MASE is scaled by its own lookback."""
+        """Each window's MASE is scaled by its series' history before it (`window_scales`)."""
         from dlworkflow.metrics import prediction_frame, score
 
-        metrics = score(choice, valid["y"], output, history=valid["x"][:, :, 0])
+        metrics = score(choice, valid["y"], output, scales=window_scales(valid, choice))
         return metrics, prediction_frame(valid["ids"], fold, model, valid["y"], output)
 
     # --- the test --------------------------------------------------------------------
@@ -286,9 +340,9 @@ class ForecastingTask(PredictsValues, Task):
         from dlworkflow.metrics import prediction_frame, score
 
         y_true, y_pred = np.asarray(test["y"], float), np.asarray(output, float)
-        point = score(choice, y_true, y_pred, history=test["x"][:, :, 0])
+        scales = window_scales(test, choice)
+        point = score(choice, y_true, y_pred, scales=scales)
         frame = prediction_frame(test["ids"], -1, model, y_true, y_pred)
-        scales = naive_scales(test["x"][:, :, 0], int(choice.get("season", 1)))
         errors = frame.assign(scale=np.repeat(scales, y_true.shape[1]))
 
         def metric_fn(picked: np.ndarray) -> Mapping[str, float]:
