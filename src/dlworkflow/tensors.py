@@ -89,23 +89,26 @@ def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFr
     known = list(settings.get("known_future", []))
     wanted = inventory[inventory["id"].isin(rows["series"].unique())]
     series = {item.id: ctx.modality.channels(item.read_bytes()) for item in ctx.records(wanted)}
+    # each series as arrays once (a window is then a slice, not a pandas lookup)
+    arrays = {name: (frame.drop(columns=known).to_numpy(dtype=np.float64),
+                     frame["target"].to_numpy(dtype=np.float64),
+                     frame[known].to_numpy(dtype=np.float64))
+              for name, frame in series.items()}
     past_x, future_x, targets, masks, scales, keep = [], [], [], [], [], []
-    for number, row in enumerate(rows.itertuples()):
-        frame = series[row.series]
-        start = int(row.target_start)
-        inputs = frame.iloc[start - lookback: start]
-        past = inputs.drop(columns=known).to_numpy(dtype=np.float64)
-        target = frame["target"].iloc[start: start + horizon].to_numpy(dtype=np.float64)
+    for number, (name, start) in enumerate(zip(rows["series"], rows["target_start"],
+                                               strict=True)):
+        channels, values, covariates = arrays[name]
+        start = int(start)
+        past = channels[start - lookback: start]
+        target = values[start: start + horizon]
         mask = ~np.isnan(past)
         if np.isnan(target).any() or (policy == "drop_window" and not mask.all()):
             continue  # a target with a gap cannot be scored; dropped windows are counted
-        past = fill_past(past, policy)
-        past_x.append(past)
+        past_x.append(past if mask.all() else fill_past(past, policy))
         masks.append(mask)
-        future_x.append(frame[known].iloc[start: start + horizon].to_numpy(dtype=np.float64))
+        future_x.append(covariates[start: start + horizon])
         targets.append(target)
-        scales.append(naive_scale(frame["target"].iloc[:start].to_numpy(dtype=np.float64),
-                                  season))
+        scales.append(naive_scale(values[:start], season))
         keep.append(number)
     kept = rows.iloc[keep]
     payload = {"ids": kept["id"].to_numpy(dtype=str),

@@ -429,8 +429,7 @@ class FoldData:
                    task.resampling(str(ctx.section("train").get("resample", "none"))),
                    train_rows, in_memory, train_arrays, valid, seed=seed)
         if train_arrays is not None:
-            rows = tf.data.Dataset.from_tensor_slices((data.inputs(train_arrays),
-                                                       train_arrays["y"]))
+            rows = tf.data.Dataset.from_tensor_slices(data.examples(train_arrays))
             labels = train_arrays["y"]
             data._epoch = lambda epoch_seed: data._order(rows, labels, epoch_seed)
         else:
@@ -448,8 +447,15 @@ class FoldData:
         data.train = data._epoch(seed)
         if fold is not None:
             data.valid_set = tf.data.Dataset.from_tensor_slices(
-                (data.inputs(valid), valid["y"])).batch(batch_size)
+                data.examples(valid)).batch(batch_size)
         return data
+
+    def examples(self, arrays: Mapping[str, Any]) -> tuple:
+        """(inputs, targets) of stored arrays, and the rows' loss weights when the task
+        weighs them (forecasting: each window's error on its own scale)."""
+        weights = self.task.sample_weights(arrays)
+        pair = (self.inputs(arrays), arrays["y"])
+        return pair if weights is None else (*pair, weights)
 
     def _order(self, rows, labels, seed):
         """One epoch of `rows` (unbatched) in the order `seed` draws, batched: shuffled, or
@@ -492,13 +498,13 @@ class FoldData:
         if self.train_arrays is not None:
             inputs = self.inputs(self.train_arrays)
             return inputs["past"] if isinstance(inputs, dict) else inputs
-        return self.train.map(lambda x, y: x)
+        return self.train.map(lambda x, *_: x)
 
     def fit_rows(self) -> tuple[Any, Any]:
         """(x, y) of the training rows as arrays (a stream is read through once)."""
         if self.train_arrays is not None:
             return self.adapt_x(), self.train_arrays["y"]
-        batches = [(x.numpy(), y.numpy()) for x, y in self.train]
+        batches = [(x.numpy(), y.numpy()) for x, y, *_ in self.train]
         return (np.concatenate([x for x, _ in batches]),
                 np.concatenate([y for _, y in batches]))
 
@@ -705,7 +711,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
             tuned = _fit(model, data, settings, run.phase(tune_epochs, tune_rate), "fine_tune",
                          tune_rate, weights)
             history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
-        recalibrated = recalibrate_batch_norm(model, data.train.map(lambda x, y: x))
+        recalibrated = recalibrate_batch_norm(model, data.train.map(lambda x, *_: x))
         if recalibrated:
             log.info("BatchNormalization statistics of %d layers recomputed on the %d "
                      "training rows", recalibrated, len(data.train_rows))

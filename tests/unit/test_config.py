@@ -175,3 +175,16 @@ def test_a_demo_dataset_is_one_line_and_its_written_keys_win():
     assert datasets["mine"]["layout"] == {"kind": "folders"}
     assert datasets["own"]["root"] == "data/raw/own" and "demo" not in datasets["own"]
     assert written["datasets"]["digits"] == {"demo": "sklearn_digits"}  # input untouched
+
+
+def test_every_example_dataset_in_the_readme_passes_the_schema():
+    import re
+
+    from dlworkflow.config import expand_datasets, validate_schema
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(datasets:\n.*?)```", readme, re.S)
+    datasets = yaml.safe_load(block.group(1))["datasets"]
+    assert {"pets", "load", "hourly", "pickup"} <= set(datasets)
+    _, problems = validate_schema(expand_datasets({"seed": 0, "datasets": datasets}))
+    assert problems == []

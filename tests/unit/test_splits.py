@@ -214,3 +214,18 @@ def test_a_predefined_test_rule_reads_as_words():
     assert test_rule_words({"column": "year", "min": 2019, "max": 2020}) == \
         "year lies between 2019 and 2020"
     assert test_rule_words({"column": "year", "min": 2019}) == "year is at least 2019"
+
+
+def test_a_windows_loss_weight_makes_its_error_count_on_its_own_scale(co2_csv):
+    """Two real co2 windows, one in ppm and one a thousand times larger: the same relative
+    forecast error weighs the same in the training loss."""
+    import io
+
+    values = pd.read_csv(io.BytesIO(co2_csv))["co2"].interpolate().to_numpy()[:120]
+    window, future = values[:104], values[104:116]
+    x = np.stack([window, 1000 * window])[..., None]
+    weights = FORECASTING.sample_weights({"x": x})
+    errors = np.stack([future * 0.01, 1000 * future * 0.01])  # 1 % off, both
+    losses = weights * np.mean(errors ** 2, axis=1)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert weights[0] == pytest.approx(1 / np.mean(np.abs(np.diff(window))) ** 2, rel=1e-5)

@@ -218,6 +218,10 @@ class Task(ABC):
         """(offset, scale) that map a unit-variance output to the fold's targets."""
         return 0.0, 1.0
 
+    def sample_weights(self, arrays: Mapping[str, Any]) -> np.ndarray | None:
+        """Per-row weights of the training loss (None: every row counts the same)."""
+        return None
+
     def class_weights(self, setting: Any, rows: pd.DataFrame,
                       classes: tuple[str, ...]) -> dict[int, float] | None:
         """Keras class_weight for the training `rows` (classification only)."""
