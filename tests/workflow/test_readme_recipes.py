@@ -179,6 +179,21 @@ def test_quick_look_then_an_experiment_as_the_readme_says(tmp_path):
     assert sum(name.endswith("/nn/headline.json:accuracy_mean") for name in columns) == 3
     assert "mase_mean" in columns and "train.dropout" in columns
 
+    # then the README's experiment loop (Running with DVC), as written, on the same project
+    script = "set -ex\n" + "\n".join(recipe("experiments")) + "\n"
+    done = run(["bash", "-c", script], project, timeout=1200,
+               env={**git, "PATH": os.environ["PATH"]})
+    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
+    out = done.stdout
+    assert "Data and pipelines are up to date" in out  # dvc repro after the quick look
+    for stage in ("code", "demo_data", "intake", "split", "eda", "tensors", "baseline"):
+        assert out.count(f"Stage '{stage}' didn't change, skipping") >= 1, stage
+    assert "Running stage 'train'" in out and "Running stage 'final'" in out
+    assert "drop4" in out[out.rindex("Path"):]  # the metrics diff names both sides
+    page = (project / "plots-diff" / "index.html").read_text()
+    assert "vegaEmbed(" in page and "Loss per epoch" in page
+    assert not re.search(r'<script[^>]+src="https?:', page)  # renders offline
+
 
 def _leaf_keys(value, prefix=""):
     """Dotted keys of a params mapping's leaves, as `dvc exp show` names its columns."""
