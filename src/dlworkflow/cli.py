@@ -14,11 +14,12 @@ from dlworkflow.runner import lock_held, record_in_dvc, run_workflow
 from dlworkflow.workflow import STEPS, get_step, step_outputs
 
 
-def snakemake_step_command(name: str, params_path: str = "params.yaml",
+def snakemake_step_command(name: str, params: dict | None = None,
                            extra: list[str] | None = None) -> list[str]:
-    """The snakemake call that runs exactly one step's rules on that step's targets."""
+    """The snakemake call that runs exactly one step's rules on that step's targets
+    (`params`: resolved, else read from params.yaml)."""
     step = get_step(name)
-    params = load_params(params_path)
+    params = params if params is not None else load_params("params.yaml")
     targets = step_outputs(step, params)
     allowed = list(step.rules)
     extra = list(extra or [])
@@ -40,7 +41,7 @@ def run_step(name: str, params_path: str = "params.yaml", extra: list[str] | Non
         return 0
     if lock_held():
         return 1
-    command = snakemake_step_command(name, params_path, extra)
+    command = snakemake_step_command(name, params, extra)
     print("+ " + " ".join(command[1:]), file=sys.stderr)
     status = subprocess.call(command)
     if status == 0:

@@ -57,12 +57,12 @@ def _files(root: Path, names: list[str]) -> dict[str, str]:
         if path.is_dir():
             members = sorted(p for p in path.rglob("*") if p.is_file()
                              and "__pycache__" not in p.parts and ".backup" not in p.parts)
-        else:
+        elif path.is_file():
             members = [path]
+        else:
+            raise FileNotFoundError(f"{name}: missing; run the step that makes it before "
+                                    "recording it for DVC")
         for member in members:
-            if not member.is_file():
-                raise FileNotFoundError(f"{member.relative_to(root)}: missing; run the step "
-                                        "that makes it before recording it for DVC")
             found[member.relative_to(root).as_posix()] = _sha256(member)
     return dict(sorted(found.items()))
 

@@ -143,9 +143,11 @@ class RelativeToLast(keras.layers.Layer):
         return inputs - inputs[:, -1:, :]
 
 
-def _window_spread(window):
+def window_spread(window):
     """Per channel, the mean absolute step-to-step change of a (batch, time, channels)
-    window, (batch, 1, channels); 1 where the window does not change (nothing to scale)."""
+    window, (batch, 1, channels); 1 where the window does not change (nothing to scale).
+    The networks scale by it (`WindowScaled`) and the loss weighs by it
+    (`ForecastingTask.sample_weights`)."""
     spread = ops.mean(ops.abs(window[:, 1:, :] - window[:, :-1, :]), axis=1, keepdims=True)
     return ops.where(spread > 0, spread, ops.ones_like(spread))
 
@@ -157,7 +159,7 @@ class WindowScaled(keras.layers.Layer):
     by orders of magnitude alike (the network's output is scaled back by `FromWindowScale`)."""
 
     def call(self, inputs):
-        return (inputs - inputs[:, -1:, :]) / _window_spread(inputs)
+        return (inputs - inputs[:, -1:, :]) / window_spread(inputs)
 
 
 @keras.saving.register_keras_serializable(package="dlworkflow")
@@ -169,7 +171,7 @@ class FromWindowScale(keras.layers.Layer):
     def call(self, inputs):
         change, window = inputs
         target = window[:, :, :1]
-        return change * _window_spread(target)[:, 0, :] + target[:, -1, :]
+        return change * window_spread(target)[:, 0, :] + target[:, -1, :]
 
 
 @keras.saving.register_keras_serializable(package="dlworkflow")

@@ -212,12 +212,12 @@ class ForecastingTask(PredictsValues, Task):
             # split names a series too short for it
             return inventory, []
         needed = needed_length(settings)
-        lengths, what = inventory["length"].astype(int), "steps"
+        lengths = inventory["length"].astype(int)
         short = lengths < needed
         horizon, gap = int(settings["horizon"]), int(settings.get("gap") or 0)
         rejections = [Rejection(
             path=str(row.path), id=str(row.id), step="task", code="series_too_short",
-            reason=(f"{count} {what}; forecasting it needs {needed}: a test window and one "
+            reason=(f"{count} steps; forecasting it needs {needed}: a test window and one "
                     f"validation window of {horizon} each, and before them a lookback of "
                     f"{settings.get('lookback')} inputs and at least {horizon} training steps "
                     f"with a gap of {gap} (split.horizon, split.gap, "
@@ -324,10 +324,10 @@ class ForecastingTask(PredictsValues, Task):
         change)², the network's `WindowScaled` spread. Without it the loss of raw values is
         the loss of the largest series (the M4's hourly levels differ 10,000-fold: a network
         scored MASE 5.4 where seasonal naive scored 1.4)."""
-        past = np.asarray(arrays["x"], dtype=np.float64)[:, :, 0]
-        spread = np.mean(np.abs(np.diff(past, axis=1)), axis=1)
-        spread = np.where(spread > 0, spread, 1.0)
-        return (1.0 / spread ** 2).astype(np.float32)
+        from dlworkflow.layers import window_spread
+
+        spread = np.asarray(window_spread(np.asarray(arrays["x"], np.float32)[:, :, :1]))
+        return (1.0 / spread[:, 0, 0] ** 2).astype(np.float32)
 
     def target_stats(self, train: Mapping[str, Any] | None,
                      rows: pd.DataFrame) -> tuple[float, float]:
