@@ -46,6 +46,10 @@ REFERENCES = {
     "fsdd_30": ("accuracy", None, "FSDD, 30 items per class"),
     "m4_hourly": ("mase", 1.193, "M4 Hourly, seasonal naive (Naive2 2.395, ETS 1.824, "
                                  "best entry 0.893; Makridakis et al. 2020)"),
+    "m4_weekly": ("mase", 2.527, "M4 Weekly, ETS (Naive2 2.777, best entry 2.356; "
+                                 "Makridakis et al. 2020)"),
+    "yearly_tsf": ("mase", None, "M4 Weekly summed to years, as a Monash .tsf file (no "
+                                 "published figure; M4 Yearly for scale: ETS 3.444)"),
 }
 
 
@@ -103,6 +107,17 @@ def prepare_m4(frequency: str, horizon: int, alias: str | None) -> Callable[[Pat
     return prepare
 
 
+def prepare_yearly_tsf(root: Path) -> dict:
+    """Many short yearly series in the Monash archive's format, as a user's first set of
+    them would come: the 359 M4 Weekly series summed over their complete years (1-49 years,
+    half under 17), horizon 6 from the file's header, nothing else written."""
+    sys.path.insert(0, str(REPO))
+    from tests.helpers.series import write_yearly_tsf, yearly_series
+
+    write_yearly_tsf(root / "yearly.tsf", yearly_series(359))
+    return {"modality": "timeseries", "task": "forecasting", "layout": {"kind": "tsf"}}
+
+
 #: set -> how its data is prepared (None: a demo set, prepared by the workflow itself)
 PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "digits": None, "fsdd": None, "sms_spam": None, "co2": None,
@@ -111,6 +126,8 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
                                                                  "PickupGestureWiimoteZ"),
     "digits_10": None, "digits_30": None, "fsdd_10": None, "fsdd_30": None,
     "m4_hourly": prepare_m4("Hourly", 48, "H"),
+    "m4_weekly": prepare_m4("Weekly", 13, None),
+    "yearly_tsf": prepare_yearly_tsf,
 }
 
 

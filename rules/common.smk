@@ -24,7 +24,7 @@ from dlworkflow.config import (
 )  # noqa: E402
 from dlworkflow.errors import ConfigError  # noqa: E402
 from dlworkflow.layouts import walk_files  # noqa: E402
-from dlworkflow.shardfile import shard_names  # noqa: E402
+from dlworkflow.shardfile import plan_folds, shard_names  # noqa: E402
 from dlworkflow.workflow import (
     all_targets,
     extracts_features,
@@ -173,6 +173,10 @@ def get_features_index_if_extracted(wildcards):
 
 def _fold_files(wildcards, kind, name):
     folds = split_settings(PARAMS, wildcards.dataset)["folds"]
+    if DATASETS[wildcards.dataset]["task"] == "forecasting":
+        # short series make fewer folds (ForecastingTask's split): the plan knows how many
+        plan = checkpoints.tensor_plan.get(dataset=wildcards.dataset).output.plan
+        folds = plan_folds(plan)
     return [f"results/{wildcards.dataset}/{kind}/fold-{k}/{name}" for k in range(folds)]
 
 

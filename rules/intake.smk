@@ -41,6 +41,6 @@ rule choose_metric:
         runtime=10,
     params:
         task=get_task,
-        intake=PARAMS["intake"],
+        intake=get_intake_settings,
     script:
         "../scripts/choose_metric.py"

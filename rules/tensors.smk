@@ -6,6 +6,7 @@
 checkpoint tensor_plan:
     input:
         splits="results/{dataset}/split/splits.parquet",
+        metric="results/{dataset}/intake/metric.json",
     output:
         plan="results/{dataset}/tensors/plan.parquet",
     log:

@@ -190,6 +190,12 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
                     if not _inside(root, rel) or not (root / rel).is_file():
                         problems.append(f"{key}.layout.files[{number}]: no file {rel} inside "
                                         f"{ds['root']}")
+            if kind == "tsf":
+                from dlworkflow.layouts import tsf_file
+
+                if tsf_file(root, layout) is None:
+                    problems.append(f"{key}.layout: not exactly one .tsf file in {ds['root']}; "
+                                    "set layout.file")
     return problems
 
 
@@ -210,11 +216,21 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> d
 
 def split_settings(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The dataset's split settings: the top-level section updated by its own `split:`. A
-    `ts` layout's official TEST file is the test set unless `split.test` says otherwise."""
+    `ts` layout's official TEST file is the test set unless `split.test` says otherwise; a
+    `tsf` file's `@horizon` is the horizon unless the dataset's `split.horizon` says
+    otherwise (the root read relative to the working directory, the project's)."""
     dataset = params["datasets"][name]
     merged = {**params["split"], **(dataset.get("split") or {})}
-    if dataset.get("layout", {}).get("kind") == "ts" and not merged.get("test"):
+    layout = dataset.get("layout", {})
+    if layout.get("kind") == "ts" and not merged.get("test"):
         merged["test"] = {"column": "side_part", "values": ["test"]}
+    if layout.get("kind") == "tsf" and "horizon" not in (dataset.get("split") or {}):
+        from dlworkflow.layouts import tsf_horizon
+
+        # the file states the horizon its series are forecast at (the Monash archive's
+        # protocol); the dataset's own split.horizon overrides it
+        root = Path(dataset.get("root") or f"data/raw/{name}")
+        merged["horizon"] = tsf_horizon(root, layout) or merged["horizon"]
     return merged
 
 

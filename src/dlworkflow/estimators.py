@@ -180,12 +180,23 @@ def series_baselines(kind: str, settings: Mapping[str, Any], seed: int) -> dict[
 
 
 def _past(x: Any) -> np.ndarray:
-    """Forecasting inputs are {"past", "future"} or just the past windows."""
+    """Forecasting inputs are {"past", "future", "length"} or just the past windows."""
     return x["past"] if isinstance(x, dict) else x
 
 
+def _observed(x: Any) -> list[np.ndarray]:
+    """Each window's observed target values: the padding before a short series' first value
+    dropped (`length`, the observed steps of each window; all when not given)."""
+    target = np.asarray(_past(x), dtype=np.float64)[:, :, 0]
+    lengths = x.get("length") if isinstance(x, dict) else None
+    if lengths is None:
+        return list(target)
+    return [row[len(row) - int(n):] for row, n in zip(target, lengths, strict=True)]
+
+
 class SeasonalNaive(BaseEstimator, RegressorMixin):
-    """Repeat the last `season` observed target values over the horizon (nothing to fit)."""
+    """Repeat the last `season` observed target values over the horizon (nothing to fit); a
+    window with less than a season observed repeats its last value."""
 
     def __init__(self, season: int = 1, horizon: int = 1) -> None:
         self.season = season
@@ -195,12 +206,14 @@ class SeasonalNaive(BaseEstimator, RegressorMixin):
         self.fitted_ = True
         return self
 
+    def _one(self, values: np.ndarray) -> np.ndarray:
+        season = self.season if len(values) >= self.season else 1
+        return values[-season:][np.arange(self.horizon) % season]
+
     def predict(self, x: Any) -> np.ndarray:
-        target = np.asarray(_past(x))[:, :, 0]
-        season = min(self.season, target.shape[1])
-        last = target[:, -season:]
-        steps = np.arange(self.horizon) % season
-        return last[:, steps]
+        rows = _observed(x)
+        return np.stack([self._one(row) for row in rows]) if rows else \
+            np.empty((0, self.horizon))
 
 
 class LagRidge(BaseEstimator, RegressorMixin):
@@ -237,19 +250,17 @@ class LagRidge(BaseEstimator, RegressorMixin):
 class Naive(SeasonalNaive):
     """The last observed value, repeated over the horizon (the random-walk forecast)."""
 
-    def predict(self, x: Any) -> np.ndarray:
-        target = np.asarray(_past(x))[:, :, 0]
-        return np.repeat(target[:, -1:], self.horizon, axis=1)
+    def _one(self, values: np.ndarray) -> np.ndarray:
+        return np.repeat(values[-1], self.horizon)
 
 
 class Drift(SeasonalNaive):
     """The last value plus the window's average change per step, carried on (Hyndman and
     Athanasopoulos, "Forecasting: principles and practice", the drift method)."""
 
-    def predict(self, x: Any) -> np.ndarray:
-        target = np.asarray(_past(x), dtype=np.float64)[:, :, 0]
-        slope = (target[:, -1] - target[:, 0]) / max(target.shape[1] - 1, 1)
-        return target[:, -1:] + slope[:, None] * np.arange(1, self.horizon + 1)
+    def _one(self, values: np.ndarray) -> np.ndarray:
+        slope = (values[-1] - values[0]) / max(len(values) - 1, 1)
+        return values[-1] + slope * np.arange(1, self.horizon + 1)
 
 
 class Theta(SeasonalNaive):
@@ -266,6 +277,8 @@ class Theta(SeasonalNaive):
 
         from statsmodels.tsa.forecasting.theta import ThetaModel
 
+        if len(values) < 3:
+            return np.repeat(values[-1], self.horizon)
         season = self.season if self.season > 1 and len(values) >= 2 * self.season else 1
         positive = bool(np.all(values > 0))
         try:
@@ -275,18 +288,73 @@ class Theta(SeasonalNaive):
                                    use_test=len(values) >= 3 * season,
                                    method="multiplicative" if positive else "additive")
                 return np.asarray(model.fit().forecast(self.horizon), dtype=np.float64)
-        except (ValueError, np.linalg.LinAlgError):  # a constant or degenerate window
+        except (ValueError, IndexError, np.linalg.LinAlgError):  # constant or too short
             return np.repeat(values[-1], self.horizon)
 
-    def predict(self, x: Any) -> np.ndarray:
-        target = np.asarray(_past(x), dtype=np.float64)[:, :, 0]
-        return np.stack([self._one(row) for row in target]) if len(target) else \
-            np.empty((0, self.horizon))
+
+def seasonal_factors(values: np.ndarray, season: int, horizon: int
+                     ) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """Classical decomposition as the M4's benchmarks use it: when a window of three or more
+    seasons passes the 90 % autocorrelation test at the seasonal lag (two seasons are adjusted
+    without it, as `Theta` does), its seasonal factors over the window and the horizon and
+    whether they multiply (a positive window) or add; None when nothing is adjusted."""
+    from statsmodels.tsa.seasonal import seasonal_decompose
+    from statsmodels.tsa.stattools import acf
+
+    n = len(values)
+    if season <= 1 or n < 2 * season or np.ptp(values) == 0:
+        return None
+    if n >= 3 * season:
+        correlations = acf(values, nlags=season, fft=False)
+        limit = 1.645 * np.sqrt((1 + 2 * np.sum(correlations[1:season] ** 2)) / n)
+        if not abs(correlations[season]) > limit:
+            return None
+    multiplicative = bool(np.all(values > 0))
+    seasonal = seasonal_decompose(values, model="multiplicative" if multiplicative else "additive",
+                                  period=season).seasonal
+    ahead = seasonal[n - season + np.arange(horizon) % season]
+    return seasonal, ahead, multiplicative
+
+
+class ETS(SeasonalNaive):
+    """Exponential smoothing as the M4's SES / Holt / Damped benchmarks and the ETS of
+    Hyndman et al. (2002) choose it, fitted on each window's past: seasonally adjusted
+    (`seasonal_factors`), then the additive-error model with no trend, a trend or a damped
+    trend whose AICc is lowest (statsmodels' ETSModel), its forecast seasonalised again."""
+
+    def _one(self, values: np.ndarray) -> np.ndarray:
+        import warnings
+
+        from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+        factors = seasonal_factors(values, self.season, self.horizon)
+        adjusted = values
+        if factors is not None:
+            seasonal, ahead, multiplicative = factors
+            adjusted = values / seasonal if multiplicative else values - seasonal
+        best, best_aicc = np.repeat(adjusted[-1], self.horizon), np.inf
+        if len(values) >= 3 and np.ptp(adjusted) > 0:
+            for trend, damped in ((None, False), ("add", False), ("add", True)):
+                if trend and len(values) < 5:
+                    continue  # a trend of fewer points than its parameters is not estimable
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        fit = ETSModel(adjusted, error="add", trend=trend,
+                                       damped_trend=damped).fit(disp=False)
+                        forecast = np.asarray(fit.forecast(self.horizon), dtype=np.float64)
+                except (ValueError, np.linalg.LinAlgError):
+                    continue
+                if np.isfinite(fit.aicc) and fit.aicc < best_aicc and np.isfinite(forecast).all():
+                    best, best_aicc = forecast, fit.aicc
+        if factors is None:
+            return best
+        return best * ahead if multiplicative else best + ahead
 
 
 def forecasting_baselines(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The field's statistical benchmarks on each window's past (naive, seasonal naive,
-    drift, Theta; season and horizon are set when fitted) and ridge on lags, one model across
-    windows."""
+    """The field's statistical benchmarks on each window's observed past (naive, seasonal
+    naive, drift, Theta, ETS; season and horizon are set when fitted) and ridge on lags, one
+    model across windows."""
     return {"naive": Naive(), "seasonal_naive": SeasonalNaive(), "drift": Drift(),
-            "theta": Theta(), "ridge_lags": LagRidge(settings.get("lags"))}
+            "theta": Theta(), "ets": ETS(), "ridge_lags": LagRidge(settings.get("lags"))}

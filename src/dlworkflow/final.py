@@ -24,7 +24,7 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import Part, load_arrays, load_test_arrays
 from dlworkflow.errors import ConfigError
 from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
-from dlworkflow.train import model_card, train_network, write_history
+from dlworkflow.train import card_tensors, model_card, train_network, write_history
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
             "architecture": name, "classes": list(classes), "threshold": threshold,
             "train_rows": len(train["ids"]), "cv": summary.get("headline"),
             "layout": dict(ctx.dataset["layout"]),
-            "tensors": dict(ctx.section("tensors").get(ctx.modality.name) or {}),
+            "tensors": card_tensors(ctx),
             "flat": settings}
     save_baseline(estimator, ctx.folder("model", output=True), card)
     log.info("baseline %s refitted on %d trainval rows and exported", name, len(train["ids"]))

@@ -565,6 +565,116 @@ def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Di
     return found
 
 
+#: Monash `.tsf` frequencies as pandas aliases (the MASE season follows from the alias)
+TSF_FREQUENCIES = {"yearly": "Y", "quarterly": "Q", "monthly": "M", "weekly": "W", "daily": "D",
+                   "hourly": "H", "half_hourly": "30min", "10_minutes": "10min",
+                   "minutely": "min", "4_seconds": "4s"}
+
+
+def tsf_header(path: Path) -> dict[str, Any]:
+    """The header of a Monash `.tsf` file (Godahewa et al. 2021): `attributes` [(name,
+    type)] in order, and `frequency`, `horizon`, `missing`, `equallength` as written; the
+    lines before `@data` only."""
+    header: dict[str, Any] = {"attributes": []}
+    with path.open("rb") as stream:
+        for raw in stream:
+            line = raw.strip()
+            if not line or line.startswith(b"#"):
+                continue
+            if not line.startswith(b"@"):
+                raise BadInput("a data line before @data: not a .tsf file", "unreadable")
+            key, _, value = line[1:].decode("utf-8", "replace").partition(" ")
+            key, value = key.lower(), value.strip()
+            if key == "data":
+                header["data"] = True
+                return header
+            if key == "attribute":
+                name, _, kind = value.partition(" ")
+                header["attributes"].append((name, kind.strip().lower()))
+            else:
+                header[key] = value
+    raise BadInput("no @data line: not a .tsf file", "unreadable")
+
+
+def tsf_file(root: Path, layout: Mapping[str, Any]) -> str | None:
+    """The `.tsf` file a `tsf` layout reads: `layout.file`, or the one `*.tsf` in the root."""
+    if layout.get("file"):
+        return str(layout["file"])
+    found = sorted(p.name for p in root.glob("*.tsf") if p.is_file())
+    return found[0] if len(found) == 1 else None
+
+
+def tsf_horizon(root: Path, layout: Mapping[str, Any]) -> int | None:
+    """The forecast horizon a `.tsf` file's `@horizon` states (None when absent or unreadable:
+    split.horizon then decides)."""
+    name = tsf_file(root, layout)
+    try:
+        value = tsf_header(resolve_inside(root, name)).get("horizon") if name else None
+        return int(value) if value else None
+    except (BadInput, OSError, ValueError):
+        return None
+
+
+def discover_tsf(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Discovery:
+    """A Monash `.tsf` file: a header (`@attribute` lines, `@frequency`, `@horizon`, ...),
+    then one series per line, its attribute values and then its comma-separated values, all
+    separated by colons (`?` a missing value). Each series is an item named by its first
+    string attribute (`series_name`), with the header's frequency; a line with the wrong
+    number of fields or no values is rejected with its line number."""
+    found = Discovery()
+    name = tsf_file(root, layout)
+    if name is None:
+        raise ConfigError(f"layout: no single .tsf file in {ctx.display('.')}; set layout.file")
+    path = resolve_inside(root, name)
+    try:
+        header = tsf_header(path)
+    except BadInput as exc:
+        found.reject(ctx.display(name), exc.reason, exc.code)
+        return found
+    attributes = header["attributes"]
+    named = next((i for i, (_, kind) in enumerate(attributes) if kind == "string"), None)
+    written = str(header.get("frequency") or "").lower()
+    frequency = layout.get("frequency") or TSF_FREQUENCIES.get(written)
+    seen: set[str] = set()
+    data = False
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        line = raw.removesuffix(b"\r").strip()
+        if not data:
+            data = line.lower().startswith(b"@data")
+            continue
+        if not line or line.startswith(b"#"):
+            continue
+        where = f"{ctx.display(name)}:{number}"
+        item_id = f"row-{number:06d}"
+        try:
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"not valid utf-8 at byte offset {exc.start}", "not_utf8") from None
+            fields = text.split(":")
+            if len(fields) != len(attributes) + 1:
+                raise BadInput(f"{len(fields)} colon-separated fields; the header's "
+                               f"{len(attributes)} attribute(s) and the values make "
+                               f"{len(attributes) + 1}", "bad_columns")
+            if named is not None:
+                item_id = fields[named].strip()
+                if not item_id or item_id in seen:
+                    raise BadInput(f"series name {item_id!r} is empty or repeated",
+                                   "duplicate_id")
+            seen.add(item_id)
+            values = [v.strip() for v in fields[-1].split(",")]
+            if not any(v not in ("", "?") for v in values):
+                raise BadInput("no values", "empty")
+        except BadInput as exc:
+            found.reject(where, f"line {number}: {exc.reason}", exc.code, item_id)
+            continue
+        cells = ("nan" if v in ("?", "", "NaN") else v for v in values)
+        payload = ("value\n" + "\n".join(cells) + "\n").encode("utf-8")
+        side = {"frequency": frequency} if frequency else {}
+        found.items.append(Item(id=item_id, path=where, side=side, payload=payload))
+    return found
+
+
 LAYOUTS: dict[str, Callable[..., Discovery]] = {
     "folders": discover_folders,
     "filename_regex": discover_filename_regex,
@@ -573,6 +683,7 @@ LAYOUTS: dict[str, Callable[..., Discovery]] = {
     "long_csv": discover_long_csv,
     "wide_csv": discover_wide_csv,
     "ts": discover_ts,
+    "tsf": discover_tsf,
 }
 
 

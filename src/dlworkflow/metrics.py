@@ -49,7 +49,11 @@ def season_length(frequency: str | None) -> int:
     """Seasonal period for a frequency such as 'W-SAT' (52), 'D' (7), 'MS' (12); 1 if unknown."""
     if not frequency:
         return 1
-    base = frequency.split("-")[0].lstrip("0123456789")
+    alias = frequency.split("-")[0]
+    base = alias.lstrip("0123456789")
+    multiple = int(alias[:len(alias) - len(base)] or 1)
+    if multiple > 1 and base in ("T", "min"):
+        return max(1440 // multiple, 1)  # k-minute data: the daily cycle (48 half-hours)
     return SEASON_BY_FREQUENCY.get(base, 1)
 
 

@@ -42,13 +42,18 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
     return {"x": batch}
 
 
+#: forecasting layouts whose one file holds many series
+TABLE_LAYOUTS = ("long_csv", "wide_csv", "tsf")
+
+
 def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
                    ) -> tuple[list[str], dict[str, Any]]:
     """Forecasting: the last `tensors.lookback` steps of every series in the files (a file
-    of the dataset's layout: one series per file, or a long CSV of one or many series), with
-    missing values filled as the shards fill them. Returns (series names, {"x", "x_future"})."""
-    from dlworkflow.layouts import LayoutContext, discover_long_csv
-    from dlworkflow.tensors import fill_past
+    of the dataset's layout: one series per file, a long CSV of one or many series, a wide
+    CSV or .tsf file of many), with missing values filled and a short past padded as the
+    shards do it. Returns (series names, {"x", "x_future"})."""
+    from dlworkflow.layouts import LayoutContext, discover
+    from dlworkflow.tensors import padded_past
 
     layout = dict(card.get("layout") or {})
     settings = card.get("tensors") or {}
@@ -63,21 +68,26 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
         path = Path(value)
         if not path.is_file():
             raise FileNotFoundError(f"{value}: no such file")
-        if layout.get("kind") == "long_csv":
-            context = LayoutContext(path.parent, get_task("forecasting"), (".csv",))
-            found = discover_long_csv(path.parent, {**layout, "file": path.name}, context)
+        if layout.get("kind") in TABLE_LAYOUTS:
+            # a file of many series as the dataset's layout reads them (its test_file, the
+            # held-out continuation, is not part of a file to forecast from)
+            context = LayoutContext(path.parent, get_task("forecasting"), (path.suffix,))
+            file_layout = {k: v for k, v in layout.items() if k != "test_file"}
+            found = discover(path.parent, {**file_layout, "file": path.name}, context)
             if found.rejected:
                 raise ValueError("; ".join(f"{r.path}: {r.reason}" for r in found.rejected))
-            series = [(item.path, item.read_bytes()) for item in found.items]
+            series = [(item.id, item.read_bytes()) for item in found.items]
         else:
             series = [(str(path), path.read_bytes())]
         for name, data in series:
-            past = modality.channels(data).to_numpy(dtype=np.float64)[-lookback:]
-            if len(past) < lookback:
-                raise ValueError(f"{name}: {len(past)} steps; the model reads the last "
-                                 f"{lookback} (tensors.timeseries.lookback)")
+            channels = modality.channels(data).to_numpy(dtype=np.float64)
+            if not len(channels):
+                raise ValueError(f"{name}: no values to forecast from")
+            # the last `lookback` steps; a shorter series padded as the training windows were
+            past, _, _ = padded_past(channels, len(channels), lookback,
+                                     settings.get("missing", "interpolate"))
             names.append(name)
-            items.append(fill_past(past, settings.get("missing", "interpolate")))
+            items.append(past)
     horizon = int(card.get("horizon") or 0)
     return names, {"x": np.asarray(items, dtype=np.float32),
                    "x_future": np.zeros((len(items), horizon, 0), dtype=np.float32)}

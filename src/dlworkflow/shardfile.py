@@ -127,3 +127,11 @@ def shard_names(plan_path: str | Path, role: str) -> list[str]:
 
     plan = pd.read_parquet(plan_path, columns=["shard", "role"])
     return sorted(plan.loc[plan["role"] == role, "shard"].unique())
+
+
+def plan_folds(plan_path: str | Path) -> int:
+    """How many validation folds a plan's rows have (a forecasting split may make fewer
+    than split.folds when its series are short)."""
+    import pandas as pd
+
+    return int(pd.read_parquet(plan_path, columns=["fold"])["fold"].dropna().nunique())

@@ -26,7 +26,8 @@ __all__ = ["make_plan", "shard_names", "tensorise_items", "write_index", "write_
 def make_plan(ctx: RunContext) -> pd.DataFrame:
     """Write `tensors/plan.parquet`: which shard every item (or window) goes to."""
     splits = pd.read_parquet(ctx.input("splits"))
-    plan = ctx.task.plan(splits, ctx.section("tensors"), ctx.section("split"), ctx.seed)
+    choice = json.loads(Path(ctx.input("metric")).read_text())
+    plan = ctx.task.plan(splits, ctx.section("tensors"), ctx.section("split"), ctx.seed, choice)
     output = ctx.output("plan")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     plan.to_parquet(output, index=False)
@@ -75,17 +76,37 @@ def fill_past(past: np.ndarray, policy: str) -> np.ndarray:
     return np.nan_to_num(past)
 
 
+def padded_past(channels: np.ndarray, start: int, lookback: int, policy: str
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """A window's `lookback` inputs before step `start`: the observed ones with their gaps
+    filled (`tensors.timeseries.missing`), and when the series has fewer, the first value
+    repeated before them (the padding of a short series; its mask is False). Returns (past,
+    mask of observed values, observed steps)."""
+    past = channels[max(0, start - lookback): start]
+    mask = ~np.isnan(past)
+    if not mask.all():
+        past = fill_past(past, policy)
+    observed = len(past)
+    if observed < lookback:
+        past = np.concatenate([np.repeat(past[:1], lookback - observed, axis=0), past])
+        mask = np.concatenate([np.zeros((lookback - observed, mask.shape[1]), bool), mask])
+    return past, mask, observed
+
+
 def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFrame, shard: str,
                        output: str) -> int:
     """Forecasting: cut the shard's windows out of their series (past inputs, known future),
     each with its MASE scale as the M4 defines it: the in-sample seasonal-naive MAE over the
-    series' whole history before the window's first target (not over its lookback alone)."""
+    series' whole history before the window's first target (not over its lookback alone),
+    and how many of its inputs were observed (`x_length`; the rest pads a short series)."""
     from dlworkflow.metrics import naive_scale
+    from dlworkflow.tasks.forecasting import window_lookback
 
     settings = ctx.section("tensors")["timeseries"]
-    season = int(json.loads(Path(ctx.input("metric")).read_text()).get("season") or 1)
+    choice = json.loads(Path(ctx.input("metric")).read_text())
+    season = int(choice.get("season") or 1)
     horizon = int(ctx.section("split")["horizon"])
-    lookback, policy = int(settings["lookback"]), settings.get("missing", "interpolate")
+    lookback, policy = window_lookback(choice, settings), settings.get("missing", "interpolate")
     known = list(settings.get("known_future", []))
     wanted = inventory[inventory["id"].isin(rows["series"].unique())]
     series = {item.id: ctx.modality.channels(item.read_bytes()) for item in ctx.records(wanted)}
@@ -94,21 +115,21 @@ def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFr
                      frame["target"].to_numpy(dtype=np.float64),
                      frame[known].to_numpy(dtype=np.float64))
               for name, frame in series.items()}
-    past_x, future_x, targets, masks, scales, keep = [], [], [], [], [], []
+    past_x, future_x, targets, masks, scales, lengths, keep = [], [], [], [], [], [], []
     for number, (name, start) in enumerate(zip(rows["series"], rows["target_start"],
                                                strict=True)):
         channels, values, covariates = arrays[name]
         start = int(start)
-        past = channels[start - lookback: start]
+        past, mask, observed = padded_past(channels, start, lookback, policy)
         target = values[start: start + horizon]
-        mask = ~np.isnan(past)
-        if np.isnan(target).any() or (policy == "drop_window" and not mask.all()):
+        if np.isnan(target).any() or (policy == "drop_window" and not mask[-observed:].all()):
             continue  # a target with a gap cannot be scored; dropped windows are counted
-        past_x.append(past if mask.all() else fill_past(past, policy))
+        past_x.append(past)
         masks.append(mask)
         future_x.append(covariates[start: start + horizon])
         targets.append(target)
         scales.append(naive_scale(values[:start], season))
+        lengths.append(observed)
         keep.append(number)
     kept = rows.iloc[keep]
     payload = {"ids": kept["id"].to_numpy(dtype=str),
@@ -116,6 +137,7 @@ def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFr
                "x_future": np.asarray(future_x, dtype=np.float32).reshape(len(keep), horizon, -1),
                "y": np.asarray(targets, dtype=np.float32).reshape(len(keep), horizon),
                "scale": np.asarray(scales, dtype=np.float64),
+               "x_length": np.asarray(lengths, dtype=np.int32),
                "dropped": np.int64(len(rows) - len(keep))}
     if policy == "mask":
         payload["x_mask"] = np.asarray(masks, dtype=bool).reshape(len(keep), lookback, -1)

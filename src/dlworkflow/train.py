@@ -732,8 +732,19 @@ def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any
             "architecture_reason": trained.reason,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
-            "tensors": dict(ctx.section("tensors").get(dataset["modality"]) or {}),
-            "keras": keras.__version__}
+            "tensors": card_tensors(ctx), "keras": keras.__version__}
+
+
+def card_tensors(ctx: RunContext) -> dict[str, Any]:
+    """The modality's tensor settings as the model was trained with them: a forecasting
+    `lookback: auto` as the number of steps the windows had (from the metric choice)."""
+    settings = dict(ctx.section("tensors").get(ctx.dataset["modality"]) or {})
+    if ctx.dataset["task"] == "forecasting":
+        from dlworkflow.tasks.forecasting import window_lookback
+
+        choice = json.loads(Path(ctx.input("metric")).read_text())
+        settings["lookback"] = window_lookback(choice, settings)
+    return settings
 
 
 def write_history(history: Mapping[str, list], path: Path) -> None:

@@ -61,8 +61,8 @@ STEPS: tuple[Step, ...] = (
             "results/{dataset}/intake/metric.json",
             "results/{dataset}/intake/counts.json",
         ),
-        # text: the longest text the networks read; forecasting: the split and lookback
-        # that decide whether a series is long enough
+        # text: the longest text the networks read; forecasting: the split that decides
+        # whether a series is long enough and the lookback the metric choice resolves
         params=("intake", "tensors.text.max_characters", "tensors.timeseries.lookback", "split",
                 "datasets.{dataset}"),
         code=("rules/intake.smk", "scripts/intake.py", "scripts/choose_metric.py"),

@@ -315,14 +315,15 @@ def test_ts_layout_rejects_what_it_cannot_read_with_the_line(tmp_path):
 
 
 def test_a_series_too_short_to_forecast_is_set_aside_with_its_lengths(tmp_path, co2_csv):
-    """co2 cut into four series of 500, 300, 120 and 60 weeks (the real values): with horizon
-    13 and lookback 52 a series needs 78 steps, so the 60-week one is set aside at intake,
-    named with its length and what it lacks; the other three run; counts reconcile."""
+    """co2 cut into four series of 500, 300, 40 and 20 weeks (the real values): with horizon
+    13 a series needs 28 steps (test, one validation window, two observed steps before
+    them; a past shorter than the lookback is padded), so the 20-week one is set aside at
+    intake, named with its length and what it lacks; the 40-week one runs; counts reconcile."""
     frame = pd.read_csv(io.BytesIO(co2_csv))
     root = tmp_path / "data" / "raw" / "many"
     root.mkdir(parents=True)
     parts, start = [], 0
-    for name, length in (("a", 500), ("b", 300), ("c", 120), ("d", 60)):
+    for name, length in (("a", 500), ("b", 300), ("c", 40), ("d", 20)):
         parts.append(frame.iloc[start:start + length].assign(sid=name))
         start += length
     pd.concat(parts).to_csv(root / "many.csv", index=False)
@@ -331,15 +332,15 @@ def test_a_series_too_short_to_forecast_is_set_aside_with_its_lengths(tmp_path, 
         "layout": {"kind": "long_csv", "file": "many.csv", "timestamp": "date", "target": "co2",
                    "series_id": "sid"}}}}, base_dir=tmp_path)
     intake = {**params["intake"], "task": {"horizon": 13, "gap": 0, "test_start": None,
-                                           "lookback": 52}}
+                                           "lookback": "auto"}}
     result = run_intake("many", params["datasets"]["many"], intake, base_dir=tmp_path,
                         progress=False)
     assert sorted(result.inventory["id"]) == ["a", "b", "c"]
     assert result.counts["found"] == 4 == result.counts["accepted"] + result.counts["rejected"]
     (row,) = result.rejected.itertuples()
     assert row.id == "d" and row.code == "series_too_short" and row.step == "task"
-    assert row.reason.startswith("60 steps; forecasting it needs 78")
-    assert "tensors.timeseries.lookback" in row.reason
+    assert row.reason.startswith("20 steps; forecasting it needs 28")
+    assert "split.horizon" in row.reason
 
 
 def test_m4_wide_files_become_series_with_their_test_values_last(tmp_path):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from dlworkflow.errors import ConfigError
 from dlworkflow.splits import LeakageFound, enforce_leakage_policy
 from dlworkflow.tasks import get_task
-from dlworkflow.tasks.forecasting import split_time
+from dlworkflow.tasks.forecasting import MIN_HISTORY, split_time
 
 CLASSIFICATION, FORECASTING = get_task("classification"), get_task("forecasting")
 
@@ -151,7 +151,7 @@ def test_planted_duplicate_across_train_and_test_is_reported():
 @HYPOTHESIS
 @given(st.integers(3, 6), st.integers(2, 12), st.integers(0, 5), st.integers(0, 40))
 def test_time_folds_are_ordered_with_the_gap_and_test_comes_last(folds, horizon, gap, extra):
-    n = (folds + 1) * horizon + gap + horizon + extra
+    n = (folds + 1) * horizon + gap + horizon + extra + MIN_HISTORY
     stamps = pd.date_range("2000-01-01", periods=n, freq="W-SAT")
     frame = pd.DataFrame({"timestamp": stamps, "value": np.arange(n, dtype=float)})
     settings_ = {**SETTINGS, "folds": folds, "horizon": horizon, "gap": gap}
@@ -170,30 +170,35 @@ def test_time_folds_are_ordered_with_the_gap_and_test_comes_last(folds, horizon,
 
 
 def test_too_short_series_for_one_fold_is_a_clear_error():
-    frame = pd.DataFrame({"timestamp": pd.date_range("2000", periods=25, freq="D"),
-                          "value": np.ones(25)})
-    with pytest.raises(ConfigError, match=r"'s' has 15 steps before its test window.*"
-                                          r"rerun intake"):
+    frame = pd.DataFrame({"timestamp": pd.date_range("2000", periods=21, freq="D"),
+                          "value": np.ones(21)})
+    with pytest.raises(ConfigError, match=r"'s' has 11 steps before its test window.*"
+                                          r"2 steps before it.*rerun intake"):
         split_time({"s": frame}, {**SETTINGS, "horizon": 10})
 
 
 def test_each_series_gets_the_folds_it_allows_the_last_one_just_before_its_test():
-    """Series of 200, 64 and 40 days, horizon 10, 5 folds: 5, 4 and 1 rolling origins; every
-    series' last fold ends where its test starts, and the leakage proof holds in each."""
+    """Series of 200, 200, 44 and 25 days, horizon 10, 5 folds: 5, 5, 3 and 1 rolling origins
+    (each needs two observed steps before it); every series' last fold ends where its test starts,
+    and the leakage proof holds in each, also where a fold has none of its series' steps to
+    train on (the short series' first fold: the network learns from the others)."""
     series = {name: pd.DataFrame({"timestamp": pd.date_range("2000", periods=n, freq="D"),
                                   "value": np.arange(float(n))})
-              for name, n in (("long", 200), ("mid", 64), ("short", 40))}
+              for name, n in (("long", 200), ("long2", 200), ("mid", 44), ("short", 25))}
     settings_ = {**SETTINGS, "folds": 5, "horizon": 10, "gap": 2}
     splits = split_time(series, settings_)
     folds = splits.dropna(subset=["fold"]).groupby("id")["fold"].unique()
     assert sorted(folds["long"]) == [0, 1, 2, 3, 4]
-    assert sorted(folds["mid"]) == [1, 2, 3, 4]  # (54 - 2 - 10) // 10 = 4
-    assert sorted(folds["short"]) == [4]  # (30 - 2 - 10) // 10 = 1
+    assert sorted(folds["mid"]) == [2, 3, 4]  # (34 - 2) // 10 = 3
+    assert sorted(folds["short"]) == [4]  # (15 - 2) // 10 = 1
     for name, rows in splits.groupby("id"):
         last = rows[rows["fold"] == 4]["step"]
         assert last.max() + 1 == rows.loc[rows["role"] == "test", "step"].min(), name
     report = FORECASTING.leakage_report(splits, settings_)
-    assert report["leaks"] == 0 and len(report["windows"]) == 5 + 4 + 1
+    assert report["leaks"] == 0 and len(report["windows"]) == 5 + 5 + 3 + 1
+    assert report["folds"] == 5
+    short = [w for w in report["windows"] if w["series"] == "short"]
+    assert short[0]["train_steps"] == 3 and short[0]["ordered"]  # steps 0-2, gap 2
 
 
 def test_test_start_date_sets_the_test_window():
@@ -229,3 +234,20 @@ def test_a_windows_loss_weight_makes_its_error_count_on_its_own_scale(co2_csv):
     losses = weights * np.mean(errors ** 2, axis=1)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert weights[0] == pytest.approx(1 / np.mean(np.abs(np.diff(window))) ** 2, rel=1e-5)
+
+
+def test_short_series_make_fewer_folds_so_the_first_one_can_train():
+    """When the median series is too short for `folds` windows and a horizon of training
+    before them, the dataset gets fewer folds (two at least), numbered from 0, the last still
+    ending where each series' test starts: 5 asked, the median series of 30 steps with
+    horizon 6 leaves 24 - 2 - 6 = 16 steps, room for 2."""
+    from dlworkflow.tasks.forecasting import folds_for
+
+    series = {f"s{n}": pd.DataFrame({"timestamp": np.arange(n), "value": np.arange(float(n))})
+              for n in (14, 20, 30, 30, 49)}
+    settings_ = {**SETTINGS, "folds": 5, "horizon": 6, "gap": 0}
+    splits = split_time(series, settings_)
+    assert sorted(splits["fold"].dropna().unique()) == [0, 1]
+    assert sorted(splits.loc[splits["id"] == "s14", "fold"].dropna().unique()) == [1]
+    assert folds_for([100, 100], settings_) == 5  # long series keep every fold
+    assert folds_for([8, 8], settings_) == 1  # nobody has room for two

@@ -111,7 +111,7 @@ class TimeSeriesModality(Modality):
 
     name = "timeseries"
     extensions: ClassVar[tuple[str, ...]] = (".csv",)
-    layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "long_csv", "wide_csv", "ts")
+    layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "long_csv", "wide_csv", "ts", "tsf")
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "forecasting")
     raw_input = "series windows"
     timed_from_shards = True
@@ -127,7 +127,7 @@ class TimeSeriesModality(Modality):
         if kind == "long_csv":
             return self.layout["timestamp"], self.layout["target"], list(
                 self.layout.get("exogenous", []))
-        if kind in ("wide_csv", "ts"):
+        if kind in ("wide_csv", "ts", "tsf"):
             return None, "value", []
         spec = self.layout.get("series", {})
         return spec.get("timestamp"), spec.get("target"), list(spec.get("exogenous", []))
@@ -204,8 +204,8 @@ class TimeSeriesModality(Modality):
         elif stamps is not None:
             frequency, gaps = integer_steps(np.asarray(stamps))
             start, end = str(stamps[0]), str(stamps[-1])
-        else:  # a wide file's row: the layout may say how often it was sampled
-            frequency = self.layout.get("frequency")
+        else:  # a row of a wide or .tsf file: its header or the layout says how often
+            frequency = (item.side or {}).get("frequency") or self.layout.get("frequency")
         observed = values[~np.isnan(values)]
         min_length = int(self.options.get("min_length", 3))
         if observed.size < min_length:

@@ -159,8 +159,9 @@ class Task(ABC):
     # --- step 3: the shard plan and the rows of a fold -----------------------------------
     @abstractmethod
     def plan(self, splits: pd.DataFrame, tensors: Mapping[str, Any], split: Mapping[str, Any],
-             seed: int) -> pd.DataFrame:
-        """Which shard every unit goes to."""
+             seed: int, choice: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Which shard every unit goes to (`choice`: the metric choice, which records what the
+        data decided, such as a forecasting lookback)."""
 
     @abstractmethod
     def training_rows(self, trainval: pd.DataFrame, fold: int, gap: int) -> pd.DataFrame:

@@ -24,6 +24,30 @@ from dlworkflow.tasks.regression import PredictsValues
 
 HELD_OUT = "windows whose targets all lie in the test period"
 
+#: the fewest observed steps before a series' first validation window (two make MASE's
+#: naive scale; a window with a shorter past than the lookback is padded with its first value)
+MIN_HISTORY = 2
+
+
+def resolved_lookback(value: Any, horizon: int, season: int) -> tuple[int, str]:
+    """`tensors.timeseries.lookback` as a number, with why: `auto` reads two horizons, and
+    at least two seasons (N-BEATS' shortest input of 2H; the M4 horizons make that two to
+    four seasons at every frequency: 12 years, 16 quarters, 36 months, 96 hours)."""
+    if value not in (None, "auto"):
+        return int(value), "tensors.timeseries.lookback"
+    lookback = max(2 * int(horizon), 2 * int(season), 1)
+    return lookback, (f"auto: two horizons ({2 * int(horizon)}) and at least two seasons "
+                      f"({2 * int(season)})")
+
+
+def window_lookback(choice: Mapping[str, Any], settings: Mapping[str, Any]) -> int:
+    """The lookback the dataset's windows use: the one resolved with the metric choice
+    (`intake/metric.json`), else the setting resolved again."""
+    if choice.get("lookback"):
+        return int(choice["lookback"])
+    return resolved_lookback(settings.get("lookback"), int(choice.get("horizon") or 1),
+                             int(choice.get("season") or 1))[0]
+
 
 def trains_on(last_step: Any, validation_start: Any, gap: int) -> Any:
     """The one training rule: a step (or a window ending at `last_step`) may train the fold
@@ -36,24 +60,31 @@ def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
     """Rolling-origin split of each series: one row per time step with role and fold.
 
     `series` maps a series id to a frame with a `timestamp` column (sorted). The test set is
-    the last `horizon` steps (or every step from `test_start`); fold k validates on the k-th
-    of `folds` consecutive windows of `horizon` steps before the test set and trains on the
-    steps that end `gap` steps before its window. `fold` is the window a step validates in.
+    the last `horizon` steps (or every step from `test_start`). The folds are consecutive
+    windows of `horizon` steps before it, the last ending where the test starts in every
+    series; fold k trains on the steps that end `gap` steps before its window. A series has
+    as many as it allows (each needs MIN_HISTORY observed steps before it), and the dataset
+    has `folds` of them, or fewer where its series are short: as many as leave the median
+    series a horizon of training steps before its first window (two at least: a mean and a
+    spread), so the first fold has windows to train on.
     """
-    horizon, n_folds, gap = settings["horizon"], settings["folds"], settings.get("gap", 0)
+    horizon = int(settings["horizon"])
+    starts = {name: test_start(frame["timestamp"].reset_index(drop=True), settings)
+              for name, frame in series.items()}
+    n_folds = folds_for(starts.values(), settings)
     frames = []
     for series_id, frame in sorted(series.items()):
         n = len(frame)
         stamps = frame["timestamp"].reset_index(drop=True)
-        test_from = test_start(stamps, settings)
-        # as many folds as the series allows (intake set aside those that allow none): the
-        # last fold ends where the test starts in every series, a short one has fewer
-        allowed = min(n_folds, (test_from - gap - horizon) // horizon)
+        test_from = starts[series_id]
+        # a window needs MIN_HISTORY observed steps before it (its inputs and its MASE
+        # scale), not a horizon of its own training: one network learns from every series
+        allowed = min(n_folds, (test_from - MIN_HISTORY) // horizon)
         if allowed < 1:
             raise ConfigError(
                 f"{key}: series {series_id!r} has {test_from} steps before its test window: "
-                f"too few for one validation window of {horizon} with {horizon} training "
-                f"steps and gap {gap} before it (intake sets such series aside: rerun intake)")
+                f"too few for one validation window of {horizon} with {MIN_HISTORY} steps "
+                "before it (intake sets such series aside: rerun intake)")
         role = np.where(np.arange(n) >= test_from, "test", "trainval")
         fold = pd.array([pd.NA] * n, dtype="Int64")
         for k in range(n_folds - allowed, n_folds):
@@ -64,6 +95,18 @@ def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
             "timestamp": stamps.astype("string"), "role": pd.Series(role, dtype="string"),
             "fold": fold, "in_sample": role == "trainval"}))
     return pd.concat(frames, ignore_index=True)
+
+
+def folds_for(test_starts: Any, settings: Mapping[str, Any]) -> int:
+    """The dataset's number of folds: `folds`, or fewer (two at least) where the median
+    series, given a horizon of training and MIN_HISTORY steps before its first validation
+    window, allows fewer; never more than the longest series allows (fold 0 is somebody's)."""
+    horizon, wanted = int(settings["horizon"]), int(settings["folds"])
+    before = np.asarray(list(test_starts), dtype=int) - MIN_HISTORY
+    if not len(before):
+        return wanted
+    typical = int(np.median(before - horizon) // horizon)
+    return max(1, min(wanted, max(2, typical), int(before.max() // horizon)))
 
 
 def test_start(stamps: pd.Series, settings: Mapping[str, Any]) -> int:
@@ -77,10 +120,9 @@ def test_start(stamps: pd.Series, settings: Mapping[str, Any]) -> int:
 
 def needed_length(settings: Mapping[str, Any]) -> int:
     """The fewest steps a series needs: one validation window and the test window after it,
-    and before them a lookback of inputs and at least a horizon of training steps ending
-    `gap` steps before the validation window."""
-    horizon, gap = int(settings["horizon"]), int(settings.get("gap") or 0)
-    return max(horizon + gap, int(settings.get("lookback") or 0)) + 2 * horizon
+    and MIN_HISTORY observed steps before them (a shorter past than the lookback is padded;
+    the series' own training windows may be none: the network is global)."""
+    return 2 * int(settings["horizon"]) + MIN_HISTORY
 
 
 def training_steps(splits: pd.DataFrame, series_id: str, fold: int, gap: int) -> np.ndarray:
@@ -109,7 +151,9 @@ def time_windows(splits: pd.DataFrame, gap: int) -> list[dict[str, Any]]:
             "train_end_step": train_end, "val_start_step": val_start, "val_end_step": val_end,
             "train_end": str(stamp.get(train_end, "")), "val_start": str(stamp[val_start]),
             "val_end": str(stamp[val_end]),
-            "ordered": bool(len(train) and train_end + gap < val_start
+            # a short series may train a fold with none of its own steps (the network is
+            # global): ordered then holds trivially
+            "ordered": bool(train_end + gap < val_start
                             and not held_out.intersection(train.tolist())),
         })
     return windows
@@ -121,14 +165,22 @@ def plan_windows(splits: pd.DataFrame, lookback: int, horizon: int, shard_size: 
 
     A window whose targets touch the test period is test. A window whose targets lie inside
     fold k's validation window validates fold k; which windows fold k trains on is the
-    training rule's (`ForecastingTask.training_rows`).
+    training rule's (`ForecastingTask.training_rows`). Windows start a lookback into the
+    series, or, in a series too short for a whole window before its first validation window,
+    MIN_HISTORY steps in: every validation and test window exists and short series train
+    too, their short pasts padded when the shard is cut.
     """
     rows = []
     for series_id, steps in splits.groupby("id", sort=True):
         steps = steps.sort_values("step")
         roles, folds = steps["role"].to_numpy(), steps["fold"].to_numpy()
         n = len(steps)
-        for start in range(lookback, n - horizon + 1):
+        scored = steps.loc[steps["fold"].notna() | (steps["role"] == "test"), "step"]
+        first_scored = int(scored.min()) if len(scored) else n
+        # a series with a whole training window before its first validation window starts
+        # a lookback in; a shorter one at MIN_HISTORY, its early windows padded
+        first = lookback if first_scored >= lookback + horizon else min(MIN_HISTORY, lookback)
+        for start in range(max(first, 1), n - horizon + 1):
             target = slice(start, start + horizon)
             role = "test" if (roles[target] == "test").any() else "trainval"
             target_folds = pd.Series(folds[target])
@@ -192,7 +244,7 @@ class ForecastingTask(PredictsValues, Task):
     test_rows = "windows"
     bootstrap_unit = "(window, step) pair"
     samples_items = False
-    layout_kinds = ("long_csv", "wide_csv")
+    layout_kinds = ("long_csv", "wide_csv", "tsf")
     dvc_plots: ClassVar[dict[str, dict[str, Any]]] = {
         "Forecast vs actual, held-out horizon ({dataset})": {
             "x": "step", "y": {"results/{dataset}/final/plots/forecast.csv": ["actual",
@@ -202,9 +254,8 @@ class ForecastingTask(PredictsValues, Task):
     # --- intake ----------------------------------------------------------------------
     def set_aside(self, inventory: pd.DataFrame,
                   settings: Mapping[str, Any] | None) -> tuple[pd.DataFrame, list[Any]]:
-        """A series too short for its test window, one validation window (with a horizon of
-        training steps and the gap before it) and a lookback of inputs is set aside, with the
-        lengths in its reason; the others run."""
+        """A series too short for its test window, one validation window and MIN_HISTORY
+        steps before them is set aside, with the lengths in its reason; the others run."""
         from dlworkflow.items import Rejection
 
         if not settings or inventory.empty or settings.get("test_start"):
@@ -214,14 +265,12 @@ class ForecastingTask(PredictsValues, Task):
         needed = needed_length(settings)
         lengths = inventory["length"].astype(int)
         short = lengths < needed
-        horizon, gap = int(settings["horizon"]), int(settings.get("gap") or 0)
+        horizon = int(settings["horizon"])
         rejections = [Rejection(
             path=str(row.path), id=str(row.id), step="task", code="series_too_short",
             reason=(f"{count} steps; forecasting it needs {needed}: a test window and one "
-                    f"validation window of {horizon} each, and before them a lookback of "
-                    f"{settings.get('lookback')} inputs and at least {horizon} training steps "
-                    f"with a gap of {gap} (split.horizon, split.gap, "
-                    "tensors.timeseries.lookback)"))
+                    f"validation window of {horizon} each (split.horizon), and {MIN_HISTORY} "
+                    "observed steps before them"))
             for row, count in zip(inventory[short].itertuples(), lengths[short], strict=True)]
         return inventory[~short].reset_index(drop=True), rejections
 
@@ -241,8 +290,14 @@ class ForecastingTask(PredictsValues, Task):
         why = (f"Forecasting at frequency {frequency or 'unknown'}: MASE scales the error by "
                f"the seasonal-naive forecast (season {season}), so below 1 beats repeating last "
                "season and scores compare across series; sMAPE is reported as a percentage.")
-        return ({"frequency": frequency, "season": season}, primary,
-                [metric_entry("smape"), metric_entry("mae")], why)
+        facts: dict[str, Any] = {"frequency": frequency, "season": season}
+        task = settings.get("task") or {}
+        if task.get("horizon"):
+            # the windows' lookback is decided here, with the season it may depend on
+            facts["horizon"] = int(task["horizon"])
+            facts["lookback"], facts["lookback_rule"] = resolved_lookback(
+                task.get("lookback"), int(task["horizon"]), season)
+        return (facts, primary, [metric_entry("smape"), metric_entry("mae")], why)
 
     # --- the split -------------------------------------------------------------------
     def split(self, inventory: pd.DataFrame, series: Callable[[], Mapping[str, pd.DataFrame]],
@@ -257,7 +312,9 @@ class ForecastingTask(PredictsValues, Task):
             > splits[(splits["id"] == s) & (splits["role"] == "trainval")]["step"].max()
             for s in splits["id"].unique())
         problems = sum(not w["ordered"] for w in windows) + (not test_after)
-        return {"task": self.name, "gap": settings.get("gap", 0), "windows": windows,
+        folds = int(splits["fold"].dropna().nunique())
+        return {"task": self.name, "gap": settings.get("gap", 0), "folds": folds,
+                "windows": windows,
                 "test_after_trainval": bool(test_after), "leaks": int(problems)}
 
     def describe_scheme(self, settings: Mapping[str, Any], has_groups: bool) -> str:
@@ -265,18 +322,19 @@ class ForecastingTask(PredictsValues, Task):
                 else f"the last {settings['horizon']} steps")
         return (f"Test: {test} of each series. Validation: up to {settings['folds']} "
                 f"rolling-origin windows of {settings['horizon']} steps before the test set (as "
-                "many as each series allows, the last ending where its test starts), each fold "
-                f"training only on steps that end {settings.get('gap', 0)} step(s) before its "
-                "window.")
+                "many as each series allows, the last ending where its test starts; fewer "
+                "folds, two at least, when the median series is too short for a horizon of "
+                "training before its first), each fold training only on steps that end "
+                f"{settings.get('gap', 0)} step(s) before its window.")
 
     # --- shards and the rows of a fold -----------------------------------------------
     def plan(self, splits: pd.DataFrame, tensors: Mapping[str, Any], split: Mapping[str, Any],
-             seed: int) -> pd.DataFrame:
-        plan = plan_windows(splits, int(tensors["timeseries"]["lookback"]), int(split["horizon"]),
-                            int(tensors["shard_size"]))
+             seed: int, choice: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        lookback = window_lookback(choice or {}, tensors["timeseries"])
+        plan = plan_windows(splits, lookback, int(split["horizon"]), int(tensors["shard_size"]))
         if plan.empty:
-            raise ConfigError("tensors.timeseries.lookback: no window fits; the series are "
-                              "shorter than lookback + horizon")
+            raise ConfigError("split.horizon: no window fits; every series is shorter than "
+                              "a horizon and one step")
         return plan
 
     def training_rows(self, trainval: pd.DataFrame, fold: int, gap: int) -> pd.DataFrame:
@@ -305,8 +363,10 @@ class ForecastingTask(PredictsValues, Task):
 
     def baseline_inputs(self, modality: Any, arrays: Mapping[str, Any],
                         flat_settings: Mapping[str, Any]) -> Any:
-        """Every forecaster sees the windows and the known future."""
-        return {"past": arrays["x"], "future": arrays.get("x_future")}
+        """Every forecaster sees the windows, how much of each is observed (the rest is
+        padding) and the known future."""
+        return {"past": arrays["x"], "future": arrays.get("x_future"),
+                "length": arrays.get("x_length")}
 
     def prepare_baseline(self, estimator: Any, choice: Mapping[str, Any],
                          train: Mapping[str, Any]) -> Any:

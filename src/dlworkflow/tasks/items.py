@@ -177,7 +177,7 @@ class ItemTask(Task):
         return f"Test: {test}. Validation: {settings['folds']}-fold {kind}group k-fold by {unit}."
 
     def plan(self, splits: pd.DataFrame, tensors: Mapping[str, Any], split: Mapping[str, Any],
-             seed: int) -> pd.DataFrame:
+             seed: int, choice: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Items to shards per role, in a seeded random order so every shard mixes classes."""
         shard_size = int(tensors["shard_size"])
         rows = []

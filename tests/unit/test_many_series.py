@@ -1,0 +1,104 @@
+"""Forecasting many short series: the lookback rule, padded windows, baselines on the observed
+past only, and the Monash .tsf reader, on real series (M4 Weekly summed to years, co2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlworkflow.choice import choose_metric
+from dlworkflow.config import split_settings, validate_params
+from dlworkflow.estimators import ETS, Drift, Naive, SeasonalNaive, Theta
+from dlworkflow.intake import run_intake
+from dlworkflow.tasks.forecasting import plan_windows, resolved_lookback, split_time
+from dlworkflow.tensors import padded_past
+from tests.helpers.series import write_yearly_tsf, yearly_series
+
+
+def test_lookback_auto_reads_two_horizons_and_at_least_two_seasons():
+    assert resolved_lookback("auto", 6, 1)[0] == 12  # yearly, the M4's horizon
+    assert resolved_lookback("auto", 48, 24)[0] == 96  # hourly
+    assert resolved_lookback("auto", 13, 52)[0] == 104  # weekly with its yearly cycle
+    assert resolved_lookback(30, 6, 1) == (30, "tensors.timeseries.lookback")
+    choice = choose_metric("forecasting", None, {"task": {"horizon": 48, "lookback": "auto"}}, "H")
+    assert (choice["season"], choice["lookback"]) == (24, 96)
+    assert choice["lookback_rule"].startswith("auto: two horizons (96)")
+
+
+def test_a_short_series_gets_every_validation_and_test_window_with_its_past_padded():
+    """A 17-year series, horizon 6, lookback 12, 5 folds asked: one validation window (steps 5-10,
+    5 years before it) and the test window; their inputs are the observed years with the
+    first year repeated before them, marked unobserved."""
+    values = yearly_series(40)
+    name, series = next((k, v) for k, v in values.items() if len(v) == 17)
+    frame = pd.DataFrame({"timestamp": np.arange(17), "value": series})
+    splits = split_time({name: frame}, {"folds": 5, "horizon": 6, "gap": 0})
+    assert sorted(splits["fold"].dropna().unique()) == [0]  # the one fold it has room for
+    plan = plan_windows(splits, lookback=12, horizon=6, shard_size=10)
+    assert plan.loc[plan["fold"].notna(), "target_start"].tolist() == [5]
+    assert plan.loc[plan["role"] == "test", "target_start"].max() == 11  # the held-out one
+    # too short for a whole window before its validation: it trains from its third year on
+    assert plan["target_start"].min() == 2
+    past, mask, observed = padded_past(series[:, None], 5, 12, "interpolate")
+    assert observed == 5 and past.shape == (12, 1)
+    assert np.allclose(past[:7, 0], series[0]) and np.allclose(past[7:, 0], series[:5])
+    assert not mask[:7].any() and mask[7:].all()
+
+
+@pytest.mark.parametrize("model", [Naive, SeasonalNaive, Drift, Theta, ETS])
+def test_the_baselines_forecast_the_observed_past_not_its_padding(model):
+    """The same 9 observed years, given alone or padded to 24 steps with `length` 9: the
+    same forecast (drift's slope and Theta's and ETS's fits would bend on the padding)."""
+    series = next(v for v in yearly_series(40).values() if len(v) >= 9)[:9]
+    alone = series.reshape(1, 9, 1)
+    padded = np.concatenate([np.repeat(series[:1], 15), series]).reshape(1, 24, 1)
+    fitted = model(season=4, horizon=6).fit(alone)
+    expected = fitted.predict(alone)
+    assert np.allclose(fitted.predict({"past": padded, "length": np.array([9])}), expected)
+    if model is Drift:
+        assert not np.allclose(fitted.predict(padded), expected)
+
+
+def test_tsf_files_are_read_with_their_frequency_and_horizon(tmp_path):
+    """Forty M4 Weekly series summed to years, written as a Monash .tsf file with two broken
+    lines: every series is an item named by its series_name with frequency Y (season 1),
+    the broken lines are rejected with their line numbers, series too short for horizon 6
+    are set aside with their lengths, counts reconcile, and the split takes @horizon."""
+    series = yearly_series(40)
+    root = tmp_path / "data" / "raw" / "yearly"
+    write_yearly_tsf(root / "yearly.tsf", series,
+                     extra="BROKEN:1,2,3\nW_EMPTY:1990-01-01 00-00-00:?,?\n")
+    params = validate_params({"seed": 0, "datasets": {"yearly": {
+        "modality": "timeseries", "task": "forecasting", "root": "data/raw/yearly",
+        "layout": {"kind": "tsf"}}}}, base_dir=tmp_path)
+    dataset = params["datasets"]["yearly"]
+    split = split_settings({**params, "datasets": {"yearly": {**dataset,
+                                                              "root": str(root)}}}, "yearly")
+    assert split["horizon"] == 6  # from @horizon, not the default 52
+    intake = {**params["intake"], "task": {"horizon": 6, "gap": 0, "test_start": None,
+                                           "lookback": "auto"}}
+    result = run_intake("yearly", dataset, intake, base_dir=tmp_path, progress=False)
+    rejected = result.rejected.set_index("id")
+    short = {name for name, values in series.items() if len(values) < 14}
+    assert short and set(rejected.index) == short | {"row-000051", "W_EMPTY"}
+    assert (rejected.loc[sorted(short), "code"] == "series_too_short").all()
+    assert rejected.loc["row-000051", "reason"].startswith("line 51: 2 colon-separated fields")
+    assert sorted(result.inventory["id"]) == sorted(set(series) - short)
+    assert result.counts["found"] == 42 == result.counts["accepted"] + result.counts["rejected"]
+    assert set(result.inventory["frequency"]) == {"Y"}
+    choice = choose_metric("forecasting", None, intake, "Y")
+    assert (choice["season"], choice["lookback"]) == (1, 12)
+
+
+def test_a_file_that_is_not_tsf_is_named(tmp_path):
+    root = tmp_path / "data" / "raw" / "bad"
+    root.mkdir(parents=True)
+    (root / "bad.tsf").write_text("@relation x\n1,2,3\n")
+    params = validate_params({"seed": 0, "datasets": {"bad": {
+        "modality": "timeseries", "task": "forecasting", "root": "data/raw/bad",
+        "layout": {"kind": "tsf"}}}}, base_dir=tmp_path)
+    result = run_intake("bad", params["datasets"]["bad"], params["intake"], base_dir=tmp_path,
+                        progress=False)
+    (row,) = result.rejected.itertuples()
+    assert row.path.endswith("bad.tsf") and "not a .tsf file" in row.reason

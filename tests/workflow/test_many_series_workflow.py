@@ -1,0 +1,57 @@
+"""A user's first set of many short series, in the Monash archive's .tsf format, run with
+the shipped defaults (quick networks): nothing but the dataset written in params.yaml."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.helpers.series import write_yearly_tsf, yearly_series
+from tests.workflow.conftest import run, shipped_params, write_params
+
+pytestmark = pytest.mark.workflow
+
+
+def test_a_tsf_file_of_short_yearly_series_runs_with_defaults_and_predicts(project):
+    """Eighty M4 Weekly series summed to years (1-49 of them): the horizon (6) and frequency
+    come from the file, the lookback from them (12); series too short for a test and a
+    validation window are set aside with their reason and the rest run, shorter pasts
+    padded; every accepted series is scored once on its held-out six years; the shipped
+    model is the cross-validated winner; `dlworkflow predict` forecasts every series of the
+    file six years ahead."""
+    series = yearly_series(80)
+    write_yearly_tsf(project / "data" / "raw" / "yearly" / "yearly.tsf", series)
+    params = shipped_params()
+    params["datasets"] = {"yearly": {"modality": "timeseries", "task": "forecasting",
+                                     "layout": {"kind": "tsf"}}}
+    write_params(project, params)
+    done = run(["snakemake", "--cores", "2"], project, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = project / "results" / "yearly"
+    counts = json.loads((results / "intake" / "counts.json").read_text())
+    assert counts["found"] == 80 == counts["accepted"] + counts["rejected"]
+    rejected = pd.read_csv(results / "intake" / "rejected.csv")
+    assert set(rejected["code"]) <= {"too_short", "series_too_short"}
+    assert set(rejected["id"]) == {name for name, v in series.items() if len(v) < 14}
+    choice = json.loads((results / "intake" / "metric.json").read_text())
+    assert (choice["horizon"], choice["season"], choice["lookback"]) == (6, 1, 12)
+
+    test = json.loads((results / "final" / "test_metrics.json").read_text())
+    assert test["baseline"]["rows"] == counts["accepted"] == test["network"]["rows"]
+    cv = {"baseline": json.loads((results / "baseline" / "headline.json").read_text()),
+          "network": json.loads((results / "nn" / "headline.json").read_text())}
+    winner = min(cv, key=lambda kind: cv[kind]["mase_mean"])
+    assert test["shipped"]["shipped"] == winner
+
+    done = run(["dlworkflow", "predict", str(results / "final"),
+                str(project / "data" / "raw" / "yearly" / "yearly.tsf")], project)
+    assert done.returncode == 0, done.stderr[-2000:]
+    frame = pd.read_csv(io.StringIO(done.stdout))
+    assert sorted(frame["input"]) == sorted(series)
+    steps = frame[[f"step_{k}" for k in range(1, 7)]].to_numpy()
+    assert np.isfinite(steps).all()
