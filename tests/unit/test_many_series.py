@@ -102,3 +102,28 @@ def test_a_file_that_is_not_tsf_is_named(tmp_path):
                         progress=False)
     (row,) = result.rejected.itertuples()
     assert row.path.endswith("bad.tsf") and "not a .tsf file" in row.reason
+
+
+def test_series_of_unknown_frequency_get_season_one(tmp_path):
+    """A wide file with no timestamps and no stated frequency (the M4 Weekly files as
+    shipped): the metric is chosen with season 1, as the M4 scores weekly data."""
+    from dlworkflow.choice import write_metric_choice
+    from tests.conftest import SHARED_DATA
+
+    root = tmp_path / "data" / "raw" / "weekly"
+    root.mkdir(parents=True)
+    table = pd.read_csv(SHARED_DATA / "m4" / "Weekly-train.csv", nrows=12)
+    table.to_csv(root / "weekly.csv", index=False)
+    params = validate_params({"seed": 0, "datasets": {"weekly": {
+        "modality": "timeseries", "task": "forecasting", "root": "data/raw/weekly",
+        "layout": {"kind": "wide_csv", "file": "weekly.csv", "id_column": "V1"}}}},
+        base_dir=tmp_path)
+    intake = {**params["intake"], "task": {"horizon": 13, "gap": 0, "test_start": None,
+                                           "lookback": "auto"}}
+    result = run_intake("weekly", params["datasets"]["weekly"], intake, base_dir=tmp_path,
+                        progress=False)
+    assert len(result.inventory) == 12 and result.inventory["frequency"].isna().all()
+    result.inventory.to_parquet(tmp_path / "inventory.parquet")
+    choice = write_metric_choice("forecasting", str(tmp_path / "inventory.parquet"), intake,
+                                 str(tmp_path / "metric.json"))
+    assert (choice["frequency"], choice["season"], choice["lookback"]) == (None, 1, 26)

@@ -277,8 +277,9 @@ class ForecastingTask(PredictsValues, Task):
     # --- the metric ------------------------------------------------------------------
     def metric_inputs(self, inventory: pd.DataFrame) -> tuple[pd.Series | None, str | None]:
         frequency = None
-        if "frequency" in inventory and len(inventory):
-            frequency = inventory["frequency"].dropna().astype(str).mode().iloc[0]
+        known = inventory["frequency"].dropna().astype(str) if "frequency" in inventory else []
+        if len(known):  # series without timestamps or a stated frequency have none
+            frequency = known.mode().iloc[0]
         return None, frequency
 
     def metric_choice(self, labels: pd.Series | None, settings: Mapping[str, Any],
