@@ -121,22 +121,60 @@ def calibration_figure(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[
     return figure_uri(figure), float(error)
 
 
-def forecast_figure(history: np.ndarray, frame: pd.DataFrame) -> str:
-    """The held-out horizon: the lookback, the actual values and each model's forecast."""
-    figure, axes = new_figure(6.5, 3.0)
-    past = np.asarray(history, dtype=float)
-    axes.plot(np.arange(-len(past) + 1, 1), past, color="#555", lw=1, label="lookback")
-    first = frame["id"].iloc[0]
-    for number, (model, rows) in enumerate(frame[frame["id"] == first].groupby("model",
-                                                                              sort=False)):
+def _forecast_axes(axes: Any, past: np.ndarray, rows: pd.DataFrame) -> None:
+    """One window on `axes`: its observed past, the actual values and each model's forecast."""
+    past = np.asarray(past, dtype=float)
+    axes.plot(np.arange(-len(past) + 1, 1), past, color="#555", lw=1, label="past")
+    for number, (model, part) in enumerate(rows.groupby("model", sort=False)):
         if number == 0:
-            axes.plot(rows["step"], rows["y_true"], color="black", lw=1.6, label="actual")
-        axes.plot(rows["step"], rows["y_pred"], lw=1.4, ls="--" if number else "-",
-                  label=model)
+            axes.plot(part["step"], part["y_true"], color="black", lw=1.6, label="actual")
+        axes.plot(part["step"], part["y_pred"], lw=1.4, ls="--" if number else "-", label=model)
     axes.axvline(0.5, color="#bbb", ls=":")
     axes.set_xlabel("steps from the forecast origin", fontsize=8)
     axes.tick_params(labelsize=7)
+    axes.spines[["top", "right"]].set_visible(False)
+
+
+def forecast_figure(history: np.ndarray, frame: pd.DataFrame) -> str:
+    """The held-out horizon: the lookback, the actual values and each model's forecast."""
+    figure, axes = new_figure(6.5, 3.0)
+    _forecast_axes(axes, history, frame[frame["id"] == frame["id"].iloc[0]])
     axes.legend(fontsize=7, frameon=False)
+    return figure_uri(figure)
+
+
+def forecast_panels(panels: Sequence[tuple[str, np.ndarray, pd.DataFrame]]) -> str:
+    """Several held-out windows side by side, each (title, observed past, its rows of every
+    model's forecast): the best, median and worst series of a many-series set."""
+    figure, axes = new_panels(len(panels), width=3.3 * len(panels), height=2.8)
+    for number, (title, past, rows) in enumerate(panels):
+        _forecast_axes(axes[number], past, rows)
+        axes[number].set_title(title, fontsize=8)
+    axes[0].legend(fontsize=7, frameon=False)
+    figure.tight_layout()
+    return figure_uri(figure)
+
+
+def mase_distribution(values: Sequence[float], model: str) -> str:
+    """Each series' test MASE for the shipped model: a histogram on a log scale (the
+    spread across series is multiplicative), with the median and 1 (seasonal naive's level)
+    marked."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    figure, axes = new_figure(5.0, 2.6)
+    if len(values):
+        bins = np.logspace(np.log10(values.min()), np.log10(values.max()) + 1e-9,
+                           max(5, min(30, len(values) // 4)))
+        axes.hist(values, bins=bins, color="#4c78a8", alpha=0.8)
+        axes.set_xscale("log")
+        median = float(np.median(values))
+        axes.axvline(median, color="black", lw=1.2, label=f"median {median:.3g}")
+        axes.axvline(1.0, color="#e45756", ls=":", label="seasonal naive (1)")
+        axes.legend(fontsize=7, frameon=False)
+    axes.set_title(f"test MASE per series, {model} ({len(values)} series)", fontsize=9)
+    axes.set_xlabel("MASE (log scale)", fontsize=8)
+    axes.set_ylabel("series", fontsize=8)
+    axes.tick_params(labelsize=7)
     return figure_uri(figure)
 
 

@@ -48,6 +48,24 @@ def test_a_tsf_file_of_short_yearly_series_runs_with_defaults_and_predicts(proje
     winner = min(cv, key=lambda kind: cv[kind]["mase_mean"])
     assert test["shipped"]["shipped"] == winner
 
+    # the report: the shipped model's MASE per series, whose mean is its test MASE
+    from dlworkflow.data import load_test_arrays
+    from dlworkflow.tasks import get_task
+    from dlworkflow.tasks.forecasting import series_mase
+
+    html = (results / "final" / "report.html").read_text()
+    assert 'title="test MASE per series"' in html
+    assert 'title="held-out horizon of the best, median and worst series"' in html
+    task = get_task("forecasting")
+    arrays = load_test_arrays(task, results / "tensors" / "plan.parquet",
+                              sorted(map(str, (results / "final" / "tensors").glob("*.npz"))), ())
+    predictions = pd.read_parquet(results / "final" / "predictions.parquet")
+    shipped = test[test["shipped"]["shipped"]]
+    per_series = series_mase(predictions[predictions["model"] == shipped["model"]], arrays,
+                             choice)
+    assert len(per_series) == counts["accepted"]
+    assert per_series.mean() == pytest.approx(shipped["metrics"]["mase"]["value"], rel=1e-6)
+
     done = run(["dlworkflow", "predict", str(results / "final"),
                 str(project / "data" / "raw" / "yearly" / "yearly.tsf")], project)
     assert done.returncode == 0, done.stderr[-2000:]

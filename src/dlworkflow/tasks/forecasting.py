@@ -233,6 +233,15 @@ def forecast_scores(choice: Mapping[str, Any], errors: pd.DataFrame) -> dict[str
     return out
 
 
+def series_mase(frame: pd.DataFrame, test: Mapping[str, Any],
+                choice: Mapping[str, Any]) -> pd.Series:
+    """Each held-out window's MASE (one window a series at test) from a model's prediction
+    rows, over the window's stored scale; sorted best first."""
+    scales = pd.Series(window_scales(test, choice), index=list(test["ids"]))
+    error = (frame["y_true"] - frame["y_pred"]).abs().groupby(frame["id"]).mean()
+    return (error / scales.reindex(error.index)).sort_values(kind="stable")
+
+
 class ForecastingTask(PredictsValues, Task):
     """Forecast the next `split.horizon` steps of every series."""
 
@@ -445,13 +454,35 @@ class ForecastingTask(PredictsValues, Task):
     def report_figures(self, mine: pd.DataFrame, predictions: pd.DataFrame,
                        test: Mapping[str, Any], card: Mapping[str, Any],
                        choice: Mapping[str, Any]) -> dict[str, Any]:
-        from dlworkflow.figures import forecast_figure
+        """The shipped model's test MASE per series (its distribution, when there are several)
+        and the held-out horizons of its best, median and worst series with every model's
+        forecast (one panel for a single series)."""
+        from dlworkflow.figures import forecast_panels, mase_distribution
 
-        first = sorted(predictions["id"].unique())[0]
-        row = list(test["ids"]).index(first)
-        return {"figures": [{"title": "held-out horizon",
-                             "uri": forecast_figure(test["x"][row, :, 0], predictions)}],
-                "per_class": []}
+        per_series = series_mase(mine, test, choice)
+        ids = list(test["ids"])
+        lengths = test.get("x_length")
+        picks = [("best", per_series.index[0])]
+        if len(per_series) > 1:
+            picks += [("median", per_series.index[(len(per_series) - 1) // 2]),
+                      ("worst", per_series.index[-1])]
+        panels = []
+        for label, window in picks:
+            row = ids.index(window)
+            past = test["x"][row, :, 0]
+            if lengths is not None:
+                past = past[len(past) - int(lengths[row]):]
+            title = (f"{label}: {window.split('@')[0]}, MASE {per_series[window]:.3g}"
+                     if len(per_series) > 1 else f"{window.split('@')[0]}, MASE "
+                     f"{per_series[window]:.3g}")
+            panels.append((title, past, predictions[predictions["id"] == window]))
+        figures = [{"title": "held-out horizon of the best, median and worst series",
+                    "uri": forecast_panels(panels)}]
+        if len(per_series) > 1:
+            figures.insert(0, {"title": "test MASE per series",
+                               "uri": mase_distribution(per_series.to_numpy(),
+                                                        str(mine["model"].iloc[0]))})
+        return {"figures": figures, "per_class": []}
 
     def worst_errors(self, frame: pd.DataFrame, classes: Sequence[str],
                      per_class: int) -> pd.DataFrame | None:
