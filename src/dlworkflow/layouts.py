@@ -494,6 +494,18 @@ def _ts_part(stem: str) -> str:
     return "test" if upper.endswith("_TEST") else "train" if upper.endswith("_TRAIN") else stem
 
 
+def ts_payload(dimensions: list[list[str]]) -> bytes:
+    """A series of one or more dimensions as the series modality reads it: a `value` column
+    (the first dimension) and `dim_1`, `dim_2`, ... beside it; a dimension shorter than the
+    longest is padded with missing values (cut off again when tensorised)."""
+    steps = max(len(values) for values in dimensions)
+    columns = [[("nan" if v in ("?", "", "NaN") else v) for v in values]
+               + ["nan"] * (steps - len(values)) for values in dimensions]
+    names = ["value", *(f"dim_{k}" for k in range(1, len(columns)))]
+    lines = [",".join(names), *(",".join(row) for row in zip(*columns, strict=True))]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
 def ts_files(root: Path, layout: Mapping[str, Any]) -> list[str]:
     """The `.ts` files a `ts` layout reads: `layout.files`, or every `*.ts` in the root."""
     return list(layout.get("files") or sorted(p.name for p in root.glob("*.ts") if p.is_file()))
@@ -503,8 +515,10 @@ def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Di
     """UCR/UEA `.ts` files (sktime's format): a header of `@` lines, then one series per line,
     `v1,v2,...:label` (`?` a missing value; lengths may differ). Each series is an item with
     side column `part`: `train` or `test` from the `_TRAIN` / `_TEST` file name (the official
-    split; `split.test` defaults to it). A label outside the header's `@classLabel` list, a
-    timestamped or multivariate file (not read yet) are rejected with the reason."""
+    split; `split.test` defaults to it). A multivariate file's dimensions (`d1:d2:...:label`,
+    the UEA archive's) become the series' channels. A label outside the header's
+    `@classLabel` list, a series with another number of dimensions than the file's, and a
+    timestamped file (not read yet) are rejected with the reason."""
     found = Discovery()
     for name in ts_files(root, layout):
         try:
@@ -514,7 +528,7 @@ def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Di
             continue
         part = _ts_part(Path(name).stem)
         header: dict[str, str] = {}
-        data, row = False, 0
+        data, row, dimensions = False, 0, 0
         for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
             line = raw.removesuffix(b"\r").strip()
             where = f"{ctx.display(name)}:{number}"
@@ -542,11 +556,13 @@ def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Di
                 labelled = header.get("classlabel", "false").split()[:1] == ["true"] or \
                     header.get("targetlabel", "false").lower() == "true"
                 label_text = fields.pop().strip() if labelled else None
-                if len(fields) != 1:
-                    raise BadInput(f"{len(fields)} dimensions: multivariate .ts series are not "
-                                   f"read yet", "unsupported")
-                values = [v.strip() for v in fields[0].split(",")]
-                if not any(values):
+                stated = int(header.get("dimensions") or 0) or dimensions or len(fields)
+                if len(fields) != stated:
+                    raise BadInput(f"{len(fields)} dimension(s) where the file has {stated} "
+                                   "(@dimensions or its first series)", "bad_columns")
+                dimensions = stated
+                values = [[v.strip() for v in field.split(",")] for field in fields]
+                if not any(any(v not in ("", "?") for v in dim) for dim in values):
                     raise BadInput("no values", "empty")
                 classes = header.get("classlabel", "").split()[1:]
                 if classes and label_text not in classes:
@@ -556,10 +572,8 @@ def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Di
             except BadInput as exc:
                 found.reject(where, f"line {number}: {exc.reason}", exc.code, item_id)
                 continue
-            cells = ("nan" if v in ("?", "", "NaN") else v for v in values)
-            payload = ("value\n" + "\n".join(cells) + "\n").encode("utf-8")
             found.items.append(Item(id=item_id, path=where, label=label, side={"part": part},
-                                    payload=payload))
+                                    payload=ts_payload(values)))
         if not data:
             found.reject(ctx.display(name), "no @data line: not a .ts file", "unreadable")
     return found

@@ -298,20 +298,56 @@ def test_ts_layout_rejects_what_it_cannot_read_with_the_line(tmp_path):
         "# a comment\n@problemName Bad\n@univariate false\n@classLabel true a b\n@data\n"
         "1,2,3:a\n"            # fine
         "1,2,?,4:b\n"          # a missing value: kept, counted
-        "1,2:3,4:a\n"          # two dimensions
+        "1,2:3,4:a\n"          # two dimensions in a file of one
         "5,6,7:c\n")           # a label the header does not declare
     result = _intake(tmp_path, "bad", {"modality": "timeseries", "task": "classification",
                                        "root": "data/raw/bad", "layout": {"kind": "ts"}})
     assert len(result.inventory) == 2
     assert result.inventory.set_index("id").loc["Bad_TRAIN-00002", "missing"] == 1
     rejected = result.rejected.set_index("code")
-    assert "line 8: 2 dimensions: multivariate" in rejected.loc["unsupported", "reason"]
+    assert "line 8: 2 dimension(s) where the file has 1" in rejected.loc["bad_columns", "reason"]
     assert "'c' is not among the @classLabel values (a, b)" in rejected.loc["bad_label", "reason"]
     assert rejected.loc["bad_label", "path"].endswith("Bad_TRAIN.ts:9")
     with pytest.raises(ConfigError, match=r"no \.ts file in data/raw/empty"):
         (tmp_path / "data" / "raw" / "empty").mkdir()
         _intake(tmp_path, "empty", {"modality": "timeseries", "task": "classification",
                                     "root": "data/raw/empty", "layout": {"kind": "ts"}})
+
+
+def test_multivariate_ts_series_become_channels(tmp_path):
+    """A UEA-style multivariate .ts file (three dimensions a case, made from consecutive
+    real PickupGestureWiimoteZ series of one class, unequal lengths): each case is one item
+    whose tensor has three channels, each dimension's values in its own channel; a case
+    with two dimensions is rejected naming the file's three."""
+    from dlworkflow.items import Item
+    from dlworkflow.modalities import create_modality
+    from tests.conftest import SHARED_DATA
+
+    lines = (SHARED_DATA / "ucr" / "PickupGestureWiimoteZ_TRAIN.ts").read_text().splitlines()
+    rows = [line.rsplit(":", 1) for line in lines[lines.index("@data") + 1:] if line.strip()]
+    cases = [(rows[i][0], rows[i + 1][0], rows[i + 2][0], rows[i][1]) for i in range(0, 30, 3)]
+    classes = sorted({label for *_, label in cases}, key=int)
+    root = tmp_path / "data" / "raw" / "multi"
+    root.mkdir(parents=True)
+    body = "\n".join(":".join(case) for case in cases)
+    (root / "Multi_TRAIN.ts").write_text(
+        f"@problemName Multi\n@univariate false\n@dimensions 3\n@equalLength false\n"
+        f"@classLabel true {' '.join(classes)}\n@data\n{body}\n{rows[0][0]}:{rows[1][0]}:{cases[0][3]}\n")
+    result = _intake(tmp_path, "multi", {"modality": "timeseries", "task": "classification",
+                                         "root": "data/raw/multi", "layout": {"kind": "ts"}})
+    assert len(result.inventory) == 10 and (result.inventory["exogenous"] == 2).all()
+    (rejected,) = result.rejected.itertuples()
+    assert "2 dimension(s) where the file has 3" in rejected.reason
+    modality = create_modality("timeseries", {}, {"kind": "ts"})
+    first = (root / "Multi_TRAIN.ts").read_text().split("@data\n")[1].splitlines()[0]
+    from dlworkflow.layouts import ts_payload
+
+    dims = [field.split(",") for field in first.split(":")[:3]]
+    tensor = modality.tensorize(ts_payload(dims), Item("x", "x"), {"length": 50})
+    assert tensor.shape == (50, 3)
+    for channel, values in enumerate(dims):
+        observed = [float(v) for v in values if v not in ("?", "NaN")]
+        assert tensor[0, channel] == pytest.approx(observed[0], abs=1e-4)
 
 
 def test_a_series_too_short_to_forecast_is_set_aside_with_its_lengths(tmp_path, co2_csv):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from html import escape
 from typing import Any, ClassVar
@@ -151,6 +152,8 @@ class TimeSeriesModality(Modality):
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise BadInput(f"not a readable CSV table: {exc}", "unreadable") from None
         timestamp, target, exogenous = self.columns()
+        if self.layout.get("kind") == "ts":  # a multivariate .ts series: its other dimensions
+            exogenous = [c for c in table.columns if re.fullmatch(r"dim_\d+", c)]
         if target is None:
             candidates = [c for c in table.columns if c != timestamp]
             if len(candidates) != 1:
@@ -195,8 +198,8 @@ class TimeSeriesModality(Modality):
 
     def probe(self, data: bytes, item: Item) -> dict[str, Any]:
         """Parse the series; report length, missing values, gaps, frequency and range."""
-        stamps, values, notes = self.parse(data)
-        exogenous = self.columns()[2]
+        stamps, table, notes = self._parse(data)
+        values, exogenous = table["target"].to_numpy(), list(table.columns[1:])
         frequency, gaps, start, end = None, 0, None, None
         if isinstance(stamps, pd.DatetimeIndex):
             frequency, gaps = infer_frequency(stamps)
