@@ -48,7 +48,8 @@ def _shard_rows(path: Path, wanted: np.ndarray | None) -> dict[str, np.ndarray]:
     `wanted` ids, or all of them (None: no id is looked up, nothing is copied)."""
     arrays = load_shard(path)
     count = len(arrays["ids"])
-    per_row = {k: v for k, v in arrays.items() if np.ndim(v) and len(v) == count}
+    per_row = {k: v for k, v in arrays.items()
+               if np.ndim(v) and len(v) == count and not k.startswith("series_")}
     if wanted is None:
         return per_row
     keep = np.isin(arrays["ids"], wanted)
@@ -111,6 +112,10 @@ def _gather(task: Task, tensors_dir: Path, rows: pd.DataFrame, classes: tuple[st
     parts = [_shard_rows(tensors_dir / f"{shard}.npz", ids) for shard, ids in wanted.items()]
     if not parts:
         return {"ids": np.array([], dtype=str), "x": np.empty((0,)), "y": None, "classes": classes}
+    series: dict[str, np.ndarray] = {}
+    if task.shard_unit == "windows":  # each shard's series histories (forecasting baselines)
+        for shard in wanted:
+            series.update(shard_series(tensors_dir / f"{shard}.npz"))
     ids = np.concatenate([p["ids"] for p in parts])
     order = np.argsort(ids, kind="stable")
     out: dict[str, Any] = {"ids": ids[order], "classes": classes}
@@ -119,7 +124,21 @@ def _gather(task: Task, tensors_dir: Path, rows: pd.DataFrame, classes: tuple[st
             out[key] = np.concatenate([p[key] for p in parts])[order]
     if "y" not in out:
         out["y"] = task.encode_targets(rows.set_index("id").loc[out["ids"]].reset_index(), classes)
+    if series:
+        out["series"] = series
     return out
+
+
+def shard_series(path: Path) -> dict[str, np.ndarray]:
+    """A window shard's series as it stores them once: each series' target values up to its
+    last window's first target (`series_names`, `series_offsets`, `series_values`); empty for
+    shards written before they were stored."""
+    arrays = load_shard(path)
+    if "series_names" not in arrays:
+        return {}
+    values, offsets = arrays["series_values"], arrays["series_offsets"]
+    return {str(name): values[offsets[i]: offsets[i + 1]]
+            for i, name in enumerate(arrays["series_names"])}
 
 
 def make_dataset(part: Part, batch_size: int = 32, shuffle: bool = True, seed: int = 0,

@@ -185,13 +185,29 @@ def _past(x: Any) -> np.ndarray:
 
 
 def _observed(x: Any) -> list[np.ndarray]:
-    """Each window's observed target values: the padding before a short series' first value
-    dropped (`length`, the observed steps of each window; all when not given)."""
+    """Each window's observed target values: its series' whole history before it when given
+    (`history`, gaps interpolated), else the window with the padding before a short series'
+    first value dropped (`length`, the observed steps of each window; all when not given)."""
+    histories = x.get("history") if isinstance(x, dict) else None
+    if histories is not None:
+        return [_filled(history) for history in histories]
     target = np.asarray(_past(x), dtype=np.float64)[:, :, 0]
     lengths = x.get("length") if isinstance(x, dict) else None
     if lengths is None:
         return list(target)
     return [row[len(row) - int(n):] for row, n in zip(target, lengths, strict=True)]
+
+
+def _filled(values: np.ndarray) -> np.ndarray:
+    """A history with its gaps interpolated (the ends held at the nearest value)."""
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(values)
+    if not missing.any():
+        return values
+    if missing.all():
+        return np.zeros(max(len(values), 1))
+    steps = np.arange(len(values))
+    return np.interp(steps, steps[~missing], values[~missing])
 
 
 class SeasonalNaive(BaseEstimator, RegressorMixin):
@@ -353,8 +369,8 @@ class ETS(SeasonalNaive):
 
 
 def forecasting_baselines(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The field's statistical benchmarks on each window's observed past (naive, seasonal
-    naive, drift, Theta, ETS; season and horizon are set when fitted) and ridge on lags, one
-    model across windows."""
+    """The field's statistical benchmarks, each fitted on a window's series history before
+    it (naive, seasonal naive, drift, Theta, ETS; season and horizon are set when fitted),
+    and ridge on lags, one model across windows."""
     return {"naive": Naive(), "seasonal_naive": SeasonalNaive(), "drift": Drift(),
             "theta": Theta(), "ets": ETS(), "ridge_lags": LagRidge(settings.get("lags"))}

@@ -63,7 +63,7 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
                          "(tensors.timeseries.known_future); predicting from a series file "
                          "alone is not possible")
     modality = create_modality("timeseries", {}, layout)
-    names, items = [], []
+    names, items, observed, histories = [], [], [], {}
     for value in inputs:
         path = Path(value)
         if not path.is_file():
@@ -84,13 +84,20 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
             if not len(channels):
                 raise ValueError(f"{name}: no values to forecast from")
             # the last `lookback` steps; a shorter series padded as the training windows were
-            past, _, _ = padded_past(channels, len(channels), lookback,
-                                     settings.get("missing", "interpolate"))
+            past, _, length = padded_past(channels, len(channels), lookback,
+                                          settings.get("missing", "interpolate"))
             names.append(name)
             items.append(past)
+            observed.append(length)
+            # the whole history, as the baselines fit on it (keyed by position: two files may
+            # name a series alike)
+            histories[str(len(names) - 1)] = channels[:, 0]
     horizon = int(card.get("horizon") or 0)
     return names, {"x": np.asarray(items, dtype=np.float32),
-                   "x_future": np.zeros((len(items), horizon, 0), dtype=np.float32)}
+                   "x_future": np.zeros((len(items), horizon, 0), dtype=np.float32),
+                   "x_length": np.asarray(observed, dtype=np.int32),
+                   "ids": np.asarray([f"{k}@{len(v)}" for k, v in histories.items()], dtype=str),
+                   "series": histories}
 
 
 def predict(model_dir: str | Path, inputs: Sequence[str | Path]) -> pd.DataFrame:

@@ -132,7 +132,16 @@ def write_window_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFr
         lengths.append(observed)
         keep.append(number)
     kept = rows.iloc[keep]
+    # each series' target values up to its last window's first target, once: what the
+    # statistical baselines fit on (a window's history is the part before its targets)
+    ends = kept.groupby("series")["target_start"].max() if len(kept) else pd.Series(dtype=int)
+    histories = [arrays[name][1][: int(end)] for name, end in ends.items()]
     payload = {"ids": kept["id"].to_numpy(dtype=str),
+               "series_names": np.asarray(list(ends.index), dtype=str),
+               "series_offsets": np.concatenate([[0], np.cumsum([len(h) for h in histories])]
+                                                ).astype(np.int64),
+               "series_values": (np.concatenate(histories) if histories
+                                 else np.empty(0)).astype(np.float64),
                "x": np.asarray(past_x, dtype=np.float32).reshape(len(keep), lookback, -1),
                "x_future": np.asarray(future_x, dtype=np.float32).reshape(len(keep), horizon, -1),
                "y": np.asarray(targets, dtype=np.float32).reshape(len(keep), horizon),

@@ -48,6 +48,25 @@ def test_a_tsf_file_of_short_yearly_series_runs_with_defaults_and_predicts(proje
     winner = min(cv, key=lambda kind: cv[kind]["mase_mean"])
     assert test["shipped"]["shipped"] == winner
 
+    # the statistical baselines fit on each series' whole history before a window: the
+    # shards store it once a series, and a validation forecast is the method on the raw
+    # values before the window
+    from dlworkflow.data import shard_series
+    from dlworkflow.estimators import Theta
+
+    stored = {}
+    for shard in sorted((results / "tensors").glob("trainval-*.npz")):
+        stored.update(shard_series(shard))
+    assert set(stored) == set(series) - set(rejected["id"])
+    for name, values in stored.items():
+        assert np.allclose(values, series[name][: len(values)], atol=0.06)  # 1 decimal
+    fold = pd.read_parquet(results / "baseline" / "fold-0" / "predictions.parquet")
+    theta = fold[fold["model"] == "theta"].sort_values(["id", "step"])
+    window = theta["id"].iloc[0]
+    name, start = window.rsplit("@", 1)
+    expected = Theta(season=1, horizon=6)._one(np.round(series[name][: int(start)], 1))
+    assert np.allclose(theta.loc[theta["id"] == window, "y_pred"], expected, rtol=1e-6)
+
     # the report: the shipped model's MASE per series, whose mean is its test MASE
     from dlworkflow.data import load_test_arrays
     from dlworkflow.tasks import get_task

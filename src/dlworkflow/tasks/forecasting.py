@@ -233,6 +233,19 @@ def forecast_scores(choice: Mapping[str, Any], errors: pd.DataFrame) -> dict[str
     return out
 
 
+def window_histories(arrays: Mapping[str, Any]) -> list[np.ndarray] | None:
+    """Each window's target history before its first target (views of the series the shards
+    store once; gaps interpolated when used), or None for shards without them."""
+    series = arrays.get("series")
+    if not series:
+        return None
+    out = []
+    for window in arrays["ids"]:
+        name, _, start = str(window).rpartition("@")
+        out.append(series[name][: int(start)])
+    return out
+
+
 def series_mase(frame: pd.DataFrame, test: Mapping[str, Any],
                 choice: Mapping[str, Any]) -> pd.Series:
     """Each held-out window's MASE (one window a series at test) from a model's prediction
@@ -374,9 +387,10 @@ class ForecastingTask(PredictsValues, Task):
     def baseline_inputs(self, modality: Any, arrays: Mapping[str, Any],
                         flat_settings: Mapping[str, Any]) -> Any:
         """Every forecaster sees the windows, how much of each is observed (the rest is
-        padding) and the known future."""
+        padding), the known future, and each window's series history before its targets
+        (the statistical methods fit on it, as the M4's benchmarks do)."""
         return {"past": arrays["x"], "future": arrays.get("x_future"),
-                "length": arrays.get("x_length")}
+                "length": arrays.get("x_length"), "history": window_histories(arrays)}
 
     def prepare_baseline(self, estimator: Any, choice: Mapping[str, Any],
                          train: Mapping[str, Any]) -> Any:
