@@ -597,13 +597,20 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     return full, history
 
 
-def recalibrate_batch_norm(model, inputs: Any, batch_size: int = 256) -> int:
+#: training rows the BatchNormalization statistics are recomputed on (all in smaller folds)
+BATCH_NORM_ROWS = 1024
+
+
+def recalibrate_batch_norm(model, inputs: Any, rows: int = BATCH_NORM_ROWS) -> int:
     """Set every trainable BatchNormalization layer's moving mean and variance to the exact
-    statistics of its inputs over the fold's training rows, in inference mode, layer after
-    layer (each sees the ones before it already recalibrated). Moving averages of a few
-    hundred noisy steps can be far from them on small folds; `inputs` is a dataset of input
-    batches, read again in batches of `batch_size` through one compiled pass per layer.
-    Returns the number of layers set."""
+    statistics of its inputs over the fold's training rows (the first `rows` of them in the
+    order `inputs` gives, a seeded shuffle), in inference mode, layer after layer (each sees
+    the ones before it already recalibrated). Moving averages of a few hundred noisy steps
+    can be far from them on small folds; `inputs` is a dataset of input batches, read again
+    as one batch of up to `rows` through one compiled pass per layer. On FSDD (2,160 rows,
+    ten layers) all rows in batches of 256 took 4 s alone and up to 20 s beside another
+    training job; the statistics of 1,024 rows differ from all rows' by a fraction of a
+    percent where moving averages differed by tens. Returns the number of layers set."""
     import keras
     import tensorflow as tf
 
@@ -611,7 +618,7 @@ def recalibrate_batch_norm(model, inputs: Any, batch_size: int = 256) -> int:
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     if not layers:
         return 0
-    batches = inputs.unbatch().batch(batch_size)
+    batches = inputs.unbatch().take(rows).batch(rows)  # one batch shape: one trace a layer
     for layer in layers:
         probe = keras.Model(model.inputs, layer.input)
 
@@ -713,8 +720,9 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
             history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
         recalibrated = recalibrate_batch_norm(model, data.train.map(lambda x, *_: x))
         if recalibrated:
-            log.info("BatchNormalization statistics of %d layers recomputed on the %d "
-                     "training rows", recalibrated, len(data.train_rows))
+            log.info("BatchNormalization statistics of %d layers recomputed on %d of the %d "
+                     "training rows", recalibrated, min(len(data.train_rows), BATCH_NORM_ROWS),
+                     len(data.train_rows))
         save_keras(model, out / "model.keras")  # the same bytes for the same weights
         shutil.rmtree(run.backup, ignore_errors=True)  # finished: a rerun starts from scratch
         if run.backup.parent.exists() and not any(run.backup.parent.iterdir()):

@@ -487,6 +487,11 @@ def test_batch_norm_statistics_are_recomputed_on_the_training_rows(image_shards,
         len(layers)
     for layer, old in zip(layers, before, strict=True):
         assert np.allclose(layer.moving_variance.numpy(), old, rtol=1e-4, atol=1e-6)
+    # a large fold: the statistics of its first `rows` rows (the seeded order) only
+    recalibrate_batch_norm(model, tf.data.Dataset.from_tensor_slices(train).batch(7), rows=16)
+    inputs = np.asarray(keras.Model(model.inputs, layers[0].input)(train[:16], training=False))
+    values = inputs.reshape(-1, inputs.shape[-1]).astype(np.float64)
+    assert np.allclose(layers[0].moving_mean.numpy(), values.mean(axis=0), atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
