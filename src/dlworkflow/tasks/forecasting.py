@@ -379,7 +379,8 @@ class ForecastingTask(PredictsValues, Task):
 
     # --- models ----------------------------------------------------------------------
     def baselines(self, modality: Any, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """Seasonal naive and ridge on lags, on the windows (not the modality's flat rows)."""
+        """The statistical benchmarks and ridge on lags, on the windows and their series'
+        histories (not the modality's flat rows)."""
         from dlworkflow.estimators import forecasting_baselines
 
         return forecasting_baselines(settings)
