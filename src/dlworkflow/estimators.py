@@ -332,6 +332,20 @@ def seasonal_factors(values: np.ndarray, season: int, horizon: int
     return seasonal, ahead, multiplicative
 
 
+class Naive2(SeasonalNaive):
+    """The M4's Naive2 benchmark: the last value of the seasonally adjusted series
+    (`seasonal_factors`), seasonalised again over the horizon; naive where nothing is
+    adjusted. The reference the M4 scores its OWA against."""
+
+    def _one(self, values: np.ndarray) -> np.ndarray:
+        factors = seasonal_factors(values, self.season, self.horizon)
+        if factors is None:
+            return np.repeat(values[-1], self.horizon)
+        seasonal, ahead, multiplicative = factors
+        last = values[-1] / seasonal[-1] if multiplicative else values[-1] - seasonal[-1]
+        return last * ahead if multiplicative else last + ahead
+
+
 class ETS(SeasonalNaive):
     """Exponential smoothing as the M4's SES / Holt / Damped benchmarks and the ETS of
     Hyndman et al. (2002) choose it, fitted on each window's past: seasonally adjusted
@@ -370,7 +384,9 @@ class ETS(SeasonalNaive):
 
 def forecasting_baselines(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The field's statistical benchmarks, each fitted on a window's series history before
-    it (naive, seasonal naive, drift, Theta, ETS; season and horizon are set when fitted),
+    it (naive, the M4's Naive2, seasonal naive, drift, Theta, ETS; season and horizon are set
+    when fitted),
     and ridge on lags, one model across windows."""
-    return {"naive": Naive(), "seasonal_naive": SeasonalNaive(), "drift": Drift(),
-            "theta": Theta(), "ets": ETS(), "ridge_lags": LagRidge(settings.get("lags"))}
+    return {"naive": Naive(), "naive2": Naive2(), "seasonal_naive": SeasonalNaive(),
+            "drift": Drift(), "theta": Theta(), "ets": ETS(),
+            "ridge_lags": LagRidge(settings.get("lags"))}

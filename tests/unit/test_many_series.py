@@ -127,3 +127,30 @@ def test_series_of_unknown_frequency_get_season_one(tmp_path):
     choice = write_metric_choice("forecasting", str(tmp_path / "inventory.parquet"), intake,
                                  str(tmp_path / "metric.json"))
     assert (choice["frequency"], choice["season"], choice["lookback"]) == (None, 1, 26)
+
+
+def test_naive2_reproduces_the_m4_tables():
+    """The M4's Naive2 (seasonal adjustment after its 90 % autocorrelation test, then the
+    last adjusted value), fitted on each series' whole training file and scored on the
+    competition's test file: MASE and sMAPE equal the published table (Makridakis et al.
+    2020) for Hourly (season 24: 2.395, 18.383) and Weekly (season 1: 2.777, 9.161), so the
+    seasonal adjustment ETS and Theta share is the competition's."""
+    from dlworkflow.estimators import Naive2
+    from dlworkflow.metrics import naive_scale
+    from tests.conftest import SHARED_DATA
+
+    for frequency, horizon, season, published in (("Hourly", 48, 24, (2.395, 18.383)),
+                                                  ("Weekly", 13, 1, (2.777, 9.161))):
+        train = pd.read_csv(SHARED_DATA / "m4" / f"{frequency}-train.csv")
+        test = pd.read_csv(SHARED_DATA / "m4" / f"{frequency}-test.csv").set_index("V1")
+        model = Naive2(season=season, horizon=horizon)
+        mase, smape = [], []
+        for row in train.itertuples(index=False):
+            history = np.asarray(row[1:], dtype=float)
+            history = history[~np.isnan(history)]
+            actual = test.loc[row[0]].to_numpy(dtype=float)[:horizon]
+            forecast = model._one(history)
+            mase.append(np.mean(np.abs(actual - forecast)) / naive_scale(history, season))
+            smape.append(np.mean(200 * np.abs(actual - forecast)
+                                 / (np.abs(actual) + np.abs(forecast))))
+        assert (round(float(np.mean(mase)), 3), round(float(np.mean(smape)), 3)) == published
