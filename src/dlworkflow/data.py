@@ -8,6 +8,7 @@ they belong to the final step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,14 @@ class Part:
         return pd.read_parquet(Path(self.folder) / "index.parquet")
 
 
-def _shard_rows(path: Path, wanted: np.ndarray | None) -> dict[str, np.ndarray]:
+def _shard_rows(path: Path, wanted: np.ndarray | None,
+                series: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The shard's per-row arrays (ids, x, and y / x_future / x_mask when stored) for the
-    `wanted` ids, or all of them (None: no id is looked up, nothing is copied)."""
+    `wanted` ids, or all of them (None: no id is looked up, nothing is copied); `series`, when
+    given, receives the series a window shard stores once (`shard_series`)."""
     arrays = load_shard(path)
+    if series is not None:
+        series.update(stored_series(arrays))
     count = len(arrays["ids"])
     per_row = {k: v for k, v in arrays.items()
                if np.ndim(v) and len(v) == count and not k.startswith("series_")}
@@ -109,13 +114,12 @@ def load_test_arrays(task: Task, plan_path: str | Path, shard_paths: list[str],
 
 def _gather(task: Task, tensors_dir: Path, rows: pd.DataFrame, classes: tuple[str, ...],
             wanted: dict[str, np.ndarray | None]) -> dict[str, Any]:
-    parts = [_shard_rows(tensors_dir / f"{shard}.npz", ids) for shard, ids in wanted.items()]
+    # a window shard's series histories (the forecasting baselines fit on them)
+    series: dict[str, np.ndarray] | None = {} if task.shard_unit == "windows" else None
+    parts = [_shard_rows(tensors_dir / f"{shard}.npz", ids, series)
+             for shard, ids in wanted.items()]
     if not parts:
         return {"ids": np.array([], dtype=str), "x": np.empty((0,)), "y": None, "classes": classes}
-    series: dict[str, np.ndarray] = {}
-    if task.shard_unit == "windows":  # each shard's series histories (forecasting baselines)
-        for shard in wanted:
-            series.update(shard_series(tensors_dir / f"{shard}.npz"))
     ids = np.concatenate([p["ids"] for p in parts])
     order = np.argsort(ids, kind="stable")
     out: dict[str, Any] = {"ids": ids[order], "classes": classes}
@@ -131,9 +135,12 @@ def _gather(task: Task, tensors_dir: Path, rows: pd.DataFrame, classes: tuple[st
 
 def shard_series(path: Path) -> dict[str, np.ndarray]:
     """A window shard's series as it stores them once: each series' target values up to its
-    last window's first target (`series_names`, `series_offsets`, `series_values`); empty for
-    shards written before they were stored."""
-    arrays = load_shard(path)
+    last window's first target; empty for shards written before they were stored."""
+    return stored_series(load_shard(path))
+
+
+def stored_series(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The series in a loaded shard's `series_names`, `series_offsets`, `series_values`."""
     if "series_names" not in arrays:
         return {}
     values, offsets = arrays["series_values"], arrays["series_offsets"]
