@@ -332,6 +332,22 @@ def seasonal_factors(values: np.ndarray, season: int, horizon: int
     return seasonal, ahead, multiplicative
 
 
+def deseasonalised(values: np.ndarray, factors: tuple | None) -> np.ndarray:
+    """`values` with `seasonal_factors`' seasonal part taken out (as they are without one)."""
+    if factors is None:
+        return values
+    seasonal, _, multiplicative = factors
+    return values / seasonal if multiplicative else values - seasonal
+
+
+def reseasonalised(forecast: np.ndarray, factors: tuple | None) -> np.ndarray:
+    """A forecast of the adjusted series with the seasonal part of the horizon put back."""
+    if factors is None:
+        return forecast
+    _, ahead, multiplicative = factors
+    return forecast * ahead if multiplicative else forecast + ahead
+
+
 class Naive2(SeasonalNaive):
     """The M4's Naive2 benchmark: the last value of the seasonally adjusted series
     (`seasonal_factors`), seasonalised again over the horizon; naive where nothing is
@@ -339,11 +355,8 @@ class Naive2(SeasonalNaive):
 
     def _one(self, values: np.ndarray) -> np.ndarray:
         factors = seasonal_factors(values, self.season, self.horizon)
-        if factors is None:
-            return np.repeat(values[-1], self.horizon)
-        seasonal, ahead, multiplicative = factors
-        last = values[-1] / seasonal[-1] if multiplicative else values[-1] - seasonal[-1]
-        return last * ahead if multiplicative else last + ahead
+        adjusted = deseasonalised(values, factors)
+        return reseasonalised(np.repeat(adjusted[-1], self.horizon), factors)
 
 
 class ETS(SeasonalNaive):
@@ -358,10 +371,7 @@ class ETS(SeasonalNaive):
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
         factors = seasonal_factors(values, self.season, self.horizon)
-        adjusted = values
-        if factors is not None:
-            seasonal, ahead, multiplicative = factors
-            adjusted = values / seasonal if multiplicative else values - seasonal
+        adjusted = deseasonalised(values, factors)
         best, best_aicc = np.repeat(adjusted[-1], self.horizon), np.inf
         if len(values) >= 3 and np.ptp(adjusted) > 0:
             for trend, damped in ((None, False), ("add", False), ("add", True)):
@@ -377,16 +387,13 @@ class ETS(SeasonalNaive):
                     continue
                 if np.isfinite(fit.aicc) and fit.aicc < best_aicc and np.isfinite(forecast).all():
                     best, best_aicc = forecast, fit.aicc
-        if factors is None:
-            return best
-        return best * ahead if multiplicative else best + ahead
+        return reseasonalised(best, factors)
 
 
 def forecasting_baselines(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The field's statistical benchmarks, each fitted on a window's series history before
     it (naive, the M4's Naive2, seasonal naive, drift, Theta, ETS; season and horizon are set
-    when fitted),
-    and ridge on lags, one model across windows."""
+    when fitted), and ridge on lags, one model across windows."""
     return {"naive": Naive(), "naive2": Naive2(), "seasonal_naive": SeasonalNaive(),
             "drift": Drift(), "theta": Theta(), "ets": ETS(),
             "ridge_lags": LagRidge(settings.get("lags"))}
