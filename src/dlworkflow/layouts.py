@@ -682,10 +682,8 @@ def discover_tsf(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> D
         except BadInput as exc:
             found.reject(where, f"line {number}: {exc.reason}", exc.code, item_id)
             continue
-        cells = ("nan" if v in ("?", "", "NaN") else v for v in values)
-        payload = ("value\n" + "\n".join(cells) + "\n").encode("utf-8")
         side = {"frequency": frequency} if frequency else {}
-        found.items.append(Item(id=item_id, path=where, side=side, payload=payload))
+        found.items.append(Item(id=item_id, path=where, side=side, payload=ts_payload([values])))
     return found
 
 
