@@ -160,7 +160,7 @@ def score_test(ctx: RunContext) -> dict[str, Any]:
         "confidence": bootstrap["confidence"], "bootstrap_resamples": bootstrap["resamples"],
         "bootstrap_unit": task.bootstrap_unit, "threshold": network.card["threshold"],
         "shipped": {k: decision[k] for k in ("shipped", "model", "why")},
-        **scored, **task.test_notes(),
+        **scored, **task.test_notes(), **task.test_references(choice, test, scored),
     }
     primary = result["primary"]
     head = scored[shipped]["metrics"][primary]

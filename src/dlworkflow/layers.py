@@ -175,6 +175,37 @@ class FromWindowScale(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlworkflow")
+class SeasonalLinear(keras.layers.Layer):
+    """A linear map from a scaled window's target channel (batch, time, channels) to the
+    horizon's changes (batch, horizon), initialised at the seasonal-naive forecast: step h
+    repeats the value `season` steps before it (the last season, again and again), or at
+    the naive forecast (no change) when the season is 1 or longer than the window. Trained,
+    it becomes a learned weighting of past seasons, as in NLinear (Zeng et al. 2023)."""
+
+    def __init__(self, horizon: int, season: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.horizon, self.season = int(horizon), int(season)
+
+    def build(self, input_shape):
+        time = int(input_shape[1])
+        picks = np.zeros((time, self.horizon), dtype="float32")
+        if 1 < self.season <= time:
+            for step in range(self.horizon):
+                picks[time - self.season + step % self.season, step] = 1.0
+        self.kernel = self.add_weight(shape=(time, self.horizon), name="kernel",
+                                      initializer=keras.initializers.Constant(picks))
+
+    def call(self, inputs):
+        return ops.matmul(inputs[:, :, 0], self.kernel)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.horizon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "horizon": self.horizon, "season": self.season}
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
 class PositionalEmbedding(keras.layers.Layer):
     """Token embedding plus a learned embedding of each position (for the Transformer)."""
 

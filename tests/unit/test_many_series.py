@@ -18,12 +18,15 @@ from tests.helpers.series import write_yearly_tsf, yearly_series
 
 def test_lookback_auto_reads_two_horizons_and_at_least_two_seasons():
     assert resolved_lookback("auto", 6, 1)[0] == 12  # yearly, the M4's horizon
-    assert resolved_lookback("auto", 48, 24)[0] == 96  # hourly
+    assert resolved_lookback("auto", 48, 24)[0] == 96  # a daily season, frequency unknown
+    assert resolved_lookback("auto", 48, 24, "h")[0] == 168  # hourly: a whole week
+    assert resolved_lookback("auto", 48, 48, "30min")[0] == 96  # half-hours: two days
     assert resolved_lookback("auto", 13, 52)[0] == 104  # weekly with its yearly cycle
     assert resolved_lookback(30, 6, 1) == (30, "tensors.timeseries.lookback")
     choice = choose_metric("forecasting", None, {"task": {"horizon": 48, "lookback": "auto"}}, "H")
-    assert (choice["season"], choice["lookback"]) == (24, 96)
+    assert (choice["season"], choice["lookback"]) == (24, 168)
     assert choice["lookback_rule"].startswith("auto: two horizons (96)")
+    assert choice["lookback_rule"].endswith("a week of hourly data (168)")
 
 
 def test_a_short_series_gets_every_validation_and_test_window_with_its_past_padded():

@@ -282,6 +282,31 @@ def test_forecasters_predict_the_whole_horizon_on_co2(tmp_path, architecture):
     assert entry["metrics"]["mase"] < 10
 
 
+@pytest.mark.parametrize("season", [52, 1])
+def test_an_untrained_forecaster_is_the_seasonal_naive_forecast(co2_csv, tmp_path, season):
+    """Real co2 windows (104 weeks in, 13 out): before any training the global forecaster's
+    output is the seasonal-naive forecast (the value a year before each target), or the
+    naive one (the last value) with season 1, and a saved model keeps it."""
+    import io
+
+    import keras
+
+    from dlworkflow.models.networks import NetworkSpec, build_network
+    from dlworkflow.tasks import get_task
+
+    values = pd.read_csv(io.BytesIO(co2_csv))["co2"].interpolate().to_numpy()
+    x = np.stack([values[start: start + 104] for start in (0, 500, 1500)])[..., None]
+    spec = NetworkSpec(task=get_task("forecasting"), input_shape=(104, 1),
+                       input_dtype="float32", outputs=13, settings={}, seed=1,
+                       extra={"season": season})
+    model = build_network("forecast_cnn", spec)
+    want = x[:, 104 - 52: 104 - 52 + 13, 0] if season == 52 else np.repeat(x[:, -1], 13, 1)
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-5)
+    model.save(tmp_path / "model.keras")
+    again = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(again.predict(x, verbose=0), want, rtol=1e-5)
+
+
 RESUMABLE = """
 import json, sys
 import logging
@@ -432,13 +457,15 @@ def test_two_devices_train_with_a_mirrored_strategy(image_shards, tmp_path):
 
 
 def test_the_step_budget_gives_small_sets_enough_steps_and_large_ones_no_more():
-    from dlworkflow.train import cosine_rates, plan_epochs
+    from dlworkflow.train import cosine_rates, epoch_steps, plan_epochs
 
     settings = {"epochs": 30, "min_steps": 600, "max_steps": 1000, "patience": 2,
                 "patience_steps": 300}
     assert plan_epochs(settings, rows=40, batch_size=32) == (300, 150)  # 2 steps an epoch
     assert plan_epochs(settings, rows=3567, batch_size=32) == (9, 3)  # 112 steps an epoch
-    assert plan_epochs(settings, rows=100_000, batch_size=32) == (1, 1)  # one epoch at least
+    # every row once: a pass of 3,125 steps, over the budget, in ten epochs of 313 steps
+    assert epoch_steps(3125, settings) == 313 and epoch_steps(112, settings) == 112
+    assert plan_epochs(settings, rows=100_000, batch_size=32) == (10, 2)
     assert plan_epochs({**settings, "max_steps": None}, rows=100_000, batch_size=32) == (30, 2)
     rates = cosine_rates(1e-3, 100, warmup=0.05)
     assert len(rates) == 100 and rates[0] < rates[4] == pytest.approx(1e-3 * 5 / 6)
@@ -527,6 +554,24 @@ def test_the_fit_diagnosis_reads_real_learning_curves(sms_shards, tmp_path, read
                           val_loss=np.r_[np.linspace(1.0, 0.5, len(history) // 2),
                                          np.full(len(history) - len(history) // 2, 0.5)])
     assert fold_fit(flat.assign(loss=np.maximum(flat["loss"], 0.45))) == "balanced"
+
+
+def test_a_pass_over_the_budget_is_sliced_and_a_resumed_slice_continues_the_pass(image_shards):
+    """With `max_steps` below one pass, an epoch is a tenth of the pass: resumed at epoch k,
+    the stream continues from step k x slice, inside the pass, as an uninterrupted one."""
+    from dlworkflow.train import EPOCH_SLICES, FoldData
+
+    ctx = fold_context(dataset("image"), image_shards, {"train": {"max_steps": 2}})
+    data = FoldData.load(ctx, str(image_shards), 0, 4, seed=3)
+    whole, piece = data.pass_steps, data.steps_per_epoch
+    assert whole > 2 and piece == -(-whole // EPOCH_SLICES) < whole
+    first = [y.numpy() for _, y in data.stream(0).take(whole + 2 * piece)]
+    for start in (1, EPOCH_SLICES - 1, EPOCH_SLICES + 1):  # inside the first pass, across it
+        again = FoldData.load(ctx, str(image_shards), 0, 4, seed=3).stream(start)
+        got = [y.numpy() for _, y in again.take(piece)]
+        want = first[start * piece: start * piece + piece]
+        assert len(got) == len(want) == piece
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("resample,in_memory", [("none", True), ("oversample", True),

@@ -231,9 +231,10 @@ def test_a_windows_loss_weight_makes_its_error_count_on_its_own_scale(co2_csv):
     x = np.stack([window, 1000 * window])[..., None]
     weights = FORECASTING.sample_weights({"x": x})
     errors = np.stack([future * 0.01, 1000 * future * 0.01])  # 1 % off, both
-    losses = weights * np.mean(errors ** 2, axis=1)
+    losses = weights * np.mean(np.abs(errors), axis=1)  # the task's loss: absolute error
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-    assert weights[0] == pytest.approx(1 / np.mean(np.abs(np.diff(window))) ** 2, rel=1e-5)
+    assert weights[0] == pytest.approx(1 / np.mean(np.abs(np.diff(window))), rel=1e-5)
+    assert FORECASTING.loss()[0].name == "mean_absolute_error"
 
 
 def test_short_series_make_fewer_folds_so_the_first_one_can_train():

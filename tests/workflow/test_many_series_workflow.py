@@ -85,6 +85,25 @@ def test_a_tsf_file_of_short_yearly_series_runs_with_defaults_and_predicts(proje
     assert len(per_series) == counts["accepted"]
     assert per_series.mean() == pytest.approx(shipped["metrics"]["mase"]["value"], rel=1e-6)
 
+    # the M4's OWA against Naive2 (naive, for yearly data) on the same test windows
+    from dlworkflow.metrics import naive_scale
+
+    mases, smapes = [], []
+    for name in stored:
+        values = np.round(series[name], 1)
+        history, actual = values[:-6], values[-6:]
+        forecast = np.repeat(history[-1], 6)
+        mases.append(np.mean(np.abs(actual - forecast)) / naive_scale(history, 1))
+        smapes.append(np.mean(200 * np.abs(actual - forecast) / (np.abs(actual) + np.abs(forecast))))
+    assert test["naive2"]["mase"] == pytest.approx(np.mean(mases), rel=1e-4)
+    assert test["naive2"]["smape"] == pytest.approx(np.mean(smapes), rel=1e-4)
+    for kind in ("network", "baseline"):
+        metrics = test[kind]["metrics"]
+        assert test["owa"][kind] == pytest.approx(
+            0.5 * (metrics["smape"]["value"] / np.mean(smapes)
+                   + metrics["mase"]["value"] / np.mean(mases)), rel=1e-4)
+    assert '<p id="owa">' in html
+
     done = run(["dlworkflow", "predict", str(results / "final"),
                 str(project / "data" / "raw" / "yearly" / "yearly.tsf")], project)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -470,17 +470,22 @@ def series_fcn(spec: NetworkSpec):
 
 def _forecaster(spec: NetworkSpec, body: Callable[[Any], Any], name: str):
     """Shared forecasting frame, one global model for every series: each window on its own
-    scale (minus its last value, over its mean absolute change); the body; known-future
-    covariates joined before the head; the output, a change per horizon step on the window's
-    scale, is scaled back and added to the last observed value."""
+    scale (minus its last value, over its mean absolute change); a wide part, a linear map
+    from the window to the horizon that starts as the seasonal-naive forecast
+    (`SeasonalLinear`), plus the deep part, the body and its head (known-future covariates
+    joined before it), whose output starts at zero. The network starts at the baseline the
+    M4 measures against and learns what it misses; the sum, a change per horizon step on
+    the window's scale, is scaled back and added to the last observed value."""
     import keras
 
-    from dlworkflow.layers import FromWindowScale, WindowScaled
+    from dlworkflow.layers import FromWindowScale, SeasonalLinear, WindowScaled
 
     past = keras.Input(spec.input_shape, dtype="float32", name="past")
     inputs = [past]
+    # no augmentation: noise or scaling of a window without its targets is noise in the
+    # targets (a window scaled by 1.1 asks the seasonal part for a 10 % larger change)
     x = WindowScaled()(past)
-    x = _apply(x, spec.augmentation)
+    wide = SeasonalLinear(spec.outputs, int(spec.extra.get("season", 1)), name="seasonal")(x)
     x = body(x)
     if spec.future_shape and spec.future_shape[-1]:
         future = keras.Input(spec.future_shape, dtype="float32", name="future")
@@ -490,14 +495,16 @@ def _forecaster(spec: NetworkSpec, body: Callable[[Any], Any], name: str):
     x = keras.layers.Dense(int(spec.settings.get("units", 64)), activation="relu",
                            kernel_regularizer=_regularizer(spec))(x)
     x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
-    change = keras.layers.Dense(spec.outputs, dtype="float32")(x)
+    deep = keras.layers.Dense(spec.outputs, kernel_initializer="zeros", dtype="float32")(x)
+    change = keras.layers.Add(dtype="float32")([wide, deep])
     outputs = FromWindowScale(name="values", dtype="float32")([change, past])
     return keras.Model(inputs if len(inputs) > 1 else past, outputs, name=name)
 
 
 @register("forecast_cnn")
 def forecast_cnn(spec: NetworkSpec):
-    """A 1D CNN over the lookback window predicting the whole horizon at once."""
+    """A 1D CNN over the lookback window predicting the whole horizon at once, beside the
+    linear seasonal part (`_forecaster`)."""
     import keras
 
     def body(x):
@@ -514,7 +521,8 @@ def forecast_cnn(spec: NetworkSpec):
 
 @register("forecast_lstm")
 def forecast_lstm(spec: NetworkSpec):
-    """An LSTM over the lookback window predicting the whole horizon at once."""
+    """An LSTM over the lookback window predicting the whole horizon at once, beside the
+    linear seasonal part (`_forecaster`)."""
     import keras
 
     return _forecaster(spec, lambda x: keras.layers.LSTM(int(spec.settings.get("units", 64)))(x),

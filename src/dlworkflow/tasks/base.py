@@ -280,6 +280,12 @@ class Task(ABC):
         """What test_metrics.json says about which test units were scored."""
         return {}
 
+    def test_references(self, choice: Mapping[str, Any], test: Mapping[str, Any],
+                        scored: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """Scores of a field's reference method on the same test rows, and each scored
+        model's standing against it, for test_metrics.json (none by default)."""
+        return {}
+
     @abstractmethod
     def evaluate(self, choice: Mapping[str, Any], test: Mapping[str, Any], output: np.ndarray,
                  classes: Sequence[str], threshold: Mapping[str, Any] | None, model: str,
