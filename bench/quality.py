@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -145,7 +146,8 @@ def make_project(name: str, out: Path) -> Path:
             shutil.copy2(source, project / item)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["demo"]["shared_data"] = str(SHARED)
-    base, _, per_class = name.rpartition("_") if name[-1].isdigit() else (name, "", "")
+    capped = re.fullmatch(r"(.+)_(\d+)", name)  # digits_10; not co2
+    base, per_class = capped.groups() if capped else (name, "")
     if PREPARE[name] is None:  # a demo set, whole or capped per class
         params["datasets"] = {base: params["datasets"][base]}
         if per_class:

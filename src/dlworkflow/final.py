@@ -32,33 +32,52 @@ EPOCH_RULE = ("median of the folds' best epochs (validation loss), with the lear
               "the fold closest to that median replayed epoch by epoch; each final epoch sees "
               "all trainval rows, about k/(k-1) times a fold's")
 
+#: folds trained on fewer rows than this share of the largest fold's do not set the final
+#: model's epochs (`final_epochs`)
+LARGEST_FOLDS = 0.9
+
 
 def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
-                 setting: Any = "auto") -> dict[str, Any]:
+                 setting: Any = "auto", train_rows: Sequence[int] | None = None) -> dict[str, Any]:
     """How long the final model trains, and its learning rate per epoch.
 
     `setting` is `final.epochs`: `auto` (the median of the folds' best epochs, at least 1) or
     a number. The schedule replays the learning rates (`learning_rate` column of history.csv)
     of the fold whose best epoch is closest to the median, so reductions the folds' plateaus
     triggered happen at the same epochs; beyond that fold's history the last rate holds.
+    With `train_rows` (each fold's), only the folds that trained on nearly as many rows as
+    the largest count: rolling-origin folds grow, and a small early fold needs more passes
+    than the final model over all trainval rows does (short yearly series: best epochs 20
+    on 772 windows and 6 on 1,612; 13 passes over 2,771 windows scored test MASE 5.33, the
+    6-epoch fold's network 4.49).
     """
-    best = [int(e) for e in best_epochs if int(e) > 0]
-    if not best:
+    folds = [(k, int(e)) for k, e in enumerate(best_epochs) if int(e) > 0]
+    if not folds:
         raise ValueError("no fold reported a best epoch; run the train step first")
+    rule = EPOCH_RULE
+    if train_rows is not None and len(train_rows) == len(best_epochs):
+        largest = max(int(train_rows[k]) for k, _ in folds)
+        kept = [(k, e) for k, e in folds if int(train_rows[k]) >= LARGEST_FOLDS * largest]
+        if len(kept) < len(folds):
+            rule = EPOCH_RULE + (f"; of the folds that trained on at least "
+                                 f"{LARGEST_FOLDS:.0%} of the largest fold's rows "
+                                 f"(fold {', '.join(str(k) for k, _ in kept)})")
+        folds = kept
+    best = [e for _, e in folds]
     median = float(np.median(best))
     if setting in (None, "auto"):
-        epochs, rule = max(1, round(median)), EPOCH_RULE
+        epochs = max(1, round(median))
     else:
         epochs, rule = int(setting), "final.epochs in params.yaml"
         if epochs < 1:
             raise ConfigError(f"final.epochs: {setting!r} must be auto or a positive integer")
-    closest = int(np.argmin([abs(e - median) for e in best]))
+    closest = folds[int(np.argmin([abs(e - median) for e in best]))][0]
     history = pd.read_csv(histories[closest]) if closest < len(histories) else pd.DataFrame()
     rates = history["learning_rate"].tolist() if "learning_rate" in history else []
     if not rates:
         rates = [None]
     schedule = [rates[min(e, len(rates) - 1)] for e in range(epochs)]
-    return {"epochs": epochs, "rule": rule, "fold_best_epochs": best,
+    return {"epochs": epochs, "rule": rule, "fold_best_epochs": [int(e) for e in best_epochs],
             "schedule_from_fold": closest, "schedule": schedule}
 
 
@@ -69,8 +88,11 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     final_settings = ctx.section("final")
     choice = json.loads(Path(ctx.input("metric")).read_text())
     summary = json.loads(Path(ctx.input("summary")).read_text())
+    details = (summary.get("fold_details") or {}).get(summary.get("best"), {})
+    rows = [details.get(str(k), {}).get("train_rows") for k in range(len(summary["best_epochs"]))]
     plan = final_epochs(summary["best_epochs"], list(ctx.input("histories")),
-                        final_settings.get("epochs", "auto"))
+                        final_settings.get("epochs", "auto"),
+                        rows if all(r is not None for r in rows) else None)
     default_rate = float(ctx.section("train").get("learning_rate", 1e-3))
     schedule = [default_rate if r is None else float(r) for r in plan["schedule"]]
     log.info("final model: %d epochs (%s)", plan["epochs"], plan["rule"])

@@ -52,6 +52,11 @@ def test_final_epochs_take_the_median_and_replay_that_folds_learning_rates(tmp_p
     assert longer["epochs"] == 15 and longer["schedule"][-1] == 5e-4  # last rate holds
     with pytest.raises(ConfigError, match=r"final\.epochs"):
         final_epochs([3], histories, setting=0)
+    # folds of one size (k-fold) all count; growing rolling-origin folds: the largest decide
+    assert final_epochs([7, 10, 12], histories, train_rows=[400, 401, 400])["epochs"] == 10
+    grown = final_epochs([20, 10, 6], histories, train_rows=[772, 1200, 1612])
+    assert grown["epochs"] == 6 and grown["schedule_from_fold"] == 2
+    assert grown["schedule"] == [1e-3] * 4 + [5e-4] * 2 and "(fold 2)" in grown["rule"]
 
 
 @pytest.fixture(scope="module")
