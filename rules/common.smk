@@ -225,6 +225,11 @@ def get_nn_fold_histories(wildcards):
     return _fold_files(wildcards, "nn", "history.csv")
 
 
+def get_nn_fold_models(wildcards):
+    """model.keras of every network fold (the final network may average them)."""
+    return _fold_files(wildcards, "nn", "model.keras")
+
+
 def get_final_baseline_export(wildcards):
     """The exported baseline (final_baseline) when it can take raw inputs, else nothing."""
     if get_final_scores_baseline(wildcards):

@@ -39,6 +39,7 @@ rule final_train:
         summary="results/{dataset}/nn/summary.json",
         oof="results/{dataset}/nn/oof.parquet",
         histories=get_nn_fold_histories,
+        fold_models=get_nn_fold_models,
         features=get_features_index_if_extracted,
         baseline="results/{dataset}/baseline/summary.json",
     output:

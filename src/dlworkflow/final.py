@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlworkflow.archives import save_keras
 from dlworkflow.baselines import flat_settings
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, load_arrays, load_test_arrays
@@ -81,6 +82,38 @@ def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
             "schedule_from_fold": closest, "schedule": schedule}
 
 
+#: tasks whose final network averages the fold networks under `final.average_folds: auto`
+AVERAGED_TASKS = ("forecasting",)
+
+
+def averages_folds(setting: Any, task: str) -> bool:
+    """`final.average_folds`: true, false, or auto (the tasks where it was measured)."""
+    if setting in (None, "auto"):
+        return task in AVERAGED_TASKS
+    if not isinstance(setting, bool):
+        raise ConfigError(f"final.average_folds: {setting!r}; use auto, true or false")
+    return setting
+
+
+def averaged_network(final: Any, members: Sequence[str]) -> Any:
+    """One Keras model whose output is the mean of the final network's and each fold
+    network's (bagging, as AutoGluon ships its fold models): the fold networks never saw a
+    test row, so the test is still scored once, on one exported model."""
+    import keras
+
+    import dlworkflow.layers  # noqa: F401  (the custom layers the fold models use)
+
+    inputs = final.inputs if len(final.inputs) > 1 else final.inputs[0]
+    final.name = "final"
+    outputs = [final(inputs)]
+    for number, path in enumerate(members):
+        fold = keras.saving.load_model(path, compile=False)
+        fold.name = f"fold_{number}"
+        outputs.append(fold(inputs))
+    return keras.Model(inputs, keras.layers.Average(name="averaged", dtype="float32")(outputs),
+                       name="averaged_networks")
+
+
 def train_final(ctx: RunContext) -> dict[str, Any]:
     """Retrain the network on every trainval row; write model.keras, model.json (card with
     classes, threshold and the epoch rule), and history.csv into the output folder."""
@@ -97,13 +130,23 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     schedule = [default_rate if r is None else float(r) for r in plan["schedule"]]
     log.info("final model: %d epochs (%s)", plan["epochs"], plan["rule"])
     trained = train_network(ctx, None, out, plan["epochs"], schedule)
+    model, averaged = trained.model, None
+    if averages_folds(final_settings.get("average_folds", "auto"), ctx.dataset["task"]):
+        members = list(ctx.input("fold_models"))
+        model = averaged_network(trained.model, members)
+        save_keras(model, out / "model.keras")  # replaces the final network alone
+        averaged = {"members": ["final"] + [f"fold {k}" for k in range(len(members))],
+                    "rule": "final.average_folds: the mean of the final network's output and "
+                            "each fold network's"}
+        log.info("the exported network averages the final network and %d fold networks",
+                 len(members))
     threshold = ctx.task.threshold(lambda: pd.read_parquet(ctx.input("oof")), choice,
                                    trained.data.classes, final_settings.get("threshold", "tune"))
     write_history(trained.history, out / "history.csv")
     training = {"epochs": plan, "train_rows": len(trained.data.train_rows),
                 "cv": summary.get("headline"),
                 "device": "GPU" if trained.devices else "CPU", "replicas": trained.replicas,
-                "parameters": int(trained.model.count_params())}
+                "parameters": int(model.count_params()), "averaged": averaged}
     card = model_card(ctx, trained, fold=None, threshold=threshold, training=training,
                       primary=choice["primary"]["name"])
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -27,9 +27,12 @@ chown -R munge:munge /etc/munge /var/lib/munge /var/log/munge /run/munge
 chmod 0700 /etc/munge /var/lib/munge /var/log/munge
 chmod 0400 /etc/munge/munge.key
 chmod 0755 /run/munge
-if ! pgrep -x munged >/dev/null; then
-  runuser -u munge -- munged
-fi
+# a munged still shutting down (stop-slurm.sh just ran) is waited for, then started afresh
+for _ in $(seq 1 20); do
+  [[ -S /run/munge/munge.socket.2 ]] && pgrep -x munged >/dev/null && break
+  pgrep -x munged >/dev/null || runuser -u munge -- munged
+  sleep 0.5
+done
 
 # a GPU GRES needs device files (a count-only GPU is dropped): two stand-ins for /dev/nvidia*
 for number in 0 1; do

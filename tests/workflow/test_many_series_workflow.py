@@ -85,6 +85,25 @@ def test_a_tsf_file_of_short_yearly_series_runs_with_defaults_and_predicts(proje
     assert len(per_series) == counts["accepted"]
     assert per_series.mean() == pytest.approx(shipped["metrics"]["mase"]["value"], rel=1e-6)
 
+    # the exported network averages the final network and the fold networks (auto, for
+    # forecasting): its output is their mean, the fold members are the fold models as trained
+    import keras
+
+    import dlworkflow.layers  # noqa: F401  (registers the layers the models use)
+
+    card = json.loads((results / "final" / "model.json").read_text())
+    assert card["training"]["averaged"]["members"] == ["final", "fold 0", "fold 1"]
+    exported = keras.saving.load_model(results / "final" / "model.keras")
+    x = arrays["x"][:50].astype("float32")
+    members = [exported.get_layer(name) for name in ("final", "fold_0", "fold_1")]
+    outputs = [member.predict(x, verbose=0) for member in members]
+    np.testing.assert_allclose(exported.predict(x, verbose=0), np.mean(outputs, axis=0),
+                               rtol=1e-5, atol=1e-3)
+    for number, member in enumerate(members[1:]):
+        fold = keras.saving.load_model(results / "nn" / f"fold-{number}" / "model.keras")
+        assert all(np.array_equal(a, b) for a, b in zip(member.get_weights(), fold.get_weights(),
+                                                       strict=True))
+
     # the M4's OWA against Naive2 (naive, for yearly data) on the same test windows
     from dlworkflow.metrics import naive_scale
 
