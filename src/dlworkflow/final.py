@@ -87,12 +87,9 @@ AVERAGED_TASKS = ("forecasting",)
 
 
 def averages_folds(setting: Any, task: str) -> bool:
-    """`final.average_folds`: true, false, or auto (the tasks where it was measured)."""
-    if setting in (None, "auto"):
-        return task in AVERAGED_TASKS
-    if not isinstance(setting, bool):
-        raise ConfigError(f"final.average_folds: {setting!r}; use auto, true or false")
-    return setting
+    """`final.average_folds`: true, false, or auto (the tasks where it was measured); the
+    schema has already refused any other value."""
+    return task in AVERAGED_TASKS if setting in (None, "auto") else bool(setting)
 
 
 def averaged_network(final: Any, members: Sequence[str]) -> Any:
