@@ -13,31 +13,49 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
 from dlworkflow.context import RunContext
-from dlworkflow.data import Part, load_arrays
+from dlworkflow.data import Part, RowSource, load_arrays
 from dlworkflow.estimators import class_probabilities
 from dlworkflow.evaluate import write_fold_metrics
 
 log = logging.getLogger(__name__)
 
 
-def fit_predict(estimator: Any, x_train: Any, y_train: np.ndarray, x_valid: Any,
-                 classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fit on the training rows; predictions and (classifiers) probabilities for x_valid."""
-    estimator.fit(x_train, y_train)
-    prediction = estimator.predict(x_valid)
-    proba = class_probabilities(estimator, x_valid, len(prediction), len(classes)) if classes \
-        else None
-    return prediction, proba
-
-
 def flat_settings(ctx: RunContext) -> dict[str, Any]:
     """The baseline section with the modality's tensor settings (what `flat` reads)."""
     return {**ctx.section("baseline"), **(ctx.section("tensors").get(ctx.modality.name) or {})}
+
+
+def training_part(ctx: RunContext, part: Part) -> tuple[Any, int]:
+    """The rows a baseline fits on: arrays in RAM, or a `RowSource` where the task reads
+    rows on demand (fitted chunk by chunk, `fit_baseline`); and how many there are."""
+    if ctx.task.reads_rows_on_demand:
+        source = RowSource(part)
+        return source, len(source)
+    arrays = load_arrays(part)
+    return arrays, len(arrays["ids"])
+
+
+def fit_baseline(ctx: RunContext, estimators: dict[str, Any], train: Any) -> None:
+    """Fit each estimator on the training rows: at once on arrays, or with `partial_fit`
+    on each chunk of a `RowSource` (one read of the rows serves every estimator)."""
+    settings = flat_settings(ctx)
+    if not isinstance(train, RowSource):
+        x_train = ctx.task.baseline_inputs(ctx.modality, train, settings)  # shared
+        for estimator in estimators.values():
+            estimator.fit(x_train, train["y"])
+        return
+    unable = sorted(name for name, e in estimators.items() if not hasattr(e, "partial_fit"))
+    if unable:
+        raise TypeError(f"baselines {', '.join(unable)} cannot learn chunk by chunk "
+                        "(no partial_fit), which a task reading rows on demand needs")
+    for chunk in train.chunks():
+        x_chunk = ctx.task.baseline_inputs(ctx.modality, chunk, settings)
+        for estimator in estimators.values():
+            estimator.partial_fit(x_chunk, chunk["y"])
 
 
 def run_baseline_fold(ctx: RunContext, fold: int) -> dict:
@@ -47,24 +65,26 @@ def run_baseline_fold(ctx: RunContext, fold: int) -> dict:
     task = ctx.task
     features_dir = ctx.folder("features")
     source = features_dir or ctx.folder("index")
-    train = load_arrays(Part(task, source, fold, "train", ctx.gap))
+    train, train_rows = training_part(ctx, Part(task, source, fold, "train", ctx.gap))
     valid = load_arrays(Part(task, source, fold, "valid", ctx.gap))
-    if not len(train["ids"]) or not len(valid["ids"]):
-        raise ValueError(f"fold {fold}: {len(train['ids'])} training and {len(valid['ids'])} "
+    if not train_rows or not len(valid["ids"]):
+        raise ValueError(f"fold {fold}: {train_rows} training and {len(valid['ids'])} "
                          "validation rows; every fold needs both")
-    classes = train["classes"]
-    settings = flat_settings(ctx)
-    estimators = task.baselines(ctx.modality, ctx.section("baseline"), ctx.seed)
-    x_train = task.baseline_inputs(ctx.modality, train, settings)  # shared by every estimator
-    x_valid = task.baseline_inputs(ctx.modality, valid, settings)
+    classes = valid["classes"]
+    estimators = {name: task.prepare_baseline(clone(estimator), choice, valid)
+                  for name, estimator in task.baselines(ctx.modality, ctx.section("baseline"),
+                                                        ctx.seed).items()}
+    fit_baseline(ctx, estimators, train)
+    x_valid = task.baseline_inputs(ctx.modality, valid, flat_settings(ctx))
     models, frames = {}, []
     for name, estimator in estimators.items():
-        estimator = task.prepare_baseline(clone(estimator), choice, train)
-        prediction, proba = fit_predict(estimator, x_train, train["y"], x_valid, classes)
+        prediction = estimator.predict(x_valid)
+        proba = class_probabilities(estimator, x_valid, len(prediction), len(classes)) \
+            if classes else None
         metrics, frame = task.fold_scores(choice, valid, task.from_estimator(prediction, classes),
                                           proba, classes, fold, name)
         frames.append(frame)
-        models[name] = {"metrics": metrics, "train_rows": len(train["ids"]),
+        models[name] = {"metrics": metrics, "train_rows": train_rows,
                         "valid_rows": len(valid["ids"]),
                         "input": "cached embeddings" if features_dir else "tensors"}
         log.info("fold %d %s: %s", fold, name,

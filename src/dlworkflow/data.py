@@ -16,10 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlworkflow.shardfile import load_shard
+from dlworkflow.shardfile import load_shard, map_npz
 from dlworkflow.tasks import Task
 
 IN_MEMORY_BYTES = 512 * 1024**2
+
+#: rows gathered at a time from memory-mapped shards (`RowSource`): a round of the training
+#: stream of forecasting windows, a chunk of a forecasting baseline's fit
+ROUND_ROWS = 32_768
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,81 @@ def stored_series(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     values, offsets = arrays["series_values"], arrays["series_offsets"]
     return {str(name): values[offsets[i]: offsets[i + 1]]
             for i, name in enumerate(arrays["series_names"])}
+
+
+class RowSource:
+    """A part's rows, gathered on demand from memory maps of its shards: row i is the part's
+    i-th id in sorted order (as `load_arrays` orders them). It holds two integers per row (the
+    shard and the row's place in it); `take` reads the rows asked for and nothing else, and
+    unmaps the shards again, so what is resident is what was taken, whatever the data's size.
+    """
+
+    def __init__(self, part: Part) -> None:
+        index = part.index()
+        rows = part.rows(index)
+        self.task, self.folder = part.task, Path(part.folder)
+        self.classes = part.task.classes(index)
+        ids = rows["id"].to_numpy(dtype=str)
+        order = np.argsort(ids, kind="stable")
+        rows, ids = rows.iloc[order], ids[order]
+        self.shards = sorted(rows["shard"].unique())
+        self.shard = rows["shard"].map({s: i for i, s in enumerate(self.shards)}).to_numpy(np.int32)
+        self.position = np.empty(len(rows), np.int64)
+        for number, shard in enumerate(self.shards):
+            mine = np.flatnonzero(self.shard == number)
+            stored = np.asarray(map_npz(self.folder / f"{shard}.npz")["ids"])
+            sorter = np.argsort(stored, kind="stable")
+            wanted = ids[mine]
+            found = sorter[np.searchsorted(stored, wanted, sorter=sorter).clip(0, len(stored) - 1)]
+            if not np.array_equal(stored[found], wanted):
+                raise FileNotFoundError(f"{self.folder / shard}.npz lacks rows the index lists "
+                                        "for it: rerun the tensors step")
+            self.position[mine] = found
+        self._rows = rows  # coded targets for shards that do not store y
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    def take(self, rows: np.ndarray) -> dict[str, Any]:
+        """Rows `rows` (numbers in the source's order, in the order given) as arrays: ids, x,
+        y and what else the shards store per row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out: dict[str, Any] = {"classes": self.classes}
+        for number in np.unique(self.shard[rows]):
+            picked = np.flatnonzero(self.shard[rows] == number)
+            local = self.position[rows[picked]]
+            arrays = map_npz(self.folder / f"{self.shards[number]}.npz")
+            count = len(arrays["ids"])
+            for key, value in arrays.items():
+                if not np.ndim(value) or len(value) != count or key.startswith("series_"):
+                    continue
+                if key not in out:
+                    out[key] = np.empty((len(rows), *value.shape[1:]), value.dtype)
+                elif out[key].dtype != value.dtype:  # wider ids in this shard, say
+                    out[key] = out[key].astype(np.result_type(out[key].dtype, value.dtype))
+                out[key][picked] = value[local]
+            if "x_scale" in arrays:  # quantised: restored as `load_shard` does
+                if out["x"].dtype == np.uint8:
+                    out["x"] = out["x"].astype(np.float32)
+                out["x"][picked] = (out["x"][picked] * arrays["x_scale"] + arrays["x_offset"])
+            del arrays  # unmapped: pages read stay in the page cache, not in this process
+        if "y" not in out:
+            out["y"] = self.task.encode_targets(self._rows.iloc[rows].reset_index(drop=True),
+                                                self.classes)
+        return out
+
+    def sample(self, count: int, seed: int) -> dict[str, Any]:
+        """At most `count` rows drawn without replacement, in the source's order (all rows
+        when there are no more)."""
+        if len(self) <= count:
+            return self.take(np.arange(len(self)))
+        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), count,
+                                                                     replace=False)))
+
+    def chunks(self, size: int = ROUND_ROWS):
+        """The rows in order, `size` at a time."""
+        for start in range(0, len(self), size):
+            yield self.take(np.arange(start, min(start + size, len(self))))
 
 
 def make_dataset(part: Part, batch_size: int = 32, shuffle: bool = True, seed: int = 0,

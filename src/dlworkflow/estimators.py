@@ -222,6 +222,10 @@ class SeasonalNaive(BaseEstimator, RegressorMixin):
         self.fitted_ = True
         return self
 
+    def partial_fit(self, x: np.ndarray, y: np.ndarray | None = None) -> SeasonalNaive:
+        """Nothing to learn from training windows (each forecast fits its own history)."""
+        return self.fit(x, y)
+
     def _one(self, values: np.ndarray) -> np.ndarray:
         season = self.season if len(values) >= self.season else 1
         return values[-season:][np.arange(self.horizon) % season]
@@ -237,12 +241,19 @@ class LagRidge(BaseEstimator, RegressorMixin):
 
     Inputs are the window's past channels (target first) and any known-future covariates;
     working relative to the last value lets one linear model follow a trend or level shift.
+    Features are standardised, the penalty is chosen among `ALPHAS` by generalised
+    cross-validation (Golub, Heath and Wahba 1979), one for the whole horizon. Everything is
+    computed from the windows' means and centred cross-products, which `partial_fit` merges
+    chunk by chunk (Chan, Golub and LeVeque's pairwise update): fitting holds one chunk of
+    windows, whatever the number of series, and chunks give the model one pass would.
     """
+
+    ALPHAS = np.logspace(-3, 3, 13)
 
     def __init__(self, lags: int | None = None) -> None:
         self.lags = lags
 
-    def _features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _features(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         past = np.asarray(_past(x), dtype=np.float64)
         lags = past.shape[1] if not self.lags else min(self.lags, past.shape[1])
         last = past[:, -1:, 0]
@@ -252,15 +263,56 @@ class LagRidge(BaseEstimator, RegressorMixin):
         return np.concatenate(columns, axis=1), last
 
     def fit(self, x: Any, y: np.ndarray) -> LagRidge:
+        for name in ("count_", "mean_", "products_"):
+            self.__dict__.pop(name, None)
+        return self.partial_fit(x, y)
+
+    def partial_fit(self, x: Any, y: np.ndarray) -> LagRidge:
+        """Add a chunk of windows to the statistics and solve again."""
         features, last = self._features(x)
-        self.scaler_ = StandardScaler().fit(features)
-        self.model_ = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(
-            self.scaler_.transform(features), np.asarray(y) - last)
+        data = np.concatenate([features, np.asarray(y, dtype=np.float64).reshape(len(last), -1)
+                               - last], axis=1)
+        count, mean = len(data), data.mean(axis=0)
+        centred = data - mean
+        products = centred.T @ centred
+        if getattr(self, "count_", 0):
+            total = self.count_ + count
+            delta = mean - self.mean_
+            products += self.products_ + np.outer(delta, delta) * (self.count_ * count / total)
+            mean = self.mean_ + delta * (count / total)
+            count = total
+        self.count_, self.mean_, self.products_ = count, mean, products
+        self.n_features_in_ = features.shape[1]
+        return self._solve()
+
+    def _solve(self) -> LagRidge:
+        p, n = self.n_features_in_, self.count_
+        spread = np.sqrt(np.diag(self.products_)[:p] / n)
+        spread[spread < 1e-12 * max(1.0, float(np.abs(self.mean_[:p]).max(initial=0)))] = 1.0
+        gram = self.products_[:p, :p] / np.outer(spread, spread)  # standardised X'X
+        cross = self.products_[:p, p:] / spread[:, None]  # standardised X'y, per horizon step
+        squares = np.diag(self.products_)[p:]
+        values, vectors = np.linalg.eigh(gram)
+        values = np.clip(values, 0.0, None)
+        rotated = vectors.T @ cross
+        best = None
+        for alpha in self.ALPHAS:
+            shrink = 1.0 / (values + alpha)
+            # residual sum of squares of every horizon step, from the statistics alone
+            kept = 2 * shrink - values * shrink ** 2
+            rss = float(np.sum(squares) - np.sum(rotated ** 2 * kept[:, None]))
+            freedom = float(np.sum(values * shrink)) + 1.0  # and the intercept
+            gcv = max(rss, 0.0) / (n * max(1.0 - freedom / n, 1e-12) ** 2)
+            if best is None or gcv < best[0]:
+                best = (gcv, alpha, vectors @ (rotated * shrink[:, None]))
+        _, self.alpha_, coef = best
+        self.coef_ = coef / spread[:, None]  # on raw features
+        self.intercept_ = self.mean_[p:] - self.mean_[:p] @ self.coef_
         return self
 
     def predict(self, x: Any) -> np.ndarray:
         features, last = self._features(x)
-        return self.model_.predict(self.scaler_.transform(features)) + last
+        return features @ self.coef_ + self.intercept_ + last
 
 
 class Naive(SeasonalNaive):

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.archives import save_keras
-from dlworkflow.baselines import flat_settings
+from dlworkflow.baselines import fit_baseline, flat_settings, training_part
 from dlworkflow.context import RunContext
-from dlworkflow.data import Part, load_arrays, load_test_arrays
+from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
 from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
 from dlworkflow.train import card_tensors, model_card, train_network, write_history
@@ -165,11 +165,12 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     choice = json.loads(Path(ctx.input("metric")).read_text())
     name = summary["best"]
     estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"), ctx.seed)[name])
-    train = load_arrays(Part(task, ctx.folder("index"), None, "trainval"))
-    estimator = task.prepare_baseline(estimator, choice, train)
+    train, train_rows = training_part(ctx, Part(task, ctx.folder("index"), None, "trainval"))
+    shape = train.take([0]) if isinstance(train, RowSource) else train
+    estimator = task.prepare_baseline(estimator, choice, shape)
     settings = flat_settings(ctx)
-    estimator.fit(task.baseline_inputs(ctx.modality, train, settings), train["y"])
-    classes = tuple(train["classes"])
+    fit_baseline(ctx, {name: estimator}, train)
+    classes = tuple(shape["classes"])
 
     def oof() -> pd.DataFrame:
         frame = pd.read_parquet(ctx.input("oof"))
@@ -179,12 +180,12 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     card = {"kind": "baseline", "model": name, "dataset": ctx.dataset.get("description", ""),
             "modality": ctx.dataset["modality"], "task": ctx.dataset["task"],
             "architecture": name, "classes": list(classes), "threshold": threshold,
-            "train_rows": len(train["ids"]), "cv": summary.get("headline"),
+            "train_rows": train_rows, "cv": summary.get("headline"),
             "layout": dict(ctx.dataset["layout"]),
             "tensors": card_tensors(ctx),
             "flat": settings}
     save_baseline(estimator, ctx.folder("model", output=True), card)
-    log.info("baseline %s refitted on %d trainval rows and exported", name, len(train["ids"]))
+    log.info("baseline %s refitted on %d trainval rows and exported", name, train_rows)
     return card
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.context import RunContext
-from dlworkflow.data import Part, load_arrays
+from dlworkflow.data import Part, RowSource
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -32,12 +32,12 @@ def raw_samples(ctx: RunContext, count: int) -> list[Any]:
     the modality's raw input is the stored array (series windows), trainval rows as
     {"x", "x_future"}."""
     if ctx.modality.timed_from_shards:
-        arrays = load_arrays(Part(ctx.task, ctx.folder("index"), None, "trainval"))
+        source = RowSource(Part(ctx.task, ctx.folder("index"), None, "trainval"))
         rng = np.random.default_rng(ctx.seed)
-        picked = rng.choice(len(arrays["ids"]), size=min(count, len(arrays["ids"])), replace=False)
+        arrays = source.take(rng.choice(len(source), size=min(count, len(source)), replace=False))
         future = arrays.get("x_future")
         return [{"x": arrays["x"][i], **({"x_future": future[i]} if future is not None else {})}
-                for i in picked]
+                for i in range(len(arrays["ids"]))]
     inventory = pd.read_parquet(ctx.input("inventory"))
     rows = inventory.sample(n=min(count, len(inventory)), random_state=ctx.seed)
     return ctx.records(rows)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.context import RunContext
-from dlworkflow.data import Part, load_arrays, load_test_arrays
+from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.figures import figure_uri, new_figure
 
 
@@ -223,10 +223,9 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
         from dlworkflow.predict import load_model
 
         model, _ = load_model(Path(inputs["card"]).parent)
-        background = load_arrays(Part(task, Path(inputs["index"]).parent, None, "trainval"))["x"]
+        rows = RowSource(Part(task, Path(inputs["index"]).parent, None, "trainval"))
         rng = np.random.default_rng(0)
-        background = background[rng.choice(len(background), min(100, len(background)),
-                                           replace=False)]
+        background = rows.take(rng.choice(len(rows), min(100, len(rows)), replace=False))["x"]
         # SHAP explains the network (the exported model itself), whichever model ships
         context["explanations"] = explain_final(
             model, ctx, test, network_rows, background, per_class,

@@ -108,6 +108,31 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def map_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The members of an uncompressed .npz as read-only memory maps: nothing is read until a
+    row is taken (`RowSource` gathers training rows from them). Compressed, object or
+    Fortran-ordered members are read whole (`read_npz`)."""
+    arrays: dict[str, np.ndarray] = {}
+    with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                return read_npz(path)
+            handle.seek(info.header_offset + 26)
+            name_length, extra_length = struct.unpack("<HH", handle.read(4))
+            start = info.header_offset + 30 + name_length + extra_length
+            handle.seek(start)
+            member = io.BytesIO(handle.read(min(info.file_size, 1 << 17)))
+            header = npy_header(member)
+            if header is None or header[1] or header[2].hasobject:
+                return read_npz(path)
+            shape, _, dtype = header
+            offset = start + member.tell()
+            arrays[info.filename[:-4]] = (
+                np.memmap(path, dtype, "r", offset, shape) if int(np.prod(shape))
+                else np.empty(shape, dtype))
+    return arrays
+
+
 def _np_load(path: str | Path) -> dict[str, np.ndarray]:
     with _PARSING, np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}

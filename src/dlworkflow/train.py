@@ -27,7 +27,16 @@ import pandas as pd
 
 from dlworkflow.archives import save_keras
 from dlworkflow.context import RunContext
-from dlworkflow.data import IN_MEMORY_BYTES, Part, load_arrays, make_dataset, resampled, shard_bytes
+from dlworkflow.data import (
+    IN_MEMORY_BYTES,
+    ROUND_ROWS,
+    Part,
+    RowSource,
+    load_arrays,
+    make_dataset,
+    resampled,
+    shard_bytes,
+)
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
 
@@ -418,7 +427,7 @@ class FoldData:
     resample: str
     train_rows: pd.DataFrame
     in_memory: bool
-    train_arrays: dict[str, Any] | None
+    train_arrays: dict[str, Any] | None  # in RAM, or a sample where rows are read on demand
     valid: dict[str, Any]
     train: Any = None  # one pass of training batches (adapting, BatchNorm statistics)
     valid_set: Any = None
@@ -440,8 +449,11 @@ class FoldData:
         part = Part(task, folder, fold, "train" if fold is not None else "trainval", ctx.gap)
         train_rows = part.rows(part.index())
         shards = sorted(train_rows["shard"].unique())
-        in_memory = task.always_in_memory() or shard_bytes(folder, shards) <= IN_MEMORY_BYTES
-        train_arrays = load_arrays(part) if in_memory else None
+        source = RowSource(part) if task.reads_rows_on_demand else None
+        in_memory = source is None and shard_bytes(folder, shards) <= IN_MEMORY_BYTES
+        # rows read on demand keep a sample in RAM for the statistics a builder adapts
+        train_arrays = (load_arrays(part) if in_memory else
+                        source.sample(ROUND_ROWS, seed) if source is not None else None)
         if fold is not None:
             valid = load_arrays(replace(part, name="valid"))
         else:  # no validation part: keep the first training shard's rows as a shape example
@@ -450,7 +462,9 @@ class FoldData:
                    task.resampling(str(ctx.section("train").get("resample", "none"))),
                    train_rows, in_memory, train_arrays, valid, seed=seed,
                    max_steps=int(ctx.section("train").get("max_steps") or 0))
-        if train_arrays is not None:
+        if source is not None:
+            data._epoch = data._rounds(source)
+        elif in_memory:
             rows = tf.data.Dataset.from_tensor_slices(data.examples(train_arrays))
             labels = train_arrays["y"]
             data._epoch = lambda epoch_seed: data._order(rows, labels, epoch_seed)
@@ -478,6 +492,28 @@ class FoldData:
         weights = self.task.sample_weights(arrays)
         pair = (self.inputs(arrays), arrays["y"])
         return pair if weights is None else (*pair, weights)
+
+    def _rounds(self, source: RowSource):
+        """seed -> one epoch of the source's rows in the order the seed draws (a permutation
+        of every row, as a shuffle of all rows in RAM would draw), read ROUND_ROWS at a time:
+        the windows of the round being batched are all that is in memory."""
+        import tensorflow as tf
+
+        size = self.batch_size
+        per_round = max(size, ROUND_ROWS // size * size)
+
+        def batches(seed):
+            order = np.random.default_rng(int(seed)).permutation(len(source))
+            for start in range(0, len(order), per_round):
+                pair = self.examples(source.take(order[start: start + per_round]))
+                for first in range(0, len(pair[1]), size):
+                    yield tf.nest.map_structure(lambda a, f=first: a[f: f + size], pair)
+
+        example = self.examples(source.take(np.arange(min(1, len(source)))))
+        signature = tf.nest.map_structure(
+            lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)), example)
+        return lambda seed: tf.data.Dataset.from_generator(
+            batches, args=(tf.cast(seed, tf.int64),), output_signature=signature)
 
     def _order(self, rows, labels, seed):
         """One epoch of `rows` (unbatched) in the order `seed` draws, batched: shuffled, or

@@ -206,3 +206,41 @@ def test_minirocket_beats_nearest_neighbours_on_a_ucr_test_set():
     features = MiniRocket(seed=3).fit(x_train).transform(x_test[:5])
     assert features.shape == (5, 84 * (10_000 // 84)) and 0 <= features.min() <= features.max() <= 1
     assert np.array_equal(features, MiniRocket(seed=3).fit(x_train).transform(x_test[:5]))
+
+
+def test_lag_ridge_learns_chunk_by_chunk_what_ridge_learns_on_every_window():
+    """Ridge on lags from merged statistics: chunks give the one-pass model; that model is
+    scikit-learn's Ridge on standardised features at the chosen penalty; and the penalty is
+    the one of least generalised cross-validation error, computed here from Ridge's own
+    residuals and its hat matrix's trace."""
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.helpers.shards import co2_windows
+
+    x, y, _, _ = co2_windows(lookback=52, horizon=13)
+    train, valid = slice(0, 1500), slice(1500, None)
+    whole = LagRidge().fit(x[train], y[train])
+    chunked = LagRidge()
+    for first in range(0, 1500, 400):
+        chunked.partial_fit(x[first: min(first + 400, 1500)], y[first: min(first + 400, 1500)])
+    assert chunked.alpha_ == whole.alpha_
+    assert np.allclose(chunked.predict(x[valid]), whole.predict(x[valid]), atol=1e-8)
+    features, last = whole._features(x[train])
+    scaler = StandardScaler().fit(features)
+    scaled, target = scaler.transform(features), y[train] - last
+    centred = scaled - scaled.mean(axis=0)
+    values = np.linalg.svd(centred, compute_uv=False) ** 2
+
+    def gcv(alpha):
+        model = Ridge(alpha=alpha).fit(scaled, target)
+        rss = float(((target - model.predict(scaled)) ** 2).sum())
+        freedom = float(np.sum(values / (values + alpha))) + 1
+        return rss / (1500 * (1 - freedom / 1500) ** 2), model
+
+    scores = {alpha: gcv(alpha) for alpha in LagRidge.ALPHAS}
+    best = min(scores, key=lambda alpha: scores[alpha][0])
+    assert whole.alpha_ == best
+    features_valid, last_valid = whole._features(x[valid])
+    expected = scores[best][1].predict(scaler.transform(features_valid)) + last_valid
+    assert np.allclose(whole.predict(x[valid]), expected, rtol=1e-6, atol=1e-6)

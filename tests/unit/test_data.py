@@ -204,3 +204,81 @@ def test_npy_headers_are_read_as_numpy_reads_them(version):
     newer = io.BytesIO()
     np.lib.format.write_array(newer, np.arange(3), version=(3, 0))
     assert npy_header(io.BytesIO(newer.getvalue())) is None  # read_npz hands it to NumPy
+
+
+def _window_shards(folder, shard_rows=(700, 500, 968)):
+    """co2 windows in three shards whose ids differ in width (as series names do), with the
+    index the workflow writes."""
+    from tests.helpers.shards import co2_windows
+
+    x, y, starts, fold = co2_windows()
+    names = ["co2", "mauna-loa-co2", "m"]
+    ids, rows, first = [], [], 0
+    for number, count in enumerate(shard_rows):
+        part = slice(first, first + count)
+        shard_ids = np.array([f"{names[number]}@{s:06d}" for s in starts[part]])
+        save_shard(str(folder / f"trainval-{number:05d}.npz"),
+                   {"ids": shard_ids[::-1], "x": x[part][::-1], "y": y[part][::-1]})
+        rows.append(pd.DataFrame({"id": shard_ids, "series": names[number],
+                                  "target_start": starts[part],
+                                  "target_end": starts[part] + y.shape[1] - 1, "role": "trainval",
+                                  "fold": pd.array(np.where(fold[part] >= 0, fold[part], None),
+                                                   dtype="Int64"),
+                                  "in_sample": True, "shard": f"trainval-{number:05d}"}))
+        ids.append(shard_ids)
+        first += count
+    pd.concat(rows).to_parquet(folder / "index.parquet", index=False)
+    return folder
+
+
+def test_a_row_source_gathers_what_load_arrays_loads(tmp_path):
+    """Rows taken from the memory maps, in any order and in chunks, equal the rows loaded
+    whole, ids of every width kept; a shard missing a row the index lists is named."""
+    from dlworkflow.data import RowSource, load_arrays
+
+    folder = _window_shards(tmp_path)
+    part = Part(FORECASTING, folder, None, "trainval")
+    whole, source = load_arrays(part), RowSource(part)
+    assert len(source) == len(whole["ids"]) == 2168
+    picked = np.random.default_rng(0).permutation(len(source))[:900]
+    taken = source.take(picked)
+    for key in ("ids", "x", "y"):
+        assert np.array_equal(taken[key], whole[key][picked])
+    chunks = list(source.chunks(512))
+    assert [len(c["ids"]) for c in chunks] == [512] * 4 + [120]
+    assert np.array_equal(np.concatenate([c["x"] for c in chunks]), whole["x"])
+    sample = source.sample(100, seed=1)
+    assert len(set(sample["ids"])) == 100 and list(sample["ids"]) == sorted(sample["ids"])
+    index = pd.read_parquet(folder / "index.parquet")
+    index.loc[0, "id"] = "co2@999999"
+    index.to_parquet(folder / "index.parquet", index=False)
+    with pytest.raises(FileNotFoundError, match=r"trainval-00000\.npz lacks rows.*rerun"):
+        RowSource(part)
+
+
+def test_forecasting_windows_stream_every_training_window_once_a_pass(tmp_path):
+    """Windows are read on demand, never loaded whole: a pass holds each training window of
+    the fold once, a new order each pass, the same order for the same seed; the statistics
+    sample is every row when they are few."""
+    from tests.helpers.shards import fold_context
+
+    folder = _window_shards(tmp_path)
+    FoldData = pytest.importorskip("dlworkflow.train").FoldData
+    ctx = fold_context({"modality": "timeseries", "task": "forecasting",
+                        "layout": {"kind": "long_csv"}}, folder, {"train": {}})
+    data = FoldData.load(ctx, str(folder), None, batch_size=64, seed=3)  # the final model's
+    assert not data.in_memory and len(data.train_arrays["ids"]) == len(data.train_rows) == 2168
+
+    def rows(x, y):  # a window's last input and targets, in a fixed order when sorted
+        return np.concatenate([x[:, -1, :1], y], axis=1)
+
+    def epoch(seed):
+        return np.concatenate([rows(x.numpy(), y.numpy()) for x, y, _ in data._epoch(seed)])
+
+    def ordered(table):
+        return table[np.lexsort(table.T[::-1])]
+
+    first, second = epoch(7), epoch(8)
+    expected = rows(data.train_arrays["x"], data.train_arrays["y"])
+    assert np.array_equal(ordered(first), ordered(expected))
+    assert not np.array_equal(first, second) and np.array_equal(first, epoch(7))

@@ -157,3 +157,27 @@ def test_naive2_reproduces_the_m4_tables():
             smape.append(np.mean(200 * np.abs(actual - forecast)
                                  / (np.abs(actual) + np.abs(forecast))))
         assert (round(float(np.mean(mase)), 3), round(float(np.mean(smape)), 3)) == published
+
+
+def test_shards_hold_whole_series_and_a_bounded_number_of_windows(monkeypatch):
+    """Series in name order fill a shard up to `shard_size` series or WINDOWS_PER_SHARD
+    windows; a series with more windows than that fills one alone; no series is cut."""
+    from dlworkflow.tasks import forecasting
+
+    values = yearly_series(60)
+    frames = {name: pd.DataFrame({"timestamp": np.arange(len(v)), "value": v})
+              for name, v in values.items() if len(v) >= 14}
+    splits = split_time(frames, {"folds": 2, "horizon": 6, "gap": 0})
+    monkeypatch.setattr(forecasting, "WINDOWS_PER_SHARD", 30)
+    plan = plan_windows(splits, lookback=12, horizon=6, shard_size=5)
+    trainval = plan[plan["role"] == "trainval"]
+    per_series = trainval.groupby("series")["shard"].nunique()
+    assert (per_series == 1).all()  # whole series
+    windows = plan.groupby("series").size()
+    for _, shard in trainval.groupby("shard"):
+        members = shard["series"].unique()
+        assert len(members) <= 5
+        assert windows[members].sum() <= 30 or len(members) == 1
+    assert windows.max() > 30 and trainval["shard"].nunique() > len(frames) / 5
+    numbers = [int(s[-5:]) for s in plan.sort_values("series")["shard"]]
+    assert numbers == sorted(numbers)  # name order

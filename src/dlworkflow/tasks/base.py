@@ -94,6 +94,10 @@ class Task(ABC):
     bootstrap_unit: ClassVar[str] = "test row"
     #: the intake.sample subset applies (forecasting keeps whole series)
     samples_items: ClassVar[bool] = True
+    #: training rows are read on demand from memory-mapped shards (`data.RowSource`), never
+    #: all at once: networks and baselines hold the same memory for any number of rows
+    #: (forecasting: one window a step of every series; its baselines fit chunk by chunk)
+    reads_rows_on_demand: ClassVar[bool] = False
     #: layout kinds the task can read (None: whatever the modality reads)
     layout_kinds: ClassVar[tuple[str, ...] | None] = None
     #: DVC plots of the final step as {title: definition}, {dataset} filled in later
@@ -198,8 +202,9 @@ class Task(ABC):
         return modality.flat(arrays["x"], flat_settings)
 
     def prepare_baseline(self, estimator: Any, choice: Mapping[str, Any],
-                         train: Mapping[str, Any]) -> Any:
-        """Set what an estimator learns from the metric choice or the data's shape."""
+                         rows: Mapping[str, Any]) -> Any:
+        """Set what an estimator learns from the metric choice or the data's shape (of
+        `rows`, arrays of the fold's rows)."""
         return estimator
 
     def network_outputs(self, classes: Sequence[str], y: np.ndarray) -> int:
@@ -231,10 +236,6 @@ class Task(ABC):
     def resampling(self, setting: str) -> str:
         """`train.resample` as it applies to this task (classification only)."""
         return "none"
-
-    def always_in_memory(self) -> bool:
-        """True when training data is always loaded into RAM (windows are small)."""
-        return False
 
     def decide(self, output: np.ndarray, classes: Sequence[str],
                threshold: Mapping[str, Any] | None = None) -> np.ndarray:

@@ -28,6 +28,10 @@ HELD_OUT = "windows whose targets all lie in the test period"
 #: naive scale; a window with a shorter past than the lookback is padded with its first value)
 MIN_HISTORY = 2
 
+#: the most windows a shard holds (whole series: one longer series fills a shard alone); at
+#: a lookback of 168 and a horizon of 48, about 28 MB of float32 windows
+WINDOWS_PER_SHARD = 32_768
+
 
 def resolved_lookback(value: Any, horizon: int, season: int,
                       frequency: str | None = None) -> tuple[int, str]:
@@ -207,13 +211,27 @@ def plan_windows(splits: pd.DataFrame, lookback: int, horizon: int, shard_size: 
     plan = pd.DataFrame(rows)
     plan["fold"] = plan["fold"].astype("Int64")
     plan["in_sample"] = plan["role"] == "trainval"
-    # shards hold whole series, `shard_size` series each: a shard job reads only its series,
-    # and the number of jobs follows the number of series, not of windows (the M4's 414
-    # hourly series made 608 jobs of 512 windows)
-    number = {name: i for i, name in enumerate(sorted(plan["series"].unique()))}
-    plan["shard"] = [f"{role}-{number[name] // shard_size:05d}"
-                     for role, name in zip(plan["role"], plan["series"], strict=True)]
+    plan["shard"] = [f"{role}-{number:05d}" for role, number in
+                     zip(plan["role"], plan["series"].map(series_shards(plan, shard_size)),
+                         strict=True)]
     return plan
+
+
+def series_shards(plan: pd.DataFrame, shard_size: int) -> dict[str, int]:
+    """Each series' shard number: shards hold whole series, in name order, at most
+    `shard_size` series and WINDOWS_PER_SHARD windows each (a series with more windows gets a
+    shard of its own). A shard job reads only its series, the number of jobs follows the
+    data's size, not its number of windows (the M4's 414 hourly series made 608 jobs of 512
+    windows), and a shard's bytes are bounded whatever the number of series, so every step
+    that holds a shard at a time holds the same memory for 400 series or 40,000."""
+    counts = plan.groupby("series", sort=True).size()
+    numbers, number, series, windows = {}, 0, 0, 0
+    for name, count in counts.items():
+        if series and (series == shard_size or windows + count > WINDOWS_PER_SHARD):
+            number, series, windows = number + 1, 0, 0
+        numbers[str(name)] = number
+        series, windows = series + 1, windows + int(count)
+    return numbers
 
 
 def naive_scales(history: np.ndarray, season: int) -> np.ndarray:
@@ -281,6 +299,7 @@ class ForecastingTask(PredictsValues, Task):
     test_rows = "windows"
     bootstrap_unit = "(window, step) pair"
     samples_items = False
+    reads_rows_on_demand = True
     layout_kinds = ("long_csv", "wide_csv", "tsf")
     dvc_plots: ClassVar[dict[str, dict[str, Any]]] = {
         "Forecast vs actual, held-out horizon ({dataset})": {
@@ -389,9 +408,6 @@ class ForecastingTask(PredictsValues, Task):
         first_test = test.groupby("series")["target_end"].transform("min")
         return test[test["target_start"] >= first_test]
 
-    def always_in_memory(self) -> bool:
-        return True
-
     # --- models ----------------------------------------------------------------------
     def baselines(self, modality: Any, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
         """The statistical benchmarks and ridge on lags, on the windows and their series'
@@ -409,11 +425,11 @@ class ForecastingTask(PredictsValues, Task):
                 "length": arrays.get("x_length"), "history": window_histories(arrays)}
 
     def prepare_baseline(self, estimator: Any, choice: Mapping[str, Any],
-                         train: Mapping[str, Any]) -> Any:
+                         rows: Mapping[str, Any]) -> Any:
         from dlworkflow.estimators import SeasonalNaive
 
         if isinstance(estimator, SeasonalNaive):
-            estimator.set_params(season=int(choice.get("season", 1)), horizon=train["y"].shape[1])
+            estimator.set_params(season=int(choice.get("season", 1)), horizon=rows["y"].shape[1])
         return estimator
 
     def network_outputs(self, classes: Sequence[str], y: np.ndarray) -> int:
