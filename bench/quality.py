@@ -161,19 +161,25 @@ def make_project(name: str, out: Path) -> Path:
     return project
 
 
+def run_workflow(project: Path, cores: int, name: str) -> bool:
+    """Run the workflow in `project` (its output in bench.log); say how long it took."""
+    started = time.time()
+    done = subprocess.run(["snakemake", "--cores", str(cores), "--resources", "gpu=1"],
+                          cwd=project, capture_output=True, text=True, check=False)
+    (project / "bench.log").write_text(done.stdout + done.stderr)
+    if done.returncode:
+        print(f"{name}: the workflow failed, see {project / 'bench.log'}", file=sys.stderr)
+        return False
+    print(f"{name}: {time.time() - started:.0f} s", file=sys.stderr)
+    return True
+
+
 def run(names: list[str], out: Path, cores: int) -> None:
     """Run the workflow on each set; print its row as soon as it is done."""
     for name in names:
         project = make_project(name, out)
-        started = time.time()
-        done = subprocess.run(["snakemake", "--cores", str(cores), "--resources", "gpu=1"],
-                              cwd=project, capture_output=True, text=True, check=False)
-        (project / "bench.log").write_text(done.stdout + done.stderr)
-        if done.returncode:
-            print(f"{name}: the workflow failed, see {project / 'bench.log'}", file=sys.stderr)
-            continue
-        print(f"{name}: {time.time() - started:.0f} s", file=sys.stderr)
-        table([project / "results"])
+        if run_workflow(project, cores, name):
+            table([project / "results"])
 
 
 def fmt(entry: dict) -> str:

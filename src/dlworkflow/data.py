@@ -147,7 +147,8 @@ def stored_series(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The series in a loaded shard's `series_names`, `series_offsets`, `series_values`."""
     if "series_names" not in arrays:
         return {}
-    values, offsets = arrays["series_values"], arrays["series_offsets"]
+    # a copy: a view would keep the whole shard it was read with in memory
+    values, offsets = np.array(arrays["series_values"]), arrays["series_offsets"]
     return {str(name): values[offsets[i]: offsets[i + 1]]
             for i, name in enumerate(arrays["series_names"])}
 
@@ -159,11 +160,12 @@ class RowSource:
     unmaps the shards again, so what is resident is what was taken, whatever the data's size.
     """
 
-    def __init__(self, part: Part) -> None:
-        index = part.index()
-        rows = part.rows(index)
-        self.task, self.folder = part.task, Path(part.folder)
-        self.classes = part.task.classes(index)
+    def __init__(self, part: Part, rows: pd.DataFrame | None = None,
+                 classes: tuple[str, ...] | None = None) -> None:
+        if rows is None or classes is None:  # the part's rows and classes, when not known
+            index = part.index()
+            rows, classes = part.rows(index), part.task.classes(index)
+        self.task, self.folder, self.classes = part.task, Path(part.folder), classes
         ids = rows["id"].to_numpy(dtype=str)
         order = np.argsort(ids, kind="stable")
         rows, ids = rows.iloc[order], ids[order]
@@ -180,7 +182,9 @@ class RowSource:
                 raise FileNotFoundError(f"{self.folder / shard}.npz lacks rows the index lists "
                                         "for it: rerun the tensors step")
             self.position[mine] = found
-        self._rows = rows  # coded targets for shards that do not store y
+        # rows for the coded targets of shards that do not store y (items; windows do)
+        self._rows = rows if self.shards and "y" not in map_npz(
+            self.folder / f"{self.shards[0]}.npz") else None
 
     def __len__(self) -> int:
         return len(self.position)

@@ -447,9 +447,12 @@ class FoldData:
 
         task = ctx.task
         part = Part(task, folder, fold, "train" if fold is not None else "trainval", ctx.gap)
-        train_rows = part.rows(part.index())
+        index = part.index()
+        train_rows = part.rows(index)
         shards = sorted(train_rows["shard"].unique())
-        source = RowSource(part) if task.reads_rows_on_demand else None
+        source = (RowSource(part, train_rows, task.classes(index))
+                  if task.reads_rows_on_demand else None)
+        del index
         in_memory = source is None and shard_bytes(folder, shards) <= IN_MEMORY_BYTES
         # rows read on demand keep a sample in RAM for the statistics a builder adapts
         train_arrays = (load_arrays(part) if in_memory else
