@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlworkflow.shardfile import load_shard, map_npz
+from dlworkflow.shardfile import dequantise, load_shard, map_npz
 from dlworkflow.tasks import Task
 
 IN_MEMORY_BYTES = 512 * 1024**2
@@ -172,9 +172,13 @@ class RowSource:
         self.shards = sorted(rows["shard"].unique())
         self.shard = rows["shard"].map({s: i for i, s in enumerate(self.shards)}).to_numpy(np.int32)
         self.position = np.empty(len(rows), np.int64)
+        stores_y = True
         for number, shard in enumerate(self.shards):
             mine = np.flatnonzero(self.shard == number)
-            stored = np.asarray(map_npz(self.folder / f"{shard}.npz")["ids"])
+            arrays = map_npz(self.folder / f"{shard}.npz")
+            stores_y = stores_y and "y" in arrays
+            stored = np.asarray(arrays["ids"])
+            del arrays
             sorter = np.argsort(stored, kind="stable")
             wanted = ids[mine]
             found = sorter[np.searchsorted(stored, wanted, sorter=sorter).clip(0, len(stored) - 1)]
@@ -183,8 +187,7 @@ class RowSource:
                                         "for it: rerun the tensors step")
             self.position[mine] = found
         # rows for the coded targets of shards that do not store y (items; windows do)
-        self._rows = rows if self.shards and "y" not in map_npz(
-            self.folder / f"{self.shards[0]}.npz") else None
+        self._rows = None if stores_y else rows
 
     def __len__(self) -> int:
         return len(self.position)
@@ -210,7 +213,8 @@ class RowSource:
             if "x_scale" in arrays:  # quantised: restored as `load_shard` does
                 if out["x"].dtype == np.uint8:
                     out["x"] = out["x"].astype(np.float32)
-                out["x"][picked] = (out["x"][picked] * arrays["x_scale"] + arrays["x_offset"])
+                out["x"][picked] = dequantise(out["x"][picked], arrays["x_scale"],
+                                              arrays["x_offset"])
             del arrays  # unmapped: pages read stay in the page cache, not in this process
         if "y" not in out:
             out["y"] = self.task.encode_targets(self._rows.iloc[rows].reset_index(drop=True),

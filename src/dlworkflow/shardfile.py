@@ -138,11 +138,16 @@ def _np_load(path: str | Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def dequantise(codes: np.ndarray, scale: Any, offset: Any) -> np.ndarray:
+    """float32 values of `quantise`'s uint8 codes."""
+    return codes.astype(np.float32) * scale + offset
+
+
 def load_shard(path: str | Path) -> dict[str, np.ndarray]:
     """Read a shard; quantised audio is restored to float32."""
     arrays = read_npz(path)
     if "x_scale" in arrays:
-        arrays["x"] = arrays["x"].astype(np.float32) * arrays.pop("x_scale") + arrays.pop("x_offset")
+        arrays["x"] = dequantise(arrays["x"], arrays.pop("x_scale"), arrays.pop("x_offset"))
     return arrays
 
 
