@@ -25,6 +25,7 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
 from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
+from dlworkflow.tasks.base import DRAWS, percentile_interval
 from dlworkflow.train import card_tensors, model_card, train_network, write_history
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,32 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     return card
 
 
+def compare_on_test(primary: str, greater_is_better: bool, shipped: str,
+                    scored: dict[str, dict[str, Any]], confidence: float) -> dict[str, Any] | None:
+    """The shipped model's primary test score minus the other model's, with a paired
+    bootstrap interval (the difference on each resample both were scored on), and whether
+    the test tells them apart: when the interval holds 0 the gap is within what that many
+    test units can show, and the cross-validated choice stands on firmer ground than the
+    one test. None when only one model was scored."""
+    other = next((kind for kind in scored if kind != shipped), None)
+    if other is None or not all(primary in scored[kind][DRAWS] for kind in (shipped, other)):
+        return None
+    mine, theirs = scored[shipped], scored[other]
+    difference = mine["metrics"][primary]["value"] - theirs["metrics"][primary]["value"]
+    interval = percentile_interval(mine[DRAWS][primary] - theirs[DRAWS][primary], confidence)
+    if interval is None or interval[0] <= 0 <= interval[1]:
+        verdict = (f"the test does not tell them apart: the {100 * confidence:.0f} % interval of "
+                   "the difference holds 0")
+    elif (interval[0] > 0) == greater_is_better:
+        verdict = "the shipped model is better on the test beyond the resampling noise"
+    else:
+        verdict = "the other model is better on the test beyond the resampling noise"
+    return {"metric": primary, "shipped": shipped, "other": other,
+            "other_model": theirs["model"], "shipped_minus_other": float(difference),
+            "low": None if interval is None else interval[0],
+            "high": None if interval is None else interval[1], "verdict": verdict}
+
+
 def score_test(ctx: RunContext) -> dict[str, Any]:
     """Score the final network and the exported baseline once on the test rows, each metric
     with a bootstrap confidence interval; the headline is the shipped model's. Write
@@ -214,6 +241,11 @@ def score_test(ctx: RunContext) -> dict[str, Any]:
             choice, test, model.outputs(test), classes, model.card.get("threshold"),
             model.card["architecture"], bootstrap)
     shipped = decision["shipped"]
+    comparison = compare_on_test(choice["primary"]["name"],
+                                 bool(choice["primary"]["greater_is_better"]), shipped, scored,
+                                 bootstrap["confidence"])
+    for entry in scored.values():
+        entry.pop(DRAWS)
     metrics_output = ctx.output("metrics")
     task.write_plots(Path(metrics_output).parent / "plots", frames[shipped], classes,
                      task.positive(choice, classes))
@@ -224,6 +256,7 @@ def score_test(ctx: RunContext) -> dict[str, Any]:
         "bootstrap_unit": task.bootstrap_unit, "threshold": network.card["threshold"],
         "shipped": {k: decision[k] for k in ("shipped", "model", "why")},
         **scored, **task.test_notes(), **task.test_references(choice, test, scored),
+        **({"comparison": comparison} if comparison else {}),
     }
     primary = result["primary"]
     head = scored[shipped]["metrics"][primary]

@@ -17,7 +17,7 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import load_test_arrays
 from dlworkflow.errors import ConfigError
 from dlworkflow.estimators import SeasonalNaive
-from dlworkflow.final import export_baseline, final_epochs, score_test, train_final
+from dlworkflow.final import compare_on_test, export_baseline, final_epochs, score_test, train_final
 from dlworkflow.metrics import score
 from dlworkflow.shardfile import save_shard
 from dlworkflow.tasks import get_task
@@ -110,6 +110,50 @@ def test_bootstrap_intervals_hold_the_value_and_narrow_with_more_rows(sms_oof):
     small_point, (small_low, small_high) = width(300)
     assert small_low <= small_point <= small_high
     assert small_high - small_low > 1.5 * (high - low)  # about sqrt(5) wider
+
+
+def test_the_test_comparison_pairs_the_resamples_and_says_when_the_test_cannot_decide(sms_oof):
+    """Two models scored on the same real SMS test rows: the difference's interval comes
+    from the same resamples (narrower than the two intervals side by side), and the verdict
+    follows it: a clearly worse model is told apart, a near twin is not."""
+    frame, choice = sms_oof
+    proba = frame[["p_ham", "p_spam"]].to_numpy()
+    codes = (frame["y_true"] == "spam").to_numpy().astype(int)
+    test = {"ids": frame["id"].to_numpy()[:600], "y": codes[:600]}
+    bootstrap = {"resamples": 300, "seed": 3, "confidence": 0.95}
+    tuned = {"positive": "spam", "threshold": 0.3}
+
+    def evaluate(output, name):
+        return CLASSIFICATION.evaluate(choice, test, output[:600], ("ham", "spam"), tuned, name,
+                                       bootstrap)[0]
+
+    noise = np.random.default_rng(0).uniform(0, 1, len(proba))
+    blurred = np.column_stack([1 - noise, noise])  # a model that ignores the text
+    # a near twin: it disagrees on 10 rows, right on 5 of them and wrong on 5
+    right = (proba[:, 1] >= 0.3) == (codes == 1)
+    flipped = np.concatenate([np.flatnonzero(right[:600])[:5], np.flatnonzero(~right[:600])[:5]])
+    nudged = proba.copy()
+    nudged[flipped, 1] = np.where(proba[flipped, 1] >= 0.3, 0.05, 0.9)
+    nudged[flipped, 0] = 1 - nudged[flipped, 1]
+    scored = {"network": evaluate(proba, "logreg"), "baseline": evaluate(blurred, "coin")}
+    clear = compare_on_test("f_beta", True, "network", scored, 0.95)
+    want = (scored["network"]["metrics"]["f_beta"]["value"]
+            - scored["baseline"]["metrics"]["f_beta"]["value"])
+    assert clear["shipped_minus_other"] == pytest.approx(want) and want > 0.3
+    assert clear["low"] <= want <= clear["high"] and clear["low"] > 0
+    assert clear["other_model"] == "coin" and "shipped model is better" in clear["verdict"]
+    # had the coin shipped, the verdict names the other model as the better one
+    assert "other model is better" in compare_on_test("f_beta", True, "baseline", scored,
+                                                      0.95)["verdict"]
+    twins = {"network": scored["network"], "baseline": evaluate(nudged, "nudged")}
+    close = compare_on_test("f_beta", True, "network", twins, 0.95)
+    assert close["low"] <= 0 <= close["high"] and "does not tell them apart" in close["verdict"]
+    # paired: narrower than either model's own interval (unpaired, the difference of two
+    # independent scores would spread about 1.4 times as wide as each)
+    own = [twins[k]["metrics"]["f_beta"]["high"] - twins[k]["metrics"]["f_beta"]["low"]
+           for k in twins]
+    assert close["high"] - close["low"] < min(own)
+    assert compare_on_test("f_beta", True, "network", {"network": scored["network"]}, 0.95) is None
 
 
 def test_forecast_intervals_resample_horizon_steps_and_mase_matches_score():
@@ -223,8 +267,15 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
     assert result["baseline"]["metrics"]["accuracy"]["value"] > 0.8  # real digits, k-NN
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert sorted(predictions.groupby("model")["id"].nunique()) == [100, 100]
-    assert json.loads((out / "test_metrics.json").read_text())["headline"]["model"] == \
-        "image_cnn"
+    written = json.loads((out / "test_metrics.json").read_text())
+    assert written["headline"]["model"] == "image_cnn"
+    comparison = written["comparison"]  # network minus the k-NN, on the same resamples
+    assert comparison["shipped"] == "network" and comparison["other_model"] == "knn"
+    assert comparison["shipped_minus_other"] == pytest.approx(
+        result["network"]["metrics"]["accuracy"]["value"]
+        - result["baseline"]["metrics"]["accuracy"]["value"])
+    assert comparison["low"] <= comparison["shipped_minus_other"] <= comparison["high"]
+    assert "_draws" not in json.dumps(written)
 
 
 def test_test_arrays_code_labels_with_trainval_classes_and_keep_the_held_out_horizon(tmp_path):

@@ -46,6 +46,13 @@ def test_final_scores_every_test_row_once_with_intervals(demo_project, name):
     wins = net > base if network["greater_is_better"] else net < base
     assert shipped["shipped"] == ("network" if wins else "baseline")
     assert result["headline"]["model"] == result[shipped["shipped"]]["model"] == shipped["model"]
+    # the shipped model against the other on the test, paired over the same resamples
+    comparison, other = result["comparison"], {"network": "baseline", "baseline": "network"}
+    assert comparison["shipped"] == shipped["shipped"]
+    assert comparison["other_model"] == result[other[shipped["shipped"]]]["model"]
+    assert comparison["shipped_minus_other"] == pytest.approx(
+        result[shipped["shipped"]]["metrics"][primary]["value"]
+        - result[other[shipped["shipped"]]]["metrics"][primary]["value"])
     latency = json.loads((results / "final" / "latency.json").read_text())
     assert 0 < latency["single_item_ms"]["p50"] <= latency["single_item_ms"]["p95"]
     # the DVC metrics: each step's headline, nothing per fold
@@ -82,6 +89,7 @@ def test_report_is_self_contained_and_shows_every_part(demo_project):
         assert not re.search(r'(src|href)="(?!data:)[^"#]', html), name  # nothing external
         assert "scored once" in html and "± " in html
         assert 'id="quick-look"' in html, name  # the tests' networks train a few steps
+        assert 'id="comparison"' in html and "on the test" in html, name
     digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
     assert "confusion matrix" in digits and "calibration" in digits
     sms = (demo_project / "results" / "sms_spam" / "final" / "report.html").read_text()

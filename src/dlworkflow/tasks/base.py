@@ -32,34 +32,64 @@ def metric_entry(name: str, **params: Any) -> dict[str, Any]:
             "description": metric.description, **({"params": params} if params else {})}
 
 
-def bootstrap_intervals(metric_fn: Callable[[np.ndarray], Mapping[str, float]], units: int,
-                        resamples: int, seed: int, confidence: float) -> dict[str, list[float]]:
-    """Percentile intervals of every metric over `resamples` resamples (with replacement) of
-    the `units` test units; a resample where a metric is undefined is skipped for it."""
+def bootstrap_draws(metric_fn: Callable[[np.ndarray], Mapping[str, float]], units: int,
+                    resamples: int, seed: int) -> dict[str, np.ndarray]:
+    """Every metric on each of `resamples` resamples (with replacement) of the `units` test
+    units, NaN where a metric is undefined on a resample (e.g. ROC AUC with one class). The
+    resamples depend only on `units` and `seed`: two models scored on the same test units
+    are resampled alike, so their draws pair up."""
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {}
-    for _ in range(resamples):
+    draws: dict[str, np.ndarray] = {}
+    for number in range(resamples):
         picked = rng.integers(0, units, units)
         try:
             values = metric_fn(picked)
         except ValueError:  # e.g. ROC AUC on a resample with one class
             continue
         for name, value in values.items():
-            if np.isfinite(value):
-                draws.setdefault(name, []).append(float(value))
+            column = draws.setdefault(name, np.full(resamples, np.nan))
+            column[number] = value if np.isfinite(value) else np.nan
+    return draws
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> list[float] | None:
+    """The central `confidence` percentile interval of the finite values (None: none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
     tail = (1 - confidence) / 2 * 100
-    return {name: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
-            for name, v in draws.items()}
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
+def bootstrap_intervals(metric_fn: Callable[[np.ndarray], Mapping[str, float]], units: int,
+                        resamples: int, seed: int, confidence: float) -> dict[str, list[float]]:
+    """Percentile intervals of every metric over `resamples` resamples (with replacement) of
+    the `units` test units; a resample where a metric is undefined is skipped for it."""
+    return intervals_of(bootstrap_draws(metric_fn, units, resamples, seed), confidence)
+
+
+def intervals_of(draws: Mapping[str, np.ndarray], confidence: float) -> dict[str, list[float]]:
+    """{metric: percentile interval} of bootstrap draws (metrics with no finite draw left
+    out)."""
+    intervals = {name: percentile_interval(values, confidence) for name, values in draws.items()}
+    return {name: interval for name, interval in intervals.items() if interval is not None}
+
+
+#: the key of a scored model's bootstrap draws: used to compare two models on the same
+#: resamples (dlworkflow.final.compare_on_test), never written to a file
+DRAWS = "_draws"
 
 
 def scored(model: str, rows: int, units: int, point: Mapping[str, float],
            metric_fn: Callable[[np.ndarray], Mapping[str, float]],
            bootstrap: Mapping[str, Any]) -> dict[str, Any]:
-    """One model's test result: point metrics with bootstrap intervals over `units`."""
-    intervals = bootstrap_intervals(metric_fn, units, int(bootstrap["resamples"]),
-                                    int(bootstrap["seed"]), float(bootstrap["confidence"]))
+    """One model's test result: point metrics with bootstrap intervals over `units` (and,
+    under DRAWS, the draws they came from)."""
+    draws = bootstrap_draws(metric_fn, units, int(bootstrap["resamples"]), int(bootstrap["seed"]))
+    intervals = intervals_of(draws, float(bootstrap["confidence"]))
     return {"model": model, "rows": rows, "units": int(units),
-            "metrics": with_intervals(point, intervals)}
+            "metrics": with_intervals(point, intervals), DRAWS: draws}
 
 
 def save_csv(folder: Path, name: str, table: pd.DataFrame) -> None:
