@@ -31,17 +31,43 @@ def pytest_configure(config) -> None:
                                 "the dev extra does")
 
 
+#: fixture scopes that tie a module's tests to one worker (a session fixture is made once per
+#: worker whatever the grouping; a function fixture for each test)
+SHARED_SCOPES = ("class", "module", "package")
+
+
+def _group(item) -> str:
+    """The xdist group of a test: "demo" for the shared demo run and the SLURM tests (one
+    cluster, compared with that run); its module when it shares a module-scoped fixture with
+    its neighbours; else the test alone, so the two workers can share a module's load."""
+    if "demo_project" in item.fixturenames or item.get_closest_marker("cluster"):
+        return "demo"
+    definitions = getattr(item, "_fixtureinfo", None)
+    for name in item.fixturenames:
+        defs = definitions.name2fixturedefs.get(name, ()) if definitions else ()
+        if any(d.scope in SHARED_SCOPES for d in defs):
+            return item.module.__name__
+    # xdist reads the group after the last "@" unless a "]" follows it: no brackets in it
+    return item.nodeid.replace("[", "(").replace("]", ")")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
     """Under pytest-xdist (`make test`: a worker per core, `--dist loadgroup`), tests that share
-    an expensive fixture stay on one worker, so it is made once: the shared demo run and the
-    SLURM tests (one cluster, compared with that run) form one group, every other module
-    another (its module-scoped fixtures)."""
+    an expensive fixture stay on one worker, so it is made once (`_group`), and the groups are
+    handed out longest first (the `seconds` marks; the demo group leads: its run overlaps the
+    SLURM run), so no long test starts last while the other worker idles."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
+    groups, cost = {}, {}
     for item in items:
-        shared = "demo_project" in item.fixturenames or item.get_closest_marker("cluster")
-        item.add_marker(pytest.mark.xdist_group("demo" if shared else item.module.__name__))
+        group = groups[id(item)] = _group(item)
+        mark = item.get_closest_marker("seconds")
+        cost[group] = cost.get(group, 0) + (mark.args[0] if mark else 0)
+        item.add_marker(pytest.mark.xdist_group(group))
+    cost["demo"] = float("inf")
+    order = {id(item): number for number, item in enumerate(items)}
+    items.sort(key=lambda item: (-cost[groups[id(item)]], order[id(item)]))
 
 
 @pytest.fixture(scope="session")

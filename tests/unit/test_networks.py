@@ -47,7 +47,7 @@ def _train(folder, ds, tmp_path, architecture, fold=0, name="out", **changes):
     return details, out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # read only, cheap: made once per worker, tests spread out
 def image_shards(tmp_path_factory):
     x, labels, folds = digits_images(200)
     folder = write_shards(tmp_path_factory.mktemp("img"), x, labels, folds)
@@ -96,6 +96,7 @@ def test_image_cnn_trains_saves_and_predicts_from_raw_files_in_a_fresh_process(
     assert list(rows["prediction"]) == [card["classes"][i] for i in direct.argmax(axis=1)]
 
 
+@pytest.mark.seconds(25)
 def test_auto_takes_transfer_learning_when_pretrained_weights_are_at_hand(image_shards, tmp_path):
     """`train.architecture: auto` on images: the pretrained backbone when the images are large
     enough and its weights are a file, in Keras' cache or downloadable; from scratch
@@ -148,6 +149,7 @@ def test_same_seed_gives_the_same_network_metrics(image_shards, tmp_path):
         assert second["metrics"][name] == pytest.approx(value, abs=1e-6)
 
 
+@pytest.mark.seconds(25)
 def test_transfer_learning_with_self_made_backbone_weights(image_shards, tmp_path):
     from dlworkflow.models.extractors import build_extractor
 
@@ -345,6 +347,7 @@ def _weights(path: Path) -> list:
     return [w for w in keras.saving.load_model(path).get_weights()]
 
 
+@pytest.mark.seconds(35)
 @pytest.mark.parametrize("schedule", ["cosine", "plateau"])
 def test_a_killed_training_job_resumes_as_if_never_stopped(image_shards, tmp_path, schedule):
     # dropout and augmentation draw random numbers, the data are reshuffled every epoch,
@@ -521,7 +524,7 @@ def test_batch_norm_statistics_are_recomputed_on_the_training_rows(image_shards,
     assert np.allclose(layers[0].moving_mean.numpy(), values.mean(axis=0), atol=1e-4, rtol=1e-4)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # read only, cheap: made once per worker, tests spread out
 def sms_shards(tmp_path_factory):
     texts, labels, folds = sms_texts(300)
     folder = write_shards(tmp_path_factory.mktemp("sms"), texts, labels, folds)

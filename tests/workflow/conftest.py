@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,41 @@ def project(tmp_path) -> Path:
 
 def write_params(project: Path, params: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def recipe(name: str) -> list[str]:
+    """The commands of the README block marked `<!-- recipe: name ... -->`: the indented
+    lines that follow it, up to the first line that is not indented."""
+    marker = re.search(rf"<!-- recipe: {re.escape(name)}\b.*?-->\n", README)
+    assert marker, f"README has no recipe {name!r}"
+    commands = []
+    for line in README[marker.end():].splitlines():
+        if not line.strip():
+            if commands:
+                break
+            continue
+        if not line.startswith("    "):
+            break
+        commands.append(line.strip())
+    assert commands, f"recipe {name!r} is empty"
+    return commands
+
+
+def add_venv(project: Path) -> None:
+    """A stand-in for `make install`'s .venv: the test interpreter's tools and an activate
+    script, its stamp newer than pyproject.toml (so `make` finds it installed), ignored by
+    git as the repository's .gitignore says."""
+    venv = project / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    for tool in ("python", "dlworkflow", "snakemake", "dvc", "pytest"):
+        (venv / tool).symlink_to(BIN / tool)
+    (venv / "activate").write_text(f'export PATH="{venv}:$PATH"\n')
+    time.sleep(0.01)
+    (project / ".venv" / ".installed").touch()
+    ignore = project / ".gitignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    if ".venv/" not in lines:
+        ignore.write_text("\n".join([*lines, ".venv/"]) + "\n")

@@ -68,6 +68,7 @@ def test_imagenet_without_internet_fails_with_a_clear_message(monkeypatch):
         extractors.get_extractor("resnet9000")
 
 
+@pytest.mark.seconds(60)
 def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(project,
                                                                             trained_weights):
     path, _ = trained_weights

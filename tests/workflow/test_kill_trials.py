@@ -98,6 +98,7 @@ def _run_until(project: Path, ready: Callable[[Path, float], bool], delay: float
         return True
 
 
+@pytest.mark.seconds(100)
 def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_files(tmp_path):
     seed = int(os.environ.get("KILL_TRIAL_SEED") or time.time())
     rng = random.Random(seed)

@@ -16,6 +16,7 @@ from tests.workflow.conftest import run, shipped_params, write_params
 pytestmark = pytest.mark.workflow
 
 
+@pytest.mark.seconds(45)
 def test_a_tsf_file_of_short_yearly_series_runs_with_defaults_and_predicts(project):
     """Eighty M4 Weekly series summed to years (1-49 of them): the horizon (6) and frequency
     come from the file, the lookback from them (12); series too short for a test and a

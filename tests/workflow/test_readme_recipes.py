@@ -10,37 +10,15 @@ import os
 import re
 import shlex
 import shutil
-import time
 
 import pytest
 import yaml
 
 from dlworkflow.runner import QUICK_LOOK
 from tests.conftest import REPO, SHARED_DATA
-from tests.workflow.conftest import BIN, make_project, run, shipped_params, write_params
+from tests.workflow.conftest import README, add_venv, make_project, recipe, run, shipped_params, write_params
 
 pytestmark = pytest.mark.workflow
-
-README = (REPO / "README.md").read_text(encoding="utf-8")
-
-
-def recipe(name: str) -> list[str]:
-    """The commands of the README block marked `<!-- recipe: name ... -->`: the indented
-    lines that follow it, up to the first line that is not indented."""
-    marker = re.search(rf"<!-- recipe: {re.escape(name)}\b.*?-->\n", README)
-    assert marker, f"README has no recipe {name!r}"
-    commands = []
-    for line in README[marker.end():].splitlines():
-        if not line.strip():
-            if commands:
-                break
-            continue
-        if not line.startswith("    "):
-            break
-        commands.append(line.strip())
-    assert commands, f"recipe {name!r} is empty"
-    return commands
-
 
 def readme_dataset(name: str) -> dict:
     """The dataset entry `name` from the README's example `datasets:` block."""
@@ -49,6 +27,7 @@ def readme_dataset(name: str) -> dict:
     return yaml.safe_load(block.group(1))["datasets"][name]
 
 
+@pytest.mark.seconds(50)
 def test_own_dataset_recipe_runs_as_written(tmp_path):
     project = make_project(tmp_path)
     shutil.copy(REPO / ".gitignore", project / ".gitignore")
@@ -116,26 +95,22 @@ CLONE_FILES = (".dvc/config", ".dvc/.gitignore", ".dvc/plots.html", ".dvcignore"
 
 def _fresh_clone(parent):
     """A project as `git clone` gives it (one commit), with a stand-in for `make install`'s
-    .venv: the test interpreter's tools and an activate script, its stamp newer than
-    pyproject.toml, so `make` finds it installed."""
+    .venv."""
     project = make_project(parent)
     for name in CLONE_FILES:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, project / name)
-    venv = project / ".venv" / "bin"
-    venv.mkdir(parents=True)
-    for tool in ("python", "dlworkflow", "snakemake", "dvc", "pytest"):
-        (venv / tool).symlink_to(BIN / tool)
-    (venv / "activate").write_text(f'export PATH="{venv}:$PATH"\n')
-    time.sleep(0.01)
-    (project / ".venv" / ".installed").touch()
+    add_venv(project)
     return project
 
 
+@pytest.mark.seconds(340)
 def test_quick_look_then_an_experiment_as_the_readme_says(tmp_path):
     """The README's first block after `make demo`: the quick look, a commit, one experiment,
     the comparison. A train.* experiment reruns the train and final stages only, `dvc exp
-    show` stays under 60 columns with all four datasets, `dvc metrics diff` loads both."""
+    show` stays under 60 columns with all four datasets, `dvc metrics diff` loads both.
+    (The README's experiment loop, Running with DVC, runs in test_dvc_pipeline.py, after
+    `dlworkflow run` as the README has it.)"""
     project = _fresh_clone(tmp_path)
     # tiny data so the suite stays fast: the quick look keeps what is already quicker
     params = shipped_params(per_class=6)
@@ -178,21 +153,6 @@ def test_quick_look_then_an_experiment_as_the_readme_says(tmp_path):
     assert len(columns) <= 60, (len(columns), columns)
     assert sum(name.endswith("/nn/headline.json:accuracy_mean") for name in columns) == 3
     assert "mase_mean" in columns and "train.dropout" in columns
-
-    # then the README's experiment loop (Running with DVC), as written, on the same project
-    script = "set -ex\n" + "\n".join(recipe("experiments")) + "\n"
-    done = run(["bash", "-c", script], project, timeout=1200,
-               env={**git, "PATH": os.environ["PATH"]})
-    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
-    out = done.stdout
-    assert "Data and pipelines are up to date" in out  # dvc repro after the quick look
-    for stage in ("code", "demo_data", "intake", "split", "eda", "tensors", "baseline"):
-        assert out.count(f"Stage '{stage}' didn't change, skipping") >= 1, stage
-    assert "Running stage 'train'" in out and "Running stage 'final'" in out
-    assert "drop4" in out[out.rindex("Path"):]  # the metrics diff names both sides
-    page = (project / "plots-diff" / "index.html").read_text()
-    assert "vegaEmbed(" in page and "Loss per epoch" in page
-    assert not re.search(r'<script[^>]+src="https?:', page)  # renders offline
 
 
 def _leaf_keys(value, prefix=""):
