@@ -115,3 +115,30 @@ def add_venv(project: Path) -> None:
     lines = ignore.read_text().splitlines() if ignore.is_file() else []
     if ".venv/" not in lines:
         ignore.write_text("\n".join([*lines, ".venv/"]) + "\n")
+
+
+#: what a fresh clone has beside the workflow files: DVC's config, ignore files, the generated
+#: dvc.yaml, the Makefile (`make quick`) and the package metadata it installs from
+CLONE_FILES = (".dvc/config", ".dvc/.gitignore", ".dvc/plots.html", ".dvcignore", ".gitignore",
+               "dvc.yaml", "Makefile", "pyproject.toml")
+
+#: who commits in the tests' git repositories
+GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def fresh_clone(parent: Path, params: dict | None = None) -> Path:
+    """A project as `git clone` gives it (one commit of the workflow with `params`, the
+    quick shipped ones by default), with a stand-in for `make install`'s .venv."""
+    project = make_project(parent)
+    for name in CLONE_FILES:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, project / name)
+    add_venv(project)
+    if params is not None:
+        write_params(project, params)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "commit", "-qm", "clone"]):
+        done = run(command, project, env=GIT)
+        assert done.returncode == 0, done.stderr
+    return project

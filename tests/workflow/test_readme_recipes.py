@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from dlworkflow.runner import QUICK_LOOK
-from tests.conftest import REPO, SHARED_DATA
-from tests.workflow.conftest import README, add_venv, make_project, recipe, run, shipped_params, write_params
+from tests.conftest import PER_CLASS, REPO, SHARED_DATA, quick_look_start
+from tests.workflow.conftest import GIT, README, make_project, recipe, run, shipped_params, write_params
 
 pytestmark = pytest.mark.workflow
 
@@ -87,51 +87,26 @@ def test_predict_recipe_runs_on_the_demo_for_every_modality(demo_project):
     assert modalities == {"image", "audio", "text", "timeseries"}
 
 
-#: what a fresh clone has beside the workflow files: DVC's config, ignore files, the generated
-#: dvc.yaml, the Makefile (`make quick`) and the package metadata it installs from
-CLONE_FILES = (".dvc/config", ".dvc/.gitignore", ".dvc/plots.html", ".dvcignore", ".gitignore",
-               "dvc.yaml", "Makefile", "pyproject.toml")
-
-
-def _fresh_clone(parent):
-    """A project as `git clone` gives it (one commit), with a stand-in for `make install`'s
-    .venv."""
-    project = make_project(parent)
-    for name in CLONE_FILES:
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, project / name)
-    add_venv(project)
-    return project
-
-
-@pytest.mark.seconds(340)
-def test_quick_look_then_an_experiment_as_the_readme_says(tmp_path):
+def test_quick_look_then_an_experiment_as_the_readme_says(demo_project):
     """The README's first block after `make demo`: the quick look, a commit, one experiment,
-    the comparison. A train.* experiment reruns the train and final stages only, `dvc exp
-    show` stays under 60 columns with all four datasets, `dvc metrics diff` loads both.
-    (The README's experiment loop, Running with DVC, runs in test_dvc_pipeline.py, after
-    `dlworkflow run` as the README has it.)"""
-    project = _fresh_clone(tmp_path)
-    # tiny data so the suite stays fast: the quick look keeps what is already quicker
-    params = shipped_params(per_class=6)
-    params["final"]["explanations"] = 0
-    write_params(project, params)
-    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "clone"]):
-        done = run(command, project, env=git)
-        assert done.returncode == 0, done.stderr
-    script = "set -ex\n" + "\n".join(recipe("quick-look")) + "\n"
+    the comparison. `make quick` is the shared demo run (demo_project, a fresh clone); the
+    block goes on, as written, on a copy of what it left. A train.* experiment reruns the
+    train and final stages only, `dvc exp show` stays under 60 columns with all four
+    datasets, `dvc metrics diff` loads both. (The README's experiment loop, Running with
+    DVC, runs in test_dvc_pipeline.py, after `dlworkflow run` as the README has it.)"""
+    project, made = quick_look_start(demo_project)
+    assert "Quick look, a smoke test" in made and "Recorded in dvc.lock" in made
+    for name in ("digits", "fsdd", "sms_spam", "co2"):
+        assert f"  {name}: ships the" in made, name
+    written = yaml.safe_load((project / "params.yaml").read_text())
+    # the quick look keeps what is already quicker (the tests' 10 items a class, 2 epochs)
+    assert written["demo"]["max_per_class"] == PER_CLASS and written["train"]["epochs"] == 2
+    rest = recipe("quick-look")[1:]  # after `make quick`
+    script = "set -ex\n" + "\n".join(rest) + "\n"
     done = run(["bash", "-c", script], project, timeout=1500,
-               env={**git, "PATH": os.environ["PATH"]})  # the tools come from `source`
+               env={**GIT, "PATH": os.environ["PATH"]})  # the tools come from `source`
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
     out = done.stdout
-    assert "Quick look, a smoke test" in out and "Recorded in dvc.lock" in out
-    written = yaml.safe_load((project / "params.yaml").read_text())
-    assert written["demo"]["max_per_class"] == 6 and written["train"]["epochs"] == 2  # kept
-    for name in ("digits", "fsdd", "sms_spam", "co2"):
-        assert f"  {name}: ships the" in out, name
     for stage in ("code", "demo_data", "intake", "split", "eda", "tensors", "baseline"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
     for stage in ("train", "final"):
