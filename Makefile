@@ -26,7 +26,8 @@ quick: $(STAMP)
 	dlworkflow run --quick
 
 ## test: linters plus the whole test suite (what CI runs), one worker per core; tests that
-## share the demo run (and the SLURM ones) stay on one worker, each other module on one
+## share the demo run (and the SLURM ones) stay on one worker, so do tests that share a
+## module fixture; the longest start first (tests/conftest.py)
 test: $(STAMP) lint
 	pytest -n auto --dist loadgroup
 
