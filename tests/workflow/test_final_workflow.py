@@ -89,7 +89,7 @@ def test_report_is_self_contained_and_shows_every_part(demo_project):
         assert not re.search(r'(src|href)="(?!data:)[^"#]', html), name  # nothing external
         assert "scored once" in html and "± " in html
         assert 'id="quick-look"' in html, name  # the tests' networks train a few steps
-        assert 'id="comparison"' in html and "on the test" in html, name
+        assert 'id="comparison"' in html and "paired 95 % interval" in html, name
     digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
     assert "confusion matrix" in digits and "calibration" in digits
     sms = (demo_project / "results" / "sms_spam" / "final" / "report.html").read_text()
