@@ -181,10 +181,22 @@ def closing_summary(params: Mapping[str, Any], datasets: Sequence[str] = (),
             f"CV {_score(cv, primary)}, test {headline[primary]:.4f} "
             f"[{headline[f'{primary}_low']:.4f}, {headline[f'{primary}_high']:.4f}]",
             f"    {test['shipped']['why']}",
+            *_comparison_line(test),
             f"    EDA: {eda}" if eda.is_file() else f"    EDA: (none: {eda} missing)",
             f"    report: {report}",
         ]
     return "\n".join(lines)
+
+
+def _comparison_line(test: Mapping[str, Any]) -> list[str]:
+    """The other model's test score and the paired difference, when both were scored."""
+    comparison = test.get("comparison")
+    if not comparison or comparison.get("low") is None:
+        return []
+    other = test[comparison["other"]]["metrics"][comparison["metric"]]["value"]
+    return [f"    test of the {comparison['other']} {comparison['other_model']}: {other:.4f}; "
+            f"shipped minus it {comparison['shipped_minus_other']:+.4f} "
+            f"[{comparison['low']:+.4f}, {comparison['high']:+.4f}]: {comparison['verdict']}"]
 
 
 def in_dvc_project(root: str | Path = ".") -> bool:

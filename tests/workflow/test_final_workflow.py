@@ -143,6 +143,11 @@ def test_the_closing_summary_gives_each_datasets_scores_and_reports(demo_project
         line = next(line for line in text.splitlines() if line.startswith(f"  {name}:"))
         assert f"ships the {head['kind']} {head['model']}" in line
         assert f"test {head[primary]:.4f} [{head[primary + '_low']:.4f}," in line
+        comparison = result["comparison"]  # the other model's test score, the paired difference
+        other = next(line for line in text.splitlines() if line.startswith(
+            f"    test of the {comparison['other']} {comparison['other_model']}: ")
+            and f"{comparison['shipped_minus_other']:+.4f}" in line)
+        assert comparison["verdict"] in other
         for page in ("intake/eda.html", "final/report.html"):
             path = demo_project / "results" / name / page
             assert path.is_file() and str(path) in text
