@@ -127,18 +127,30 @@ GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": 
        "GIT_COMMITTER_EMAIL": "t@t"}
 
 
-def fresh_clone(parent: Path, params: dict | None = None) -> Path:
-    """A project as `git clone` gives it (one commit of the workflow with `params`, the
-    quick shipped ones by default), with a stand-in for `make install`'s .venv."""
+def git_commit(project: Path, message: str) -> None:
+    """Commit everything in `project` (as GIT)."""
+    for command in (["git", "add", "-A"], ["git", "commit", "-qm", message]):
+        done = run(command, project, env=GIT)
+        assert done.returncode == 0, done.stderr
+
+
+def run_recipe(name: str, project: Path, skip: int = 0,
+               timeout: int = 1500) -> subprocess.CompletedProcess:
+    """The README's recipe `name` (after its first `skip` commands) as one bash script that
+    stops at the first failure, with the tools a newcomer has: those `source` puts on PATH."""
+    script = "set -ex\n" + "\n".join(recipe(name)[skip:]) + "\n"
+    return run(["bash", "-c", script], project, timeout=timeout,
+               env={**GIT, "PATH": os.environ["PATH"]})
+
+
+def fresh_clone(parent: Path) -> Path:
+    """A project as `git clone` gives it (one commit of the workflow with the quick shipped
+    params), with a stand-in for `make install`'s .venv."""
     project = make_project(parent)
     for name in CLONE_FILES:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, project / name)
     add_venv(project)
-    if params is not None:
-        write_params(project, params)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "clone"]):
-        done = run(command, project, env=GIT)
-        assert done.returncode == 0, done.stderr
+    assert run(["git", "init", "-q"], project).returncode == 0
+    git_commit(project, "clone")
     return project

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -11,16 +10,9 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.workflow.conftest import add_venv, recipe, run, shipped_params, write_params
+from tests.workflow.conftest import add_venv, git_commit, run, run_recipe, shipped_params, write_params
 
 pytestmark = pytest.mark.workflow
-
-
-def _git_commit(project, message: str) -> None:
-    for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
-                                           "commit", "-qm", message]):
-        done = run(command, project)
-        assert done.returncode == 0, done.stderr
 
 
 def _experiments(project) -> dict[str, dict]:
@@ -92,7 +84,7 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
     add_venv(project)  # `make install`'s, ignored by git, for the README's `source` below
     done = run(["dvc", "remote", "add", "-d", "shared", str(remote)], project)
     assert done.returncode == 0, done.stderr
-    _git_commit(project, "first run")
+    git_commit(project, "first run")
     pushed = run(["dvc", "push"], project)
     assert pushed.returncode == 0, pushed.stderr[-2000:]
     clone = project.parent / "clone"
@@ -113,9 +105,7 @@ def test_dvc_stages_rerun_only_what_a_param_touches_and_experiments_compare(proj
 
     # the README's experiment loop (Running with DVC) as written: `dvc repro` finds
     # everything up to date, a training param reruns training and the final step only
-    script = "set -ex\n" + "\n".join(recipe("experiments")) + "\n"
-    done = run(["bash", "-c", script], project, timeout=900,
-               env={"PATH": os.environ["PATH"]})  # the tools come from `source`
+    done = run_recipe("experiments", project, timeout=900)
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
     out = done.stdout
     assert "Data and pipelines are up to date" in out

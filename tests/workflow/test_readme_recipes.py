@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shlex
 import shutil
@@ -16,7 +15,15 @@ import yaml
 
 from dlworkflow.runner import QUICK_LOOK
 from tests.conftest import PER_CLASS, REPO, SHARED_DATA, quick_look_start
-from tests.workflow.conftest import GIT, README, make_project, recipe, run, shipped_params, write_params
+from tests.workflow.conftest import (
+    README,
+    make_project,
+    recipe,
+    run,
+    run_recipe,
+    shipped_params,
+    write_params,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -101,10 +108,7 @@ def test_quick_look_then_an_experiment_as_the_readme_says(demo_project):
     written = yaml.safe_load((project / "params.yaml").read_text())
     # the quick look keeps what is already quicker (the tests' 10 items a class, 2 epochs)
     assert written["demo"]["max_per_class"] == PER_CLASS and written["train"]["epochs"] == 2
-    rest = recipe("quick-look")[1:]  # after `make quick`
-    script = "set -ex\n" + "\n".join(rest) + "\n"
-    done = run(["bash", "-c", script], project, timeout=1500,
-               env={**GIT, "PATH": os.environ["PATH"]})  # the tools come from `source`
+    done = run_recipe("quick-look", project, skip=1)  # after `make quick`
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
     out = done.stdout
     for stage in ("code", "demo_data", "intake", "split", "eda", "tensors", "baseline"):
