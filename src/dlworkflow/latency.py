@@ -61,20 +61,28 @@ def single_forward(shipped: Any, modality: Any) -> Any:
     return forward
 
 
+def _gpus() -> list[Any]:
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
 def measure_latency(ctx: RunContext, batch_size: int = 64) -> dict[str, Any]:
     """Write `latency.json` for the shipped model: p50/p95 single-item latency from raw input
     (decode + forward), decode and forward separately, batch throughput, size and parameters.
 
     A network runs Keras' compiled predict step (`predict_on_batch`), as a server would, on
     the rule's CPU threads or the GPU when one is visible; a baseline runs its exported
-    pipeline. `final.latency_items` items are timed."""
-    import tensorflow as tf
-
+    pipeline, and TensorFlow is then not even imported (its import alone costs 5-7 s of
+    CPU). `final.latency_items` items are timed."""
     from dlworkflow.shipping import load_shipped
-    from dlworkflow.train import configure_tensorflow
 
-    configure_tensorflow(ctx.threads, ctx.seed, deterministic=False)
-    shipped = load_shipped(ctx.folder("model"))
+    kind = json.loads(Path(ctx.input("shipped")).read_text())["shipped"]
+    if kind == "network":
+        from dlworkflow.train import configure_tensorflow
+
+        configure_tensorflow(ctx.threads, ctx.seed, deterministic=False)
+    shipped = load_shipped(ctx.folder("model"), kind)
     settings = shipped.card.get("tensors") or {}
     modality = ctx.modality
     raw = raw_samples(ctx, int(ctx.section("final").get("latency_items", 50)))
@@ -112,14 +120,14 @@ def measure_latency(ctx: RunContext, batch_size: int = 64) -> dict[str, Any]:
         forward(batch)
         runs += 1
     throughput = runs * batch_size / (time.perf_counter() - start)
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = _gpus() if shipped.kind == "network" else []
     result = {
         "model": shipped.card["architecture"], "kind": shipped.kind,
         "single_item_ms": _percentiles(total), "decode_ms": _percentiles(decoding),
         "forward_ms": _percentiles(passing), "items_timed": len(raw),
         "batch_size": batch_size, "batch_items_per_second": float(throughput),
         "model_bytes": int(shipped.path.stat().st_size), "parameters": shipped.parameters,
-        "device": f"GPU ({gpus[0].name})" if gpus and shipped.kind == "network"
+        "device": f"GPU ({gpus[0].name})" if gpus
         else f"CPU ({platform.processor() or platform.machine()})",
         "threads": ctx.threads, "input": modality.raw_input,
     }

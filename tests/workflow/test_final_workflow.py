@@ -182,3 +182,42 @@ def test_forecast_mase_is_the_m4_one_scaled_by_the_whole_history(demo_project):
     lookback_only = np.mean(np.abs(frame["y_true"] - frame["y_pred"])) / naive_scale(
         history[-104:], 52)
     assert abs(by_hand - lookback_only) > 1e-3  # the two scales differ on this series
+
+
+#: final_latency's job for one dataset, in a process where TensorFlow cannot be imported
+LATENCY_WITHOUT_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = sys.modules["keras"] = None  # any import of them fails
+from dlworkflow.config import dataset_section, load_params
+from dlworkflow.context import RunContext
+from dlworkflow.latency import measure_latency
+name, out = sys.argv[1:]
+params = load_params("params.yaml")
+final = f"results/{name}/final"
+ctx = RunContext.for_dataset(
+    name, params["datasets"][name], seed=params["seed"],
+    sections={"final": dataset_section(params, name, "final")},
+    inputs={"model": f"{final}/model.keras", "card": f"{final}/model.json",
+            "shipped": f"{final}/shipped.json", "baseline_model": f"{final}/baseline.skops",
+            "inventory": f"results/{name}/intake/inventory.parquet",
+            "index": f"results/{name}/tensors/index.parquet"},
+    outputs={"latency": out})
+measure_latency(ctx)
+"""
+
+
+def test_a_shipped_baseline_is_timed_without_loading_tensorflow(demo_project, tmp_path):
+    """Timing the exported baseline needs no TensorFlow: the job does not pay its import."""
+    shipping = {name: json.loads((demo_project / "results" / name / "final" / "shipped.json")
+                                 .read_text())["shipped"] for name in DATASETS}
+    baselines = [name for name, kind in shipping.items() if kind == "baseline"]
+    assert baselines, shipping  # the quick look's two-epoch networks lose to every baseline
+    for name in baselines:
+        out = tmp_path / f"{name}.json"
+        done = run(["python", "-c", LATENCY_WITHOUT_TENSORFLOW, name, str(out)], demo_project)
+        assert done.returncode == 0, done.stderr[-3000:]
+        timed = json.loads(out.read_text())
+        shipped = json.loads((demo_project / "results" / name / "final" / "latency.json")
+                             .read_text())
+        assert timed["kind"] == "baseline" and timed["model"] == shipped["model"]
+        assert timed["items_timed"] == shipped["items_timed"] and timed["device"].startswith("CPU")
