@@ -49,6 +49,8 @@ REFERENCES = {
                                  "best entry 0.893; Makridakis et al. 2020)"),
     "m4_weekly": ("mase", 2.527, "M4 Weekly, ETS (Naive2 2.777, best entry 2.356; "
                                  "Makridakis et al. 2020)"),
+    "fashion": ("accuracy", None, "Fashion-MNIST (Xiao et al. 2017), 206 photos a class as "
+                                  "28x28 PNG folders; full-set logistic regression 0.84"),
     "yearly_tsf": ("mase", None, "M4 Weekly summed to years, as a Monash .tsf file (no "
                                  "published figure; M4 Yearly for scale: ETS 3.444)"),
 }
@@ -93,6 +95,35 @@ def prepare_trec(root: Path) -> dict:
             "split": {"test": {"column": "side_part", "values": ["test"]}}}
 
 
+#: Fashion-MNIST as Debian's dataset-fashion-mnist package installs it (MIT licence)
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle_boot")
+
+
+def prepare_fashion(root: Path) -> dict:
+    """A photo set nobody tuned for, the size of a user's first one: the first 206 images of
+    each class of Fashion-MNIST's training file (2,060, like a hand-sign set of 10 classes) as
+    grayscale PNGs, one folder per class, with the shipped image settings (64x64 RGB) and
+    the workflow's own test split. Needs `apt-get install dataset-fashion-mnist`."""
+    import gzip
+
+    import numpy as np
+    from PIL import Image
+
+    if not FASHION.is_dir():
+        raise SystemExit(f"fashion: {FASHION} is missing: apt-get install dataset-fashion-mnist")
+    with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as handle:
+        images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as handle:
+        labels = np.frombuffer(handle.read(), np.uint8, offset=8)
+    for label, name in enumerate(FASHION_CLASSES):
+        (root / name).mkdir()
+        for rank, index in enumerate(np.flatnonzero(labels == label)[:206]):
+            Image.fromarray(images[index]).save(root / name / f"{rank:03d}.png")
+    return {"modality": "image", "task": "classification", "layout": {"kind": "folders"}}
+
+
 def prepare_m4(frequency: str, horizon: int, alias: str | None) -> Callable[[Path], dict]:
     """An M4 frequency as the competition ships it: the wide train file and the test file
     with each series' next `horizon` values (the test window), read by the `wide_csv`
@@ -129,6 +160,7 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "m4_hourly": prepare_m4("Hourly", 48, "H"),
     "m4_weekly": prepare_m4("Weekly", 13, None),
     "yearly_tsf": prepare_yearly_tsf,
+    "fashion": prepare_fashion,
 }
 
 

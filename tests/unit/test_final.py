@@ -239,7 +239,7 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
     nn.mkdir()
     histories = [_history(nn / f"history-{k}.csv", [1e-3, 1e-3, 5e-4]) for k in range(5)]
     (nn / "summary.json").write_text(json.dumps({"best_epochs": [2, 3, 3, 2, 3],
-                                                 **_summary("image_cnn", 0.95)}))
+                                                 **_summary("image_wide_cnn", 0.95)}))
     pd.DataFrame({"id": ["a"], "y_true": ["1"]}).to_parquet(nn / "oof.parquet")
     _baseline_summary(tmp_path, "knn", 0.9)
     out = tmp_path / "final"
@@ -268,7 +268,7 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert sorted(predictions.groupby("model")["id"].nunique()) == [100, 100]
     written = json.loads((out / "test_metrics.json").read_text())
-    assert written["headline"]["model"] == "image_cnn"
+    assert written["headline"]["model"] == "image_wide_cnn"  # auto's image classifier
     comparison = written["comparison"]  # network minus the k-NN, on the same resamples
     assert comparison["shipped"] == "network" and comparison["other_model"] == "knn"
     assert comparison["shipped_minus_other"] == pytest.approx(

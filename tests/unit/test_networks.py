@@ -117,9 +117,9 @@ def test_auto_takes_transfer_learning_when_pretrained_weights_are_at_hand(image_
         runs[name] = json.loads((out / "model.json").read_text())
     assert runs["file"]["architecture"] == "image_transfer"
     assert str(weights) in runs["file"]["architecture_reason"]
-    assert runs["none"]["architecture"] == "image_cnn"
+    assert runs["none"]["architecture"] == "image_wide_cnn"
     assert "from scratch" in runs["none"]["architecture_reason"]
-    assert runs["small"]["architecture"] == "image_cnn"  # 32-px images: 1x1 feature maps
+    assert runs["small"]["architecture"] == "image_wide_cnn"  # 32-px images: 1x1 feature maps
     assert "32-pixel" in runs["small"]["architecture_reason"]
 
 
@@ -244,6 +244,31 @@ def test_wide_cnn_starts_at_the_folds_logistic_regression(tmp_path):
 
     scaled = np.asarray(KnownTermsUnitNorm()(np.array([[50.0, 3.0, 4.0], [0.0, 0.0, 0.0]])))
     assert np.allclose(scaled, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_image_wide_cnn_starts_at_the_baselines_logistic_regression(image_shards, tmp_path):
+    """The linear part of image_wide_cnn is the step-2 baseline (standardised pixels averaged
+    down to 16 a side, logistic regression at C = 1) fitted on the fold's training rows; the
+    CNN's logits start at zero, so an untrained network predicts what that baseline does."""
+    import keras
+
+    from dlworkflow.estimators import standard_baselines
+    from dlworkflow.modalities import create_modality
+
+    _, out = _train(image_shards, dataset("image"), tmp_path, "image_wide_cnn", epochs=1,
+                    learning_rate=1e-12)
+    model = keras.saving.load_model(out / "model.keras")
+    assert not model.get_layer("linear_logits").trainable
+    x, labels, folds = digits_images(200)  # the shards' images
+    classes = json.loads((out / "model.json").read_text())["classes"]
+    y = np.array([classes.index(label) for label in labels])
+    flat = create_modality("image", {}, {"kind": "folders"}).flat(x, {})
+    assert flat.shape[1] == 16 * 16  # 32-px grayscale digits averaged in 2x2 blocks
+    baseline = standard_baselines("classifier", {}, 0)["logreg"].fit(flat[folds != 0],
+                                                                     y[folds != 0])
+    expected = baseline.predict_proba(flat[folds == 0])
+    assert np.abs(model.predict(x[folds == 0], verbose=0) - expected).max() < 1e-3
+    assert (expected.argmax(axis=1) == y[folds == 0]).mean() > 0.8  # a real model
 
 
 def test_glove_vectors_initialise_the_embedding(tmp_path):

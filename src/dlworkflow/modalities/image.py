@@ -145,8 +145,8 @@ class ImageModality(Modality):
         return array[..., None] if array.ndim == 2 else array
 
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
-        "classification": ("image_cnn", "image_transfer"), "regression": ("image_cnn",
-                                                                          "image_transfer")}
+        "classification": ("image_wide_cnn", "image_cnn", "image_transfer"),
+        "regression": ("image_cnn", "image_transfer")}
 
     #: smallest image side (pixels, as tensorised) for transfer learning under `auto`: an
     #: ImageNet backbone downsamples by 32, so a 32-px image leaves it a 1x1 feature map
@@ -155,21 +155,23 @@ class ImageModality(Modality):
     def auto_network(self, task: str, settings: Mapping[str, Any],
                      input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
         """Transfer learning when the images are large enough for a pretrained backbone and
-        its weights are at hand (a file, Keras' cache, or downloaded now), else the small CNN
-        from scratch."""
+        its weights are at hand (a file, Keras' cache, or downloaded now), else the task's
+        network from scratch (for classes the wide and deep CNN, which starts at the
+        baseline's logistic regression)."""
         from dlworkflow.models.extractors import pretrained_weights
 
+        scratch = self.networks[task][0]
         side = min(input_shape[:2]) if len(input_shape) >= 2 else self.TRANSFER_MIN_SIDE
         if side < self.TRANSFER_MIN_SIDE:
-            return "image_cnn", (f"auto: trained from scratch, {side}-pixel images are below "
-                                 f"the {self.TRANSFER_MIN_SIDE} pixels a pretrained backbone "
-                                 "needs (it downsamples by 32)")
+            return scratch, (f"auto: trained from scratch, {side}-pixel images are below "
+                             f"the {self.TRANSFER_MIN_SIDE} pixels a pretrained backbone "
+                             "needs (it downsamples by 32)")
         transfer = settings.get("transfer") or {}
         found, why = pretrained_weights(transfer.get("backbone", "mobilenet_v3_small"),
                                         transfer.get("weights", "imagenet"))
         if found:
             return "image_transfer", f"auto: transfer learning, {why}"
-        return "image_cnn", f"auto: trained from scratch, {why}"
+        return scratch, f"auto: trained from scratch, {why}"
 
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """Pixels averaged down to `baseline.image.pixels` on the longer side, scaled to [0, 1]."""

@@ -356,16 +356,35 @@ def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_valu
     import keras
     import scipy.sparse as sp
     import tensorflow as tf
-    from sklearn.linear_model import LogisticRegression
 
-    texts, labels = np.asarray(rows[0], dtype=str), np.asarray(rows[1]).astype(int)
+    texts = np.asarray(rows[0], dtype=str)
     featurize = keras.Model(inputs, features)
     matrix = sp.vstack([sp.csr_matrix(featurize.predict_on_batch(tf.constant(texts[i: i + 512])))
                         for i in range(0, len(texts), 512)])
+    return _frozen_logits(features, matrix, rows[1], classes, c_value)
+
+
+def _frozen_logits(features, matrix: Any, labels: Any, classes: int, c_value: float,
+                   standardize: bool = False):
+    """A frozen Dense layer on `features` holding the logistic regression (scikit-learn, L2,
+    C) of `matrix` (the training rows' features) and `labels`; `standardize` fits it on
+    standardised columns, as the step-2 baseline's StandardScaler does, and folds the
+    scaling into the weights."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(labels).astype(int)
+    mean = np.zeros(matrix.shape[1])
+    scale = np.ones(matrix.shape[1])
+    if standardize:
+        mean = np.asarray(matrix.mean(axis=0), np.float64)
+        spread = np.asarray(matrix.std(axis=0), np.float64)
+        scale = np.where(spread > 0, spread, 1.0)  # a constant column, as StandardScaler
+        matrix = (matrix - mean) / scale
     present = np.unique(labels)
     fitted = LogisticRegression(C=c_value, max_iter=2000).fit(matrix, labels)
-    kernel = np.zeros((matrix.shape[1], classes), np.float32)
-    bias = np.full(classes, -30.0, np.float32)  # a class absent from the training rows
+    kernel = np.zeros((matrix.shape[1], classes), np.float64)
+    bias = np.full(classes, -30.0, np.float64)  # a class absent from the training rows
     if len(present) == 2:  # one coefficient row: softmax over (-z/2, z/2) = sigmoid(z)
         kernel[:, present] = np.stack([-fitted.coef_[0], fitted.coef_[0]], axis=1) / 2
         bias[present] = np.array([-fitted.intercept_[0], fitted.intercept_[0]]) / 2
@@ -374,10 +393,67 @@ def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_valu
         bias[present] = fitted.intercept_
     else:
         bias[present] = 0.0
+    kernel /= scale[:, None]  # w . (x - mean) / scale = (w / scale) . x - (w / scale) . mean
+    bias[present] -= mean @ kernel[:, present]
     layer = keras.layers.Dense(classes, trainable=False, name="linear_logits")
     logits = layer(features)
-    layer.set_weights([kernel, bias])
+    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
     return logits
+
+
+def _deep_logits(x, spec: NetworkSpec):
+    """The dense head of `_head` ending in logits that start at zero (the wide and deep
+    networks: the deep part learns what the frozen linear part misses)."""
+    import keras
+
+    dropout = float(spec.settings.get("dropout", 0.3))
+    x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
+    x = keras.layers.Dense(int(spec.settings.get("units", 64)), activation="relu",
+                           kernel_regularizer=_regularizer(spec))(x)
+    x = keras.layers.Dropout(dropout, seed=spec.seed + 1)(x)
+    return keras.layers.Dense(spec.outputs, kernel_initializer="zeros", name="cnn_logits")(x)
+
+
+def _wide_and_deep(inputs, linear, deep, name: str):
+    """Softmax of the frozen linear logits plus the deep logits."""
+    import keras
+
+    logits = keras.layers.Add()([linear, deep])
+    return keras.Model(inputs, keras.layers.Activation("softmax", dtype="float32",
+                                                       name="classes")(logits), name=name)
+
+
+@register("image_wide_cnn")
+def image_wide_cnn(spec: NetworkSpec):
+    """Wide and deep for images: a linear part on the step-2 baseline's features (pixels
+    averaged down to `train.image.wide_pixels` on the longer side, standardised), initialised
+    with the logistic regression of the fold's training rows and frozen, plus image_cnn's
+    convolutions on the augmented image, whose logits start at zero. Training starts at the
+    baseline's solution, so early stopping on validation loss cannot end far below it; on
+    a small set of photos the CNN alone underfits its step budget (docs/BENCHMARKS.md)."""
+    import keras
+
+    if spec.fit_rows is None:
+        raise ConfigError("train.architecture: image_wide_cnn fits its linear part on the "
+                          "fold's training rows, and none were given")
+    image = spec.settings.get("image") or {}
+    inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
+    pixels = keras.layers.Rescaling(1.0 / 255)(inputs)
+    factor = max(1, max(spec.input_shape[:2]) // int(image.get("wide_pixels", 16)))
+    if factor > 1:  # block means, the remainder rows and columns dropped (the baseline's)
+        pixels = keras.layers.AveragePooling2D(factor)(pixels)
+    flat = keras.layers.Flatten(name="flat_pixels")(pixels)
+    rows, labels = spec.fit_rows()
+    featurize = keras.Model(inputs, flat)
+    matrix = np.concatenate([featurize.predict_on_batch(np.asarray(rows[i: i + 512]))
+                             for i in range(0, len(rows), 512)])
+    linear = _frozen_logits(flat, matrix, labels, spec.outputs,
+                            float(image.get("wide_C", 1.0)), standardize=True)
+    x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
+    x = _apply(x, spec.augmentation)
+    x = _apply(keras.layers.Rescaling(1.0 / 255)(x), spec.preprocessing)
+    deep = _deep_logits(_conv_blocks(x, spec, 2, depth(spec, 3)), spec)
+    return _wide_and_deep(inputs, linear, deep, "image_wide_cnn")
 
 
 @register("text_wide_cnn")
@@ -406,10 +482,7 @@ def text_wide_cnn(spec: NetworkSpec):
                             kernel_regularizer=_regularizer(spec))(x)) for width in (3, 4, 5)]
     x = keras.layers.Dropout(dropout, seed=spec.seed + 1)(keras.layers.Concatenate()(pooled))
     deep = keras.layers.Dense(spec.outputs, kernel_initializer="zeros", name="cnn_logits")(x)
-    logits = keras.layers.Add()([linear, deep])
-    return keras.Model(inputs, keras.layers.Activation("softmax", dtype="float32",
-                                                       name="classes")(logits),
-                       name="text_wide_cnn")
+    return _wide_and_deep(inputs, linear, deep, "text_wide_cnn")
 
 
 @register("text_bigru")
