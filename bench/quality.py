@@ -9,7 +9,8 @@ runs the real workflow (`snakemake --cores N --resources gpu=1`) and prints, per
 best baseline's CV score, the network's CV score, the shipped model's test score with its
 interval, the published reference, and seconds per fold. One recipe for all: no set gets
 settings of its own beyond what describes its data (layout, task, a predefined test split).
-The data come from ../shared/data (see its README); docs/BENCHMARKS.md records the tables.
+The data come from ../shared/data (see its README), and the photo set `fashion` from Debian's
+dataset-fashion-mnist package; docs/BENCHMARKS.md records the tables.
 """
 
 from __future__ import annotations
