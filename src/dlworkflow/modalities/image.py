@@ -156,8 +156,8 @@ class ImageModality(Modality):
                      input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
         """Transfer learning when the images are large enough for a pretrained backbone and
         its weights are at hand (a file, Keras' cache, or downloaded now), else the task's
-        network from scratch (for classes the wide and deep CNN, which starts at the
-        baseline's logistic regression)."""
+        network from scratch (for classes the wide and deep CNN, whose linear part sees the
+        baseline's features)."""
         from dlworkflow.models.extractors import pretrained_weights
 
         scratch = self.networks[task][0]

@@ -382,7 +382,7 @@ def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_valu
 
 def _deep_logits(x, spec: NetworkSpec):
     """The dense head of `_head` ending in logits that start at zero (the wide and deep
-    networks: the deep part learns what the frozen linear part misses)."""
+    networks: the deep part learns what the linear part misses)."""
     import keras
 
     dropout = float(spec.settings.get("dropout", 0.3))
@@ -394,7 +394,7 @@ def _deep_logits(x, spec: NetworkSpec):
 
 
 def _wide_and_deep(inputs, linear, deep, name: str):
-    """Softmax of the frozen linear logits plus the deep logits."""
+    """Softmax of the linear part's logits plus the deep part's."""
     import keras
 
     logits = keras.layers.Add()([linear, deep])
