@@ -81,17 +81,21 @@ def _apply(x, layers: Sequence[Any]):
     return x
 
 
-def _head(x, spec: NetworkSpec):
-    """Dropout, a dense layer, and the task's output layer (softmax classes, or values
-    scaled to the target's units)."""
+def _hidden(x, spec: NetworkSpec):
+    """Dropout, a dense layer, dropout: what every head puts before its outputs."""
     import keras
 
     dropout = float(spec.settings.get("dropout", 0.3))
     units = int(spec.settings.get("units", 64))
     x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
     x = keras.layers.Dense(units, activation="relu", kernel_regularizer=_regularizer(spec))(x)
-    x = keras.layers.Dropout(dropout, seed=spec.seed + 1)(x)
-    return spec.task.output_layer(x, spec)
+    return keras.layers.Dropout(dropout, seed=spec.seed + 1)(x)
+
+
+def _head(x, spec: NetworkSpec):
+    """The hidden layer and the task's output layer (softmax classes, or values scaled to the
+    target's units)."""
+    return spec.task.output_layer(_hidden(x, spec), spec)
 
 
 def _conv_blocks(x, spec: NetworkSpec, dims: int, blocks: int, pool_time_only: bool = False):
@@ -124,12 +128,18 @@ def image_cnn(spec: NetworkSpec):
     import keras
 
     inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
-    x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
-    x = _apply(x, spec.augmentation)
-    x = keras.layers.Rescaling(1.0 / 255)(x)
-    x = _apply(x, spec.preprocessing)
+    x = _augmented_pixels(inputs, spec)
     return keras.Model(inputs, _head(_conv_blocks(x, spec, 2, depth(spec, 3)), spec),
                        name="image_cnn")
+
+
+def _augmented_pixels(inputs, spec: NetworkSpec):
+    """uint8 images -> augmented (training only) and scaled to [0, 1], then preprocessed."""
+    import keras
+
+    x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
+    x = _apply(x, spec.augmentation)
+    return _apply(keras.layers.Rescaling(1.0 / 255)(x), spec.preprocessing)
 
 
 def find_backbone(model):
@@ -350,6 +360,11 @@ def _tfidf_features(inputs, texts: Any, settings: Mapping[str, Any]):
         [KnownTermsUnitNorm()(words(inputs)), KnownTermsUnitNorm()(chars(inputs))])
 
 
+def _in_batches(model, rows: Any, convert: Callable[[Any], Any], size: int = 512) -> list:
+    """`model`'s outputs for `rows`, `size` rows a call (each batch through `convert`)."""
+    return [model.predict_on_batch(convert(rows[i: i + size])) for i in range(0, len(rows), size)]
+
+
 def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_value: float):
     """Dense logits initialised with a logistic regression fitted (scikit-learn, L2, C)
     on the features of the training rows; frozen."""
@@ -359,9 +374,8 @@ def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_valu
     from sklearn.linear_model import LogisticRegression
 
     texts, labels = np.asarray(rows[0], dtype=str), np.asarray(rows[1]).astype(int)
-    featurize = keras.Model(inputs, features)
-    matrix = sp.vstack([sp.csr_matrix(featurize.predict_on_batch(tf.constant(texts[i: i + 512])))
-                        for i in range(0, len(texts), 512)])
+    matrix = sp.vstack([sp.csr_matrix(part) for part in
+                        _in_batches(keras.Model(inputs, features), texts, tf.constant)])
     present = np.unique(labels)
     fitted = LogisticRegression(C=c_value, max_iter=2000).fit(matrix, labels)
     kernel = np.zeros((matrix.shape[1], classes), np.float32)
@@ -381,16 +395,12 @@ def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_valu
 
 
 def _deep_logits(x, spec: NetworkSpec):
-    """The dense head of `_head` ending in logits that start at zero (the wide and deep
+    """`_head`'s hidden layer ending in logits that start at zero (the wide and deep
     networks: the deep part learns what the linear part misses)."""
     import keras
 
-    dropout = float(spec.settings.get("dropout", 0.3))
-    x = keras.layers.Dropout(dropout, seed=spec.seed)(x)
-    x = keras.layers.Dense(int(spec.settings.get("units", 64)), activation="relu",
-                           kernel_regularizer=_regularizer(spec))(x)
-    x = keras.layers.Dropout(dropout, seed=spec.seed + 1)(x)
-    return keras.layers.Dense(spec.outputs, kernel_initializer="zeros", name="cnn_logits")(x)
+    return keras.layers.Dense(spec.outputs, kernel_initializer="zeros",
+                              name="cnn_logits")(_hidden(x, spec))
 
 
 def _wide_and_deep(inputs, linear, deep, name: str):
@@ -426,9 +436,7 @@ def image_wide_cnn(spec: NetworkSpec):
         pixels = keras.layers.AveragePooling2D(factor)(pixels)
     flat = keras.layers.Flatten(name="flat_pixels")(pixels)
     rows = spec.fit_rows()[0]
-    featurize = keras.Model(inputs, flat)
-    matrix = np.concatenate([featurize.predict_on_batch(np.asarray(rows[i: i + 512]))
-                             for i in range(0, len(rows), 512)])
+    matrix = np.concatenate(_in_batches(keras.Model(inputs, flat), rows, np.asarray))
     variance = matrix.var(axis=0)
     standard = keras.layers.Normalization(  # a constant pixel: unit variance, as StandardScaler
         mean=matrix.mean(axis=0), variance=np.where(variance > 0, variance, 1.0),
@@ -436,9 +444,7 @@ def image_wide_cnn(spec: NetworkSpec):
     linear = keras.layers.Dense(spec.outputs, kernel_initializer="zeros",
                                 kernel_regularizer=_regularizer(spec),
                                 name="linear_logits")(standard)
-    x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
-    x = _apply(x, spec.augmentation)
-    x = _apply(keras.layers.Rescaling(1.0 / 255)(x), spec.preprocessing)
+    x = _augmented_pixels(inputs, spec)
     deep = _deep_logits(_conv_blocks(x, spec, 2, depth(spec, 3)), spec)
     return _wide_and_deep(inputs, linear, deep, "image_wide_cnn")
 
