@@ -107,6 +107,8 @@ rule final_test:
         metric="results/{dataset}/intake/metric.json",
         plan="results/{dataset}/tensors/plan.parquet",
         test_shards=get_test_shards,
+        index="results/{dataset}/tensors/index.parquet",
+        trainval_shards=get_trainval_shards,
     output:
         metrics=report(
             "results/{dataset}/final/test_metrics.json",
@@ -116,6 +118,7 @@ rule final_test:
         ),
         predictions="results/{dataset}/final/predictions.parquet",
         plots=directory("results/{dataset}/final/plots"),
+        explanations="results/{dataset}/final/explanations.json",
     log:
         "logs/{dataset}/final_test.log",
     benchmark:
@@ -179,12 +182,10 @@ rule final_report:
         baseline_model=get_final_baseline_export,
         test="results/{dataset}/final/test_metrics.json",
         predictions="results/{dataset}/final/predictions.parquet",
+        explanations="results/{dataset}/final/explanations.json",
         latency="results/{dataset}/final/latency.json",
         plan="results/{dataset}/tensors/plan.parquet",
         test_shards=get_test_shards,
-        model="results/{dataset}/final/model.keras",
-        index="results/{dataset}/tensors/index.parquet",
-        trainval_shards=get_trainval_shards,
         raw=get_raw_root,
     output:
         headline="results/{dataset}/final/headline.json",
@@ -198,7 +199,7 @@ rule final_report:
         "logs/{dataset}/final_report.log",
     benchmark:
         "benchmarks/{dataset}/final_report.tsv"
-    threads: NETWORK_THREADS
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,

@@ -216,10 +216,28 @@ def compare_on_test(primary: str, greater_is_better: bool, shipped: str,
             "high": None if interval is None else interval[1], "verdict": verdict}
 
 
+def explain_network(ctx: RunContext, network: Any, test: dict[str, Any], frame: pd.DataFrame,
+                    per_class: int) -> list[dict[str, Any]]:
+    """SHAP explanations of `per_class` of the network's test predictions a class (`frame`:
+    its rows of predictions.parquet), over a background of up to 100 trainval rows: they
+    explain the network, the exported model itself, whichever model ships. Computed here,
+    where the network is loaded and the test rows are read, so the report only draws them."""
+    if per_class <= 0:
+        return []
+    from dlworkflow.explain import explain_final
+
+    rows = RowSource(Part(ctx.task, Path(ctx.input("index")).parent, None, "trainval"))
+    rng = np.random.default_rng(0)
+    background = rows.take(rng.choice(len(rows), min(100, len(rows)), replace=False))["x"]
+    return explain_final(network.model, ctx, test, frame, background, per_class,
+                         settings=network.card.get("tensors"))
+
+
 def score_test(ctx: RunContext) -> dict[str, Any]:
     """Score the final network and the exported baseline once on the test rows, each metric
     with a bootstrap confidence interval; the headline is the shipped model's. Write
-    test_metrics.json, predictions.parquet and the plots' CSV files (of the shipped model)."""
+    test_metrics.json, predictions.parquet, the plots' CSV files (of the shipped model) and
+    explanations.json (`explain_network`)."""
     task = ctx.task
     final_settings = ctx.section("final")
     choice = json.loads(Path(ctx.input("metric")).read_text())
@@ -266,6 +284,9 @@ def score_test(ctx: RunContext) -> dict[str, Any]:
     Path(metrics_output).write_text(json.dumps(result, indent=2) + "\n")
     pd.concat(list(frames.values()), ignore_index=True).to_parquet(ctx.output("predictions"),
                                                                     index=False)
+    explained = explain_network(ctx, network, test, frames["network"],
+                                int(final_settings.get("explanations", 2)))
+    Path(ctx.output("explanations")).write_text(json.dumps(explained, indent=1) + "\n")
     log.info("test %s of the shipped %s (%s): %.4f [%.4f, %.4f] (%d rows)", primary, shipped,
              scored[shipped]["model"], head["value"], head["low"], head["high"],
              scored[shipped]["rows"])

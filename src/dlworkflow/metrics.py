@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 
 @dataclass(frozen=True)
@@ -145,6 +144,15 @@ def _ranked(name: str, positive: np.ndarray, scores: Sequence[float]) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def _errors(y_true: Sequence[Any], y_pred: Sequence[Any]) -> np.ndarray:
+    """Prediction minus truth, as floats (every output of every row: their mean is
+    scikit-learn's average over outputs of the per-output mean)."""
+    true, pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    if true.size != pred.size:
+        raise ValueError(f"{true.shape} targets against {pred.shape} predictions")
+    return pred.reshape(true.shape) - true
+
+
 def compute(name: str, y_true: Sequence[Any], y_pred: Sequence[Any] | None = None,
             scores: Sequence[float] | None = None, positive_label: Any = None, beta: float = 1.0,
             history: Sequence[float] | None = None, season: int = 1) -> float:
@@ -154,8 +162,8 @@ def compute(name: str, y_true: Sequence[Any], y_pred: Sequence[Any] | None = Non
     if name in ("pr_auc", "roc_auc"):
         return _ranked(name, np.asarray(y_true) == positive_label, scores)
     functions: dict[str, Callable[[], float]] = {
-        "rmse": lambda: float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
-        "mae": lambda: skm.mean_absolute_error(y_true, y_pred),
+        "rmse": lambda: float(np.sqrt(np.mean(_errors(y_true, y_pred) ** 2))),
+        "mae": lambda: float(np.mean(np.abs(_errors(y_true, y_pred)))),
         "mase": lambda: mase(y_true, y_pred, history if history is not None else y_true, season),
         "smape": lambda: smape(y_true, y_pred),
     }

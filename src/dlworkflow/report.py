@@ -1,8 +1,8 @@
 """The final report: one self-contained HTML page per dataset (inline PNGs, no external files).
 
 It reads what the earlier steps left (metric choice, split, CV summaries, fold histories) and
-what the final step wrote (test metrics with intervals, test predictions, model card,
-latency), and shows them in the order a reviewer asks: how good, compared with what, how
+what the final step wrote (test metrics with intervals, test predictions, SHAP explanations,
+model card, latency), and shows them in the order a reviewer asks: how good, compared with what, how
 sure, where it fails, how fast.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.context import RunContext
-from dlworkflow.data import Part, RowSource, load_test_arrays
+from dlworkflow.data import load_test_arrays
 from dlworkflow.figures import figure_uri, new_figure
 
 
@@ -201,7 +201,6 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     predictions = pd.read_parquet(inputs["predictions"])
     shipped = result["shipped"]["shipped"]
     mine = predictions[predictions["model"] == result[shipped]["model"]]
-    network_rows = predictions[predictions["model"] == result["network"]["model"]]
     classes = card["classes"]
     test = load_test_arrays(task, inputs["plan"], list(inputs["test_shards"]), tuple(classes))
     context: dict[str, Any] = {
@@ -217,19 +216,7 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     worst = task.worst_errors(mine, classes, int(settings.get("report_examples", 3)))
     context["cells"] = error_cells(ctx, worst, pd.read_parquet(inputs["inventory"]))
     context["no_errors"] = worst is not None and worst.empty
-    per_class = int(settings.get("explanations", 2))
-    if per_class:
-        from dlworkflow.explain import explain_final
-        from dlworkflow.predict import load_model
-
-        model, _ = load_model(Path(inputs["card"]).parent)
-        rows = RowSource(Part(task, Path(inputs["index"]).parent, None, "trainval"))
-        rng = np.random.default_rng(0)
-        background = rows.take(rng.choice(len(rows), min(100, len(rows)), replace=False))["x"]
-        # SHAP explains the network (the exported model itself), whichever model ships
-        context["explanations"] = explain_final(
-            model, ctx, test, network_rows, background, per_class,
-            settings=json.loads(Path(inputs["card"]).read_text()).get("tensors"))
+    context["explanations"] = json.loads(Path(inputs["explanations"]).read_text())
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     env.filters["metric_label"] = metric_label

@@ -205,14 +205,16 @@ def _baseline_context(dataset, folder, summaries, metric, out, **values) -> RunC
 
 
 def _test_context(dataset, out, metric, test, **values) -> RunContext:
-    """What rule final_test hands score_test (`test`: plan and test shards)."""
+    """What rule final_test hands score_test (`test`: plan and test shards; the trainval
+    index beside the plan)."""
     plan, shards = test
     return RunContext.for_dataset("toy", dataset, inputs={
         "model": str(out / "model.keras"), "shipped": str(out / "shipped.json"),
         "baseline_model": str(out / "baseline.skops"), "metric": metric, "plan": plan,
-        "test_shards": shards}, outputs={
+        "test_shards": shards, "index": str(Path(plan).parent / "index.parquet")}, outputs={
         "metrics": str(out / "test_metrics.json"),
-        "predictions": str(out / "predictions.parquet")}, **values)
+        "predictions": str(out / "predictions.parquet"),
+        "explanations": str(out / "explanations.json")}, **values)
 
 
 def _plan_with_test(folder: Path, test_x, test_labels) -> tuple[str, list[str]]:
@@ -258,7 +260,7 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
                                                                                    5e-4]
     result = score_test(_test_context(
         IMAGE, out, metric, (plan, test_shards), seed=7,
-        sections={"final": {"bootstrap": 200, "confidence": 0.9}}))
+        sections={"final": {"bootstrap": 200, "confidence": 0.9, "explanations": 1}}))
     for kind in ("network", "baseline"):
         accuracy = result[kind]["metrics"]["accuracy"]
         assert result[kind]["rows"] == 100
@@ -276,6 +278,16 @@ def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_p
         - result["baseline"]["metrics"]["accuracy"]["value"])
     assert comparison["low"] <= comparison["shipped_minus_other"] <= comparison["high"]
     assert "_draws" not in json.dumps(written)
+    # SHAP explains the network's most confident test row of each class it predicted, for
+    # the report
+    explained = json.loads((out / "explanations.json").read_text())
+    network = predictions[predictions["model"] == "image_wide_cnn"].set_index("id")
+    predicted = network["y_pred"].astype(str)
+    confidence = network[[c for c in network if c.startswith("p_")]].max(axis=1)
+    assert sorted(e["predicted"] for e in explained) == sorted(predicted.unique())
+    for cell in explained:
+        assert cell["predicted"] == predicted[cell["id"]] and "<" in cell["html"]
+        assert confidence[cell["id"]] == confidence[predicted == cell["predicted"]].max()
 
 
 def test_test_arrays_code_labels_with_trainval_classes_and_keep_the_held_out_horizon(tmp_path):
@@ -363,7 +375,8 @@ def test_final_regression_streams_shards_and_scores_in_target_units(tmp_path, mo
                                                 "tensors": {}}))
     assert card["training"]["train_rows"] == 320 and card["threshold"] is None
     result = score_test(_test_context(regression, out, metric, (plan, test_shards), seed=3,
-                                      sections={"final": {"bootstrap": 200}}))
+                                      sections={"final": {"bootstrap": 200, "explanations": 0}}))
+    assert json.loads((out / "explanations.json").read_text()) == []
     assert result["headline"]["kind"] == "baseline" and result["headline"]["model"] == "ridge"
     primary = result["primary"]
     assert primary in ("mae", "rmse")

@@ -145,3 +145,24 @@ def test_label_and_ranking_metrics_equal_scikit_learns_on_random_resamples():
                     compute("roc_auc", y_true, scores=scores, positive_label="spam")
     with pytest.raises(ValueError, match="binary F-beta"):
         compute("f_beta", ["a", "b", "c"], ["a", "b", "b"], positive_label="a")
+
+
+def test_error_metrics_equal_scikit_learns_for_one_and_many_outputs(co2_csv):
+    """rmse and mae without scikit-learn (the summary jobs that score them need not import
+    it): a naive forecast of the real CO2 series, one step and a 52-step horizon a row."""
+    import io
+
+    from sklearn import metrics as skm
+
+    values = pd.read_csv(io.BytesIO(co2_csv)).iloc[:, 1].interpolate().to_numpy()
+    truth, naive = values[52:], values[:-52]
+    horizons = np.lib.stride_tricks.sliding_window_view(values, 52)
+    many_true, many_pred = horizons[52:], horizons[:-52]
+    for y_true, y_pred in ((truth, naive), (many_true, many_pred), (truth, naive[:, None])):
+        assert compute("rmse", y_true, y_pred) == pytest.approx(
+            np.sqrt(skm.mean_squared_error(y_true, y_pred.reshape(np.shape(y_true)))), rel=1e-12)
+        assert compute("mae", y_true, y_pred) == pytest.approx(
+            skm.mean_absolute_error(y_true, y_pred.reshape(np.shape(y_true))), rel=1e-12)
+    assert compute("rmse", truth, naive) > compute("mae", truth, naive) > 0
+    with pytest.raises(ValueError, match="targets against"):
+        compute("mae", truth, naive[1:])

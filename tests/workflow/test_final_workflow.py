@@ -4,7 +4,10 @@ intervals, latency, the exported model on raw files, and the self-contained repo
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -184,40 +187,41 @@ def test_forecast_mase_is_the_m4_one_scaled_by_the_whole_history(demo_project):
     assert abs(by_hand - lookback_only) > 1e-3  # the two scales differ on this series
 
 
-#: final_latency's job for one dataset, in a process where TensorFlow cannot be imported
-LATENCY_WITHOUT_TENSORFLOW = """
-import sys
-sys.modules["tensorflow"] = sys.modules["keras"] = None  # any import of them fails
-from dlworkflow.config import dataset_section, load_params
-from dlworkflow.context import RunContext
-from dlworkflow.latency import measure_latency
-name, out = sys.argv[1:]
-params = load_params("params.yaml")
-final = f"results/{name}/final"
-ctx = RunContext.for_dataset(
-    name, params["datasets"][name], seed=params["seed"],
-    sections={"final": dataset_section(params, name, "final")},
-    inputs={"model": f"{final}/model.keras", "card": f"{final}/model.json",
-            "shipped": f"{final}/shipped.json", "baseline_model": f"{final}/baseline.skops",
-            "inventory": f"results/{name}/intake/inventory.parquet",
-            "index": f"results/{name}/tensors/index.parquet"},
-    outputs={"latency": out})
-measure_latency(ctx)
-"""
+def _blocking(folder: Path, *packages: str) -> dict[str, str]:
+    """An environment in whose Python processes importing any of `packages` fails."""
+    for name in packages:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is blocked here: this job must not need it')\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
 
 
-def test_a_shipped_baseline_is_timed_without_loading_tensorflow(demo_project, tmp_path):
-    """Timing the exported baseline needs no TensorFlow: the job does not pay its import."""
-    shipping = {name: json.loads((demo_project / "results" / name / "final" / "shipped.json")
-                                 .read_text())["shipped"] for name in DATASETS}
+def test_the_report_and_a_shipped_baselines_latency_run_without_tensorflow(demo_project,
+                                                                          tmp_path):
+    """The report draws what final_test wrote (its SHAP explanations too), and timing an
+    exported baseline needs no network: neither job pays TensorFlow's import (5-6 s of CPU).
+    Both rules' jobs rerun, as Snakemake runs them, where TensorFlow and Keras cannot load."""
+    final = {name: demo_project / "results" / name / "final" for name in DATASETS}
+    shipping = {name: json.loads((final[name] / "shipped.json").read_text())["shipped"]
+                for name in DATASETS}
     baselines = [name for name, kind in shipping.items() if kind == "baseline"]
     assert baselines, shipping  # the quick look's two-epoch networks lose to every baseline
+    project = tmp_path / "project"
+    shutil.copytree(demo_project, project, symlinks=True)
+    forced = [f"results/{name}/final/report.html" for name in DATASETS] + [
+        f"results/{name}/final/latency.json" for name in baselines]
+    done = run(["snakemake", "--cores", "2", "--allowed-rules", "final_report", "final_latency",
+                "--forcerun", *forced, "--", *forced], project,
+               env=_blocking(tmp_path / "blocked", "tensorflow", "keras"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("Finished jobid") == len(forced), done.stderr[-3000:]
+    for name in DATASETS:
+        again = project / "results" / name / "final"
+        html = (again / "report.html").read_text()
+        assert 'id="explanations"' in html and "SHAP" in html, name
+        assert (again / "headline.json").read_bytes() == (final[name] / "headline.json").read_bytes()
     for name in baselines:
-        out = tmp_path / f"{name}.json"
-        done = run(["python", "-c", LATENCY_WITHOUT_TENSORFLOW, name, str(out)], demo_project)
-        assert done.returncode == 0, done.stderr[-3000:]
-        timed = json.loads(out.read_text())
-        shipped = json.loads((demo_project / "results" / name / "final" / "latency.json")
-                             .read_text())
+        timed = json.loads((project / "results" / name / "final" / "latency.json").read_text())
+        shipped = json.loads((final[name] / "latency.json").read_text())
         assert timed["kind"] == "baseline" and timed["model"] == shipped["model"]
         assert timed["items_timed"] == shipped["items_timed"] and timed["device"].startswith("CPU")
