@@ -117,12 +117,3 @@ def _explain_rows(shap, model, plugins: tuple, test: Mapping[str, Any], frame: p
             "html": modality.attribution_html(data, attributions, what, settings)})
     return cells
 
-
-def explain_final(model, ctx: Any, test: Mapping[str, Any], frame: pd.DataFrame,
-                  background: Any, per_class: int, max_evals: int = 300,
-                  settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Explanations of the network's test predictions (rows of `frame` in `test` order);
-    `settings`: the tensors settings the model was trained with (its card's)."""
-    by_id = frame.drop_duplicates("id").set_index("id").loc[list(test["ids"])].reset_index()
-    return explain(model, ctx.modality, ctx.task, test, by_id, background,
-                   (per_class, max_evals), settings)

@@ -224,13 +224,14 @@ def explain_network(ctx: RunContext, network: Any, test: dict[str, Any], frame: 
     where the network is loaded and the test rows are read, so the report only draws them."""
     if per_class <= 0:
         return []
-    from dlworkflow.explain import explain_final
+    from dlworkflow.explain import explain
 
     rows = RowSource(Part(ctx.task, Path(ctx.input("index")).parent, None, "trainval"))
     rng = np.random.default_rng(0)
     background = rows.take(rng.choice(len(rows), min(100, len(rows)), replace=False))["x"]
-    return explain_final(network.model, ctx, test, frame, background, per_class,
-                         settings=network.card.get("tensors"))
+    in_test_order = frame.drop_duplicates("id").set_index("id").loc[list(test["ids"])].reset_index()
+    return explain(network.model, ctx.modality, ctx.task, test, in_test_order, background,
+                   (per_class, 300), network.card.get("tensors"))
 
 
 def score_test(ctx: RunContext) -> dict[str, Any]:

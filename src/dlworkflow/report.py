@@ -2,8 +2,8 @@
 
 It reads what the earlier steps left (metric choice, split, CV summaries, fold histories) and
 what the final step wrote (test metrics with intervals, test predictions, SHAP explanations,
-model card, latency), and shows them in the order a reviewer asks: how good, compared with what, how
-sure, where it fails, how fast.
+model card, latency), and shows them in the order a reviewer asks: how good, compared with
+what, how sure, where it fails, how fast.
 """
 
 from __future__ import annotations
