@@ -93,6 +93,32 @@ def test_a_model_with_its_vectorizer_loads_elsewhere_and_takes_raw_text(tmp_path
     assert float(out) == pytest.approx(float(expected), abs=1e-5)
 
 
+TFIDF_LAYERS = {"words": {"ngrams": 2}, "characters": {"standardize": "lower", "split": "character",
+                                                        "ngrams": (2, 3, 4, 5)}}
+
+
+@pytest.mark.parametrize("max_tokens", [200, None])
+@pytest.mark.parametrize("kind", sorted(TFIDF_LAYERS))
+def test_tfidf_vocabulary_and_weights_equal_keras_adapt(sms_lines, kind, max_tokens):
+    """text_wide_cnn's TF-IDF layers get adapt's vocabulary and idf weights from a count in
+    numpy: the same terms in the same order (200 tokens cut through terms of equal counts),
+    the same outputs to the bit, for seen and unseen texts."""
+    from dlworkflow.layers import adapted_tfidf
+
+    texts = [line.decode("utf-8").split("\t", 1)[1] for line in sms_lines]
+    texts += ["", "Café crème à la carte, déjà vu", texts[0]]  # empty, accents, a duplicate
+    unseen = np.array(["never seen zyzzyva qwxqwx", "", "Free entry: call now!"])
+    layers = [keras.layers.TextVectorization(max_tokens=max_tokens, output_mode="tf_idf",
+                                             **TFIDF_LAYERS[kind]) for _ in range(2)]
+    layers[0].adapt(np.asarray(texts))
+    adapted_tfidf(layers[1], texts)
+    assert layers[1].get_vocabulary() == layers[0].get_vocabulary()
+    if max_tokens:
+        assert len(layers[0].get_vocabulary()) == max_tokens
+    for rows in (np.asarray(texts), unseen):
+        np.testing.assert_array_equal(np.asarray(layers[1](rows)), np.asarray(layers[0](rows)))
+
+
 def test_spec_augment_survives_saving(tmp_path):
     from dlworkflow.layers import RandomScaling, SpecAugment
 

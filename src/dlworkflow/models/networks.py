@@ -343,9 +343,8 @@ def _tfidf_features(inputs, texts: Any, settings: Mapping[str, Any]):
     document frequencies adapted on `texts`, the fold's training rows), each row scaled to
     unit length per kind, as the step-2 baseline's vectorizers do."""
     import keras
-    import tensorflow as tf
 
-    from dlworkflow.layers import KnownTermsUnitNorm
+    from dlworkflow.layers import KnownTermsUnitNorm, adapted_tfidf
 
     size = int(settings.get("max_tokens", 20000))
     words = keras.layers.TextVectorization(max_tokens=size, ngrams=2, output_mode="tf_idf",
@@ -353,9 +352,8 @@ def _tfidf_features(inputs, texts: Any, settings: Mapping[str, Any]):
     chars = keras.layers.TextVectorization(max_tokens=size, standardize="lower",
                                            split="character", ngrams=(2, 3, 4, 5),
                                            output_mode="tf_idf", name="char_tfidf")
-    corpus = tf.constant(np.asarray(texts, dtype=str))
-    words.adapt(corpus)
-    chars.adapt(corpus)
+    adapted_tfidf(words, texts)
+    adapted_tfidf(chars, texts)
     return keras.layers.Concatenate(name="tfidf")(
         [KnownTermsUnitNorm()(words(inputs)), KnownTermsUnitNorm()(chars(inputs))])
 
