@@ -93,12 +93,17 @@ def adapted_tfidf(layer: keras.layers.TextVectorization, texts: Any) -> None:
     equal to adapt's (tests/unit/test_layers.py)."""
     import tensorflow as tf
 
-    lookup = layer._lookup_layer  # Keras's own standardize, split and n-grams, as adapt uses
-    tokens = layer._preprocess(tf.expand_dims(tf.constant(np.asarray(texts, dtype=str)), -1))
+    corpus = np.asarray(texts, dtype=str)
+    lookup = getattr(layer, "_lookup_layer", None)
+    if lookup is None or not hasattr(layer, "_preprocess"):  # a Keras 3 without them
+        layer.adapt(corpus)
+        return
+    # Keras's own standardize, split and n-grams, as adapt uses them
+    tokens = layer._preprocess(tf.expand_dims(tf.constant(corpus), -1))
     unique, term = tf.unique(tokens.flat_values, out_idx=tf.int64)
     terms, term = unique.numpy(), term.numpy()
     if not len(terms):  # nothing to count: Keras's own handling
-        layer.adapt(np.asarray(texts, dtype=str))
+        layer.adapt(corpus)
         return
     counts = np.bincount(term, minlength=len(terms))
     pairs = np.sort(tokens.value_rowids().numpy().astype(np.int64) * len(terms) + term)
@@ -110,7 +115,7 @@ def adapted_tfidf(layer: keras.layers.TextVectorization, texts: Any) -> None:
     if lookup.max_tokens:
         order = order[: lookup.max_tokens - 1]  # index 0 is the out-of-vocabulary column
     # the same TensorFlow ops as adapt, so the float32 weights are the same bits
-    idf = tf.cast(tf.math.log(1 + tf.constant(len(texts), tf.int64)
+    idf = tf.cast(tf.math.log(1 + tf.constant(len(corpus), tf.int64)
                               / (1 + tf.constant(documents[order], tf.int64))),
                   keras.backend.floatx())
     layer.set_vocabulary([lookup.oov_token] + [t.decode() for t in terms[order]],
