@@ -95,16 +95,13 @@ def adapted_tfidf(layer: keras.layers.TextVectorization, texts: Any) -> None:
 
     corpus = np.asarray(texts, dtype=str)
     lookup = getattr(layer, "_lookup_layer", None)
-    if lookup is None or not hasattr(layer, "_preprocess"):  # a Keras 3 without them
+    tokens = (layer._preprocess(tf.expand_dims(tf.constant(corpus), -1))  # Keras's own
+              if lookup is not None and hasattr(layer, "_preprocess") else None)  # tokenizer
+    if tokens is None or not tokens.flat_values.shape[0]:  # a Keras 3 without it, or no terms
         layer.adapt(corpus)
         return
-    # Keras's own standardize, split and n-grams, as adapt uses them
-    tokens = layer._preprocess(tf.expand_dims(tf.constant(corpus), -1))
     unique, term = tf.unique(tokens.flat_values, out_idx=tf.int64)
     terms, term = unique.numpy(), term.numpy()
-    if not len(terms):  # nothing to count: Keras's own handling
-        layer.adapt(corpus)
-        return
     counts = np.bincount(term, minlength=len(terms))
     pairs = np.sort(tokens.value_rowids().numpy().astype(np.int64) * len(terms) + term)
     pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # (document, term) once

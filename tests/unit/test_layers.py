@@ -110,16 +110,17 @@ def test_tfidf_vocabulary_and_weights_equal_keras_adapt(sms_lines, kind, max_tok
     unseen = np.array(["never seen zyzzyva qwxqwx", "", "Free entry: call now!"])
     layers = [keras.layers.TextVectorization(max_tokens=max_tokens, output_mode="tf_idf",
                                              **TFIDF_LAYERS[kind]) for _ in range(2)]
-    layers[0].adapt(np.asarray(texts))
+    corpus = np.asarray(texts)
+    layers[0].adapt(corpus)
     adapted_tfidf(layers[1], texts)
     assert layers[1].get_vocabulary() == layers[0].get_vocabulary()
     if max_tokens:  # the cut falls in a run of equal counts, ordered only by the tie-break
         assert len(layers[0].get_vocabulary()) == max_tokens
         full = keras.layers.TextVectorization(output_mode="count", **TFIDF_LAYERS[kind])
-        full.adapt(np.asarray(texts))
-        counts = np.asarray(full(np.asarray(texts))).sum(axis=0)
+        full.adapt(corpus)
+        counts = np.asarray(full(corpus)).sum(axis=0)
         assert counts[max_tokens - 1] == counts[max_tokens]
-    for rows in (np.asarray(texts), unseen):
+    for rows in (corpus, unseen):
         np.testing.assert_array_equal(np.asarray(layers[1](rows)), np.asarray(layers[0](rows)))
 
 
