@@ -46,6 +46,10 @@ REFERENCES = {
     "digits_30": ("accuracy", None, "digits, 30 items per class"),
     "fsdd_10": ("accuracy", None, "FSDD, 10 items per class"),
     "fsdd_30": ("accuracy", None, "FSDD, 30 items per class"),
+    "fsdd_train10": ("accuracy", None, "FSDD, 10 trainval items per class, the whole "
+                                       "conventional test set (300)"),
+    "fsdd_train30": ("accuracy", None, "FSDD, 30 trainval items per class, the whole "
+                                       "conventional test set (300)"),
     "m4_hourly": ("mase", 1.193, "M4 Hourly, seasonal naive (Naive2 2.395, ETS 1.824, "
                                  "best entry 0.893; Makridakis et al. 2020)"),
     "m4_weekly": ("mase", 2.527, "M4 Weekly, ETS (Naive2 2.777, best entry 2.356; "
@@ -125,6 +129,31 @@ def prepare_fashion(root: Path) -> dict:
     return {"modality": "image", "task": "classification", "layout": {"kind": "folders"}}
 
 
+def prepare_fsdd_training(per_class: int) -> Callable[[Path], dict]:
+    """FSDD with a small training set and the whole conventional test set, as a learning
+    curve is measured: the 300 test recordings (takes 0-4) all kept, and `per_class`
+    recordings of each digit drawn (with the shipped seed) from the 2,700 others. The demo's
+    own cap (`fsdd_10`, `fsdd_30`) caps the test set too: 5 and 33 recordings, too few for
+    the test to tell two models apart. The dataset entry is the demo's."""
+    def prepare(root: Path) -> dict:
+        from dlworkflow.demo import cap_per_class
+
+        seed = int(yaml.safe_load((REPO / "params.yaml").read_text())["seed"])
+        wavs = sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))
+        takes = [int(p.stem.rsplit("_", 1)[1]) for p in wavs]
+        pool = [p for p, take in zip(wavs, takes, strict=True) if take >= 5]
+        kept = [p for p, take in zip(wavs, takes, strict=True) if take < 5]
+        kept += [pool[i] for i in cap_per_class([p.name.split("_", 1)[0] for p in pool],
+                                                per_class, seed)]
+        (root / "recordings").mkdir()
+        for path in kept:
+            shutil.copyfile(path, root / "recordings" / path.name)
+        shutil.copyfile(SHARED / "fsdd" / "speakers.csv", root / "speakers.csv")
+        entry = yaml.safe_load((REPO / "schemas" / "demo_datasets.yaml").read_text())["fsdd"]
+        return {key: value for key, value in entry.items() if key != "description"}
+    return prepare
+
+
 def prepare_m4(frequency: str, horizon: int, alias: str | None) -> Callable[[Path], dict]:
     """An M4 frequency as the competition ships it: the wide train file and the test file
     with each series' next `horizon` values (the test window), read by the `wide_csv`
@@ -158,6 +187,7 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "acsf1": prepare_ucr("acsf1", "ACSF1"), "pickup": prepare_ucr("pickup",
                                                                  "PickupGestureWiimoteZ"),
     "digits_10": None, "digits_30": None, "fsdd_10": None, "fsdd_30": None,
+    "fsdd_train10": prepare_fsdd_training(10), "fsdd_train30": prepare_fsdd_training(30),
     "m4_hourly": prepare_m4("Hourly", 48, "H"),
     "m4_weekly": prepare_m4("Weekly", 13, None),
     "yearly_tsf": prepare_yearly_tsf,

@@ -100,7 +100,9 @@ def _skops_members(members: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         return node
 
     schema = dict(members)[SKOPS_SCHEMA]
-    text = json.dumps(walk(json.loads(schema)), indent=2).encode()
+    # compact: skops writes it indented, which Python's pure-Python encoder does (2.8 s for the
+    # 63 MB schema of SMS's TF-IDF vocabularies, against 0.2 s and a third of the bytes)
+    text = json.dumps(walk(json.loads(schema)), separators=(",", ":")).encode()
     out = []
     for name, data in members:
         if name == SKOPS_SCHEMA:
