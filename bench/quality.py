@@ -46,6 +46,10 @@ REFERENCES = {
     "digits_30": ("accuracy", None, "digits, 30 items per class"),
     "fsdd_10": ("accuracy", None, "FSDD, 10 items per class"),
     "fsdd_30": ("accuracy", None, "FSDD, 30 items per class"),
+    "digits_train10": ("accuracy", None, "digits, 10 trainval items per class, a fixed "
+                                         "test set of 360 (36 a class)"),
+    "digits_train30": ("accuracy", None, "digits, 30 trainval items per class, a fixed "
+                                         "test set of 360 (36 a class)"),
     "fsdd_train10": ("accuracy", None, "FSDD, 10 trainval items per class, the whole "
                                        "conventional test set (300)"),
     "fsdd_train30": ("accuracy", None, "FSDD, 30 trainval items per class, the whole "
@@ -154,6 +158,38 @@ def prepare_fsdd_training(per_class: int) -> Callable[[Path], dict]:
     return prepare
 
 
+def prepare_digits_training(per_class: int) -> Callable[[Path], dict]:
+    """scikit-learn's digits with a small training set and a fixed test set, as FSDD's
+    learning-curve sets (`prepare_fsdd_training`): 36 images a class (360, a fifth) drawn
+    with the shipped seed as the test set, `per_class` a class drawn from the rest to train
+    and validate on. Files `<label>_<part>_<index>.png`; the part is the test rule. The
+    demo's image settings (16x16 grayscale)."""
+    def prepare(root: Path) -> dict:
+        import numpy as np
+        from PIL import Image
+        from sklearn.datasets import load_digits
+
+        from dlworkflow.demo import cap_per_class
+
+        seed = int(yaml.safe_load((REPO / "params.yaml").read_text())["seed"])
+        digits = load_digits()
+        pixels = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+        test = cap_per_class(digits.target, 36, seed)
+        rest = np.setdiff1d(np.arange(len(digits.target)), test)
+        train = rest[cap_per_class(digits.target[rest], per_class, seed)]
+        for part, indices in (("test", test), ("train", train)):
+            for index in indices:
+                Image.fromarray(pixels[index], mode="L").save(
+                    root / f"{digits.target[index]}_{part}_{index:04d}.png")
+        entry = yaml.safe_load((REPO / "schemas" / "demo_datasets.yaml").read_text())
+        return {"modality": "image", "task": "classification",
+                "layout": {"kind": "filename_regex", "glob": "*.png",
+                           "regex": r"(?P<label>\d)_(?P<part>test|train)_\d+\.png"},
+                "tensors": entry["sklearn_digits"]["tensors"],
+                "split": {"test": {"column": "side_part", "values": ["test"]}}}
+    return prepare
+
+
 def prepare_m4(frequency: str, horizon: int, alias: str | None) -> Callable[[Path], dict]:
     """An M4 frequency as the competition ships it: the wide train file and the test file
     with each series' next `horizon` values (the test window), read by the `wide_csv`
@@ -187,6 +223,8 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "acsf1": prepare_ucr("acsf1", "ACSF1"), "pickup": prepare_ucr("pickup",
                                                                  "PickupGestureWiimoteZ"),
     "digits_10": None, "digits_30": None, "fsdd_10": None, "fsdd_30": None,
+    "digits_train10": prepare_digits_training(10),
+    "digits_train30": prepare_digits_training(30),
     "fsdd_train10": prepare_fsdd_training(10), "fsdd_train30": prepare_fsdd_training(30),
     "m4_hourly": prepare_m4("Hourly", 48, "H"),
     "m4_weekly": prepare_m4("Weekly", 13, None),
