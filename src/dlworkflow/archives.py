@@ -7,8 +7,8 @@ save time (`metadata.json`), member timestamps, and memory addresses as `shared_
 in `config.json`; skops names each array file after the memory address of the object
 (`140411794071216.npy`) and stamps members with the time. `rewrite` renumbers the
 addresses in order of first appearance (both formats use them only to match references
-within the file), drops the save time, and gives every member one fixed timestamp. Loading
-is unchanged (a test loads both and compares predictions).
+within the file), drops the save time, and gives every member one fixed timestamp; the skops
+schema is written compact. Loading is unchanged (a test loads both and compares predictions).
 """
 
 from __future__ import annotations
