@@ -133,6 +133,16 @@ def prepare_fashion(root: Path) -> dict:
     return {"modality": "image", "task": "classification", "layout": {"kind": "folders"}}
 
 
+def _shipped_seed() -> int:
+    return int(yaml.safe_load((REPO / "params.yaml").read_text())["seed"])
+
+
+def _demo_entry(source: str) -> dict:
+    """A demo source's dataset entry (schemas/demo_datasets.yaml), less its description."""
+    entry = yaml.safe_load((REPO / "schemas" / "demo_datasets.yaml").read_text())[source]
+    return {key: value for key, value in entry.items() if key != "description"}
+
+
 def prepare_fsdd_training(per_class: int) -> Callable[[Path], dict]:
     """FSDD with a small training set and the whole conventional test set, as a learning
     curve is measured: the 300 test recordings (takes 0-4) all kept, and `per_class`
@@ -142,19 +152,17 @@ def prepare_fsdd_training(per_class: int) -> Callable[[Path], dict]:
     def prepare(root: Path) -> dict:
         from dlworkflow.demo import cap_per_class
 
-        seed = int(yaml.safe_load((REPO / "params.yaml").read_text())["seed"])
         wavs = sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))
         takes = [int(p.stem.rsplit("_", 1)[1]) for p in wavs]
         pool = [p for p, take in zip(wavs, takes, strict=True) if take >= 5]
         kept = [p for p, take in zip(wavs, takes, strict=True) if take < 5]
         kept += [pool[i] for i in cap_per_class([p.name.split("_", 1)[0] for p in pool],
-                                                per_class, seed)]
+                                                per_class, _shipped_seed())]
         (root / "recordings").mkdir()
         for path in kept:
             shutil.copyfile(path, root / "recordings" / path.name)
         shutil.copyfile(SHARED / "fsdd" / "speakers.csv", root / "speakers.csv")
-        entry = yaml.safe_load((REPO / "schemas" / "demo_datasets.yaml").read_text())["fsdd"]
-        return {key: value for key, value in entry.items() if key != "description"}
+        return _demo_entry("fsdd")
     return prepare
 
 
@@ -171,7 +179,7 @@ def prepare_digits_training(per_class: int) -> Callable[[Path], dict]:
 
         from dlworkflow.demo import cap_per_class
 
-        seed = int(yaml.safe_load((REPO / "params.yaml").read_text())["seed"])
+        seed = _shipped_seed()
         digits = load_digits()
         pixels = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
         test = cap_per_class(digits.target, 36, seed)
@@ -181,11 +189,10 @@ def prepare_digits_training(per_class: int) -> Callable[[Path], dict]:
             for index in indices:
                 Image.fromarray(pixels[index], mode="L").save(
                     root / f"{digits.target[index]}_{part}_{index:04d}.png")
-        entry = yaml.safe_load((REPO / "schemas" / "demo_datasets.yaml").read_text())
         return {"modality": "image", "task": "classification",
                 "layout": {"kind": "filename_regex", "glob": "*.png",
                            "regex": r"(?P<label>\d)_(?P<part>test|train)_\d+\.png"},
-                "tensors": entry["sklearn_digits"]["tensors"],
+                "tensors": _demo_entry("sklearn_digits")["tensors"],
                 "split": {"test": {"column": "side_part", "values": ["test"]}}}
     return prepare
 
