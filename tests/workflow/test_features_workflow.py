@@ -19,7 +19,10 @@ keras = pytest.importorskip("keras")
 
 @pytest.fixture(scope="module")
 def trained_weights(tmp_path_factory, demo_raw):
-    """MobileNetV3Small trained for one epoch on real digits; only the backbone is saved."""
+    """MobileNetV3Small trained for one epoch on real digits; only the backbone is saved.
+    Eagerly: its five steps take 3 s, against 12 s of tracing the graph first (an untrained
+    backbone will not do: its features are about 1e-11, as close to any other as allclose
+    asks)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -28,7 +31,8 @@ def trained_weights(tmp_path_factory, demo_raw):
     backbone = extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), "none")
     backbone.trainable = True
     model = keras.Sequential([keras.Input((32, 32, 3)), backbone, keras.layers.Dense(10)])
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  run_eagerly=True)
     model.fit(x, digits.target[:300], epochs=1, batch_size=64, verbose=0)
     path = tmp_path_factory.mktemp("weights") / "mobilenet_digits.weights.h5"
     backbone.save_weights(path)
