@@ -42,10 +42,10 @@ REFERENCES = {
     "trec": ("accuracy", 0.912, "Kim 2014 CNN-rand (SVM 0.950)"),
     "acsf1": ("accuracy", 0.64, "UCR 1-NN DTW (1-NN Euclidean 0.54)"),
     "pickup": ("accuracy", 0.66, "UCR 1-NN DTW (1-NN Euclidean 0.64)"),
-    "digits_10": ("accuracy", None, "digits, 10 items per class"),
-    "digits_30": ("accuracy", None, "digits, 30 items per class"),
-    "fsdd_10": ("accuracy", None, "FSDD, 10 items per class"),
-    "fsdd_30": ("accuracy", None, "FSDD, 30 items per class"),
+    "digits_10": ("accuracy", None, "digits, 10 items per class, the test capped too (20)"),
+    "digits_30": ("accuracy", None, "digits, 30 items per class, the test capped too (60)"),
+    "fsdd_10": ("accuracy", None, "FSDD, 10 items per class, the test capped too (5)"),
+    "fsdd_30": ("accuracy", None, "FSDD, 30 items per class, the test capped too (33)"),
     "digits_train10": ("accuracy", None, "digits, 10 trainval items per class, a fixed "
                                          "test set of 360 (36 a class)"),
     "digits_train30": ("accuracy", None, "digits, 30 trainval items per class, a fixed "
