@@ -7,7 +7,8 @@
 that is the shipped one with only the dataset entry added) in a project folder of its own,
 runs the real workflow (`snakemake --cores N --resources gpu=1`) and prints, per set: the
 best baseline's CV score, the network's CV score, the shipped model's test score with its
-interval, the published reference, and seconds per fold. One recipe for all: no set gets
+interval, the other model's, their paired difference on the test with its interval, the
+published reference, and seconds per fold. One recipe for all: no set gets
 settings of its own beyond what describes its data (layout, task, a predefined test split).
 The data come from ../shared/data (see its README), and the photo set `fashion` from Debian's
 dataset-fashion-mnist package; docs/BENCHMARKS.md records the tables.
@@ -301,8 +302,9 @@ def interval(entry: dict) -> str:
 def table(result_folders: list[Path]) -> None:
     """One row per dataset of each results folder."""
     print("| set | metric | best baseline (CV) | network (CV) | shipped: test [95 % CI] | "
-          "other model (test) | reference | s per network fold |")
-    print("|---|---|---|---|---|---|---|---:|")
+          "other model (test) | shipped − other (test) [95 %] | reference | "
+          "s per network fold |")
+    print("|---|---|---|---|---|---|---|---|---:|")
     for results in result_folders:
         for folder in sorted(p for p in results.iterdir() if (p / "final" / "test_metrics.json")
                              .exists()):
@@ -318,13 +320,16 @@ def table(result_folders: list[Path]) -> None:
                 (results.parent / "benchmarks" / folder.name).glob("train_fold-*.tsv"))]
             seconds = f"{sum(times) / len(times):.0f}" if times else "-"
             value = f"{reference[1]}" if reference[1] is not None else "-"
+            paired = test.get("comparison")  # the paired bootstrap of the final step
+            difference = (f"{paired['shipped_minus_other']:+.4f} [{paired['low']:+.4f}, "
+                          f"{paired['high']:+.4f}]" if paired else "-")
             print(f"| {name} | {primary} | {base['best']}: "
                   f"{fmt(base['models'][base['best']][primary])} | {network['best']}: "
                   f"{fmt(network['models'][network['best']][primary])} | {shipped} "
                   f"{test[shipped]['model']}: {interval(test[shipped]['metrics'][primary])} | "
                   f"{test[other]['model']}: {test[other]['metrics'][primary]['value']:.4f} | "
-                  f"{value} ({reference[2]}) | {seconds} |" if other in test else
-                  f"| {name} | {primary} | - | - | {shipped} | - | {value} | {seconds} |")
+                  f"{difference} | {value} ({reference[2]}) | {seconds} |" if other in test else
+                  f"| {name} | {primary} | - | - | {shipped} | - | - | {value} | {seconds} |")
 
 
 def main() -> None:
