@@ -246,20 +246,25 @@ def test_wide_cnn_starts_at_the_folds_logistic_regression(tmp_path):
     assert np.allclose(scaled, [[0.6, 0.8], [0.0, 0.0]])
 
 
-def test_image_wide_cnn_has_a_linear_part_on_the_baselines_standardised_pixels(image_shards,
-                                                                              tmp_path):
-    """image_wide_cnn's linear part sees what the step-2 logistic regression sees (pixels
-    averaged down to 16 a side, standardised with the fold's training rows) and is trained
-    with the convolutions; both parts' logits start at zero (untrained: every class even)."""
+@pytest.mark.parametrize("architecture", ["image_wide_cnn", "image_transfer"])
+def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixels(
+        image_shards, tmp_path, architecture):
+    """image_wide_cnn's and image_transfer's linear part sees what the step-2 logistic
+    regression sees (pixels averaged down to 16 a side, standardised with the fold's training
+    rows) and is trained with the convolutions or the backbone's head; both parts' logits
+    start at zero (untrained: every class even)."""
     import keras
     from sklearn.preprocessing import StandardScaler
 
     from dlworkflow.modalities import create_modality
+    from dlworkflow.models.networks import find_backbone
 
-    _, out = _train(image_shards, dataset("image"), tmp_path, "image_wide_cnn", epochs=1,
+    _, out = _train(image_shards, dataset("image"), tmp_path, architecture, epochs=1,
                     learning_rate=1e-12)
     model = keras.saving.load_model(out / "model.keras")
-    assert model.get_layer("linear_logits").trainable
+    assert model.get_layer("linear_logits").trainable and model.get_layer("cnn_logits")
+    if architecture == "image_transfer":  # beside the frozen backbone's head
+        assert not find_backbone(model).trainable
     x, _, folds = digits_images(200)  # the shards' images
     flat = create_modality("image", {}, {"kind": "folders"}).flat(x, {})
     assert flat.shape[1] == 16 * 16  # 32-px grayscale digits averaged in 2x2 blocks

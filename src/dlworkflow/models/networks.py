@@ -160,8 +160,13 @@ def image_backbone(name: str, input_shape: tuple[int, ...], weights: str):
 def image_transfer(spec: NetworkSpec):
     """Transfer learning: a frozen pretrained backbone (0-255 RGB inside) and a new head.
 
-    `train.fine_tune_layers` > 0 unfreezes the last N backbone layers for a second phase at
-    `train.fine_tune_learning_rate` (see dlworkflow.train).
+    For classes the head's logits start at zero beside image_wide_cnn's linear part on the
+    baseline's pixels (wide and deep, trained jointly): backbone features that do not fit the
+    images (another domain, small images) then still leave the network at logistic
+    regression's level, not below it. `train.fine_tune_layers` > 0 unfreezes the last N
+    backbone layers for a second phase at `train.fine_tune_learning_rate` (see
+    dlworkflow.train). A head trained on cached embeddings (the features step) has no
+    linear part.
     """
     import keras
 
@@ -183,8 +188,11 @@ def image_transfer(spec: NetworkSpec):
     backbone = image_backbone(name, (height, width, 3), transfer.get("weights", "imagenet"))
     x = backbone(x, training=False)  # BatchNormalization stays in inference mode
     head = spec.extra.get("head")  # trained on cached embeddings (features step)
-    return keras.Model(inputs, head(x) if head is not None else _head(x, spec),
-                       name="image_transfer")
+    if head is not None or spec.fit_rows is None or spec.task.name != "classification":
+        return keras.Model(inputs, head(x) if head is not None else _head(x, spec),
+                           name="image_transfer")
+    return _wide_and_deep(inputs, _wide_pixels(inputs, spec), _deep_logits(x, spec),
+                          "image_transfer")
 
 
 def embedding_head(spec: NetworkSpec):
@@ -427,6 +435,18 @@ def image_wide_cnn(spec: NetworkSpec):
         raise ConfigError("train.architecture: image_wide_cnn standardises its linear part "
                           "with the fold's training rows, and none were given")
     inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
+    linear = _wide_pixels(inputs, spec)  # made first: layer names and seeds as before
+    x = _augmented_pixels(inputs, spec)
+    deep = _deep_logits(_conv_blocks(x, spec, 2, depth(spec, 3)), spec)
+    return _wide_and_deep(inputs, linear, deep, "image_wide_cnn")
+
+
+def _wide_pixels(inputs, spec: NetworkSpec):
+    """The wide part of the image networks: logits, starting at zero, of a dense layer on the
+    step-2 baseline's features (pixels averaged down to `train.image.wide_pixels` on the
+    longer side, standardised with the fold's training rows' mean and variance)."""
+    import keras
+
     pixels = keras.layers.Rescaling(1.0 / 255)(inputs)
     side = int((spec.settings.get("image") or {}).get("wide_pixels", 16))
     factor = max(1, max(spec.input_shape[:2]) // side)
@@ -439,12 +459,9 @@ def image_wide_cnn(spec: NetworkSpec):
     standard = keras.layers.Normalization(  # a constant pixel: unit variance, as StandardScaler
         mean=matrix.mean(axis=0), variance=np.where(variance > 0, variance, 1.0),
         name="standardise")(flat)
-    linear = keras.layers.Dense(spec.outputs, kernel_initializer="zeros",
-                                kernel_regularizer=_regularizer(spec),
-                                name="linear_logits")(standard)
-    x = _augmented_pixels(inputs, spec)
-    deep = _deep_logits(_conv_blocks(x, spec, 2, depth(spec, 3)), spec)
-    return _wide_and_deep(inputs, linear, deep, "image_wide_cnn")
+    return keras.layers.Dense(spec.outputs, kernel_initializer="zeros",
+                              kernel_regularizer=_regularizer(spec),
+                              name="linear_logits")(standard)
 
 
 @register("text_wide_cnn")
