@@ -18,8 +18,9 @@ Each backbone goes into the shipped params as `train.transfer.weights`, so `auto
 `image_transfer` as it does with downloaded ImageNet weights, and the real workflow trains
 the network and the baselines on the same folds (`--folds`, fold jobs only: the comparison
 is fold by fold). `--src` runs another checkout's `src/` (an older network, say) on the
-same folds. `table` prints, per run and fold, the network's and the best baseline's
-validation score.
+same folds; a later run with other `--folds` adds them to the same projects. `table`
+prints, per run and fold, the network's and the best baseline's validation score, and the
+mean and standard deviation over the folds run.
 """
 
 from __future__ import annotations
@@ -96,7 +97,11 @@ def run(out: Path, folds: list[int], src: Path | None, cores: int, names: list[s
     label = "src-" + src.resolve().parent.name if src else "this"  # <name>-<label>
     for name in names:
         weights = backbones[name]
-        project = quality.make_project("fashion", out / f"{name}-{label}")
+        project = out / f"{name}-{label}" / "fashion"
+        if project.exists():  # more folds of an earlier run: its tensors are reused
+            table(project)
+        else:
+            quality.make_project("fashion", project.parent)
         if src:
             shutil.rmtree(project / "src")
             shutil.copytree(src, project / "src", ignore=shutil.ignore_patterns("__pycache__"))
@@ -117,16 +122,26 @@ def run(out: Path, folds: list[int], src: Path | None, cores: int, names: list[s
 
 def table(project: Path) -> None:
     results = project / "results" / "fashion"
+    scores: dict[str, list[float]] = {"network": [], "baseline": []}
     for fold_dir in sorted((results / "nn").glob("fold-*")):
+        if not (fold_dir / "metrics.json").exists():
+            continue
         network = json.loads((fold_dir / "metrics.json").read_text())
         base = json.loads((results / "baseline" / fold_dir.name / "metrics.json").read_text())
         card = json.loads((fold_dir / "model.json").read_text())
         (architecture, entry), = network["models"].items()
         best = max(base["models"], key=lambda m: base["models"][m]["metrics"]["accuracy"])
+        scores["network"].append(entry["metrics"]["accuracy"])
+        scores["baseline"].append(base["models"][best]["metrics"]["accuracy"])
         print(f"| {project.parent.name} | {fold_dir.name} | {architecture} | "
               f"{entry['metrics']['accuracy']:.4f} | {entry['best_epoch']} of "
               f"{entry['epochs_run']} | {best}: {base['models'][best]['metrics']['accuracy']:.4f} "
               f"| {card.get('architecture_reason', '')[:60]} |")
+    if scores["network"]:
+        print(f"| {project.parent.name} | {len(scores['network'])} folds | mean ± std | "
+              f"{np.mean(scores['network']):.4f} ± {np.std(scores['network'], ddof=1):.4f} | | "
+              f"best baseline: {np.mean(scores['baseline']):.4f} ± "
+              f"{np.std(scores['baseline'], ddof=1):.4f} | |")
 
 
 def main() -> None:
