@@ -165,8 +165,8 @@ def image_transfer(spec: NetworkSpec):
     images (another domain, small images) then still leave the network at logistic
     regression's level, not below it. `train.fine_tune_layers` > 0 unfreezes the last N
     backbone layers for a second phase at `train.fine_tune_learning_rate` (see
-    dlworkflow.train). A head trained on cached embeddings (the features step) has no
-    linear part.
+    dlworkflow.train). A head trained on cached embeddings (the features step), a
+    regression, or a build given no training rows to standardise with has no linear part.
     """
     import keras
 
