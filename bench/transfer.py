@@ -55,17 +55,18 @@ def fashion_test_images() -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.clip(resized, 0, 255).astype(np.uint8), 3, axis=-1), labels
 
 
-def make_backbones(out: Path, epochs: int = 3) -> dict[str, Path]:
-    """The two backbone weight files (made once, kept in `out`)."""
+def make_backbones(out: Path, names: list[str], epochs: int = 3) -> dict[str, str]:
+    """`train.transfer.weights` for each backbone named: a weight file (made once, kept in
+    `out`), or none."""
     import keras
 
     from dlworkflow.models.extractors import build_extractor
 
     files = {"random": out / "random.weights.h5", "pretrained": out / "pretrained.weights.h5"}
     keras.utils.set_random_seed(0)
-    if not files["random"].exists():
+    if "random" in names and not files["random"].exists():
         build_extractor("mobilenet_v3_small", (SIDE, SIDE, 3), "none").save_weights(files["random"])
-    if not files["pretrained"].exists():
+    if "pretrained" in names and not files["pretrained"].exists():
         backbone = build_extractor("mobilenet_v3_small", (SIDE, SIDE, 3), "none")
         backbone.trainable = True
         model = keras.Sequential([keras.Input((SIDE, SIDE, 3)), backbone,
@@ -88,26 +89,21 @@ def make_backbones(out: Path, epochs: int = 3) -> dict[str, Path]:
         print(f"pretrained backbone: {epochs} epochs on {len(x)} images, "
               f"{time.time() - started:.0f} s", file=sys.stderr)
         backbone.save_weights(files["pretrained"])
-    return files
+    return {name: "none" if name == "none" else str(files[name].resolve()) for name in names}
 
 
 def run(out: Path, folds: list[int], src: Path | None, cores: int, names: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    backbones = {**make_backbones(out), "none": Path("none")}
     label = "src-" + src.resolve().parent.name if src else "this"  # <name>-<label>
-    for name in names:
-        weights = backbones[name]
+    for name, weights in make_backbones(out, names).items():
         project = out / f"{name}-{label}" / "fashion"
-        if project.exists():  # more folds of an earlier run: its tensors are reused
-            table(project)
-        else:
+        if not project.exists():  # else more folds of an earlier run: its tensors are reused
             quality.make_project("fashion", project.parent)
         if src:
             shutil.rmtree(project / "src")
             shutil.copytree(src, project / "src", ignore=shutil.ignore_patterns("__pycache__"))
         params = yaml.safe_load((project / "params.yaml").read_text())
-        params.setdefault("train", {}).setdefault("transfer", {})["weights"] = (
-            "none" if name == "none" else str(weights.resolve()))
+        params.setdefault("train", {}).setdefault("transfer", {})["weights"] = weights
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         targets = [f"results/fashion/{kind}/fold-{fold}/metrics.json"
                    for fold in folds for kind in ("nn", "baseline")]
