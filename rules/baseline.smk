@@ -49,6 +49,7 @@ rule baseline_summary:
         "logs/{dataset}/baseline_summary.log",
     benchmark:
         "benchmarks/{dataset}/baseline_summary.tsv"
+    priority: FINAL_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,

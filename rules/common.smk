@@ -42,6 +42,14 @@ DATASETS = PARAMS["datasets"]
 # folds train side by side (dlworkflow.workflow.visible_gpus says why).
 GPU_SLOT = 1 if visible_gpus() else 0
 NETWORK_THREADS = 2 if GPU_SLOT else 1
+# The order jobs start in. Among ready jobs Snakemake starts the highest priority first and,
+# among equals, the one with the largest input: without priorities every fold of the large
+# datasets went before a small dataset's intake, whose data steps then ran one after another
+# on a half-idle machine. Data steps go first, so every dataset's folds are ready early; a
+# dataset's summaries and final steps go before further folds, so its final chain runs
+# beside other datasets' folds instead of after all of them.
+PREPARE_PRIORITY = 20
+FINAL_PRIORITY = 10
 DEMO_DATASETS = sorted(name for name, ds in DATASETS.items() if ds.get("demo"))
 
 

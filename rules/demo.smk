@@ -8,6 +8,7 @@ rule demo_data:
         "logs/{demo_dataset}/demo_data.log",
     benchmark:
         "benchmarks/{demo_dataset}/demo_data.tsv"
+    priority: PREPARE_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,

@@ -13,6 +13,7 @@ rule extract_features:
         "benchmarks/{dataset}/extract_features_{shard}.tsv"
     wildcard_constraints:
         shard=r"trainval-\d{5}",
+    priority: PREPARE_PRIORITY
     threads: NETWORK_THREADS
     resources:
         mem_mb=6000,
@@ -34,6 +35,7 @@ rule features_index:
         "logs/{dataset}/features_index.log",
     benchmark:
         "benchmarks/{dataset}/features_index.tsv"
+    priority: PREPARE_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,

@@ -18,6 +18,7 @@ rule tensorize_test_shard:
         "benchmarks/{dataset}/tensorize_{shard}.tsv"
     wildcard_constraints:
         shard=r"test-\d{5}",
+    priority: FINAL_PRIORITY
     threads: 1
     resources:
         mem_mb=3000,
@@ -51,6 +52,7 @@ rule final_train:
         "logs/{dataset}/final_train.log",
     benchmark:
         "benchmarks/{dataset}/final_train.tsv"
+    priority: FINAL_PRIORITY
     threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
@@ -84,6 +86,7 @@ rule final_baseline:
         "logs/{dataset}/final_baseline.log",
     benchmark:
         "benchmarks/{dataset}/final_baseline.tsv"
+    priority: FINAL_PRIORITY
     threads: 1
     resources:
         mem_mb=4000,
@@ -123,6 +126,7 @@ rule final_test:
         "logs/{dataset}/final_test.log",
     benchmark:
         "benchmarks/{dataset}/final_test.tsv"
+    priority: FINAL_PRIORITY
     threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
@@ -155,6 +159,7 @@ rule final_latency:
         "logs/{dataset}/final_latency.log",
     benchmark:
         "benchmarks/{dataset}/final_latency.tsv"
+    priority: FINAL_PRIORITY
     threads: 1
     resources:
         mem_mb=4000,
@@ -199,6 +204,7 @@ rule final_report:
         "logs/{dataset}/final_report.log",
     benchmark:
         "benchmarks/{dataset}/final_report.tsv"
+    priority: FINAL_PRIORITY
     threads: 1
     resources:
         mem_mb=4000,

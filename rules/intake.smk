@@ -13,6 +13,7 @@ rule intake:
         "logs/{dataset}/intake.log",
     benchmark:
         "benchmarks/{dataset}/intake.tsv"
+    priority: PREPARE_PRIORITY
     threads: 4
     resources:
         mem_mb=4000,
@@ -35,6 +36,7 @@ rule choose_metric:
         "logs/{dataset}/choose_metric.log",
     benchmark:
         "benchmarks/{dataset}/choose_metric.tsv"
+    priority: PREPARE_PRIORITY
     threads: 1
     resources:
         mem_mb=1000,

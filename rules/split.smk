@@ -16,6 +16,7 @@ rule split:
         "logs/{dataset}/split.log",
     benchmark:
         "benchmarks/{dataset}/split.tsv"
+    priority: PREPARE_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,

@@ -13,6 +13,7 @@ checkpoint tensor_plan:
         "logs/{dataset}/tensor_plan.log",
     benchmark:
         "benchmarks/{dataset}/tensor_plan.tsv"
+    priority: PREPARE_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,
@@ -40,6 +41,7 @@ rule tensorize_shard:
         "benchmarks/{dataset}/tensorize_{shard}.tsv"
     wildcard_constraints:
         shard=r"trainval-\d{5}",
+    priority: PREPARE_PRIORITY
     threads: 1
     resources:
         mem_mb=3000,
@@ -63,6 +65,7 @@ rule tensors_index:
         "logs/{dataset}/tensors_index.log",
     benchmark:
         "benchmarks/{dataset}/tensors_index.tsv"
+    priority: PREPARE_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,

@@ -59,6 +59,7 @@ rule nn_summary:
         "logs/{dataset}/nn_summary.log",
     benchmark:
         "benchmarks/{dataset}/nn_summary.tsv"
+    priority: FINAL_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,
