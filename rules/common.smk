@@ -50,6 +50,11 @@ NETWORK_THREADS = 2 if GPU_SLOT else 1
 # beside other datasets' folds instead of after all of them.
 PREPARE_PRIORITY = 20
 FINAL_PRIORITY = 10
+# Intake probes items in up to four processes, but takes at most half the cores: a job that
+# needs every core starts only once the machine drains, and priorities cannot help it (on 2
+# cores a dataset's intake waited for every fold of the datasets started before it). With
+# no --cores (a cluster run), each job has its own node: four.
+INTAKE_THREADS = max(1, min(4, (workflow.resource_settings.cores or 8) // 2))
 DEMO_DATASETS = sorted(name for name, ds in DATASETS.items() if ds.get("demo"))
 
 

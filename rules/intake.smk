@@ -14,7 +14,7 @@ rule intake:
     benchmark:
         "benchmarks/{dataset}/intake.tsv"
     priority: PREPARE_PRIORITY
-    threads: 4
+    threads: INTAKE_THREADS
     resources:
         mem_mb=4000,
         runtime=60,
