@@ -17,6 +17,7 @@ rule baseline_fold:
         "benchmarks/{dataset}/baseline_fold-{fold}.tsv"
     wildcard_constraints:
         fold=r"\d+",
+    priority: get_fold_priority
     threads: 1
     resources:
         mem_mb=4000,

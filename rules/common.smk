@@ -47,7 +47,10 @@ NETWORK_THREADS = 2 if GPU_SLOT else 1
 # datasets went before a small dataset's intake, whose data steps then ran one after another
 # on a half-idle machine. Data steps go first, so every dataset's folds are ready early; a
 # dataset's summaries and final steps go before further folds, so its final chain runs
-# beside other datasets' folds instead of after all of them.
+# beside other datasets' folds instead of after all of them. Folds (get_fold_priority) come
+# next, the datasets listed first first: datasets then finish one after another, and the
+# last one's final steps are the only ones left running at the end; exploring the data
+# (eda, which nothing waits for) fills whatever core is idle.
 PREPARE_PRIORITY = 20
 FINAL_PRIORITY = 10
 # Intake probes items in up to four processes, but takes at most half the cores: a job that
@@ -81,6 +84,12 @@ def get_dataset(wildcards):
 def get_demo_source(wildcards):
     """The public source a demo dataset is prepared from."""
     return DATASETS[wildcards.demo_dataset]["demo"]
+
+
+def get_fold_priority(wildcards):
+    """Between 0 and 1, highest for the dataset listed first in params.yaml (see
+    PREPARE_PRIORITY)."""
+    return 1 - list(DATASETS).index(wildcards.dataset) / len(DATASETS)
 
 
 def get_raw_root(wildcards):

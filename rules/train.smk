@@ -22,6 +22,7 @@ rule train_fold:
         "benchmarks/{dataset}/train_fold-{fold}.tsv"
     wildcard_constraints:
         fold=r"\d+",
+    priority: get_fold_priority
     threads: NETWORK_THREADS
     resources:
         mem_mb=8000,
