@@ -42,10 +42,10 @@ DATASETS = PARAMS["datasets"]
 # folds train side by side (dlworkflow.workflow.visible_gpus says why).
 GPU_SLOT = 1 if visible_gpus() else 0
 NETWORK_THREADS = 2 if GPU_SLOT else 1
-# The order jobs start in. Among ready jobs Snakemake starts the highest priority first and,
-# among equals, the one with the largest input: without priorities every fold of the large
-# datasets went before a small dataset's intake, whose data steps then ran one after another
-# on a half-idle machine. Data steps go first, so every dataset's folds are ready early; a
+# The order jobs start in. Snakemake starts the ready jobs with the largest summed priority
+# that fit the free cores: without priorities the folds of the datasets first ready went
+# before the other datasets' intake, whose data steps then ran one after another on a
+# half-idle machine. Data steps go first, so every dataset's folds are ready early; a
 # dataset's summaries and final steps go before further folds, so its final chain runs
 # beside other datasets' folds instead of after all of them. Folds (get_fold_priority) come
 # next, the datasets listed first first: datasets then finish one after another, and the
@@ -55,8 +55,8 @@ PREPARE_PRIORITY = 20
 FINAL_PRIORITY = 10
 # Intake probes items in up to four processes, but takes at most half the cores: a job that
 # needs every core starts only once the machine drains, and priorities cannot help it (on 2
-# cores a dataset's intake waited for every fold of the datasets started before it). With
-# no --cores (a cluster run), each job has its own node: four.
+# cores two one-core jobs outweigh it; a dataset's intake waited for every fold of the
+# datasets started before it). With no --cores (a cluster run), each job has its own node.
 INTAKE_THREADS = max(1, min(4, (workflow.resource_settings.cores or 8) // 2))
 DEMO_DATASETS = sorted(name for name, ds in DATASETS.items() if ds.get("demo"))
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.workflow.conftest import QUICK_FOLDS, run
 
@@ -73,3 +75,56 @@ def test_predict_cli_reads_raw_files_with_a_fold_model(demo_project):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("input,prediction,p_0") and len(lines) == 4
+
+
+def _dry_jobs(dry: str) -> list[dict]:
+    """Rule, dataset, priority and threads of every job block of a dry run (a dry run prints a
+    priority other than 0 and threads above 1 only)."""
+    jobs = []
+    for block in dry.split("\n\n"):
+        rule = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
+        if rule:
+            dataset = re.search(r"dataset=(\w+)", block)
+            priority = re.search(r"^\s+priority: ([\d.]+)", block, re.M)
+            threads = re.search(r"^\s+threads: (\d+)", block, re.M)
+            jobs.append({"rule": rule.group(1), "dataset": dataset and dataset.group(1),
+                         "priority": float(priority.group(1)) if priority else 0.0,
+                         "threads": int(threads.group(1)) if threads else 1})
+    return jobs
+
+
+def test_data_steps_start_first_then_final_steps_then_folds_in_params_order(demo_project):
+    """On 2 cores the greedy order had put small datasets' intake behind every fold of the
+    large ones, while one core idled through their data steps; intake asked for every core
+    and so never fitted beside a running fold."""
+    # forcing every job hides the jobs after the checkpoint (tensor_plan decides the
+    # shards); forcing the shards shows them and all that follows
+    dry = ["snakemake", "-n", "--cores", "2"]
+    every, after = (_dry_jobs(run([*dry, *force], demo_project).stdout) for force in (
+        ["--forceall"], ["--forcerun", "tensorize_shard", "tensorize_test_shard"]))
+    jobs = every + after
+    prepare = {"demo_data", "intake", "choose_metric", "split", "tensor_plan",
+               "tensorize_shard", "tensors_index"}
+    final = {"baseline_summary", "nn_summary", "final_train", "final_baseline",
+             "tensorize_test_shard", "final_test", "final_latency", "final_report"}
+    folds = {"train_fold", "baseline_fold"}
+    assert prepare | final | folds | {"eda", "all"} == {job["rule"] for job in jobs}
+    priority = {kind: [job["priority"] for job in jobs if job["rule"] in rules]
+                for kind, rules in (("prepare", prepare), ("final", final), ("folds", folds),
+                                    ("eda", {"eda"}))}
+    assert min(priority["prepare"]) > max(priority["final"])
+    assert min(priority["final"]) > max(priority["folds"])
+    assert min(priority["folds"]) > max(priority["eda"])
+    # folds go in the order params.yaml lists the datasets
+    listed = list(yaml.safe_load((demo_project / "params.yaml").read_text())["datasets"])
+    by_dataset = {name: {job["priority"] for job in jobs
+                         if job["rule"] in folds and job["dataset"] == name} for name in listed}
+    assert all(len(values) == 1 for values in by_dataset.values()), by_dataset
+    ranks = [by_dataset[name].pop() for name in listed]
+    assert ranks == sorted(ranks, reverse=True) and len(set(ranks)) == len(listed)
+    # intake takes at most half the cores: one process on 2 cores, four on 8
+    on_eight = _dry_jobs(run(["snakemake", "-n", "--forcerun", "intake", "--cores", "8"],
+                             demo_project).stdout)
+    for found, threads in ((every, 1), (on_eight, 4)):
+        intakes = [job for job in found if job["rule"] == "intake"]
+        assert len(intakes) == len(listed) and {job["threads"] for job in intakes} == {threads}
