@@ -94,9 +94,9 @@ def _dry_jobs(dry: str) -> list[dict]:
 
 
 def test_data_steps_start_first_then_final_steps_then_folds_in_params_order(demo_project):
-    """On 2 cores the greedy order had put small datasets' intake behind every fold of the
-    large ones, while one core idled through their data steps; intake asked for every core
-    and so never fitted beside a running fold."""
+    """Without priorities, on 2 cores, the other datasets' intake waited behind every fold
+    of the datasets first ready, and one core idled through their data steps; intake asked
+    for every core and so never fitted beside a running fold."""
     # forcing every job hides the jobs after the checkpoint (tensor_plan decides the
     # shards); forcing the shards shows them and all that follows
     dry = ["snakemake", "-n", "--cores", "2"]
