@@ -614,6 +614,19 @@ def _spec(ctx: RunContext, data: FoldData, seed: int):
         fit_rows=data.fit_rows, extra=extra)
 
 
+def build_training_state(model, batch_spec: Any) -> None:
+    """Create the optimizer's and the compiled metrics' variables before `fit`, from the
+    spec of one batch (no data is read). Without a distribution strategy Keras creates them
+    inside the first traced train step, and TensorFlow traces a function that created
+    variables a second time: measured, the first epoch took 4 s instead of 2 s on digits and
+    8 s instead of 6 s on FSDD, for the same weights to the bit. `_symbolic_build` is the
+    step Keras' own `fit` runs first under a distribution strategy; a Keras without it
+    builds as before."""
+    build = getattr(model, "_symbolic_build", None)
+    if build is not None:
+        build(data_batch=batch_spec)
+
+
 def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phase: str,
          learning_rate: float, weights: dict | None):
     import keras
@@ -621,7 +634,9 @@ def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phas
     loss, metrics = data.task.loss()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     start = backed_up_epoch(run.backup / phase)
-    model.fit(data.stream(start), steps_per_epoch=data.steps_per_epoch,
+    stream = data.stream(start)
+    build_training_state(model, stream.element_spec)
+    model.fit(stream, steps_per_epoch=data.steps_per_epoch,
               validation_data=data.valid_set, epochs=run.epochs, initial_epoch=start,
               class_weight=weights, verbose=2,
               callbacks=_callbacks(settings, run, phase, learning_rate))
