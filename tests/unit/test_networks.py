@@ -518,6 +518,52 @@ def test_series_standardisation_keeps_shape_and_drops_level_and_scale():
     assert np.allclose(np.asarray(layer(3.0 * series + 100.0)), out, atol=1e-4)
 
 
+def test_the_first_train_step_is_traced_once_and_trains_the_same_weights():
+    """build_training_state creates the optimizer's and the metrics' variables before fit, so
+    TensorFlow traces the train step once (Keras alone creates them inside the first trace,
+    and a traced function that created variables is traced again); the weights come out the
+    same to the bit."""
+    import keras
+    import tensorflow as tf
+
+    from dlworkflow.train import build_training_state
+
+    x, labels, _ = digits_images(96, size=16)
+    y = labels.astype(np.int64)
+    stream = tf.data.Dataset.range(1 << 20).flat_map(  # endless, as FoldData.stream
+        lambda n: tf.data.Dataset.from_tensor_slices((x.astype(np.float32) / 255, y))
+        .shuffle(96, seed=n, reshuffle_each_iteration=False).batch(32))
+
+    def trained(prebuild: bool) -> tuple[int, list]:
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((16, 16, 1))
+        hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+        hidden = keras.layers.BatchNormalization()(hidden)
+        outputs = keras.layers.Dense(10, activation="softmax")(
+            keras.layers.GlobalAveragePooling2D()(hidden))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.Adam(0.01),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        traces = []
+        step = model.train_step
+
+        def counted(data):
+            traces.append(1)  # Python runs here only while TensorFlow traces
+            return step(data)
+
+        model.train_step = counted
+        if prebuild:
+            build_training_state(model, stream.element_spec)
+            assert model.optimizer.built
+        model.fit(stream, steps_per_epoch=3, epochs=2, verbose=0)
+        return len(traces), model.get_weights()
+
+    once, weights = trained(prebuild=True)
+    _, lazily = trained(prebuild=False)  # Keras' own way: two traces on Keras 3.15
+    assert once == 1
+    assert all(np.array_equal(a, b) for a, b in zip(weights, lazily, strict=True))
+
+
 def test_batch_norm_statistics_are_recomputed_on_the_training_rows(image_shards, tmp_path):
     """After training, each BatchNormalization layer's moving statistics are the exact mean
     and variance of its inputs over the fold's training rows (inference mode)."""
