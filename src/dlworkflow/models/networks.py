@@ -371,17 +371,36 @@ def _in_batches(model, rows: Any, convert: Callable[[Any], Any], size: int = 512
     return [model.predict_on_batch(convert(rows[i: i + size])) for i in range(0, len(rows), size)]
 
 
+def _sparse_outputs(model, rows: Any, convert: Callable[[Any], Any], size: int = 512):
+    """`model`'s outputs for `rows` as one CSR matrix, `size` rows a call, with only the
+    non-zero entries leaving TensorFlow: a batch of 512 SMS messages' TF-IDF is 80 MB dense
+    and a few hundred kB sparse. The same values as `_in_batches`, to the bit (the same ops,
+    unbatched by the same graph)."""
+    import scipy.sparse as sp
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def nonzero(batch):
+        dense = model(batch, training=False)
+        where = tf.where(tf.not_equal(dense, 0))
+        return where, tf.gather_nd(dense, where), tf.shape(dense)
+
+    parts = []
+    for start in range(0, len(rows), size):
+        where, values, shape = (t.numpy() for t in nonzero(convert(rows[start: start + size])))
+        parts.append(sp.csr_matrix((values, (where[:, 0], where[:, 1])), shape=tuple(shape)))
+    return sp.vstack(parts, format="csr")
+
+
 def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_value: float):
     """Dense logits initialised with a logistic regression fitted (scikit-learn, L2, C)
     on the features of the training rows; frozen."""
     import keras
-    import scipy.sparse as sp
     import tensorflow as tf
     from sklearn.linear_model import LogisticRegression
 
     texts, labels = np.asarray(rows[0], dtype=str), np.asarray(rows[1]).astype(int)
-    matrix = sp.vstack([sp.csr_matrix(part) for part in
-                        _in_batches(keras.Model(inputs, features), texts, tf.constant)])
+    matrix = _sparse_outputs(keras.Model(inputs, features), texts, tf.constant)
     present = np.unique(labels)
     fitted = LogisticRegression(C=c_value, max_iter=2000).fit(matrix, labels)
     kernel = np.zeros((matrix.shape[1], classes), np.float32)
