@@ -564,6 +564,27 @@ def test_the_first_train_step_is_traced_once_and_trains_the_same_weights():
     assert all(np.array_equal(a, b) for a, b in zip(weights, lazily, strict=True))
 
 
+def test_tfidf_rows_come_out_sparse_and_equal_to_the_dense_ones():
+    """The wide text network's logistic regression is fitted on TF-IDF rows that leave
+    TensorFlow sparse: on real SMS messages (three batches, the last one short) every index
+    and value equals the dense outputs' read into a CSR matrix."""
+    import keras
+    import scipy.sparse as sp
+    import tensorflow as tf
+
+    from dlworkflow.models.networks import _in_batches, _sparse_outputs, _tfidf_features
+
+    texts = np.asarray(sms_texts(600)[0], dtype=str)
+    inputs = keras.Input((), dtype="string")
+    model = keras.Model(inputs, _tfidf_features(inputs, texts[:400], {"max_tokens": 3000}))
+    sparse = _sparse_outputs(model, texts, tf.constant, size=256)
+    dense = sp.vstack([sp.csr_matrix(p) for p in _in_batches(model, texts, tf.constant, 256)])
+    assert sparse.format == "csr" and sparse.shape == dense.shape == (600, 5998)
+    assert sparse.nnz == dense.nnz > 600 and sparse.dtype == dense.dtype
+    for part in ("indptr", "indices", "data"):
+        assert np.array_equal(getattr(sparse, part), getattr(dense, part)), part
+
+
 def test_batch_norm_statistics_are_recomputed_on_the_training_rows(image_shards, tmp_path):
     """After training, each BatchNormalization layer's moving statistics are the exact mean
     and variance of its inputs over the fold's training rows (inference mode)."""

@@ -374,8 +374,8 @@ def _in_batches(model, rows: Any, convert: Callable[[Any], Any], size: int = 512
 def _sparse_outputs(model, rows: Any, convert: Callable[[Any], Any], size: int = 512):
     """`model`'s outputs for `rows` as one CSR matrix, `size` rows a call, with only the
     non-zero entries leaving TensorFlow: a batch of 512 SMS messages' TF-IDF is 80 MB dense
-    and a few hundred kB sparse. The same values as `_in_batches`, to the bit (the same ops,
-    unbatched by the same graph)."""
+    and a few hundred kB sparse. The same values as `_in_batches` to the bit: the same
+    layers run on the same batches."""
     import scipy.sparse as sp
     import tensorflow as tf
 
