@@ -578,7 +578,8 @@ def test_tfidf_rows_come_out_sparse_and_equal_to_the_dense_ones():
     inputs = keras.Input((), dtype="string")
     model = keras.Model(inputs, _tfidf_features(inputs, texts[:400], {"max_tokens": 3000}))
     sparse = _sparse_outputs(model, texts, tf.constant, size=256)
-    dense = sp.vstack([sp.csr_matrix(p) for p in _in_batches(model, texts, tf.constant, 256)])
+    dense = sp.vstack([sp.csr_matrix(p) for p in
+                       _in_batches(model.predict_on_batch, texts, tf.constant, 256)])
     assert sparse.format == "csr" and sparse.shape == dense.shape == (600, 5998)
     assert sparse.nnz == dense.nnz > 600 and sparse.dtype == dense.dtype
     for part in ("indptr", "indices", "data"):

@@ -366,16 +366,17 @@ def _tfidf_features(inputs, texts: Any, settings: Mapping[str, Any]):
         [KnownTermsUnitNorm()(words(inputs)), KnownTermsUnitNorm()(chars(inputs))])
 
 
-def _in_batches(model, rows: Any, convert: Callable[[Any], Any], size: int = 512) -> list:
-    """`model`'s outputs for `rows`, `size` rows a call (each batch through `convert`)."""
-    return [model.predict_on_batch(convert(rows[i: i + size])) for i in range(0, len(rows), size)]
+def _in_batches(function: Callable[[Any], Any], rows: Any, convert: Callable[[Any], Any],
+                size: int = 512) -> list:
+    """`function`'s outputs for `rows`, `size` rows a call (each batch through `convert`)."""
+    return [function(convert(rows[i: i + size])) for i in range(0, len(rows), size)]
 
 
 def _sparse_outputs(model, rows: Any, convert: Callable[[Any], Any], size: int = 512):
     """`model`'s outputs for `rows` as one CSR matrix, `size` rows a call, with only the
     non-zero entries leaving TensorFlow: a batch of 512 SMS messages' TF-IDF is 80 MB dense
-    and a few hundred kB sparse. The same values as `_in_batches` to the bit: the same
-    layers run on the same batches."""
+    and a few hundred kB sparse. The same values as the dense `predict_on_batch` outputs, to
+    the bit: the same layers run on the same batches."""
     import scipy.sparse as sp
     import tensorflow as tf
 
@@ -385,11 +386,13 @@ def _sparse_outputs(model, rows: Any, convert: Callable[[Any], Any], size: int =
         where = tf.where(tf.not_equal(dense, 0))
         return where, tf.gather_nd(dense, where), tf.shape(dense)
 
-    parts = []
-    for start in range(0, len(rows), size):
-        where, values, shape = (t.numpy() for t in nonzero(convert(rows[start: start + size])))
-        parts.append(sp.csr_matrix((values, (where[:, 0], where[:, 1])), shape=tuple(shape)))
-    return sp.vstack(parts, format="csr")
+    def csr(where, values, shape):
+        where = where.numpy()
+        return sp.csr_matrix((values.numpy(), (where[:, 0], where[:, 1])),
+                             shape=tuple(shape.numpy()))
+
+    return sp.vstack([csr(*part) for part in _in_batches(nonzero, rows, convert, size)],
+                     format="csr")
 
 
 def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_value: float):
@@ -473,7 +476,8 @@ def _wide_pixels(inputs, spec: NetworkSpec):
         pixels = keras.layers.AveragePooling2D(factor)(pixels)
     flat = keras.layers.Flatten(name="flat_pixels")(pixels)
     rows = spec.fit_rows()[0]
-    matrix = np.concatenate(_in_batches(keras.Model(inputs, flat), rows, np.asarray))
+    matrix = np.concatenate(_in_batches(keras.Model(inputs, flat).predict_on_batch, rows,
+                                         np.asarray))
     variance = matrix.var(axis=0)
     standard = keras.layers.Normalization(  # a constant pixel: unit variance, as StandardScaler
         mean=matrix.mean(axis=0), variance=np.where(variance > 0, variance, 1.0),
