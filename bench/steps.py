@@ -1,6 +1,8 @@
-"""Optimizer steps one call into TensorFlow: one step a call (Keras' default) against an
-epoch's steps in few calls (`train.stepping`, what training does), on the networks and the
-data of a finished project.
+"""Optimizer steps one call into TensorFlow: one step a call (Keras' default, what training
+does) against an epoch's steps in few calls (`steps_per_execution`), on the networks and the
+data of a finished project. Tried in training and dropped (docs/PERFORMANCE.md): here it
+saved 14-28 % of a step, but in the demo the multi-step loop's longer tracing (about 3 s a
+job) outweighed it and the paired runs were slower.
 
     python bench/steps.py [--project .] [--datasets digits fsdd sms_spam co2] [--rounds 6]
                           [--epochs 2]
@@ -22,10 +24,29 @@ import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def steps_per_call(steps_per_epoch: int, most: int = 256) -> int:
+    """The largest divisor of the epoch's steps up to `most`: Keras runs whole calls, so an
+    epoch of 36 steps in calls of 32 would train 64."""
+    return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+@contextmanager
+def stepping(model, steps: int):
+    """`fit` runs `steps` optimizer steps a call; afterwards one again, the traced functions
+    dropped (same steps, same order, same weights to the bit)."""
+    model.steps_per_execution = steps
+    try:
+        yield model
+    finally:
+        model.steps_per_execution = 1
+        model.train_function = model.test_function = model.predict_function = None
 
 
 def fitted(path: Path, stream, valid, steps: int, epochs: int, per_call: int):
@@ -33,7 +54,7 @@ def fitted(path: Path, stream, valid, steps: int, epochs: int, per_call: int):
     afresh, so its weights and its layers' random states start where the other way's did)."""
     import keras
 
-    from dlworkflow.train import build_training_state, stepping
+    from dlworkflow.train import build_training_state
 
     keras.utils.set_random_seed(7)
     model = keras.saving.load_model(path)
@@ -64,7 +85,6 @@ def main() -> None:
 
     import dlworkflow.layers  # the networks' own layers, for loading
     import dlworkflow.models  # noqa: F401
-    from dlworkflow.train import steps_per_call
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -18,7 +18,6 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -133,8 +132,6 @@ class Schedule:
 #: epochs (`epoch_steps`), so the rates decay, validation runs and early stopping acts
 #: within the one pass a large set trains for
 EPOCH_SLICES = 10
-#: most optimizer steps `fit` runs in one call into TensorFlow (`steps_per_call`)
-STEPS_PER_CALL = 256
 
 
 def epoch_steps(pass_steps: int, settings: Mapping[str, Any]) -> int:
@@ -630,34 +627,6 @@ def build_training_state(model, batch_spec: Any) -> None:
         build(data_batch=batch_spec)
 
 
-def steps_per_call(steps_per_epoch: int, most: int = STEPS_PER_CALL) -> int:
-    """Optimizer steps one call into TensorFlow runs: the largest divisor of the epoch's
-    steps up to `most`. A divisor, because Keras runs whole calls and an epoch of 36 steps
-    in calls of 32 would train 64; at most `most`, because Ctrl-C is only seen between
-    calls (an epoch of a large set with `train.max_steps: null` can be thousands of steps)."""
-    return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
-
-
-@contextmanager
-def stepping(model, steps: int):
-    """Let `fit` run `steps` optimizer steps in each call into TensorFlow (one graph
-    loop) instead of one: Keras' per-step Python work (the call, its optional outputs, the
-    callbacks' batch hooks) is paid once a call. The steps, their order and the weights
-    are the same to the bit; what changes is time (measured on a digits fold: 34 ms a step
-    against 30 ms). Afterwards the model is back to one step a call, with its functions
-    dropped (they were traced for `steps`), so evaluate/predict and the saved compile
-    config are as before. Under a multi-replica strategy it stays one step a call: Keras
-    3.15's multi-step loop fails there ("You must feed a value for placeholder tensor",
-    two CPU replicas)."""
-    replicas = getattr(getattr(model, "distribute_strategy", None), "num_replicas_in_sync", 1)
-    model.steps_per_execution = steps if replicas == 1 else 1
-    try:
-        yield model
-    finally:
-        model.steps_per_execution = 1
-        model.train_function = model.test_function = model.predict_function = None
-
-
 def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phase: str,
          learning_rate: float, weights: dict | None):
     import keras
@@ -667,11 +636,10 @@ def _fit(model, data: FoldData, settings: Mapping[str, Any], run: Schedule, phas
     start = backed_up_epoch(run.backup / phase)
     stream = data.stream(start)
     build_training_state(model, stream.element_spec)
-    with stepping(model, steps_per_call(data.steps_per_epoch)):
-        model.fit(stream, steps_per_epoch=data.steps_per_epoch,
-                  validation_data=data.valid_set, epochs=run.epochs, initial_epoch=start,
-                  class_weight=weights, verbose=2,
-                  callbacks=_callbacks(settings, run, phase, learning_rate))
+    model.fit(stream, steps_per_epoch=data.steps_per_epoch,
+              validation_data=data.valid_set, epochs=run.epochs, initial_epoch=start,
+              class_weight=weights, verbose=2,
+              callbacks=_callbacks(settings, run, phase, learning_rate))
     return resumed_history(run.backup / f"{phase}-state" / "history.csv")
 
 

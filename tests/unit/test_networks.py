@@ -576,65 +576,6 @@ def test_the_first_train_step_is_traced_once_and_trains_the_same_weights():
     assert all(np.array_equal(a, b) for a, b in zip(weights, lazily, strict=True))
 
 
-def test_fit_runs_an_epoch_in_few_calls_and_trains_the_same_weights():
-    """stepping() lets fit run several optimizer steps per call into TensorFlow: on real
-    digit images (class weights, a validation part, an endless stream as FoldData's) an
-    epoch of 6 steps is one call instead of six; the weights, the history and a later
-    evaluate are the same to the bit, and the model leaves with one step a call."""
-    import tensorflow as tf
-
-    from dlworkflow.train import build_training_state, stepping, steps_per_call
-
-    x, labels, _ = digits_images(240, size=16)
-    x, y = x.astype(np.float32) / 255, labels.astype(np.int64)
-    stream = _endless_stream(x[:192], y[:192])
-    valid = tf.data.Dataset.from_tensor_slices((x[192:], y[192:])).batch(32)
-
-    def trained(steps: int) -> tuple[int, dict, list, list]:
-        model = _small_digit_network(seed=5)
-        build_training_state(model, stream.element_spec)
-        calls = []
-        make = model.make_train_function
-
-        def counted(force=False):
-            make(force)
-            function = model.train_function
-
-            def call(iterator):
-                calls.append(1)
-                return function(iterator)
-
-            model.train_function = call
-            return call
-
-        model.make_train_function = counted
-        with stepping(model, steps):
-            history = model.fit(stream, steps_per_epoch=6, validation_data=valid, epochs=3,
-                                class_weight={k: 1.0 + k / 10 for k in range(10)}, verbose=0)
-        assert model.steps_per_execution == 1
-        assert model.get_compile_config()["steps_per_execution"] == 1
-        return (len(calls), history.history, model.get_weights(),
-                model.evaluate(valid, verbose=0))
-
-    assert steps_per_call(6) == 6
-    calls, history, weights, evaluated = trained(steps_per_call(6))
-    one_calls, one_history, one_weights, one_evaluated = trained(1)
-    assert (calls, one_calls) == (3, 18)
-    assert history == one_history and evaluated == one_evaluated
-    assert all(np.array_equal(a, b) for a, b in zip(weights, one_weights, strict=True))
-
-
-def test_steps_per_call_divides_the_epoch_and_stays_under_the_cap():
-    """A call runs a divisor of the epoch's steps (whole calls, no extra steps), at most the
-    cap: M4 Hourly's epoch of 517 steps runs in calls of 47, a prime epoch above the cap one
-    step a call."""
-    from dlworkflow.train import STEPS_PER_CALL, steps_per_call
-
-    assert [steps_per_call(n) for n in (1, 36, 68, 112, 517, 1000)] == [1, 36, 68, 112, 47, 250]
-    assert steps_per_call(257) == 1 and STEPS_PER_CALL == 256
-    assert steps_per_call(36, most=10) == 9
-
-
 def test_tfidf_rows_come_out_sparse_and_equal_to_the_dense_ones():
     """The wide text network's logistic regression is fitted on TF-IDF rows that leave
     TensorFlow sparse: on real SMS messages (three batches, the last one short) every index
