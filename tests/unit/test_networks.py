@@ -518,44 +518,32 @@ def test_series_standardisation_keeps_shape_and_drops_level_and_scale():
     assert np.allclose(np.asarray(layer(3.0 * series + 100.0)), out, atol=1e-4)
 
 
-def _small_digit_network(seed: int):
-    """A compiled conv-BatchNorm-softmax network on 16x16 digits, its weights from `seed`."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((16, 16, 1))
-    hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    hidden = keras.layers.BatchNormalization()(hidden)
-    outputs = keras.layers.Dense(10, activation="softmax")(
-        keras.layers.GlobalAveragePooling2D()(hidden))
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def _endless_stream(x, y):
-    """Batches of 32, every pass shuffled by its number, endless (as FoldData.stream)."""
-    import tensorflow as tf
-
-    return tf.data.Dataset.range(1 << 20).flat_map(
-        lambda n: tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(len(y), seed=n, reshuffle_each_iteration=False).batch(32))
-
-
 def test_the_first_train_step_is_traced_once_and_trains_the_same_weights():
     """build_training_state creates the optimizer's and the metrics' variables before fit, so
     TensorFlow traces the train step once (Keras alone creates them inside the first trace,
     and a traced function that created variables is traced again); the weights come out the
     same to the bit."""
+    import keras
+    import tensorflow as tf
 
     from dlworkflow.train import build_training_state
 
     x, labels, _ = digits_images(96, size=16)
-    stream = _endless_stream(x.astype(np.float32) / 255, labels.astype(np.int64))
+    y = labels.astype(np.int64)
+    stream = tf.data.Dataset.range(1 << 20).flat_map(  # endless, as FoldData.stream
+        lambda n: tf.data.Dataset.from_tensor_slices((x.astype(np.float32) / 255, y))
+        .shuffle(96, seed=n, reshuffle_each_iteration=False).batch(32))
 
     def trained(prebuild: bool) -> tuple[int, list]:
-        model = _small_digit_network(seed=3)
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((16, 16, 1))
+        hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+        hidden = keras.layers.BatchNormalization()(hidden)
+        outputs = keras.layers.Dense(10, activation="softmax")(
+            keras.layers.GlobalAveragePooling2D()(hidden))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.Adam(0.01),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         traces = []
         step = model.train_step
 
