@@ -48,9 +48,14 @@ def _project(parent: Path, dropout: float) -> Path:
 
 
 def _backed_up(project: Path, kind: str, since: float) -> bool:
-    """Whether a `kind` job committed a backup since `since` (this run's start)."""
-    return any(path.stat().st_mtime > since
-               for path in project.glob(f"results/**/.backup/*{kind}*/train/backup.json"))
+    """Whether a `kind` job committed a backup since `since` (this run's start). A job
+    that finishes removes its `.backup` folder, maybe while this looks: that is a no, and
+    the caller's next look decides."""
+    try:
+        return any(path.stat().st_mtime > since
+                   for path in project.glob(f"results/**/.backup/*{kind}*/train/backup.json"))
+    except FileNotFoundError:
+        return False
 
 
 def _exists(name: str) -> Callable[[Path, float], bool]:
