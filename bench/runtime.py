@@ -7,8 +7,7 @@ each fold spent its step budget learning or stopped early.
     python bench/runtime.py [--project .] [--started EPOCH_SECONDS]
 
 A job's end is its benchmark file's modification time (Snakemake writes it as the job
-ends) and its start that minus the file's wall seconds, so the busy-cores figures are
-good to about a second. `--started` (for example `date +%s` just before the run) adds how
+ends) and its start that minus the file's wall seconds. `--started` (for example `date +%s` just before the run) adds how
 long Snakemake took before its first job. docs/BENCHMARKS.md ("Where the demo's time goes
 now") shows the output on the demo.
 """
@@ -49,23 +48,22 @@ def jobs(project: Path) -> list[dict]:
     return found
 
 
-def busy(found: list[dict], step: float = 0.5) -> dict[int, float]:
-    """Seconds during which 0, 1, 2, ... jobs ran, first start to last end."""
-    first, last = min(j["start"] for j in found), max(j["end"] for j in found)
+def busy(found: list[dict]) -> dict[int, float]:
+    """Seconds during which 1, 2, ... jobs ran, first start to last end: one sweep over the
+    jobs' starts (+1) and ends (-1)."""
+    events = sorted([(j["start"], 1) for j in found] + [(j["end"], -1) for j in found])
     counts: dict[int, float] = defaultdict(float)
-    moment = first
-    while moment < last:
-        counts[sum(j["start"] <= moment < j["end"] for j in found)] += step
-        moment += step
+    running, previous = 0, events[0][0]
+    for moment, change in events:
+        if running:
+            counts[running] += moment - previous
+        running, previous = running + change, moment
     return dict(sorted(counts.items()))
 
 
-def training_phases(job: dict) -> dict | None:
-    """A training job's wall split: start-up (imports, data, network built), training
-    (first step to the last log line) and the rest (saving, exit)."""
-    if not job["log"].is_file():
-        return None
-    text = job["log"].read_text(errors="replace")
+def training_phases(job: dict, text: str) -> dict | None:
+    """A training job's wall split, from its log `text`: start-up (imports, data, network
+    built), training (first step to the last log line) and the rest (saving, exit)."""
     ready, stamps = READY.search(text), STAMP.findall(text)
     if not ready or not stamps:
         return None
@@ -74,15 +72,14 @@ def training_phases(job: dict) -> dict | None:
             "after": job["end"] - last}
 
 
-def fold_budget(project: Path, dataset: str, fold: str) -> str:
-    """Epochs planned and run, and the best epoch (lowest validation loss)."""
-    history = project / "results" / dataset / "nn" / f"fold-{fold}" / "history.csv"
-    log = project / "logs" / dataset / f"train_fold-{fold}.log"
+def fold_budget(history: Path, text: str) -> str:
+    """Epochs planned (from the fold's log `text`) and run, and the best epoch (lowest
+    validation loss in its `history.csv`)."""
     if not history.is_file():
         return "-"
     with history.open() as handle:
         losses = [float(row["val_loss"]) for row in csv.DictReader(handle)]
-    planned = PLANNED.search(log.read_text(errors="replace")) if log.is_file() else None
+    planned = PLANNED.search(text)
     plan = f"{planned.group(1)} x {planned.group(2)} steps" if planned else "?"
     best = losses.index(min(losses)) + 1
     return f"planned {plan}, ran {len(losses)}, best {best}"
@@ -115,15 +112,16 @@ def report(project: Path, started: float | None) -> None:
     print("|---|---|---:|---:|---:|---:|---|")
     sums: dict[str, float] = defaultdict(float)
     for job in sorted(found, key=lambda j: (j["dataset"], j["name"])):
-        if job["rule"] not in TRAINING_RULES:
+        if job["rule"] not in TRAINING_RULES or not job["log"].is_file():
             continue
-        phases = training_phases(job)
+        text = job["log"].read_text(errors="replace")
+        phases = training_phases(job, text)
         if phases is None:
             continue
         for key, value in phases.items():
             sums[key] += value
-        epochs = (fold_budget(project, job["dataset"], job["name"].split("-")[1])
-                  if job["rule"] == "train_fold" else "-")
+        fold = project / "results" / job["dataset"] / "nn" / job["name"].replace("train_", "")
+        epochs = fold_budget(fold / "history.csv", text) if job["rule"] == "train_fold" else "-"
         print(f"| {job['dataset']} | {job['name']} | {job['wall']:.1f} | "
               f"{phases['start-up']:.1f} | {phases['training']:.1f} | {phases['after']:.1f} | "
               f"{epochs} |")
