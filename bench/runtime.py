@@ -7,9 +7,9 @@ each fold spent its step budget learning or stopped early.
     python bench/runtime.py [--project .] [--started EPOCH_SECONDS]
 
 A job's end is its benchmark file's modification time (Snakemake writes it as the job
-ends) and its start that minus the file's wall seconds. `--started` (for example `date +%s` just before the run) adds how
-long Snakemake took before its first job. docs/BENCHMARKS.md ("Where the demo's time goes
-now") shows the output on the demo.
+ends) and its start that minus the file's wall seconds. `--started` (for example `date +%s`
+just before the run) adds how long Snakemake took before its first job. docs/BENCHMARKS.md
+("Where the demo's time goes now") shows the output on the demo.
 """
 
 from __future__ import annotations
