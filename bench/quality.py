@@ -29,6 +29,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from dlworkflow.provenance import describe
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "profiles", "src", "report")
@@ -305,6 +307,7 @@ def table(result_folders: list[Path]) -> None:
           "other model (test) | shipped − other (test) [95 %] | reference | "
           "s per network fold |")
     print("|---|---|---|---|---|---|---|---|---:|")
+    made_with: dict[str, list[str]] = {}  # the versions that decide the numbers, and where
     for results in result_folders:
         for folder in sorted(p for p in results.iterdir() if (p / "final" / "test_metrics.json")
                              .exists()):
@@ -315,6 +318,9 @@ def table(result_folders: list[Path]) -> None:
             shipped = test["shipped"]["shipped"]
             other = "baseline" if shipped == "network" else "network"
             name = results.parent.name if results.parent.name in REFERENCES else folder.name
+            card = json.loads((folder / "final" / "model.json").read_text())
+            made_with.setdefault(describe(card["environment"]) if "environment" in card
+                                 else "versions not recorded", []).append(name)
             reference = REFERENCES.get(name, (None, None, ""))
             times = [pd.read_csv(f, sep="\t")["s"].iloc[0] for f in sorted(
                 (results.parent / "benchmarks" / folder.name).glob("train_fold-*.tsv"))]
@@ -330,6 +336,8 @@ def table(result_folders: list[Path]) -> None:
                   f"{test[other]['model']}: {test[other]['metrics'][primary]['value']:.4f} | "
                   f"{difference} | {value} ({reference[2]}) | {seconds} |" if other in test else
                   f"| {name} | {primary} | - | - | {shipped} | - | - | {value} | {seconds} |")
+    for versions, names in made_with.items():
+        print(f"\nMade with {versions}" + (f" ({', '.join(names)})" if len(made_with) > 1 else ""))
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from dlworkflow.baselines import fit_baseline, flat_settings, training_part
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
+from dlworkflow.provenance import environment
 from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
 from dlworkflow.tasks.base import DRAWS, percentile_interval
 from dlworkflow.train import card_tensors, model_card, train_network, write_history
@@ -184,7 +185,7 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
             "train_rows": train_rows, "cv": summary.get("headline"),
             "layout": dict(ctx.dataset["layout"]),
             "tensors": card_tensors(ctx),
-            "flat": settings}
+            "flat": settings, "environment": environment()}
     save_baseline(estimator, ctx.folder("model", output=True), card)
     log.info("baseline %s refitted on %d trainval rows and exported", name, train_rows)
     return card

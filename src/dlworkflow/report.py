@@ -19,6 +19,7 @@ import pandas as pd
 from dlworkflow.context import RunContext
 from dlworkflow.data import load_test_arrays
 from dlworkflow.figures import figure_uri, new_figure
+from dlworkflow.provenance import describe
 
 
 def _plus_minus(entry: Mapping[str, Any]) -> str:
@@ -208,6 +209,7 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
         "metric": choice, "counts": counts, "leakage": leakage,
         "names": names, "primary": primary, "result": result, "card": card,
         "latency": latency, "cv": cv_table(baseline, network, names),
+        "environment": describe(card["environment"]) if card.get("environment") else "",
         "test": test_table(result, names), "verdict": network.get("verdict", ""),
         "diagnosis": fit_diagnosis(inputs["histories"]), "quick_look": quick_look(network),
         "curves": learning_curves(inputs["histories"], inputs.get("final_history")),

@@ -11,6 +11,7 @@ stored arrays in, outputs (class probabilities or values) out.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ import numpy as np
 
 from dlworkflow.archives import normalise_skops
 from dlworkflow.errors import ConfigError
+from dlworkflow.provenance import LOADING, differences
+
+log = logging.getLogger(__name__)
 
 SHIPPED_FILE = "shipped.json"
 BASELINE_FILE = "baseline.skops"
@@ -178,8 +182,14 @@ def load_shipped(model_dir: str | Path, kind: str | None = None) -> Shipped:
         kind = json.loads(decision.read_text())["shipped"] if decision.is_file() else "network"
     if kind == "baseline":
         estimator, card = load_baseline(model_dir)
-        return Shipped("baseline", card, estimator, baseline_outputs(estimator, card), 0,
-                       model_dir / BASELINE_FILE)
-    model, card = load_network(model_dir)
-    return Shipped("network", card, model, network_outputs(model, card),
-                   int(model.count_params()), model_dir / "model.keras")
+        shipped = Shipped("baseline", card, estimator, baseline_outputs(estimator, card), 0,
+                          model_dir / BASELINE_FILE)
+    else:
+        model, card = load_network(model_dir)
+        shipped = Shipped("network", card, model, network_outputs(model, card),
+                          int(model.count_params()), model_dir / "model.keras")
+    changed = differences(card.get("environment") or {}, LOADING[shipped.kind])
+    if changed:  # it may load and still compute otherwise: say so, once, where it is read
+        log.warning("%s was saved with %s: its outputs here may differ from the ones its "
+                    "reports show", shipped.path, ", ".join(changed))
+    return shipped

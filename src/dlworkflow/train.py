@@ -39,6 +39,7 @@ from dlworkflow.data import (
 )
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
+from dlworkflow.provenance import environment
 
 log = logging.getLogger(__name__)
 
@@ -830,7 +831,8 @@ def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any
             "architecture_reason": trained.reason,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
-            "tensors": card_tensors(ctx), "keras": keras.__version__}
+            "tensors": card_tensors(ctx), "keras": keras.__version__,
+            "environment": environment()}
 
 
 def card_tensors(ctx: RunContext) -> dict[str, Any]:

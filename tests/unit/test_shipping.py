@@ -109,3 +109,30 @@ def test_the_cards_list_of_types_cannot_widen_what_loads(tmp_path):
                                                              "posix.system"]}))
     with pytest.raises(ValueError, match=r"posix\.system"):
         load_baseline(tmp_path)
+
+
+def test_loading_a_model_saved_with_other_library_versions_warns(sms_baseline, tmp_path,
+                                                                 caplog):
+    """The card records the versions it was made with; loading with the same ones is
+    silent, with another scikit-learn the warning names it and both versions."""
+    import shutil
+
+    from dlworkflow.provenance import environment
+
+    folder, *_ = sms_baseline
+    copy = tmp_path / "final"
+    shutil.copytree(folder, copy)
+    card = json.loads((copy / "baseline.json").read_text())
+    card["environment"] = environment()
+    (copy / "baseline.json").write_text(json.dumps(card))
+    with caplog.at_level("WARNING", logger="dlworkflow.shipping"):
+        load_shipped(copy)
+    assert not caplog.records
+    here = card["environment"]["scikit-learn"]
+    card["environment"].update({"scikit-learn": "0.1.0", "keras": "0.1.0"})  # keras: not read
+    (copy / "baseline.json").write_text(json.dumps(card))
+    with caplog.at_level("WARNING", logger="dlworkflow.shipping"):
+        assert load_shipped(copy).kind == "baseline"  # it still loads
+    [record] = caplog.records
+    assert f"scikit-learn 0.1.0 (here {here})" in record.getMessage()
+    assert "keras" not in record.getMessage() and str(copy) in record.getMessage()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +97,15 @@ def test_report_is_self_contained_and_shows_every_part(demo_project):
         assert 'id="comparison"' in html and "paired 95 % interval" in html, name
     digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
     assert "confusion matrix" in digits and "calibration" in digits
+    # what the models were made with: this venv's versions, in both cards and the report
+    final = demo_project / "results" / "digits" / "final"
+    for card in ("model.json", "baseline.json"):
+        made = json.loads((final / card).read_text())["environment"]
+        assert made["python"] == platform.python_version(), card
+        assert made["keras"] == metadata.version("keras") and made["scikit-learn"] == \
+            metadata.version("scikit-learn"), card
+    assert f"Made with Python {platform.python_version()} on " in digits
+    assert f"keras {metadata.version('keras')}, numpy {metadata.version('numpy')}" in digits
     sms = (demo_project / "results" / "sms_spam" / "final" / "report.html").read_text()
     assert 'title="ROC"' in sms and 'title="PR"' in sms and "Decision threshold" in sms
     co2 = (demo_project / "results" / "co2" / "final" / "report.html").read_text()
@@ -108,6 +119,7 @@ def test_exported_final_model_predicts_raw_files(demo_project):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("input,prediction,p_0") and len(lines) == 5
+    assert "was saved with" not in done.stderr  # the versions it was made with
 
 
 def test_snakemake_report_collects_the_annotated_outputs(demo_project, tmp_path):
