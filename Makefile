@@ -6,14 +6,20 @@ STAMP := $(VENV)/.installed
 # the venv's tools (snakemake, dvc, dlworkflow) come first for every recipe
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo quick test lint dvc-yaml bench clean
+.PHONY: install lock demo quick test lint dvc-yaml bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# requirements.lock pins the versions CI installs and the benchmarks measured with, for the
+# platform its first line names; on another, pip resolves pyproject.toml's ranges
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" $$($(BIN)/python tools/lock.py pip-args)
 	touch $(STAMP)
+
+## lock: pin this venv's versions in requirements.lock (after a change to pyproject.toml)
+lock: $(STAMP)
+	$(BIN)/python tools/lock.py write
 
 ## demo: prepare the four embedded demo datasets, run the workflow on them, summarise the
 ## results and record them in dvc.lock (dlworkflow run)

@@ -118,9 +118,9 @@ def add_venv(project: Path) -> None:
 
 
 #: what a fresh clone has beside the workflow files: DVC's config, ignore files, the generated
-#: dvc.yaml, the Makefile (`make quick`) and the package metadata it installs from
+#: dvc.yaml, the Makefile (`make quick`) and the package metadata and lock it installs from
 CLONE_FILES = (".dvc/config", ".dvc/.gitignore", ".dvc/plots.html", ".dvcignore", ".gitignore",
-               "dvc.yaml", "Makefile", "pyproject.toml")
+               "dvc.yaml", "Makefile", "pyproject.toml", "requirements.lock")
 
 #: who commits in the tests' git repositories
 GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
