@@ -822,17 +822,15 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
 
 
 def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any]:
-    """What `model.json` says: enough to decode raw inputs and read the outputs."""
-    import keras
-
+    """What `model.json` says: enough to decode raw inputs and read the outputs, and the
+    library versions it was made with (Keras's among them)."""
     dataset = ctx.dataset
     return {"dataset": dataset.get("description", ""), "modality": dataset["modality"],
             "task": dataset["task"], "architecture": trained.architecture,
             "architecture_reason": trained.reason,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
-            "tensors": card_tensors(ctx), "keras": keras.__version__,
-            "environment": environment()}
+            "tensors": card_tensors(ctx), "environment": environment()}
 
 
 def card_tensors(ctx: RunContext) -> dict[str, Any]:
