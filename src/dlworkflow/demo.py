@@ -40,6 +40,7 @@ class DemoSource:
     attribution: str
     url: str | None = None
     sha256: str | None = None
+    per_class: bool = True  # `demo.max_per_class` caps it (a series has no classes)
 
 
 SOURCES: dict[str, DemoSource] = {
@@ -60,7 +61,8 @@ SOURCES: dict[str, DemoSource] = {
         sha256="7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"),
     "statsmodels_co2": DemoSource(
         "Mauna Loa weekly atmospheric CO2 (statsmodels co2)", "public domain (NOAA / Scripps)",
-        "Bundled with statsmodels (statsmodels.datasets.co2); C. D. Keeling, T. P. Whorf, SIO."),
+        "Bundled with statsmodels (statsmodels.datasets.co2); C. D. Keeling, T. P. Whorf, SIO.",
+        per_class=False),
 }
 
 
@@ -265,8 +267,10 @@ def demo_plan(params: Mapping[str, Any], base_dir: str | Path = ".",
         info = SOURCES[source]
         relative = dataset.get("root") or f"data/raw/{name}"  # params as written, or resolved
         root = base / relative
-        cap = (f", {demo['max_per_class']} per class (demo.max_per_class)"
-               if demo.get("max_per_class") else "")
+        cap = ""
+        if demo.get("max_per_class"):
+            cap = (f", {demo['max_per_class']} per class (demo.max_per_class)" if info.per_class
+                   else ", the whole series (demo.max_per_class caps classes only)")
         if root.is_dir() and any(root.iterdir()):
             where = f"already in {relative}"
         elif info.url is None:

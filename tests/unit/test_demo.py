@@ -135,6 +135,8 @@ def test_the_demo_says_where_each_datasets_data_will_come_from(tmp_path):
     assert "internet needed" in plan["fsdd"] and "free-spoken-digit-dataset" in plan["fsdd"]
     assert f"copied from {tmp_path / 'shared' / 'sms_spam'}" in plan["sms_spam"]
     assert "already in data/raw/co2" in plan["co2"]
+    # a series has no classes: the quick look keeps co2 whole and says so
+    assert "per class" not in plan["co2"] and "the whole series" in plan["co2"]
     params["demo"]["download"] = False
     offline = dict(line.strip().split(":", 1) for line in demo_plan(params, tmp_path))
     assert "skipped" in offline["fsdd"] and "demo.download is false" in offline["fsdd"]
