@@ -222,6 +222,9 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     env.filters["metric_label"] = metric_label
+    env.filters["milliseconds"] = milliseconds
+    context["size_unit"] = ("parameters" if (latency.get("kind") or shipped) == "network"
+                            else "stored values")
     html = env.get_template("report.html.j2").render(**context)
     summary = {"dataset": ctx.name, "primary": primary, "test": result["headline"],
                "cv_network": network["headline"], "cv_baseline": baseline["headline"],
@@ -230,6 +233,12 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
                "explained": len(context.get("explanations", [])),
                "diagnosis": context["diagnosis"]["hint"], "quick_look": context["quick_look"]}
     return html, summary
+
+
+def milliseconds(value: float) -> str:
+    """A latency for the page: one decimal from 1 ms up, two significant digits below (a
+    ridge forecast's 0.022 ms read as "0.0 ms")."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
 def final_headline(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -120,8 +120,41 @@ class Shipped:
     card: dict[str, Any]
     model: Any  # the Keras model, or the fitted scikit-learn pipeline
     outputs: Callable[[Mapping[str, Any]], np.ndarray]
-    parameters: int
+    parameters: int  # a network's weights, a baseline's learned values (`learned_values`)
     path: Path
+
+
+def learned_values(estimator: Any) -> int:
+    """The numbers a fitted baseline stores, its counterpart of a network's parameters: every
+    numeric array in its object graph, non-zeros of a sparse one (coefficients, intercepts,
+    idf weights, MiniRocket's biases, the training rows a k-NN keeps, the sums a streaming
+    ridge keeps to refit). Vocabularies (strings to indices, like a network's lookup tables)
+    and settings are not counted; a seasonal naive or ETS, fitted to each window as it
+    forecasts, stores none."""
+    import scipy.sparse
+
+    seen: set[int] = set()
+
+    def count(value: Any) -> int:
+        if id(value) in seen or value is None or isinstance(value, str | bytes | int | float):
+            return 0
+        seen.add(id(value))
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind in "biufc":
+                return int(value.size)
+            return sum(count(item) for item in value.ravel()) if value.dtype == object else 0
+        if scipy.sparse.issparse(value):
+            return int(value.nnz)
+        if isinstance(value, Mapping):
+            return sum(count(item) for item in value.values())
+        if isinstance(value, list | tuple | set):
+            return sum(count(item) for item in value)
+        if type(value).__module__.split(".")[0] in ("numpy", "builtins", "scipy"):
+            return 0  # a dtype, a random generator, a distribution: no learned values
+        attributes = getattr(value, "__dict__", None)
+        return sum(count(item) for item in attributes.values()) if attributes else 0
+
+    return count(estimator)
 
 
 def baseline_outputs(estimator: Any, card: Mapping[str, Any]) -> Callable:
@@ -182,8 +215,8 @@ def load_shipped(model_dir: str | Path, kind: str | None = None) -> Shipped:
         kind = json.loads(decision.read_text())["shipped"] if decision.is_file() else "network"
     if kind == "baseline":
         estimator, card = load_baseline(model_dir)
-        shipped = Shipped("baseline", card, estimator, baseline_outputs(estimator, card), 0,
-                          model_dir / BASELINE_FILE)
+        shipped = Shipped("baseline", card, estimator, baseline_outputs(estimator, card),
+                          learned_values(estimator), model_dir / BASELINE_FILE)
     else:
         model, card = load_network(model_dir)
         shipped = Shipped("network", card, model, network_outputs(model, card),

@@ -136,3 +136,34 @@ def test_loading_a_model_saved_with_other_library_versions_warns(sms_baseline, t
     [record] = caplog.records
     assert f"scikit-learn 0.1.0 (here {here})" in record.getMessage()
     assert "keras" not in record.getMessage() and str(copy) in record.getMessage()
+
+
+def test_a_baselines_size_counts_the_numbers_it_stores():
+    """The report's size of a shipped baseline: the numbers it keeps to predict, as a
+    network's parameters (it said 0 for every baseline)."""
+    import scipy.sparse
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from dlworkflow.estimators import SeasonalNaive
+    from dlworkflow.shipping import learned_values
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 7)), np.arange(60) % 3
+    linear = LogisticRegression(max_iter=500).fit(x, y)
+    weights = linear.coef_.size + linear.intercept_.size  # 21 + 3
+    # plus the three class labels and the iteration count it also keeps, nothing more
+    assert weights < learned_values(linear) <= weights + 3 + 1
+    # a k-NN keeps its training rows: they are its parameters
+    assert 60 * 7 <= learned_values(KNeighborsClassifier(3).fit(x, y)) <= 60 * 7 + 60 + 3 + 1
+    # a sparse matrix counts its stored entries, not its shape
+    linear.extra_ = scipy.sparse.random(1000, 1000, density=0.001, random_state=0, format="csr")
+    assert learned_values(linear) == pytest.approx(weights + 1000, abs=4)
+    assert learned_values(SeasonalNaive(52, 52).fit(x)) == 0  # fits each window as it goes
+
+
+def test_the_exported_sms_baseline_reports_its_stored_values(sms_baseline):
+    folder, estimator, _, _ = sms_baseline
+    shipped = load_shipped(folder)
+    model = estimator.named_steps["model"]
+    assert shipped.parameters >= model.coef_.size + model.intercept_.size > 0

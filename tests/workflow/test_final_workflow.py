@@ -19,6 +19,8 @@ from tests.workflow.conftest import run
 
 pytestmark = pytest.mark.workflow
 DATASETS = ("digits", "fsdd", "sms_spam", "co2")
+#: forecasting baselines fitted to each window as they forecast: they store no values
+NAIVE_FORECASTS = {"naive", "naive2", "seasonal_naive", "drift", "theta", "ets"}
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -70,8 +72,13 @@ def test_final_scores_every_test_row_once_with_intervals(demo_project, name):
         key: network["headline"][key] for key in (f"{primary}_mean", f"{primary}_std")}
     assert network["headline"]["beats_baseline"] == network["beats_baseline"]
     assert latency["kind"] == shipped["shipped"] and latency["model"] == shipped["model"]
+    html = (results / "final" / "report.html").read_text()
     if shipped["shipped"] == "network":
         assert latency["parameters"] == card["training"]["parameters"]
+        assert f"{latency['parameters']:,}</b>parameters, shipped network" in html
+    else:  # what the exported baseline stores (coefficients, kept rows...), never 0 here
+        assert latency["parameters"] > 0 or shipped["model"] in NAIVE_FORECASTS
+        assert f"{latency['parameters']:,}</b>stored values, shipped baseline" in html
 
 
 def test_binary_threshold_is_tuned_out_of_fold_and_applied_to_the_test(demo_project):
