@@ -433,3 +433,18 @@ def test_spectrogram_attributions_are_drawn_as_spectrograms_with_axes(monkeypatc
     picture = create_modality("image", {}, {"kind": "folders"})
     picture.attribution_html(np.zeros((8, 8, 1), np.float32), np.zeros((8, 8, 1)), "7", {})
     assert drawn[-1].axes[0].get_xlabel() == "" and not drawn[-1].axes[0].get_xticks().size
+
+
+def test_the_per_class_table_leaves_undefined_ratios_out():
+    """A class absent from the test has no recall, one never predicted no precision: the
+    table gives NaN there (the report draws a dash), not a 0 that reads as a failure."""
+    from dlworkflow.tasks.classification import per_class_table
+
+    truth, predicted = np.array(["0", "0", "1", "1"]), np.array(["0", "2", "1", "0"])
+    rows = {row["class"]: row for row in per_class_table(truth, predicted, ["0", "1", "2", "3"])}
+    assert rows["0"]["precision"] == 0.5 and rows["0"]["recall"] == 0.5
+    assert rows["1"]["precision"] == 1.0 and rows["1"]["recall"] == 0.5
+    # "2": predicted once, never true: its precision is a real 0, its recall undefined
+    assert rows["2"]["precision"] == 0.0 and np.isnan(rows["2"]["recall"])
+    assert np.isnan(rows["3"]["precision"]) and np.isnan(rows["3"]["recall"])
+    assert rows["3"]["support"] == 0

@@ -347,10 +347,12 @@ class ClassificationTask(ItemTask):
 
 def per_class_table(y_true: np.ndarray, y_pred: np.ndarray,
                     classes: Sequence[str]) -> list[dict[str, Any]]:
-    """Precision, recall, F1 and support per class on the test rows."""
+    """Precision, recall, F1 and support per class on the test rows; NaN where a ratio has
+    nothing to count (recall of a class with no test rows, precision of one never
+    predicted): the report shows a dash there, not a 0 that reads as a failure."""
     from sklearn.metrics import precision_recall_fscore_support
 
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=list(classes), zero_division=0)
+        y_true, y_pred, labels=list(classes), zero_division=np.nan)
     return [{"class": c, "precision": p, "recall": r, "f1": f, "support": int(s)}
             for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)]
