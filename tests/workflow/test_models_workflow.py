@@ -143,7 +143,7 @@ def test_training_logs_carry_no_library_warnings(demo_project):
     assert len(logs) == len(DATASETS) * (folds + 1), sorted(logs)
     assert all("Epoch 1/" in text for text in logs.values())
     fsdd = [text for path, text in logs.items() if path.parent.name == "fsdd"]
-    assert all("BatchNormalization statistics of 10 layers" in text for text in fsdd)
+    assert all(re.search(r"BatchNormalization statistics of \d+ layers", text) for text in fsdd)
     for path, text in logs.items():
         noise = [line for line in text.splitlines()
                  if re.search(r"\w+Warning: |WARNING (tensorflow|absl|keras)", line)]
