@@ -710,8 +710,8 @@ def recalibrate_batch_norm(model, inputs: Any, rows: int = BATCH_NORM_ROWS) -> i
     layers = [layer for layer in model.layers
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     batch = next(iter(inputs.unbatch().take(rows).batch(rows)), None)
-    if not layers or batch is None:
-        return len(layers)
+    if not layers or batch is None:  # no rows to compute them on: nothing is set
+        return 0
     probes = [keras.Model(model.inputs, layer.input) for layer in layers]
 
     @tf.function

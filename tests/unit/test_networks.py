@@ -613,6 +613,10 @@ def test_batch_norm_statistics_are_recomputed_on_the_training_rows(image_shards,
         len(layers)
     for layer, old in zip(layers, before, strict=True):
         assert np.allclose(layer.moving_variance.numpy(), old, rtol=1e-4, atol=1e-6)
+    # no rows: nothing is set, and the count says so
+    assert recalibrate_batch_norm(model, tf.data.Dataset.from_tensor_slices(train[:0]).batch(7)) == 0
+    for layer, old in zip(layers, before, strict=True):
+        assert np.allclose(layer.moving_variance.numpy(), old, rtol=1e-4, atol=1e-6)
     # a large fold: the statistics of its first `rows` rows (the seeded order) only
     recalibrate_batch_norm(model, tf.data.Dataset.from_tensor_slices(train).batch(7), rows=16)
     inputs = np.asarray(keras.Model(model.inputs, layers[0].input)(train[:16], training=False))
