@@ -64,7 +64,7 @@ def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
         if len(kept) < len(folds):
             rule = EPOCH_RULE + (f"; of the folds that trained on at least "
                                  f"{LARGEST_FOLDS:.0%} of the largest fold's rows "
-                                 f"(fold {', '.join(str(k) for k, _ in kept)})")
+                                 f"(fold{'s' if len(kept) > 1 else ''} {', '.join(str(k) for k, _ in kept)})")
         folds = kept
     best = [e for _, e in folds]
     median = float(np.median(best))

@@ -57,6 +57,8 @@ def test_final_epochs_take_the_median_and_replay_that_folds_learning_rates(tmp_p
     grown = final_epochs([20, 10, 6], histories, train_rows=[772, 1200, 1612])
     assert grown["epochs"] == 6 and grown["schedule_from_fold"] == 2
     assert grown["schedule"] == [1e-3] * 4 + [5e-4] * 2 and "(fold 2)" in grown["rule"]
+    two = final_epochs([20, 10, 6], histories, train_rows=[772, 1500, 1612])
+    assert two["epochs"] == 8 and "(folds 1, 2)" in two["rule"]
 
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,10 @@ def test_time_folds_are_ordered_with_the_gap_and_test_comes_last(folds, horizon,
         assert window["val_end_step"] - window["val_start_step"] + 1 == horizon
     ends = [w["val_end_step"] for w in windows]
     assert ends == sorted(ends) and ends[-1] == n - horizon - 1
+    # the report's words give the same gap ("0 step(s)" read oddly)
+    words = FORECASTING.describe_scheme(settings_, False)
+    assert (f"a gap of {gap} step{'s' if gap > 1 else ''} before its window" in words if gap
+            else "training only on steps before its window" in words)
 
 
 def test_too_short_series_for_one_fold_is_a_clear_error():

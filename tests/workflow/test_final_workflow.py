@@ -117,6 +117,8 @@ def test_report_is_self_contained_and_shows_every_part(demo_project):
     assert 'title="ROC"' in sms and 'title="PR"' in sms and "Decision threshold" in sms
     co2 = (demo_project / "results" / "co2" / "final" / "report.html").read_text()
     assert "held-out horizon" in co2
+    assert "1 test window, scored once" in co2  # one series, one window (it read "windows")
+    assert "training only on steps before its window" in co2  # split.gap 0, said in words
 
 
 def test_exported_final_model_predicts_raw_files(demo_project):

@@ -74,6 +74,13 @@ def trains_on(last_step: Any, validation_start: Any, gap: int) -> Any:
     return last_step < validation_start - gap
 
 
+def gap_words(gap: int) -> str:
+    """`trains_on`'s rule for the report: what a fold trains on, given `split.gap`."""
+    if gap <= 0:
+        return "steps before its window"
+    return f"steps that leave a gap of {gap} step{'s' if gap > 1 else ''} before its window"
+
+
 def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
                key: str = "split") -> pd.DataFrame:
     """Rolling-origin split of each series: one row per time step with role and fold.
@@ -81,7 +88,7 @@ def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
     `series` maps a series id to a frame with a `timestamp` column (sorted). The test set is
     the last `horizon` steps (or every step from `test_start`). The folds are consecutive
     windows of `horizon` steps before it, the last ending where the test starts in every
-    series; fold k trains on the steps that end `gap` steps before its window. A series has
+    series; fold k trains on the steps that leave a gap of `gap` steps before its window. A series has
     as many as it allows (each needs MIN_HISTORY observed steps before it), and the dataset
     has `folds` of them, or fewer where its series are short: as many as leave the median
     series a horizon of training steps before its first window (two at least: a mean and a
@@ -375,14 +382,14 @@ class ForecastingTask(PredictsValues, Task):
                 "test_after_trainval": bool(test_after), "leaks": int(problems)}
 
     def describe_scheme(self, settings: Mapping[str, Any], has_groups: bool) -> str:
+        gap = int(settings.get("gap", 0))
         test = (f"every step from {settings['test_start']}" if settings.get("test_start")
                 else f"the last {settings['horizon']} steps")
         return (f"Test: {test} of each series. Validation: up to {settings['folds']} "
                 f"rolling-origin windows of {settings['horizon']} steps before the test set (as "
                 "many as each series allows, the last ending where its test starts; fewer "
                 "folds, two at least, when the median series is too short for a horizon of "
-                "training before its first), each fold training only on steps that end "
-                f"{settings.get('gap', 0)} step(s) before its window.")
+                f"training before its first), each fold training only on {gap_words(gap)}.")
 
     # --- shards and the rows of a fold -----------------------------------------------
     def plan(self, splits: pd.DataFrame, tensors: Mapping[str, Any], split: Mapping[str, Any],
