@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dlworkflow.context import RunContext
 from dlworkflow.figures import figure_uri, new_figure
-from dlworkflow.splits import load_series
+from dlworkflow.splits import load_series, shared_groups_words
 from dlworkflow.tasks import Task
 
 
@@ -143,7 +143,7 @@ def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
         "figures": stat_figures(sampled, stats),
         "stat_table": stat_table(sampled, stats), "side_table": stat_table(sampled, side),
         "target": target, "quality": quality_section(inventory, rejected, task),
-        "leakage": leakage,
+        "leakage": leakage, "shared_groups": shared_groups_words(leakage),
         "splits": splits.groupby(["role", splits["fold"].astype("string").fillna("—")],
                                  dropna=False).size().reset_index(name="items")
         .to_dict("records"),

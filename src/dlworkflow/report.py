@@ -20,6 +20,7 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import load_test_arrays
 from dlworkflow.figures import figure_uri, new_figure
 from dlworkflow.provenance import describe
+from dlworkflow.splits import shared_groups_words
 
 
 def _plus_minus(entry: Mapping[str, Any]) -> str:
@@ -207,7 +208,8 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     context: dict[str, Any] = {
         "name": ctx.name, "dataset": ctx.dataset, "task": task, "modality": ctx.modality,
         "metric": choice, "counts": counts, "leakage": leakage,
-        "names": names, "primary": primary, "result": result, "card": card,
+        "shared_groups": shared_groups_words(leakage), "names": names, "primary": primary,
+        "result": result, "card": card,
         "latency": latency, "cv": cv_table(baseline, network, names),
         "environment": describe(card["environment"]) if card.get("environment") else "",
         "test": test_table(result, names), "verdict": network.get("verdict", ""),

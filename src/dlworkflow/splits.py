@@ -19,8 +19,8 @@ from dlworkflow.config import split_settings
 from dlworkflow.context import RunContext
 from dlworkflow.errors import LeakageFound
 
-__all__ = ["LeakageFound", "enforce_leakage_policy", "load_series", "split_dataset",
-           "split_settings"]
+__all__ = ["LeakageFound", "enforce_leakage_policy", "load_series", "shared_groups_words",
+           "split_dataset", "split_settings"]
 
 
 def enforce_leakage_policy(report: Mapping[str, Any], policy: str, dataset: str) -> None:
@@ -29,6 +29,8 @@ def enforce_leakage_policy(report: Mapping[str, Any], policy: str, dataset: str)
         return
     lines = []
     for kind, entries in report.items():
+        if kind.startswith("groups_") and not report.get("groups_counted", True):
+            continue  # split.groups: false: shared groups are the scheme, not a leak
         if isinstance(entries, list):
             for entry in entries:
                 if kind == "windows":
@@ -41,6 +43,31 @@ def enforce_leakage_policy(report: Mapping[str, Any], policy: str, dataset: str)
         lines.append("  - the test window does not come after the trainval data")
     raise LeakageFound(f"{dataset}: the split leaks ({report['leaks']} finding(s)) and "
                        "split.on_leakage is 'fail':\n" + "\n".join(lines))
+
+
+def shared_groups_words(report: Mapping[str, Any]) -> str | None:
+    """With `split.groups: false`, the groups on both sides in words, for the EDA and the
+    final report: what the scores then measure and how to measure the other thing. None
+    when grouping was asked for (shared groups are then leaks) or nothing is shared."""
+    if report.get("groups_counted", True):
+        return None
+    test, folds = len(report.get("groups_across_test", [])), len(report.get("groups_across_folds", []))
+    if not test and not folds:
+        return None
+    where = " and ".join(
+        text for n, text in ((test, f"{test} have items in both test and trainval"),
+                             (folds, f"{folds} {'' if test else 'have items '}in more than one fold"))
+        if n)
+    if test:
+        scores = ("So the cross-validated and test scores are for groups the model trained on "
+                  "(for speakers, voices it has heard); to score unseen groups, set "
+                  "split.groups: true and a test rule that keeps each group on one side.")
+    else:
+        scores = ("So the cross-validated scores are for groups the model trained on (for "
+                  "speakers, voices it has heard) while the test's groups are unseen; "
+                  "split.groups: true keeps each group inside one fold.")
+    return (f"split.groups is false, so groups may straddle the split (not counted as leaks): "
+            f"of the dataset's groups, {where}. {scores}")
 
 
 def load_series(ctx: RunContext, inventory: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dlworkflow.errors import ConfigError
-from dlworkflow.splits import LeakageFound, enforce_leakage_policy
+from dlworkflow.splits import LeakageFound, enforce_leakage_policy, shared_groups_words
 from dlworkflow.tasks import get_task
 from dlworkflow.tasks.forecasting import MIN_HISTORY, split_time
 
@@ -119,6 +119,27 @@ def test_predefined_test_rule_and_sample():
     assert len(report["groups_across_test"]) == 6  # the rule splits takes, not speakers
     with pytest.raises(LeakageFound, match="groups_across_test"):
         enforce_leakage_policy(report, "fail", "toy")
+    assert shared_groups_words(report) is None  # grouping asked for: those are leaks
+
+    # split.groups: false asks for exactly that (FSDD's conventional test): listed, in words,
+    # not counted; a duplicate across the split still is, and `fail` names it alone
+    ungrouped = {**rule, "groups": False}
+    splits = CLASSIFICATION.split_items(inventory, ungrouped, seed=1, sample=None)
+    report = CLASSIFICATION.leakage_report(splits, ungrouped)
+    assert len(report["groups_across_test"]) == 6 and len(report["groups_across_folds"]) == 6
+    assert report["leaks"] == 0 and report["groups_counted"] is False
+    enforce_leakage_policy(report, "fail", "toy")
+    assert "6 have items in both test and trainval and 6 in more than one fold" in \
+        shared_groups_words(report)
+    test_id = splits.loc[splits["role"] == "test", "id"].iloc[0]
+    inventory.loc[inventory["id"] == "0_a_9", "sha256"] = \
+        inventory.loc[inventory["id"] == test_id, "sha256"].iloc[0]
+    splits = CLASSIFICATION.split_items(inventory, ungrouped, seed=1, sample=None)
+    report = CLASSIFICATION.leakage_report(splits, ungrouped)
+    assert report["leaks"] == 1
+    with pytest.raises(LeakageFound, match="duplicates_across_test") as failed:
+        enforce_leakage_policy(report, "fail", "toy")
+    assert "groups_across" not in str(failed.value)
 
 
 def test_too_few_groups_for_the_folds_is_a_clear_error():

@@ -160,3 +160,10 @@ def test_leakage_findings_read_as_sentences(demo_project):
     ids = first["test"]
     assert f"group {first['group']} in " in html and f"test: {len(ids)} item" in html
     assert ids[0] in html
+    # the demo asks for it (split.groups: false): said what the scores then mean, not a leak
+    assert leakage["leaks"] == 0 and leakage["groups_counted"] is False
+    shared = f"{len(leakage['groups_across_test'])} have items in both test and trainval"
+    assert 'id="shared-groups"' in html and shared in html
+    report = (demo_project / "results" / "fsdd" / "final" / "report.html").read_text()
+    assert "leakage finding" not in report and shared in report
+    assert "voices it has heard" in report
