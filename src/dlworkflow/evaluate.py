@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlworkflow.metrics import METRICS
+from dlworkflow.metrics import METRICS, metric_label
 
 #: the DVC metric file of a step: its headline numbers only
 HEADLINE_FILE = "headline.json"
@@ -100,9 +100,10 @@ def network_summary(choice_path: str, fold_metrics: Sequence[str], fold_predicti
     sign = 1 if summary["greater_is_better"] else -1
     difference = network["mean"] - reference["mean"]
     beats = sign * difference > 0
+    label = metric_label(primary, json.loads(Path(choice_path).read_text()))
     epochs = [d.get("best_epoch") for d in summary["fold_details"][summary["best"]].values()]
     verdict = (f"The network ({summary['best']}) {'beats' if beats else 'does not beat'} the best "
-               f"traditional baseline ({best_name}) on {primary}: {network['mean']:.4f} ± "
+               f"traditional baseline ({best_name}) on {label}: {network['mean']:.4f} ± "
                f"{network['std']:.4f} against {reference['mean']:.4f} ± {reference['std']:.4f} "
                f"(difference {difference:+.4f}).")
     summary.update(best_epochs=epochs, baseline={"model": best_name, primary: reference},

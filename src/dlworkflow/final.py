@@ -24,6 +24,7 @@ from dlworkflow.baselines import fit_baseline, flat_settings, training_part
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
+from dlworkflow.metrics import metric_label
 from dlworkflow.provenance import environment
 from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
 from dlworkflow.tasks.base import DRAWS, percentile_interval
@@ -151,7 +152,8 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     decision = choose_shipped(str(final_settings.get("model", "auto")), summary,
                               json.loads(Path(ctx.input("baseline")).read_text()),
-                              bool(ctx.values.get("with_baseline", True)))
+                              bool(ctx.values.get("with_baseline", True)),
+                              metric_label(choice["primary"]["name"], choice))
     (out / SHIPPED_FILE).write_text(json.dumps(decision, indent=2) + "\n")
     log.info("ships the %s (%s): %s", decision["shipped"], decision["model"], decision["why"])
     return card

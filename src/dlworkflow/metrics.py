@@ -39,6 +39,23 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("smape", False, "values", "symmetric mean absolute percentage error (0-200)"),
 )}
 
+#: how a person reads a metric's name (reports, the closing summary); files keep the names
+LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy",
+          "pr_auc": "PR AUC", "roc_auc": "ROC AUC", "rmse": "RMSE", "mae": "MAE", "mase": "MASE",
+          "smape": "sMAPE (%)", "r2": "R²"}
+
+
+def metric_label(name: str, choice: Mapping[str, Any] | None = None) -> str:
+    """A metric for a page: `f_beta` reads "F1 of spam" given the dataset's `metric.json`
+    (its beta and positive class), `smape` "sMAPE (%)" (its values are percent, 0-200)."""
+    if name == "f_beta" and choice:
+        params = {**(choice.get("primary") or {}).get("params", {})}
+        positive = params.get("positive_label") or choice.get("positive_label")
+        if positive is not None:
+            return f"F{float(params.get('beta', 1.0)):g} of {positive}"
+    return LABELS.get(name, name)
+
+
 #: seasonal period of a pandas frequency string's base unit (for MASE and the naive forecast)
 SEASON_BY_FREQUENCY = {"W": 52, "D": 7, "B": 5, "H": 24, "h": 24, "M": 12, "MS": 12, "ME": 12,
                        "Q": 4, "QS": 4, "QE": 4, "T": 60, "min": 60, "A": 1, "Y": 1, "YS": 1}

@@ -28,15 +28,6 @@ def _plus_minus(entry: Mapping[str, Any]) -> str:
 
 
 #: how a metric's name reads in a table header, where its name alone would mislead
-METRIC_LABELS = {"smape": "sMAPE (%)", "mase": "MASE", "mae": "MAE", "rmse": "RMSE",
-                 "r2": "R²", "roc_auc": "ROC AUC", "pr_auc": "PR AUC"}
-
-
-def metric_label(name: str) -> str:
-    """A metric's table header: `smape` reads "sMAPE (%)" (its values are percent, 0-200)."""
-    return METRIC_LABELS.get(name, name)
-
-
 def cv_table(baseline: Mapping[str, Any], network: Mapping[str, Any],
              names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per model (baselines, then the network): CV mean ± std of every metric."""
@@ -191,7 +182,7 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     """The report's HTML and a small JSON summary of what it shows."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    from dlworkflow.metrics import metric_names
+    from dlworkflow.metrics import metric_label, metric_names
 
     inputs, settings, task = ctx.inputs, ctx.section("final"), ctx.task
     read = lambda key: json.loads(Path(inputs[key]).read_text())  # noqa: E731
@@ -223,7 +214,7 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     context["explanations"] = json.loads(Path(inputs["explanations"]).read_text())
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
-    env.filters["metric_label"] = metric_label
+    env.filters["metric_label"] = lambda name: metric_label(name, choice)
     env.filters["milliseconds"] = milliseconds
     context["size_unit"] = ("parameters" if (latency.get("kind") or shipped) == "network"
                             else "stored values")

@@ -162,6 +162,8 @@ def _score(entry: Mapping[str, Any], name: str) -> str:
 def closing_summary(params: Mapping[str, Any], datasets: Sequence[str] = (),
                     root: str | Path = ".") -> str:
     """Per dataset: the shipped model with its CV and test scores, and the report paths."""
+    from dlworkflow.metrics import metric_label
+
     root = Path(root)
     lines = ["", "Results"]
     for name in datasets or list(params["datasets"]):
@@ -176,8 +178,11 @@ def closing_summary(params: Mapping[str, Any], datasets: Sequence[str] = (),
         network = json.loads((results / "nn" / "summary.json").read_text())["headline"]
         baseline = json.loads((results / "baseline" / "summary.json").read_text())["headline"]
         cv = network if headline["kind"] == "network" else baseline
+        choice_file = results / "intake" / "metric.json"
+        label = metric_label(primary, json.loads(choice_file.read_text())
+                             if choice_file.is_file() else None)
         lines += [
-            f"  {name}: ships the {headline['kind']} {headline['model']}; {primary}: "
+            f"  {name}: ships the {headline['kind']} {headline['model']}; {label}: "
             f"CV {_score(cv, primary)}, test {headline[primary]:.4f} "
             f"[{headline[f'{primary}_low']:.4f}, {headline[f'{primary}_high']:.4f}]",
             f"    {test['shipped']['why']}",

@@ -33,10 +33,11 @@ TRUSTED_MODULES = ("sklearn.", "numpy", "scipy.", "dlworkflow.estimators.", "bui
 
 
 def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[str, Any],
-                   servable: bool) -> dict[str, Any]:
+                   servable: bool, label: str | None = None) -> dict[str, Any]:
     """Which model the final step ships, and why, from the two CV summaries alone (the test
     rows play no part). `servable` is False when the baseline cannot take raw inputs (it was
-    fitted on cached embeddings): then the network ships."""
+    fitted on cached embeddings): then the network ships. `label`: the primary metric as
+    the reports name it ("F1 of spam" for `f_beta`), in the reason's words."""
     primary = network["primary"]
     greater = bool(network["greater_is_better"])
     net_name, base_name = network["best"], baseline["best"]
@@ -44,7 +45,7 @@ def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[s
     base = baseline["models"][base_name][primary]
     cv = {"network": {"model": net_name, "mean": net["mean"], "std": net["std"]},
           "baseline": {"model": base_name, "mean": base["mean"], "std": base["std"]}}
-    scores = (f"CV {primary}: network {net_name} {net['mean']:.4f} ± {net['std']:.4f}, "
+    scores = (f"CV {label or primary}: network {net_name} {net['mean']:.4f} ± {net['std']:.4f}, "
               f"baseline {base_name} {base['mean']:.4f} ± {base['std']:.4f}")
     if setting not in ("auto", "network", "baseline"):
         raise ConfigError(f"final.model: {setting!r}; use auto, network or baseline")

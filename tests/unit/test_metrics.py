@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import fbeta_score
 
 from dlworkflow.choice import choose_metric
-from dlworkflow.metrics import compute, mase, season_length, smape
+from dlworkflow.metrics import compute, mase, metric_label, season_length, smape
 
 
 def labels(**counts: int) -> pd.Series:
@@ -29,6 +29,9 @@ def test_five_percent_positive_gets_f_beta_of_the_rare_class_and_pr_auc():
     assert choice["positive_label"] == "fraud"
     assert "pr_auc" in [m["name"] for m in choice["secondary"]]
     assert "5.0%" in choice["rationale"] and "95.0% accuracy" in choice["rationale"]
+    # pages name it as the rationale does; the files keep `f_beta`
+    assert metric_label("f_beta", choice) == "F2 of fraud" and metric_label("f_beta") == "f_beta"
+    assert metric_label("balanced_accuracy", choice) == "balanced accuracy"
 
 
 def test_threshold_for_imbalance_is_configurable():
@@ -101,6 +104,7 @@ def test_real_sms_spam_collection_gets_f1_of_spam(demo_raw):
     assert choice["primary"]["name"] == "f_beta"
     assert choice["positive_label"] == "spam"
     assert "13.4%" in choice["rationale"]
+    assert metric_label(choice["primary"]["name"], choice) == "F1 of spam"
 
 
 def test_label_and_ranking_metrics_equal_scikit_learns_on_random_resamples():

@@ -24,6 +24,9 @@ def test_the_better_cv_score_ships_and_a_tie_goes_to_the_baseline():
     decision = choose_shipped("auto", network, baseline, servable=True)
     assert decision["shipped"] == "baseline" and decision["model"] == "tfidf_logreg"
     assert "0.9300" in decision["why"] and "0.9500" in decision["why"]
+    assert "(CV f_beta: network" in decision["why"]
+    named = choose_shipped("auto", network, baseline, True, label="F1 of spam")["why"]
+    assert "(CV F1 of spam: network text_cnn 0.9300" in named  # as the reports name it
     assert choose_shipped("auto", _summary("text_cnn", 0.97), baseline, True)["shipped"] == \
         "network"
     assert choose_shipped("auto", _summary("cnn", 0.95), baseline, True)["shipped"] == "baseline"
