@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dlworkflow.context import RunContext
 from dlworkflow.figures import figure_uri, new_figure
+from dlworkflow.metrics import metric_label
 from dlworkflow.splits import load_series, shared_groups_words
 from dlworkflow.tasks import Task
 
@@ -151,6 +152,7 @@ def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     env.filters["finding"] = leakage_finding
+    env.filters["metric_label"] = lambda name: metric_label(name, metric)
     html = env.get_template("eda.html.j2").render(**context)
     summary = {
         "dataset": ctx.name, "modality": ctx.dataset["modality"], "task": task.name,

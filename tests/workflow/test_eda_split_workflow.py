@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
+from dlworkflow.metrics import metric_label
 from tests.conftest import PER_CLASS
 from tests.workflow.conftest import run, shipped_params, write_params
 
@@ -53,6 +54,9 @@ def test_eda_report_shows_samples_target_and_the_summary_numbers(demo_project, n
     for number in (summary["found"], summary["items"], summary["rejected"], summary["leaks"]):
         assert f">{number}<" in html.replace("<b>", ">").replace("</b>", "<")
     assert summary["primary_metric"] in text
+    # and as a person reads it (co2: "MASE")
+    choice = json.loads((intake / "metric.json").read_text())
+    assert f"{metric_label(summary['primary_metric'], choice)} primary metric" in text
     assert str(summary["duplicate_items"]) in text
     # self-contained: every image and sound is inline, nothing is fetched
     sources = [a.get("src", "") for t, a in page.tags if t in ("img", "audio", "script")]
@@ -166,4 +170,4 @@ def test_leakage_findings_read_as_sentences(demo_project):
     assert 'id="shared-groups"' in html and shared in html
     report = (demo_project / "results" / "fsdd" / "final" / "report.html").read_text()
     assert "leakage finding" not in report and shared in report
-    assert "voices it has heard" in report
+    assert "voices it has heard" in report and "between the test set and the folds" in report
