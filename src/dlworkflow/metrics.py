@@ -49,7 +49,7 @@ def metric_label(name: str, choice: Mapping[str, Any] | None = None) -> str:
     """A metric for a page: `f_beta` reads "F1 of spam" given the dataset's `metric.json`
     (its beta and positive class), `smape` "sMAPE (%)" (its values are percent, 0-200)."""
     if name == "f_beta" and choice:
-        params = {**(choice.get("primary") or {}).get("params", {})}
+        params = (choice.get("primary") or {}).get("params") or {}
         positive = params.get("positive_label") or choice.get("positive_label")
         if positive is not None:
             return f"F{float(params.get('beta', 1.0)):g} of {positive}"

@@ -27,7 +27,6 @@ def _plus_minus(entry: Mapping[str, Any]) -> str:
     return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
 
 
-#: how a metric's name reads in a table header, where its name alone would mislead
 def cv_table(baseline: Mapping[str, Any], network: Mapping[str, Any],
              names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per model (baselines, then the network): CV mean ± std of every metric."""

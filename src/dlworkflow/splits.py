@@ -18,6 +18,7 @@ import pandas as pd
 from dlworkflow.config import split_settings
 from dlworkflow.context import RunContext
 from dlworkflow.errors import LeakageFound
+from dlworkflow.tasks.base import counts_as_leak
 
 __all__ = ["LeakageFound", "enforce_leakage_policy", "load_series", "shared_groups_words",
            "split_dataset", "split_settings"]
@@ -29,9 +30,7 @@ def enforce_leakage_policy(report: Mapping[str, Any], policy: str, dataset: str)
         return
     lines = []
     for kind, entries in report.items():
-        if kind.startswith("groups_") and not report.get("groups_counted", True):
-            continue  # split.groups: false: shared groups are the scheme, not a leak
-        if isinstance(entries, list):
+        if isinstance(entries, list) and counts_as_leak(report, kind):
             for entry in entries:
                 if kind == "windows":
                     if not entry["ordered"]:
@@ -54,10 +53,9 @@ def shared_groups_words(report: Mapping[str, Any]) -> str | None:
     test, folds = len(report.get("groups_across_test", [])), len(report.get("groups_across_folds", []))
     if not test and not folds:
         return None
-    where = " and ".join(
-        text for n, text in ((test, f"{test} have items in both test and trainval"),
-                             (folds, f"{folds} {'' if test else 'have items '}in more than one fold"))
-        if n)
+    where = [f"{test} have items in both test and trainval"] if test else []
+    if folds:
+        where.append(f"{folds} {'' if test else 'have items '}in more than one fold")
     if test:
         scores = ("So the cross-validated and test scores are for groups the model trained on "
                   "(for speakers, voices it has heard); to score unseen groups, set "
@@ -67,7 +65,7 @@ def shared_groups_words(report: Mapping[str, Any]) -> str | None:
                   "speakers, voices it has heard) while the test's groups are unseen; "
                   "split.groups: true keeps each group inside one fold.")
     return (f"split.groups is false, so groups may straddle the split (not counted as leaks): "
-            f"of the dataset's groups, {where}. {scores}")
+            f"of the dataset's groups, {' and '.join(where)}. {scores}")
 
 
 def load_series(ctx: RunContext, inventory: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -32,6 +32,13 @@ def metric_entry(name: str, **params: Any) -> dict[str, Any]:
             "description": metric.description, **({"params": params} if params else {})}
 
 
+def counts_as_leak(report: Mapping[str, Any], kind: str) -> bool:
+    """Whether a leakage report's `kind` of finding is a leak: all are, except groups on both
+    sides under `split.groups: false` (`groups_counted`), the scheme asked for there (FSDD's
+    conventional test: every speaker's takes 0-4), which are listed only."""
+    return report.get("groups_counted", True) or not kind.startswith("groups_")
+
+
 def bootstrap_draws(metric_fn: Callable[[np.ndarray], Mapping[str, float]], units: int,
                     resamples: int, seed: int) -> dict[str, np.ndarray]:
     """Every metric on each of `resamples` resamples (with replacement) of the `units` test

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.errors import ConfigError
-from dlworkflow.tasks.base import Task
+from dlworkflow.tasks.base import Task, counts_as_leak
 
 
 def clusters(inventory: pd.DataFrame, use_groups: bool) -> pd.Series:
@@ -160,11 +160,9 @@ class ItemTask(Task):
             "groups_across_test": shared_values(splits, "group", "role"),
             "groups_across_folds": shared_values(trainval, "group", "fold"),
         }
-        # with `split.groups: false` a group on both sides is the scheme asked for (FSDD's
-        # conventional test: every speaker's takes 0-4): listed, not counted as a leak
         report["groups_counted"] = bool(settings.get("groups", True))
-        report["leaks"] = sum(len(v) for k, v in report.items() if isinstance(v, list)
-                              and (report["groups_counted"] or not k.startswith("groups_")))
+        report["leaks"] = sum(len(v) for k, v in report.items()
+                              if isinstance(v, list) and counts_as_leak(report, k))
         return report
 
     #: word for a stratified split in the scheme's sentence ("" when not stratified by class)
