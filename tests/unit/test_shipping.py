@@ -77,6 +77,32 @@ def test_an_exported_baseline_predicts_raw_texts_as_the_fitted_one(sms_baseline)
     assert load_shipped(folder).kind == "baseline"
 
 
+def test_an_exported_tfidf_vocabulary_is_two_arrays_not_a_node_a_term(sms_baseline,
+                                                                        tmp_path):
+    """The TF-IDF vocabularies go into the skops file as arrays of UTF-8 bytes and ends, so
+    a large vocabulary loads in milliseconds, and come back term for term, column for column,
+    non-ASCII terms too; saving leaves the fitted estimator as it was, and saving it again
+    writes the same bytes."""
+    import zipfile
+
+    folder, estimator, texts, _ = sms_baseline
+    save_baseline(estimator, tmp_path, json.loads((folder / "baseline.json").read_text()))
+    assert (tmp_path / "baseline.skops").read_bytes() == (folder / "baseline.skops").read_bytes()
+    fitted = dict(estimator.named_steps["tfidf"].transformer_list)
+    loaded, card = load_baseline(folder)
+    assert card["skops_types"] == ["dlworkflow.estimators.CompactTfidfVectorizer"]
+    terms = 0
+    for name, vectorizer in loaded.named_steps["tfidf"].transformer_list:
+        assert vectorizer.vocabulary_ == fitted[name].vocabulary_  # still on the fitted one
+        terms += len(vectorizer.vocabulary_)
+    assert any(not term.isascii() for term in fitted["chars"].vocabulary_)  # "£" and the like
+    assert terms > 5_000
+    with zipfile.ZipFile(folder / "baseline.skops") as archive:
+        schema = archive.read("schema.json").decode()
+    assert schema.count('"__id__"') < terms // 20  # skops's nodes: a few hundred, not one a term
+    assert np.array_equal(loaded.predict_proba(texts), estimator.predict_proba(texts))
+
+
 class Smuggled(BaseEstimator, ClassifierMixin):
     """A class from outside scikit-learn and dlworkflow.estimators."""
 
