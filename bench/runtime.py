@@ -1,7 +1,7 @@
 """Where a finished run's time went, read from its own records: Snakemake's `benchmarks/`
 files, the jobs' logs and the networks' `history.csv`. Nothing runs and nothing is asserted;
-run it after `make demo` (or any `dlworkflow run`) to see whether the cores were busy, how
-much of the work is training, what a training job pays before its first step, and whether
+run it after `make demo` (or any `dlworkflow run`) to see whether the cores were busy (and
+which job ran alone while a core idled), how much of the work is training, what a training job pays before its first step, and whether
 each fold spent its step budget learning or stopped early.
 
     python bench/runtime.py [--project .] [--started EPOCH_SECONDS]
@@ -61,6 +61,23 @@ def busy(found: list[dict]) -> dict[int, float]:
     return dict(sorted(counts.items()))
 
 
+def alone(found: list[dict], least: float = 2.0) -> list[tuple[float, float, dict]]:
+    """The stretches of at least `least` seconds in which one job ran alone (on two cores,
+    one idle), as (start, end, job), in time order: where a better order could fill a core."""
+    events = sorted([(j["start"], 1, n) for n, j in enumerate(found)] +
+                    [(j["end"], -1, n) for n, j in enumerate(found)])
+    stretches, running, previous = [], set(), events[0][0]
+    for moment, change, number in events:
+        if len(running) == 1 and moment - previous >= least:
+            stretches.append((previous, moment, found[next(iter(running))]))
+        if change > 0:
+            running.add(number)
+        else:
+            running.discard(number)
+        previous = moment
+    return stretches
+
+
 def training_phases(job: dict, text: str) -> dict | None:
     """A training job's wall split, from its log `text`: start-up (imports, data, network
     built), training (first step to the last log line) and the rest (saving, exit)."""
@@ -97,6 +114,11 @@ def report(project: Path, started: float | None) -> None:
         print(f"Snakemake's start before its first job: {first - started:.1f} s")
     print("jobs running at once (s): " + ", ".join(
         f"{count}: {seconds:.0f}" for count, seconds in busy(found).items()))
+    lone = alone(found)
+    if lone:
+        print(f"one job alone, {sum(end - start for start, end, _ in lone):.0f} s in all: " +
+              ", ".join(f"{start - first:.0f}-{end - first:.0f} s {job['dataset']} {job['name']}"
+                        for start, end, job in lone))
 
     per_rule: dict[str, float] = defaultdict(float)
     for job in found:

@@ -148,3 +148,32 @@ def test_training_logs_carry_no_library_warnings(demo_project):
         noise = [line for line in text.splitlines()
                  if re.search(r"\w+Warning: |WARNING (tensorflow|absl|keras)", line)]
         assert not noise, (path, noise[:3])
+
+
+def test_the_runtime_breakdown_reconciles_with_the_runs_own_records(demo_project):
+    """`bench/runtime.py` on the quick look: one job a benchmark file, the seconds at each
+    number of jobs at once adding up to the run's span, a row for every training job, and
+    the stretches with one job alone naming jobs of the run."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "runtime.py"), "--project",
+                           str(demo_project)], capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    files = sorted((demo_project / "benchmarks").glob("*/*.tsv"))
+    count, span = re.match(r"(\d+) jobs, \d+ job-seconds, first start to last end (\d+) s",
+                           lines[0]).groups()
+    assert int(count) == len(files)
+    at_once = next(line for line in lines if line.startswith("jobs running at once"))
+    seconds = [float(part.split(": ")[1]) for part in at_once.split("(s): ")[1].split(", ")]
+    assert abs(sum(seconds) - int(span)) <= len(seconds)  # each figure rounded to 1 s
+    names = {(path.parent.name, path.stem) for path in files}
+    trained = {name for name in names if name[1].split("-")[0] in ("train_fold", "final_train")}
+    assert len(trained) == len(DATASETS) * (QUICK_FOLDS + 1)
+    for dataset, job in trained:
+        assert f"| {dataset} | {job} |" in done.stdout
+    lone = next((line for line in lines if line.startswith("one job alone")), "")
+    for dataset, job in re.findall(r"\d+-\d+ s (\w+) ([\w-]+)", lone):
+        assert (dataset, job) in names
