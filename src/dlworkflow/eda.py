@@ -104,6 +104,12 @@ def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: Task)
 
 
 
+def counted(number: int, noun: str) -> str:
+    """A count and its noun, in words: "1 item", "3,000 items", "0 leakage findings"."""
+    number = int(number)
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def leakage_finding(entry: dict, shown: int = 3) -> str:
     """One leakage finding in words: the shared value (a group, or a content hash), then per
     part (test / trainval, or a fold) how many items and the first few ids."""
@@ -115,8 +121,7 @@ def leakage_finding(entry: dict, shown: int = 3) -> str:
             continue
         name = part if not str(part).isdigit() else f"fold {part}"
         more = f", … {len(ids) - shown} more" if len(ids) > shown else ""
-        parts.append(f"{name}: {len(ids)} item{'s' if len(ids) != 1 else ''} "
-                     f"({', '.join(ids[:shown])}{more})")
+        parts.append(f"{name}: {counted(len(ids), 'item')} ({', '.join(ids[:shown])}{more})")
     return f"{what} in " + "; ".join(parts)
 
 def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
@@ -152,6 +157,8 @@ def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
     env = Environment(loader=PackageLoader("dlworkflow", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     env.filters["finding"] = leakage_finding
+    env.filters["thousands"] = "{:,}".format
+    env.filters["counted"] = counted
     env.filters["metric_label"] = lambda name: metric_label(name, metric)
     html = env.get_template("eda.html.j2").render(**context)
     summary = {

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
+from dlworkflow.eda import counted
 from dlworkflow.metrics import metric_label
 from tests.conftest import PER_CLASS
 from tests.workflow.conftest import run, shipped_params, write_params
@@ -52,12 +53,16 @@ def test_eda_report_shows_samples_target_and_the_summary_numbers(demo_project, n
     target = [a for t, a in page.tags if t == "img" and a.get("id") == "target-plot"]
     assert target and target[0]["src"].startswith("data:image/png;base64,")
     for number in (summary["found"], summary["items"], summary["rejected"], summary["leaks"]):
-        assert f">{number}<" in html.replace("<b>", ">").replace("</b>", "<")
+        assert f">{number:,}<" in html.replace("<b>", ">").replace("</b>", "<")
     assert summary["primary_metric"] in text
     # and as a person reads it (co2: "MASE")
     choice = json.loads((intake / "metric.json").read_text())
     assert f"{metric_label(summary['primary_metric'], choice)} primary metric" in text
-    assert str(summary["duplicate_items"]) in text
+    duplicates = summary["duplicate_items"]
+    assert (f"{counted(duplicates, 'item')} share their exact content" if duplicates
+            else "No two items have the same content") in text
+    for label, count in summary.get("class_counts", {}).items():  # under each class's samples
+        assert f"{label} {counted(count, 'item')}" in text
     # self-contained: every image and sound is inline, nothing is fetched
     sources = [a.get("src", "") for t, a in page.tags if t in ("img", "audio", "script")]
     assert sources and all(s.startswith("data:") for s in sources)
@@ -130,6 +135,8 @@ def test_planted_duplicate_across_train_and_test_is_reported_and_fail_stops(proj
                          "trainval": [f"recordings/{planted.name}"]}]
     eda = (project / "results" / "fsdd" / "intake" / "eda.html").read_text()
     assert "duplicates across test" in eda and planted.name in eda
+    assert "1 leakage finding (split.on_leakage" in eda  # the count in words, in its number
+    assert "2 items share their exact content with another (1 group)" in eda
 
     params = shipped_params()
     params["split"]["on_leakage"] = "fail"
