@@ -1,8 +1,9 @@
 """Where a finished run's time went, read from its own records: Snakemake's `benchmarks/`
 files, the jobs' logs and the networks' `history.csv`. Nothing runs and nothing is asserted;
 run it after `make demo` (or any `dlworkflow run`) to see whether the cores were busy (and
-which job ran alone while a core idled), how much of the work is training, what a training job pays before its first step, and whether
-each fold spent its step budget learning or stopped early.
+which job ran alone while a core idled), how much of the work is training, what a training
+job pays before its first step, and whether each fold spent its step budget learning or
+stopped early.
 
     python bench/runtime.py [--project .] [--started EPOCH_SECONDS]
 
