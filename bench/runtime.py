@@ -50,16 +50,16 @@ def jobs(project: Path) -> list[dict]:
 
 
 def busy(found: list[dict]) -> dict[int, float]:
-    """Seconds during which 1, 2, ... jobs ran, first start to last end: one sweep over the
-    jobs' starts (+1) and ends (-1)."""
+    """Seconds during which 0, 1, 2, ... jobs ran, first start to last end (0: Snakemake
+    between jobs, on a busy machine): one sweep over the jobs' starts (+1) and ends (-1)."""
     events = sorted([(j["start"], 1) for j in found] + [(j["end"], -1) for j in found])
     counts: dict[int, float] = defaultdict(float)
     running, previous = 0, events[0][0]
     for moment, change in events:
-        if running:
-            counts[running] += moment - previous
+        counts[running] += moment - previous
         running, previous = running + change, moment
-    return dict(sorted(counts.items()))
+    return {count: seconds for count, seconds in sorted(counts.items())
+            if count or seconds >= 0.5}
 
 
 def alone(found: list[dict], least: float = 2.0) -> list[tuple[float, float, dict]]:
