@@ -49,15 +49,28 @@ def jobs(project: Path) -> list[dict]:
     return found
 
 
+def stretches(found: list[dict]) -> list[tuple[float, float, set[int]]]:
+    """First start to last end cut where a job starts or ends: (start, end, the indices in
+    `found` of the jobs running), in time order; one sweep over the starts and ends."""
+    events = sorted([(j["start"], 1, n) for n, j in enumerate(found)] +
+                    [(j["end"], -1, n) for n, j in enumerate(found)])
+    cut, running, previous = [], set(), events[0][0]
+    for moment, change, number in events:
+        cut.append((previous, moment, set(running)))
+        if change > 0:
+            running.add(number)
+        else:
+            running.discard(number)
+        previous = moment
+    return cut
+
+
 def busy(found: list[dict]) -> dict[int, float]:
     """Seconds during which 0, 1, 2, ... jobs ran, first start to last end (0: Snakemake
-    between jobs, on a busy machine): one sweep over the jobs' starts (+1) and ends (-1)."""
-    events = sorted([(j["start"], 1) for j in found] + [(j["end"], -1) for j in found])
+    between jobs, on a busy machine)."""
     counts: dict[int, float] = defaultdict(float)
-    running, previous = 0, events[0][0]
-    for moment, change in events:
-        counts[running] += moment - previous
-        running, previous = running + change, moment
+    for start, end, running in stretches(found):
+        counts[len(running)] += end - start
     return {count: seconds for count, seconds in sorted(counts.items())
             if count or seconds >= 0.5}
 
@@ -65,18 +78,8 @@ def busy(found: list[dict]) -> dict[int, float]:
 def alone(found: list[dict], least: float = 2.0) -> list[tuple[float, float, dict]]:
     """The stretches of at least `least` seconds in which one job ran alone (on two cores,
     one idle), as (start, end, job), in time order: where a better order could fill a core."""
-    events = sorted([(j["start"], 1, n) for n, j in enumerate(found)] +
-                    [(j["end"], -1, n) for n, j in enumerate(found)])
-    stretches, running, previous = [], set(), events[0][0]
-    for moment, change, number in events:
-        if len(running) == 1 and moment - previous >= least:
-            stretches.append((previous, moment, found[next(iter(running))]))
-        if change > 0:
-            running.add(number)
-        else:
-            running.discard(number)
-        previous = moment
-    return stretches
+    return [(start, end, found[next(iter(running))]) for start, end, running in stretches(found)
+            if len(running) == 1 and end - start >= least]
 
 
 def training_phases(job: dict, text: str) -> dict | None:

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dlworkflow.context import RunContext
 from dlworkflow.figures import figure_uri, new_figure
-from dlworkflow.metrics import metric_label
+from dlworkflow.pages import counted, environment
 from dlworkflow.splits import load_series, shared_groups_words
 from dlworkflow.tasks import Task
 
@@ -104,12 +103,6 @@ def quality_section(inventory: pd.DataFrame, rejected: pd.DataFrame, task: Task)
 
 
 
-def counted(number: int, noun: str) -> str:
-    """A count and its noun, in words: "1 item", "3,000 items", "0 leakage findings"."""
-    number = int(number)
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
 def leakage_finding(entry: dict, shown: int = 3) -> str:
     """One leakage finding in words: the shared value (a group, or a content hash), then per
     part (test / trainval, or a fold) how many items and the first few ids."""
@@ -154,12 +147,8 @@ def build_eda(ctx: RunContext, inventory: pd.DataFrame, rejected: pd.DataFrame,
                                  dropna=False).size().reset_index(name="items")
         .to_dict("records"),
     }
-    env = Environment(loader=PackageLoader("dlworkflow", "templates"),
-                      autoescape=select_autoescape(["html", "j2"]))
+    env = environment(metric)
     env.filters["finding"] = leakage_finding
-    env.filters["thousands"] = "{:,}".format
-    env.filters["counted"] = counted
-    env.filters["metric_label"] = lambda name: metric_label(name, metric)
     html = env.get_template("eda.html.j2").render(**context)
     summary = {
         "dataset": ctx.name, "modality": ctx.dataset["modality"], "task": task.name,

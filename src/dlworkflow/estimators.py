@@ -66,10 +66,9 @@ class CompactTfidfVectorizer(TfidfVectorizer):
         state = dict(super().__getstate__())  # outside sklearn's modules: the live __dict__
         vocabulary = state.pop("vocabulary_", None)
         if vocabulary is not None:
-            terms = sorted(vocabulary, key=vocabulary.__getitem__)
-            if [vocabulary[term] for term in terms] != list(range(len(terms))):
-                raise ValueError("a TF-IDF vocabulary whose columns are not 0 to n - 1")
-            encoded = [term.encode("utf-8", "surrogatepass") for term in terms]
+            encoded = [b""] * len(vocabulary)  # in column order: columns are 0 to n - 1
+            for term, column in vocabulary.items():
+                encoded[column] = term.encode("utf-8", "surrogatepass")
             state["vocabulary_bytes_"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
             state["vocabulary_ends_"] = np.cumsum([len(term) for term in encoded],
                                                   dtype=np.int64)

@@ -179,9 +179,8 @@ def error_cells(ctx: RunContext, worst: pd.DataFrame | None,
 
 def build_report(ctx: RunContext) -> tuple[str, dict]:
     """The report's HTML and a small JSON summary of what it shows."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    from dlworkflow.metrics import metric_label, metric_names
+    from dlworkflow.metrics import metric_names
+    from dlworkflow.pages import environment
 
     inputs, settings, task = ctx.inputs, ctx.section("final"), ctx.task
     read = lambda key: json.loads(Path(inputs[key]).read_text())  # noqa: E731
@@ -211,9 +210,7 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     context["cells"] = error_cells(ctx, worst, pd.read_parquet(inputs["inventory"]))
     context["no_errors"] = worst is not None and worst.empty
     context["explanations"] = json.loads(Path(inputs["explanations"]).read_text())
-    env = Environment(loader=PackageLoader("dlworkflow", "templates"),
-                      autoescape=select_autoescape(["html", "j2"]))
-    env.filters["metric_label"] = lambda name: metric_label(name, choice)
+    env = environment(choice)
     env.filters["milliseconds"] = milliseconds
     context["size_unit"] = ("parameters" if (latency.get("kind") or shipped) == "network"
                             else "stored values")

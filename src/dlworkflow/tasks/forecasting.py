@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.errors import ConfigError
+from dlworkflow.pages import counted
 from dlworkflow.tasks.base import Task, metric_entry, save_csv, scored
 from dlworkflow.tasks.regression import PredictsValues
 
@@ -78,7 +79,7 @@ def gap_words(gap: int) -> str:
     """`trains_on`'s rule for the report: what a fold trains on, given `split.gap`."""
     if gap <= 0:
         return "steps before its window"
-    return f"steps that leave a gap of {gap} step{'s' if gap > 1 else ''} before its window"
+    return f"steps that leave a gap of {counted(gap, 'step')} before its window"
 
 
 def split_time(series: Mapping[str, pd.DataFrame], settings: Mapping[str, Any],
