@@ -7,7 +7,7 @@ pandas) in `--runs` fresh processes under `python -X importtime` and prints the 
 and CPU seconds, then the modules whose own import time (children excluded) is largest,
 median over the runs. Nothing is asserted.
 
-    python bench/startup.py [--runs 5] [--top 12]
+    python bench/startup.py [--runs 5] [--top 12] [--code "import ..."]
     python bench/startup.py --against DIR    # DIR first on PYTHONPATH, the two taking turns
 
 `--against` compares the installed packages with others put first on `PYTHONPATH` (for
@@ -34,7 +34,7 @@ JOB_IMPORTS = ("from dlworkflow.train import configure_tensorflow; configure_ten
 LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
 
 
-def one_run(pythonpath: str | None) -> dict:
+def one_run(pythonpath: str | None, code: str = JOB_IMPORTS) -> dict:
     """Wall and CPU seconds of one fresh process doing the imports, and each module's own
     import microseconds (from -X importtime)."""
     env = dict(os.environ)
@@ -43,7 +43,7 @@ def one_run(pythonpath: str | None) -> dict:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", JOB_IMPORTS], env=env,
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env,
                           capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -85,17 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--against", help="a folder put first on PYTHONPATH, taking turns")
+    parser.add_argument("--code", default=JOB_IMPORTS,
+                        help="the Python to time (default: a training job's imports)")
     args = parser.parse_args(argv)
     installed: list[dict] = []
     other: list[dict] = []
-    one_run(None)  # the page cache warm for both kinds, not counted
+    one_run(None, args.code)  # the page cache warm for both kinds, not counted
     for turn in range(args.runs):
         order = [None, args.against] if turn % 2 == 0 else [args.against, None]
         for path in order:
             if path is None:
-                installed.append(one_run(None))
+                installed.append(one_run(None, args.code))
             elif args.against:
-                other.append(one_run(path))
+                other.append(one_run(path, args.code))
     wall = summary("installed", installed, args.top)
     if args.against:
         other_wall = summary(f"with {args.against} first", other, args.top)
