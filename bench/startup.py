@@ -93,12 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     other: list[dict] = []
     one_run(None, args.code)  # the page cache warm for both kinds, not counted
     for turn in range(args.runs):
-        order = [None, args.against] if turn % 2 == 0 else [args.against, None]
-        for path in order:
-            if path is None:
-                installed.append(one_run(None, args.code))
-            elif args.against:
-                other.append(one_run(path, args.code))
+        sides = [None, args.against] if args.against else [None]
+        for path in sides if turn % 2 == 0 else sides[::-1]:
+            (other if path else installed).append(one_run(path, args.code))
     wall = summary("installed", installed, args.top)
     if args.against:
         other_wall = summary(f"with {args.against} first", other, args.top)

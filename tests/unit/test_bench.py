@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_startup_bench_finds_a_slow_import_and_the_faster_side(tmp_path):
     """`bench/startup.py --against DIR` times the same code with DIR first on PYTHONPATH:
     a module that spends 0.4 s of CPU at import there is named among the slowest of those
-    runs (and not of the others), and the ratio says the installed side is faster."""
+    runs (and not of the others), and the ratio says the installed side is faster. Without
+    `--against`, `--runs` processes of the installed side."""
     fast, slow = tmp_path / "fast", tmp_path / "slow"
     fast.mkdir()
     slow.mkdir()
@@ -36,3 +37,8 @@ def test_startup_bench_finds_a_slow_import_and_the_faster_side(tmp_path):
     assert max(slowest(other), key=slowest(other).get) == "probe_module"
     ratio = float(done.stdout.strip().splitlines()[-1].split(":")[-1])
     assert ratio < 0.9
+    alone = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "startup.py"), "--runs", "3", "--code",
+         "import probe_module"], env=env, capture_output=True, text=True, check=True)
+    assert alone.stdout.startswith("installed: 3 fresh processes")
+    assert "first:" not in alone.stdout
