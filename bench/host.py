@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, default=None, help="pin the probe to this core")
     args = parser.parse_args(argv)
     if args.cpu is not None:
+        if not hasattr(os, "sched_setaffinity"):
+            parser.error("--cpu needs os.sched_setaffinity (Linux); run without it")
         os.sched_setaffinity(0, {args.cpu})
     a = np.random.default_rng(0).standard_normal((args.size, args.size)).astype(np.float32)
     sample(a, 5)  # load the BLAS kernels before the first sample counts
