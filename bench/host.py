@@ -1,14 +1,14 @@
 """How fast this host is right now: the same small piece of work, timed again and again.
 
-    python bench/host.py [--for 60] [--every 1] [--size 192] [--cpu N]
+    python bench/host.py [--for 60] [--every 1] [--size 192] [--products 200] [--cpu N]
 
 Every `--every` seconds it multiplies two float32 matrices on one thread (a training step's
 kind of arithmetic) a fixed number of times and prints the sample's wall and CPU time, then a
 summary: the median, the fastest and the slowest sample, and the median's ratio to the
 fastest. The CPU time tells the two ways a host slows down apart:
 - the same work takes more CPU time: the core itself runs slower (a lower clock when the host
-  is busy: an EPYC under KVM runs at its base clock or well above it, and this page's samples
-  then gather around two values);
+  is busy: an EPYC under KVM runs at its base clock or well above it, and the samples then
+  gather around two values);
 - the same CPU time takes more wall time: the core is shared (another process ran on it).
 Run it beside `make demo` with `--every 10` (about 1 % of a core) to see at which speed the
 demo ran: two runs of the same work can be compared only when their host figures agree
