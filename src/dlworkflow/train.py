@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -434,6 +434,7 @@ class FoldData:
     valid_set: Any = None
     seed: int = 0
     max_steps: int = 0  # `train.max_steps`: a longer pass is trained in slices
+    computed_input: bool = False  # inputs come with a second, computed once (`add_computed_input`)
     _epoch: Any = None  # seed -> one epoch of training batches in the order it draws
 
     @property
@@ -489,6 +490,35 @@ class FoldData:
             data.valid_set = tf.data.Dataset.from_tensor_slices(
                 data.examples(valid)).batch(batch_size)
         return data
+
+    def add_computed_input(self, compute: Callable[[Any], Any]) -> bool:
+        """Feed each row's inputs together with `compute` of them, computed once here for
+        every training and validation row (`frozen_linear_view`); the rows' order, batches
+        and targets stay as they were. Only for rows held in RAM (False otherwise, nothing
+        changed): a stream would compute them again in every pass."""
+        import tensorflow as tf
+
+        if not self.in_memory or self.train_arrays is None:
+            return False
+
+        def with_computed(arrays: Mapping[str, Any]) -> tuple:
+            pair = self.examples(arrays)
+            return ((pair[0], compute(pair[0])), *pair[1:])
+
+        rows = tf.data.Dataset.from_tensor_slices(with_computed(self.train_arrays))
+        labels = self.train_arrays["y"]
+        self._epoch = lambda epoch_seed: self._order(rows, labels, epoch_seed)
+        self.train = self._epoch(self.seed)
+        if self.valid_set is not None:
+            self.valid_set = tf.data.Dataset.from_tensor_slices(
+                with_computed(self.valid)).batch(self.batch_size)
+        self.computed_input = True
+        return True
+
+    def model_batches(self, batches: Any) -> Any:
+        """`batches` of (inputs, ...) as the exported model takes them: without the input
+        `add_computed_input` added."""
+        return batches.map(lambda x, *_: x[0] if self.computed_input else x)
 
     def examples(self, arrays: Mapping[str, Any]) -> tuple:
         """(inputs, targets) of stored arrays, and the rows' loss weights when the task
@@ -749,7 +779,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
     following `schedule` (one learning rate per epoch) instead of early stopping."""
-    from dlworkflow.models.networks import build_network
+    from dlworkflow.models.networks import build_network, frozen_linear_view
 
     settings = ctx.section("train")
     out.mkdir(parents=True, exist_ok=True)
@@ -794,7 +824,13 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         if replicas > 1:
             log.info("MirroredStrategy over %d devices: global batch %d", replicas, batch_size)
         if not cached:
-            history = _fit(model, data, settings, run, "train",
+            view = frozen_linear_view(model)
+            fit_model = model
+            if view is not None and data.add_computed_input(view[1]):
+                fit_model = view[0]
+                log.info("the frozen linear part's logits computed once per row: the "
+                         "network trains on them and the raw inputs")
+            history = _fit(fit_model, data, settings, run, "train",
                            float(settings.get("learning_rate", 1e-3)), weights)
         if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
             opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
@@ -804,7 +840,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
             tuned = _fit(model, data, settings, run.phase(tune_epochs, tune_rate), "fine_tune",
                          tune_rate, weights)
             history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
-        recalibrated = recalibrate_batch_norm(model, data.train.map(lambda x, *_: x))
+        recalibrated = recalibrate_batch_norm(model, data.model_batches(data.train))
         if recalibrated:
             log.info("BatchNormalization statistics of %d layers recomputed on %d of the %d "
                      "training rows", recalibrated, min(len(data.train_rows), BATCH_NORM_ROWS),
@@ -861,7 +897,7 @@ def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
                                           trained.architecture)
     task = ctx.task
     choice = json.loads(Path(ctx.input("metric")).read_text())
-    prediction = np.asarray(model.predict(data.valid_set, verbose=0))
+    prediction = np.asarray(model.predict(data.model_batches(data.valid_set), verbose=0))
     valid = data.valid
     metrics, frame = task.fold_scores(choice, valid, task.decide(prediction, data.classes),
                                       task.probabilities(prediction, data.classes),

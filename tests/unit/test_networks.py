@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlworkflow.models.networks import frozen_linear_view
 from dlworkflow.train import backup_dir, train_fold
 from tests.conftest import REPO
 from tests.helpers.shards import (
@@ -210,6 +211,7 @@ def test_text_networks_take_raw_strings(tmp_path, architecture):
     scores = model.predict(tf.constant(["Free entry! call now to win a prize", "see you at 6"]),
                            verbose=0)
     assert scores.shape == (2, 2) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+    assert (frozen_linear_view(model) is None) == (architecture != "text_wide_cnn")
 
 
 def test_wide_cnn_starts_at_the_folds_logistic_regression(tmp_path):
@@ -246,6 +248,56 @@ def test_wide_cnn_starts_at_the_folds_logistic_regression(tmp_path):
     assert np.allclose(scaled, [[0.6, 0.8], [0.0, 0.0]])
 
 
+def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(tmp_path,
+                                                                             monkeypatch):
+    """text_wide_cnn trains on its frozen linear part's logits computed once per row, not
+    in every step, and ends with the network that computing them in every step trains:
+    the same frozen part, the same learning curve and the same predictions from raw strings
+    (up to float rounding: a matrix product's last bits depend on how many rows it takes at
+    once). Networks without a frozen part train as before."""
+    import keras
+    import tensorflow as tf
+
+    import dlworkflow.models.networks as networks
+
+    texts, labels, folds = sms_texts(300)
+    folder = write_shards(tmp_path / "text", texts, labels, folds)
+    write_metric(folder, "classification", labels)
+    ds = dataset("text", layout="delimited")
+    computed = []
+    real = networks.frozen_linear_view
+
+    def counting(model):
+        view = real(model)
+        computed.append(view is not None)
+        return view
+
+    monkeypatch.setattr(networks, "frozen_linear_view", counting)
+    once, out = _train(folder, ds, tmp_path, "text_wide_cnn", name="once", epochs=3, patience=3)
+    monkeypatch.setattr(networks, "frozen_linear_view", lambda model: None)
+    every, every_out = _train(folder, ds, tmp_path, "text_wide_cnn", name="every", epochs=3,
+                              patience=3)
+    assert computed == [True]
+    assert once["best_epoch"] == every["best_epoch"] and once["epochs_run"] == every["epochs_run"] == 3
+    curves = [pd.read_csv(o / "history.csv") for o in (out, every_out)]
+    assert np.allclose(curves[0]["val_loss"], curves[1]["val_loss"], rtol=1e-4)
+    assert curves[0]["val_loss"].iloc[-1] < curves[0]["val_loss"].iloc[0]  # it learned
+    models = [keras.saving.load_model(o / "model.keras") for o in (out, every_out)]
+    assert [type(layer) for layer in models[0].layers] == [type(layer) for layer in models[1].layers]
+    frozen = [m.get_layer("linear_logits").get_weights() for m in models]
+    assert all(np.array_equal(a, b) for a, b in zip(*frozen, strict=True))
+    held_out = tf.constant([t for t, f in zip(texts, folds, strict=True) if f == 0])
+    scores = [m.predict(held_out, verbose=0) for m in models]
+    assert np.abs(scores[0] - scores[1]).max() < 1e-4
+    rows = [pd.read_parquet(o / "predictions.parquet") for o in (out, every_out)]
+    assert rows[0]["id"].tolist() == rows[1]["id"].tolist()
+    # the view computes what the exported network computes, from the same layers
+    view, compute = real(models[0])
+    both = view.predict([held_out, compute(held_out.numpy())], verbose=0)
+    assert np.abs(both - scores[0]).max() < 1e-5
+    assert {id(w) for w in view.trainable_weights} == {id(w) for w in models[0].trainable_weights}
+
+
 @pytest.mark.parametrize("architecture", ["image_wide_cnn", "image_transfer"])
 def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixels(
         image_shards, tmp_path, architecture):
@@ -263,6 +315,7 @@ def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixe
                     learning_rate=1e-12)
     model = keras.saving.load_model(out / "model.keras")
     assert model.get_layer("linear_logits").trainable and model.get_layer("cnn_logits")
+    assert frozen_linear_view(model) is None  # a trained linear part is not computed once
     if architecture == "image_transfer":  # beside the frozen backbone's head
         assert not find_backbone(model).trainable
     x, _, folds = digits_images(200)  # the shards' images
