@@ -19,6 +19,7 @@ any `dlworkflow run` with a text dataset).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -70,6 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+    import pandas as pd
     import tensorflow as tf
 
     import dlworkflow.layers  # noqa: F401  (the networks' own layers, for loading)
@@ -84,7 +86,10 @@ def main() -> None:
         path = results / "nn" / "fold-0" / "model.keras"
         shards = [np.load(p) for p in sorted((results / "tensors").glob("trainval-*.npz"))]
         x = np.concatenate([shard["x"] for shard in shards]).astype(str)
-        y = np.concatenate([shard["y"] for shard in shards])
+        ids = np.concatenate([shard["ids"] for shard in shards])
+        classes = json.loads((path.parent / "model.json").read_text())["classes"]
+        labels = pd.read_parquet(results / "tensors" / "index.parquet").set_index("id")["label"]
+        y = np.array([classes.index(str(label)) for label in labels.loc[ids]], np.int64)
         steps = int(0.8 * len(x)) // 32 * args.epochs
         times: dict[bool, list[float]] = {False: [], True: []}
         losses: dict[bool, float] = {}
