@@ -445,7 +445,6 @@ class FoldData:
     def load(cls, ctx: RunContext, folder: str, fold: int | None, batch_size: int,
              seed: int) -> FoldData:
         """Read the fold's rows from the shards (or cached embeddings) in `folder`."""
-        import tensorflow as tf
 
         task = ctx.task
         part = Part(task, folder, fold, "train" if fold is not None else "trainval", ctx.gap)
@@ -470,9 +469,7 @@ class FoldData:
         if source is not None:
             data._epoch = data._rounds(source)
         elif in_memory:
-            rows = tf.data.Dataset.from_tensor_slices(data.examples(train_arrays))
-            labels = train_arrays["y"]
-            data._epoch = lambda epoch_seed: data._order(rows, labels, epoch_seed)
+            data._epoch = data._held_epochs(data.examples)
         else:
             labels = (task.encode_targets(train_rows, data.classes)
                       if data.resample != "none" else None)
@@ -487,17 +484,28 @@ class FoldData:
             data._epoch = streamed
         data.train = data._epoch(seed)
         if fold is not None:
-            data.valid_set = tf.data.Dataset.from_tensor_slices(
-                data.examples(valid)).batch(batch_size)
+            data.valid_set = data._valid_batches(data.examples)
         return data
+
+    def _held_epochs(self, examples: Callable[[Mapping[str, Any]], tuple]):
+        """seed -> one epoch of the training rows held in RAM, as `examples` makes them."""
+        import tensorflow as tf
+
+        rows = tf.data.Dataset.from_tensor_slices(examples(self.train_arrays))
+        labels = self.train_arrays["y"]
+        return lambda epoch_seed: self._order(rows, labels, epoch_seed)
+
+    def _valid_batches(self, examples: Callable[[Mapping[str, Any]], tuple]):
+        """The validation rows in batches, as `examples` makes them."""
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices(examples(self.valid)).batch(self.batch_size)
 
     def add_computed_input(self, compute: Callable[[Any], Any]) -> bool:
         """Feed each row's inputs together with `compute` of them, computed once here for
         every training and validation row (`frozen_linear_view`); the rows' order, batches
         and targets stay as they were. Only for rows held in RAM (False otherwise, nothing
         changed): a stream would compute them again in every pass."""
-        import tensorflow as tf
-
         if not self.in_memory or self.train_arrays is None:
             return False
 
@@ -505,13 +513,10 @@ class FoldData:
             pair = self.examples(arrays)
             return ((pair[0], compute(pair[0])), *pair[1:])
 
-        rows = tf.data.Dataset.from_tensor_slices(with_computed(self.train_arrays))
-        labels = self.train_arrays["y"]
-        self._epoch = lambda epoch_seed: self._order(rows, labels, epoch_seed)
+        self._epoch = self._held_epochs(with_computed)
         self.train = self._epoch(self.seed)
         if self.valid_set is not None:
-            self.valid_set = tf.data.Dataset.from_tensor_slices(
-                with_computed(self.valid)).batch(self.batch_size)
+            self.valid_set = self._valid_batches(with_computed)
         self.computed_input = True
         return True
 
