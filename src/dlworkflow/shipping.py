@@ -21,6 +21,7 @@ import numpy as np
 
 from dlworkflow.archives import normalise_skops
 from dlworkflow.errors import ConfigError
+from dlworkflow.heap import keep_freed_heap
 from dlworkflow.provenance import LOADING, differences
 
 log = logging.getLogger(__name__)
@@ -197,11 +198,12 @@ def network_outputs(model: Any, card: Mapping[str, Any]) -> Callable:
 
 
 def load_network(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The Keras model and its card."""
+    """The Keras model and its card (freed heap kept for the next batch, `heap`)."""
     import keras
 
     import dlworkflow.layers  # noqa: F401  (registers the custom layers before loading)
 
+    keep_freed_heap()
     model_dir = Path(model_dir)
     card = json.loads((model_dir / "model.json").read_text())
     return keras.saving.load_model(model_dir / "model.keras"), card

@@ -39,6 +39,7 @@ from dlworkflow.data import (
 )
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
+from dlworkflow.heap import keep_freed_heap
 from dlworkflow.provenance import environment
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,13 @@ CPU_DEVICES_ENV = "DLWORKFLOW_CPU_DEVICES"
 
 
 def configure_tensorflow(threads: int, seed: int, deterministic: bool = True) -> list:
-    """Threads from the rule, seeded weights and shuffles, op determinism, and mixed precision
-    when a GPU is visible. Returns the visible GPUs."""
+    """Threads from the rule, seeded weights and shuffles, op determinism, mixed precision
+    when a GPU is visible, and freed heap kept for the next step (`heap`). Returns the
+    visible GPUs."""
     import keras
     import tensorflow as tf
+
+    keep_freed_heap()
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))

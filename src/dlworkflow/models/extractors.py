@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dlworkflow.errors import ConfigError
+from dlworkflow.heap import keep_freed_heap
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, out
                   model=None) -> int:
     """Embed every item of a shard; write ids and embeddings (float32) to output."""
     from dlworkflow.shardfile import load_shard, save_shard
+
+    keep_freed_heap()
 
     arrays = load_shard(shard_path)
     x = as_rgb_batch(arrays["x"], get_extractor(name).min_side)
