@@ -4,13 +4,13 @@
     python bench/heap.py [--project .] [--datasets co2 digits] [--fold 0] [--rounds 2]
 
 The project is linked into a temporary folder beside it (its files hard-linked; what the job
-writes to copied), so the project itself is not touched. The default way runs with
-`MALLOC_TOP_PAD_=131072`, glibc's own default, which `keep_freed_heap` leaves as it is; the
-other runs the code as shipped. Per run it reads the job's own log (the median of Keras'
-ms a step over the epochs) and the job's resource use as the kernel counts it (CPU time in
-user space and in the kernel, minor page faults, peak memory), and it checks that the job
-wrote the same `model.keras`, to the bit, as the project's. Nothing is asserted; run it
-after `make demo` (or any `dlworkflow run`).
+writes to copied), so the project itself is not touched. For glibc's default way the copy's
+`keep_freed_heap` does nothing (setting a `MALLOC_*_` variable instead would change glibc's
+default behaviour too); the other way runs the project's code as it is. Per run it reads
+the job's own log (the median of Keras' ms a step over the epochs) and the job's resource
+use as the kernel counts it (CPU time in user space and in the kernel, minor page faults,
+peak memory), and it checks that the job wrote the same `model.keras`, to the bit, as the
+project's. Nothing is asserted; run it after `make demo` (or any `dlworkflow run`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 SKIPPED = {".git", ".dvc", ".venv"}
-GLIBC_DEFAULT_TOP_PAD = 128 * 1024
+#: appended to the copy's heap.py for glibc's default way
+UNSET = "\n\ndef keep_freed_heap(pad: int = 0) -> bool:  # bench/heap.py\n    return False\n"
 STEP = re.compile(r"^\d+/\d+ - \S+ - (\d+)ms/step", re.MULTILINE)
 
 
@@ -55,9 +56,12 @@ def linked_copy(project: Path, into: Path, fold_dir: Path) -> None:
 def run_job(copy: Path, dataset: str, fold: int, default_heap: bool) -> dict[str, float]:
     """Run the fold's train_fold job again; its figures."""
     target = f"results/{dataset}/nn/fold-{fold}/metrics.json"
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TOP_PAD_"}
     if default_heap:
-        env["MALLOC_TOP_PAD_"] = str(GLIBC_DEFAULT_TOP_PAD)
+        module = copy / "src" / "dlworkflow" / "heap.py"
+        text = module.read_text()
+        module.unlink()  # a hard link to the project's file
+        module.write_text(text + UNSET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     snakemake = Path(sys.executable).with_name("snakemake")
     job = subprocess.Popen([str(snakemake), target, "--cores", "1", "--force", "--quiet", "all"],
                            cwd=copy, env=env,
