@@ -32,7 +32,7 @@ import platform
 #: glibc's `mallopt` parameter numbers (malloc.h)
 M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3
 #: bytes of freed heap kept mapped: a few training steps' buffers of the demo's largest
-#: networks; pages never touched cost nothing (a fold job's peak grew by 0-6 %)
+#: networks; pages never touched cost nothing (fold jobs' peaks moved by -1 to +8 %)
 TOP_PAD_BYTES = 256 * 1024**2
 #: glibc's own upper bound for its sliding threshold on 64-bit systems
 MMAP_THRESHOLD_BYTES = 32 * 1024**2
