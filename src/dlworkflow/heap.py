@@ -26,6 +26,7 @@ in `GLIBC_TUNABLES`) are left as they are, and so is any C library other than gl
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -40,9 +41,11 @@ MMAP_THRESHOLD_BYTES = 32 * 1024**2
 ENVIRONMENT = ("MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
+@functools.cache
 def keep_freed_heap(pad: int = TOP_PAD_BYTES) -> bool:
     """Ask glibc to keep `pad` bytes of freed heap mapped and to take blocks up to 32 MB from
-    the heap; True when it was set here. Safe to call more than once."""
+    the heap; True when it was set here. Each caller (training, loading a network, features)
+    may call it: the process asks glibc once."""
     chosen = any(name in os.environ for name in ENVIRONMENT)
     if (chosen or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
             or platform.libc_ver()[0] != "glibc"):
