@@ -36,6 +36,7 @@ from dlworkflow.data import (
     make_dataset,
     resampled,
     shard_bytes,
+    untuned,
 )
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
@@ -486,7 +487,7 @@ class FoldData:
                 return data._order(shards.unbatch(), labels, epoch_seed)
 
             data._epoch = streamed
-        data.train = data._epoch(seed)
+        data.train = untuned(data._epoch(seed))
         if fold is not None:
             data.valid_set = data._valid_batches(data.examples)
         return data
@@ -503,7 +504,8 @@ class FoldData:
         """The validation rows in batches, as `examples` makes them."""
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices(examples(self.valid)).batch(self.batch_size)
+        return untuned(
+            tf.data.Dataset.from_tensor_slices(examples(self.valid)).batch(self.batch_size))
 
     def add_computed_input(self, compute: Callable[[Any], Any]) -> bool:
         """Feed each row's inputs together with `compute` of them, computed once here for
@@ -518,7 +520,7 @@ class FoldData:
             return ((pair[0], compute(pair[0])), *pair[1:])
 
         self._epoch = self._held_epochs(with_computed)
-        self.train = self._epoch(self.seed)
+        self.train = untuned(self._epoch(self.seed))
         if self.valid_set is not None:
             self.valid_set = self._valid_batches(with_computed)
         self.computed_input = True
@@ -596,9 +598,8 @@ class FoldData:
         seed = self.seed
         step = start * self.steps_per_epoch
         first, skipped = divmod(step, self.pass_steps)
-        return tf.data.Dataset.range(first, 1 << 40).flat_map(
-            lambda number: self._epoch(seed * 1_000_003 + number)).skip(skipped).prefetch(
-                tf.data.AUTOTUNE)
+        return untuned(tf.data.Dataset.range(first, 1 << 40).flat_map(
+            lambda number: self._epoch(seed * 1_000_003 + number)).skip(skipped), prefetch=2)
 
     def inputs(self, arrays: Mapping[str, Any]) -> Any:
         """Model inputs of stored arrays (the modality's one conversion)."""

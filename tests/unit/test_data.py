@@ -152,6 +152,37 @@ def test_resampling_balances_training_epochs_only(tmp_path, mode):
     assert valid[0] > 5 * valid[1:].max()  # the real distribution
 
 
+def test_fold_datasets_run_without_autotuning(tmp_path):
+    """Every dataset a fold hands to Keras (the endless training stream, the validation
+    batches, one training pass for the BatchNormalization statistics, the validation batches
+    as the exported model takes them) has tf.data's autotuning off: deleting an autotuned
+    iterator waits for its tuning thread, which sleeps ever longer between plans (`fit`
+    returned up to 43 s after its last epoch on the demo's FSDD folds). The stream still
+    draws each pass in the order its seed and number give, and `untuned` keeps every row."""
+    tf = pytest.importorskip("tensorflow")
+    from dlworkflow.data import untuned
+    from dlworkflow.train import FoldData
+    from tests.helpers.shards import digits_images, fold_context, write_shards
+
+    x, labels, _ = digits_images(200)
+    folder = write_shards(tmp_path / "digits", x, labels, np.arange(len(labels)) % 4)
+    ctx = fold_context({"modality": "image", "task": "classification",
+                        "layout": {"kind": "folders"}}, folder, {"train": {}})
+    data = FoldData.load(ctx, str(folder), 0, 16, 5)
+    handed = {"stream": data.stream(), "validation": data.valid_set, "one pass": data.train,
+              "exported inputs": data.model_batches(data.valid_set)}
+    for name, dataset in handed.items():
+        assert dataset.options().autotune.enabled is False, name
+    assert tf.data.Dataset.range(3).options().autotune.enabled is not False  # the default
+
+    stream = iter(data.stream())
+    drawn = np.concatenate([next(stream)[1].numpy() for _ in range(data.steps_per_epoch)])
+    first_pass = np.concatenate([y.numpy() for _, y in data._epoch(5 * 1_000_003)])
+    assert np.array_equal(drawn, first_pass) and len(drawn) == len(data.train_rows)
+    kept = [int(n) for n in untuned(tf.data.Dataset.range(50).batch(7), prefetch=2).unbatch()]
+    assert kept == list(range(50))
+
+
 def test_read_npz_gives_what_np_load_gives(digit_shards, tmp_path):
     """The one-buffer shard reader against NumPy's own, on every kind of array a shard holds."""
     from dlworkflow.shardfile import read_npz

@@ -159,6 +159,9 @@ def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
 def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, output: str,
                   model=None) -> int:
     """Embed every item of a shard; write ids and embeddings (float32) to output."""
+    import tensorflow as tf
+
+    from dlworkflow.data import untuned
     from dlworkflow.shardfile import load_shard, save_shard
 
     keep_freed_heap()
@@ -166,7 +169,8 @@ def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, out
     arrays = load_shard(shard_path)
     x = as_rgb_batch(arrays["x"], get_extractor(name).min_side)
     model = model or build_extractor(name, tuple(x.shape[1:]), weights)
-    embeddings = model.predict(x, batch_size=batch_size, verbose=0).astype(np.float32)
+    batches = untuned(tf.data.Dataset.from_tensor_slices(x).batch(batch_size))
+    embeddings = np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
     save_shard(output, {"ids": arrays["ids"], "x": embeddings})
     return len(embeddings)
 
