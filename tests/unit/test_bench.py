@@ -69,3 +69,19 @@ def test_host_bench_tells_a_shared_core_from_a_slower_one():
     assert count == len(lines) >= 5
     assert shared > 1.5  # two processes on one core: each runs about half the time
     assert sum(float(wall) > 1.2 * float(cpu) for wall, cpu in lines) >= 0.8 * len(lines)
+
+
+def test_teardown_bench_trains_the_same_weights_both_ways():
+    """`bench/teardown.py` fits the same network from the same weights on an autotuned
+    stream and on an `untuned` one, taking turns: autotuning only schedules the pipeline,
+    so both ways train the same weights to the bit, and each way gets its row of figures."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "teardown.py"), "--seconds", "1", "--rounds",
+         "1", "--rows", "256", "--features", "64"],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True, text=True,
+        check=True)
+    rows = re.findall(r"^\| 1 \| (autotuned|untuned) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (\w+) \|$",
+                      done.stdout, re.M)
+    assert sorted(way for way, _ in rows) == ["autotuned", "untuned"]
+    assert [same for _, same in rows] == ["yes", "yes"]
+    assert "untuned: median ms a step" in done.stdout
