@@ -33,7 +33,7 @@ CLASSES, BATCH = 10, 32
 def stream(x, y, autotuned: bool):
     import tensorflow as tf
 
-    from dlworkflow.data import untuned
+    from dlworkflow.tfdata import untuned
 
     rows = tf.data.Dataset.from_tensor_slices((x, y))
 
@@ -48,7 +48,7 @@ def stream(x, y, autotuned: bool):
 def valid_batches(x, y, autotuned: bool):
     import tensorflow as tf
 
-    from dlworkflow.data import untuned
+    from dlworkflow.tfdata import untuned
 
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     return batches if autotuned else untuned(batches)

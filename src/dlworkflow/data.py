@@ -26,22 +26,6 @@ IN_MEMORY_BYTES = 512 * 1024**2
 ROUND_ROWS = 32_768
 
 
-def untuned(dataset: Any, prefetch: int = 0) -> Any:
-    """`dataset` without tf.data's autotuning, and `prefetch` batches ahead when asked.
-
-    An autotuned iterator has a thread that re-plans the pipeline, sleeping ever longer
-    between plans (up to a minute), and deleting the iterator waits for that thread to
-    wake: `fit` returned up to 43 s after its last epoch on the demo's FSDD folds, idle
-    (docs/PERFORMANCE.md, "Training streams without autotuning"). These pipelines have
-    nothing to tune: rows held in RAM, or shards read two at a time (`make_dataset`)."""
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    dataset = dataset.with_options(options)
-    return dataset.prefetch(prefetch) if prefetch else dataset
-
-
 @dataclass(frozen=True)
 class Part:
     """Which indexed rows to load: part `name` ("train", "valid" or "trainval") of `fold`

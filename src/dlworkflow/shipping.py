@@ -186,8 +186,8 @@ def network_outputs(model: Any, card: Mapping[str, Any]) -> Callable:
     """Stored arrays -> the network's outputs (through the modality's one conversion)."""
     import tensorflow as tf
 
-    from dlworkflow.data import untuned
     from dlworkflow.modalities import create_modality
+    from dlworkflow.tfdata import untuned
 
     modality = create_modality(card["modality"], {}, card.get("layout") or {})
 

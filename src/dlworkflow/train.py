@@ -36,12 +36,12 @@ from dlworkflow.data import (
     make_dataset,
     resampled,
     shard_bytes,
-    untuned,
 )
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
 from dlworkflow.heap import keep_freed_heap
 from dlworkflow.provenance import environment
+from dlworkflow.tfdata import untuned
 
 log = logging.getLogger(__name__)
 

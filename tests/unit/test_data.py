@@ -160,7 +160,7 @@ def test_fold_datasets_run_without_autotuning(tmp_path):
     returned up to 43 s after its last epoch on the demo's FSDD folds). The stream still
     draws each pass in the order its seed and number give, and `untuned` keeps every row."""
     tf = pytest.importorskip("tensorflow")
-    from dlworkflow.data import untuned
+    from dlworkflow.tfdata import untuned
     from dlworkflow.train import FoldData
     from tests.helpers.shards import digits_images, fold_context, write_shards
 

@@ -28,7 +28,7 @@ STEP_MODULES = {"intake", "choice", "splits", "eda", "tensors", "data", "baselin
                 "demo", "cli", "dvcgen", "workflow", "config", "shipping"}
 #: helpers every layer may use; they import no step module and no plugin
 LEAF_HELPERS = {"errors", "items", "figures", "layouts", "logs", "layers", "metrics",
-                "estimators", "shardfile", "imports"}
+                "estimators", "shardfile", "imports", "tfdata"}
 
 
 def _name(module: str) -> str:

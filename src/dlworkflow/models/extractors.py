@@ -161,8 +161,8 @@ def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, out
     """Embed every item of a shard; write ids and embeddings (float32) to output."""
     import tensorflow as tf
 
-    from dlworkflow.data import untuned
     from dlworkflow.shardfile import load_shard, save_shard
+    from dlworkflow.tfdata import untuned
 
     keep_freed_heap()
 
