@@ -184,16 +184,13 @@ def baseline_outputs(estimator: Any, card: Mapping[str, Any]) -> Callable:
 
 def network_outputs(model: Any, card: Mapping[str, Any]) -> Callable:
     """Stored arrays -> the network's outputs (through the modality's one conversion)."""
-    import tensorflow as tf
-
     from dlworkflow.modalities import create_modality
-    from dlworkflow.tfdata import untuned
+    from dlworkflow.tfdata import untuned_batches
 
     modality = create_modality(card["modality"], {}, card.get("layout") or {})
 
     def outputs(arrays: Mapping[str, Any]) -> np.ndarray:
-        batches = untuned(
-            tf.data.Dataset.from_tensor_slices(modality.model_inputs(arrays)).batch(64))
+        batches = untuned_batches(modality.model_inputs(arrays), 64)
         return np.asarray(model.predict(batches, verbose=0))  # strings need tf.data
 
     return outputs

@@ -19,3 +19,10 @@ def untuned(dataset: Any, prefetch: int = 0) -> Any:
     options.autotune.enabled = False
     dataset = dataset.with_options(options)
     return dataset.prefetch(prefetch) if prefetch else dataset
+
+
+def untuned_batches(inputs: Any, batch_size: int) -> Any:
+    """Rows held in RAM (arrays, or a tuple or dict of them) in batches, `untuned`."""
+    import tensorflow as tf
+
+    return untuned(tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size))

@@ -41,7 +41,7 @@ from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
 from dlworkflow.heap import keep_freed_heap
 from dlworkflow.provenance import environment
-from dlworkflow.tfdata import untuned
+from dlworkflow.tfdata import untuned, untuned_batches
 
 log = logging.getLogger(__name__)
 
@@ -502,10 +502,7 @@ class FoldData:
 
     def _valid_batches(self, examples: Callable[[Mapping[str, Any]], tuple]):
         """The validation rows in batches, as `examples` makes them."""
-        import tensorflow as tf
-
-        return untuned(
-            tf.data.Dataset.from_tensor_slices(examples(self.valid)).batch(self.batch_size))
+        return untuned_batches(examples(self.valid), self.batch_size)
 
     def add_computed_input(self, compute: Callable[[Any], Any]) -> bool:
         """Feed each row's inputs together with `compute` of them, computed once here for

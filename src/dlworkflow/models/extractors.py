@@ -159,18 +159,16 @@ def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
 def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, output: str,
                   model=None) -> int:
     """Embed every item of a shard; write ids and embeddings (float32) to output."""
-    import tensorflow as tf
-
     from dlworkflow.shardfile import load_shard, save_shard
-    from dlworkflow.tfdata import untuned
+    from dlworkflow.tfdata import untuned_batches
 
     keep_freed_heap()
 
     arrays = load_shard(shard_path)
     x = as_rgb_batch(arrays["x"], get_extractor(name).min_side)
     model = model or build_extractor(name, tuple(x.shape[1:]), weights)
-    batches = untuned(tf.data.Dataset.from_tensor_slices(x).batch(batch_size))
-    embeddings = np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
+    embeddings = np.asarray(model.predict(untuned_batches(x, batch_size), verbose=0),
+                            dtype=np.float32)
     save_shard(output, {"ids": arrays["ids"], "x": embeddings})
     return len(embeddings)
 
