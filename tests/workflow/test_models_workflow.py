@@ -177,3 +177,37 @@ def test_the_runtime_breakdown_reconciles_with_the_runs_own_records(demo_project
     lone = next((line for line in lines if line.startswith("one job alone")), "")
     for dataset, job in re.findall(r"\d+-\d+ s (\w+) ([\w-]+)", lone):
         assert (dataset, job) in names
+
+
+def test_the_blend_estimate_reconciles_with_the_runs_own_scores(demo_project):
+    """`bench/blend.py` on the quick look: the network alone (w = 1) and the best baseline
+    alone (w = 0) give the CV summaries' figures, and on a multiclass test (decided by the
+    most probable class, as the blend is) the final step's test scores; forecasting is
+    named as skipped."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "blend.py"), "--project",
+                           str(demo_project), "--weights", "0", "0.5", "1", "--json"],
+                          capture_output=True, text=True, check=True)
+    found = {entry["dataset"]: entry for entry in json.loads(done.stdout)}
+    assert set(found) == set(DATASETS) and "skipped" in found["co2"]
+    for name in ("digits", "fsdd", "sms_spam"):
+        results, entry = demo_project / "results" / name, found[name]
+        primary = entry["primary"]
+        rows = {row["weight"]: row for row in entry["rows"]}
+        network = json.loads((results / "nn" / "summary.json").read_text())
+        baseline = json.loads((results / "baseline" / "summary.json").read_text())
+        assert entry["baseline"] == baseline["best"]
+        for weight, summary, model in ((1.0, network, entry["network"]),
+                                       (0.0, baseline, baseline["best"])):
+            cv = summary["models"][model][primary]
+            assert rows[weight]["cv_mean"] == pytest.approx(cv["mean"], abs=1e-9), (name, weight)
+            assert rows[weight]["cv_std"] == pytest.approx(cv["std"], abs=1e-9), (name, weight)
+        test = json.loads((results / "final" / "test_metrics.json").read_text())
+        if json.loads((results / "intake" / "metric.json").read_text())["classes"] > 2:
+            for weight, kind in ((1.0, "network"), (0.0, "baseline")):
+                assert rows[weight]["test"] == pytest.approx(
+                    test[kind]["metrics"][primary]["value"], abs=1e-9), (name, kind)
