@@ -4,7 +4,9 @@ classification dataset the two models' out-of-fold probabilities (`nn/oof.parque
 `baseline/oof.parquet`) are averaged with the network weighted `w`, scored fold by fold with
 the dataset's own metrics (`intake/metric.json`), and summarised as the CV summaries are
 (mean ± std, ddof 1); the test predictions of both models (`final/predictions.parquet`, when
-the final step scored the baseline too) are blended likewise. Every decision is the most
+the final step scored the baseline too) are blended likewise. A dataset whose best baseline
+keeps labels only out of fold (a ridge classifier's, MiniRocket's) is named as skipped.
+Every decision is the most
 probable class, so `w = 1` and `w = 0` give the network's and the baseline's CV scores of
 `nn/summary.json` and `baseline/summary.json`; a binary test score can differ from the
 report's, which decides at the threshold tuned on the shipped model's out-of-fold
@@ -64,6 +66,10 @@ def blend(project: Path, dataset: str, weights: list[float]) -> dict:
     y_true = both["y_true_n"].astype(str).to_numpy()
     folds = both["fold_n"].to_numpy()
     p_network, p_baseline = (_probabilities(both, classes, s) for s in ("_n", "_b"))
+    for model, values in ((network, p_network), (best, p_baseline)):
+        if np.isnan(values).any():  # a ridge classifier's folds keep labels only
+            return {"dataset": dataset, "skipped": f"{model} wrote no class probabilities "
+                                                   "out of fold"}
     test = None
     final = root / "final" / "predictions.parquet"
     if final.is_file():
