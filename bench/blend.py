@@ -6,11 +6,10 @@ the dataset's own metrics (`intake/metric.json`), and summarised as the CV summa
 (mean ± std, ddof 1); the test predictions of both models (`final/predictions.parquet`, when
 the final step scored the baseline too) are blended likewise. A dataset whose best baseline
 keeps labels only out of fold (a ridge classifier's, MiniRocket's) is named as skipped.
-Every decision is the most
-probable class, so `w = 1` and `w = 0` give the network's and the baseline's CV scores of
-`nn/summary.json` and `baseline/summary.json`; a binary test score can differ from the
-report's, which decides at the threshold tuned on the shipped model's out-of-fold
-predictions.
+Every decision is the most probable class, so `w = 1` and `w = 0` give the network's and the
+baseline's CV scores of `nn/summary.json` and `baseline/summary.json`; a binary test score
+can differ from the report's, which decides at the threshold tuned on the shipped model's
+out-of-fold predictions.
 
     python bench/blend.py [--project .] [--weights 0 0.25 0.5 0.75 1] [--json]
 
@@ -27,8 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _scored(choice: dict, classes: list[str], y_true: np.ndarray, network: np.ndarray,
             baseline: np.ndarray, weight: float) -> dict[str, float]:
@@ -38,8 +35,14 @@ def _scored(choice: dict, classes: list[str], y_true: np.ndarray, network: np.nd
     return score(choice, y_true, np.asarray(classes)[proba.argmax(axis=1)], proba, classes)
 
 
-def _probabilities(frame: pd.DataFrame, classes: list[str], suffix: str) -> np.ndarray:
-    return frame[[f"p_{name}{suffix}" for name in classes]].to_numpy(dtype=np.float64)
+def _paired(network: pd.DataFrame, baseline: pd.DataFrame, classes: list[str]) -> dict:
+    """The rows both models predicted, joined on id: true labels, folds and each model's
+    class probabilities (rows x classes)."""
+    both = network.merge(baseline, on="id", suffixes=("_n", "_b"), validate="1:1")
+    return {"rows": len(both), "y_true": both["y_true_n"].astype(str).to_numpy(),
+            "folds": both["fold_n"].to_numpy(),
+            **{key: both[[f"p_{name}{suffix}" for name in classes]].to_numpy(dtype=np.float64)
+               for key, suffix in (("network", "_n"), ("baseline", "_b"))}}
 
 
 def blend(project: Path, dataset: str, weights: list[float]) -> dict:
@@ -59,35 +62,32 @@ def blend(project: Path, dataset: str, weights: list[float]) -> dict:
     baseline_oof = baseline_oof[baseline_oof["model"] == best]
     network = str(network_oof["model"].iloc[0])
     classes = [column[2:] for column in network_oof.columns if column.startswith("p_")]
-    both = network_oof.merge(baseline_oof, on="id", suffixes=("_n", "_b"), validate="1:1")
-    if not len(both) == len(network_oof) == len(baseline_oof):
+    oof = _paired(network_oof, baseline_oof, classes)
+    if not oof["rows"] == len(network_oof) == len(baseline_oof):
         raise SystemExit(f"{dataset}: the two models' out-of-fold rows differ "
-                         f"({len(network_oof)} and {len(baseline_oof)}, {len(both)} shared)")
-    y_true = both["y_true_n"].astype(str).to_numpy()
-    folds = both["fold_n"].to_numpy()
-    p_network, p_baseline = (_probabilities(both, classes, s) for s in ("_n", "_b"))
-    for model, values in ((network, p_network), (best, p_baseline)):
-        if np.isnan(values).any():  # a ridge classifier's folds keep labels only
+                         f"({len(network_oof)} and {len(baseline_oof)}, {oof['rows']} shared)")
+    for model, key in ((network, "network"), (best, "baseline")):
+        if np.isnan(oof[key]).any():  # a ridge classifier's folds keep labels only
             return {"dataset": dataset, "skipped": f"{model} wrote no class probabilities "
                                                    "out of fold"}
     test = None
     final = root / "final" / "predictions.parquet"
     if final.is_file():
         scored = pd.read_parquet(final)
-        pair = scored[scored["model"] == network].merge(
-            scored[scored["model"] == best], on="id", suffixes=("_n", "_b"), validate="1:1")
-        if len(pair):
-            test = (pair["y_true_n"].astype(str).to_numpy(),
-                    _probabilities(pair, classes, "_n"), _probabilities(pair, classes, "_b"))
+        test = _paired(scored[scored["model"] == network], scored[scored["model"] == best],
+                       classes)
     rows = []
     for weight in weights:
-        per_fold = {int(fold): _scored(choice, classes, y_true[folds == fold],
-                                       p_network[folds == fold], p_baseline[folds == fold],
-                                       weight) for fold in sorted(set(folds))}
+        per_fold = {}
+        for fold in sorted(set(oof["folds"])):
+            held = oof["folds"] == fold
+            per_fold[int(fold)] = _scored(choice, classes, oof["y_true"][held],
+                                          oof["network"][held], oof["baseline"][held], weight)
         cv = summarize_folds(per_fold)[primary]
         rows.append({"weight": weight, "cv_mean": cv["mean"], "cv_std": cv["std"],
-                     "test": None if test is None else
-                     _scored(choice, classes, test[0], test[1], test[2], weight)[primary]})
+                     "test": _scored(choice, classes, test["y_true"], test["network"],
+                                     test["baseline"], weight)[primary]
+                     if test and test["rows"] else None})
     return {"dataset": dataset, "network": network, "baseline": best, "primary": primary,
             "rows": rows}
 
