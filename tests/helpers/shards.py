@@ -89,6 +89,32 @@ def sms_texts(count: int = 200):
     return texts, labels, np.arange(len(texts)) % 5
 
 
+def _sentence_pairs(name: str) -> list[list[str]]:
+    """(label, sentence) of each line of a `label sentence` file in shared/data/sentences,
+    Latin-1, split at line feeds only: `str.splitlines` also splits at byte 0x85 (NEL in
+    Latin-1), which occurs inside SUBJ's sentences."""
+    text = (SHARED_DATA / "sentences" / name).read_bytes().decode("latin-1")
+    return [line.rstrip("\r").split(" ", 1) for line in text.split("\n") if line.strip()]
+
+
+def trec_texts(count: int | None = None, part: str = "train"):
+    """TREC questions (Li and Roth 2002; six classes, 0-5, class 2 rare), normalised as the
+    text modality does, and their labels: the first `count` of the official `part`."""
+    pairs = _sentence_pairs(f"TREC.{part}.all")[:count]
+    modality = create_modality("text", {}, {"kind": "delimited"})
+    texts = [modality.tensorize(t.encode(), Item("x", "x"), {}) for _, t in pairs]
+    return texts, np.array([label for label, _ in pairs])
+
+
+def subj_texts():
+    """SUBJ's 10,000 sentences (Pang and Lee 2004; objective 0, subjective 1), normalised as
+    the text modality does, and their labels, in the file's order."""
+    pairs = _sentence_pairs("subj.all")
+    modality = create_modality("text", {}, {"kind": "delimited"})
+    texts = [modality.tensorize(t.encode(), Item("x", "x"), {}) for _, t in pairs]
+    return np.array(texts, dtype=object), np.array([label for label, _ in pairs])
+
+
 def co2_windows(lookback: int = 104, horizon: int = 13, folds: int = 3):
     """Weekly Mauna Loa CO2 (statsmodels) as forecasting windows with rolling-origin folds:
     fold k validates on the windows whose targets fall in the k-th of the last `folds`

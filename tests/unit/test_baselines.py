@@ -21,6 +21,8 @@ from tests.helpers.shards import (
     fold_context,
     fsdd_spectrograms,
     sms_texts,
+    subj_texts,
+    trec_texts,
     write_metric,
     write_shards,
     write_windows,
@@ -128,6 +130,73 @@ def test_text_baseline_tfidf_on_real_sms(tmp_path):
     metrics = models["tfidf_logreg"]["metrics"]
     assert metrics["f_beta"] > 0.6 and "pr_auc" in metrics
     assert "p_spam" in pd.read_parquet(out / "predictions.parquet")
+
+
+def _text_baseline(**text):
+    from dlworkflow.estimators import tfidf_baselines
+
+    settings = {**SETTINGS, "text": {**SETTINGS["text"], **text}}
+    [(name, pipeline)] = tfidf_baselines("classifier", settings, 0).items()
+    assert name == "tfidf_logreg"
+    return pipeline
+
+
+def test_naive_bayes_weights_lift_the_text_baseline_on_real_sentences():
+    """Wang and Manning (2012) found two-class sentence sets scored higher by a linear model
+    on NB-weighted features than by the same model without the weights; on SUBJ the shipped
+    text baseline (`nb_weights: auto`, two classes) is ahead too, trained on 4,000 sentences
+    and scored on 2,000 others (0.9135 against 0.9095 when written; 0.9282 against 0.9194 in
+    5-fold CV of all 10,000), with the same features and C."""
+    from sklearn.metrics import accuracy_score
+
+    texts, labels = subj_texts()
+    order = np.random.default_rng(0).permutation(len(texts))
+    train, test = order[:4000], order[-2000:]
+    scores = {weights: accuracy_score(labels[test], _text_baseline(nb_weights=weights).fit(
+        texts[train], labels[train]).predict(texts[test])) for weights in ("auto", False)}
+    assert scores["auto"] > scores[False] > 0.88
+
+
+def test_nb_lr_is_one_regression_a_class_on_ratio_scaled_features():
+    """With NB weights each class's score is a logistic regression fitted on the features
+    scaled by that class's log-count ratios (a feature counted once in a row where it is
+    not zero, plus 1 on each side), folded into `coef_` on the unscaled features; the
+    probabilities are the classes' sigmoids normalised to sum 1, and a two-class fit is one
+    regression. `auto` leaves TREC's six classes to multinomial logistic regression."""
+    import scipy.sparse as sp
+    from scipy.special import expit
+    from sklearn.linear_model import LogisticRegression
+
+    from dlworkflow.estimators import NBLogisticRegression
+
+    texts, labels = trec_texts(1500)
+    x = sp.csr_matrix(_text_baseline()["tfidf"].fit_transform(texts))
+    model = NBLogisticRegression(C=10.0, nb_weights=True).fit(x, labels)
+    assert model.one_vs_rest_
+    scores = model.decision_function(x[:50])
+    present = (x != 0).astype(float)
+    for column, label in enumerate(model.classes_):
+        inside = 1 + np.asarray(present[labels == label].sum(axis=0)).ravel()
+        outside = 1 + np.asarray(present[labels != label].sum(axis=0)).ravel()
+        ratios = np.log(inside / inside.sum() / (outside / outside.sum()))
+        alone = LogisticRegression(C=10.0, max_iter=2000).fit(x.multiply(ratios).tocsr(),
+                                                              labels == label)
+        expected = alone.decision_function(x[:50].multiply(ratios).tocsr())
+        assert np.allclose(scores[:, column], expected, atol=1e-6)
+    proba = model.predict_proba(x[:50])
+    assert np.allclose(proba, expit(scores) / expit(scores).sum(axis=1, keepdims=True))
+    assert np.array_equal(model.predict(x[:50]), model.classes_[scores.argmax(axis=1)])
+    plain = NBLogisticRegression(C=10.0).fit(x, labels)  # auto: six classes, no weights
+    assert not plain.one_vs_rest_
+    multinomial = LogisticRegression(C=10.0, max_iter=2000).fit(x, labels)
+    assert np.allclose(plain.predict_proba(x[:50]), multinomial.predict_proba(x[:50]))
+    binary = NBLogisticRegression(C=10.0).fit(x, labels == "1")
+    assert binary.coef_.shape == (1, x.shape[1]) and not binary.one_vs_rest_
+    assert np.allclose(binary.predict_proba(x[:50])[:, 1], expit(binary.decision_function(x[:50])))
+    unweighted = NBLogisticRegression(C=10.0, nb_weights=False).fit(x, labels == "1")
+    assert not np.allclose(unweighted.coef_, binary.coef_)
+    with pytest.raises(ValueError, match=r"rows have one: a$"):
+        NBLogisticRegression().fit(x[:3], ["a", "a", "a"])
 
 
 def test_forecasting_ridge_beats_seasonal_naive_on_co2(tmp_path):

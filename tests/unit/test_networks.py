@@ -21,6 +21,7 @@ from tests.helpers.shards import (
     fold_context,
     fsdd_spectrograms,
     sms_texts,
+    trec_texts,
     write_metric,
     write_shards,
     write_windows,
@@ -214,32 +215,42 @@ def test_text_networks_take_raw_strings(tmp_path, architecture):
     assert (frozen_linear_view(model) is None) == (architecture != "text_wide_cnn")
 
 
-def test_wide_cnn_starts_at_the_folds_logistic_regression(tmp_path):
-    """The linear part of text_wide_cnn is the logistic regression of the fold's training
-    rows on the network's own TF-IDF features; the CNN's logits start at zero, so an
-    untrained network (learning rate ~0) predicts what that regression predicts."""
+@pytest.mark.parametrize(("source", "weights"), [("sms", "auto"), ("trec", True)])
+def test_wide_cnn_starts_at_the_folds_nb_lr(tmp_path, source, weights):
+    """The linear part of text_wide_cnn is the step-2 baseline's regression of the fold's
+    training rows on the network's own TF-IDF features: NB-LR for SMS's two classes, and
+    with `wide_nb_weights: true` one NB-LR a class for TREC's six (logits through a
+    log-sigmoid); the CNN's logits start at zero, so an untrained network (learning rate
+    ~0) predicts the probabilities that regression predicts, saved and reloaded."""
     import keras
     import tensorflow as tf
-    from sklearn.linear_model import LogisticRegression
 
-    texts, labels, folds = sms_texts(300)
+    from dlworkflow.estimators import NBLogisticRegression
+
+    if source == "sms":
+        texts, labels, folds = sms_texts(300)
+    else:
+        texts, labels = trec_texts(400)
+        folds = np.arange(len(texts)) % 5
     folder = write_shards(tmp_path / "text", texts, labels, folds)
     write_metric(folder, "classification", labels)
     _, out = _train(folder, dataset("text", layout="delimited"), tmp_path, "text_wide_cnn",
-                    epochs=1, learning_rate=1e-12)
+                    epochs=1, learning_rate=1e-12,
+                    text={**QUICK["text"], "wide_nb_weights": weights})
     model = keras.saving.load_model(out / "model.keras")
     assert not model.get_layer("linear_logits").trainable
     features = keras.Model(model.inputs, model.get_layer("tfidf").output)
     train = [t for t, f in zip(texts, folds, strict=True) if f != 0]
     held_out = [t for t, f in zip(texts, folds, strict=True) if f == 0]
-    regression = LogisticRegression(C=10.0, max_iter=2000).fit(
-        features.predict(tf.constant(train), verbose=0),
-        [label == "spam" for label, f in zip(labels, folds, strict=True) if f != 0])
-    expected = regression.predict_proba(features.predict(tf.constant(held_out), verbose=0))[:, 1]
-    spam = json.loads((out / "model.json").read_text())["classes"].index("spam")
-    scores = model.predict(tf.constant(held_out), verbose=0)[:, spam]
+    regression = NBLogisticRegression(C=10.0, nb_weights=weights).fit(
+        features.predict(tf.constant(train), verbose=0), labels[folds != 0])
+    assert regression.one_vs_rest_ == (source == "trec")
+    expected = regression.predict_proba(features.predict(tf.constant(held_out), verbose=0))
+    order = [json.loads((out / "model.json").read_text())["classes"].index(str(label))
+             for label in regression.classes_]
+    scores = model.predict(tf.constant(held_out), verbose=0)[:, order]
     assert np.abs(scores - expected).max() < 1e-3
-    assert 0.05 < expected.mean() < 0.5  # a real model: neither all ham nor all spam
+    assert len(set(expected.argmax(axis=1))) > 1  # a real model: not one class for all
     # column 0 of TextVectorization's TF-IDF (the unseen terms' count) neither reaches the
     # features nor shrinks them
     from dlworkflow.layers import KnownTermsUnitNorm

@@ -44,7 +44,8 @@ def test_the_better_cv_score_ships_and_a_tie_goes_to_the_baseline():
 
 @pytest.fixture(scope="module")
 def sms_baseline(tmp_path_factory):
-    """The text modality's TF-IDF logistic regression, fitted on real SMS and exported."""
+    """The text modality's TF-IDF logistic regression (NB-weighted: two classes), fitted
+    on real SMS and exported."""
     from dlworkflow.modalities import create_modality
 
     texts, labels, _ = sms_texts(600)
@@ -90,7 +91,8 @@ def test_an_exported_tfidf_vocabulary_is_two_arrays_not_a_node_a_term(sms_baseli
     assert (tmp_path / "baseline.skops").read_bytes() == (folder / "baseline.skops").read_bytes()
     fitted = dict(estimator.named_steps["tfidf"].transformer_list)
     loaded, card = load_baseline(folder)
-    assert card["skops_types"] == ["dlworkflow.estimators.CompactTfidfVectorizer"]
+    assert card["skops_types"] == ["dlworkflow.estimators.CompactTfidfVectorizer",
+                                   "dlworkflow.estimators.NBLogisticRegression"]
     terms = 0
     for name, vectorizer in loaded.named_steps["tfidf"].transformer_list:
         assert vectorizer.vocabulary_ == fitted[name].vocabulary_  # still on the fitted one

@@ -397,28 +397,36 @@ def _sparse_outputs(model, rows: Any, convert: Callable[[Any], Any], size: int =
                      format="csr")
 
 
-def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_value: float):
-    """Dense logits initialised with a logistic regression fitted (scikit-learn, L2, C)
-    on the features of the training rows; frozen."""
+def _fitted_linear(features, inputs, rows: tuple[Any, Any], classes: int, c_value: float,
+                   nb_weights: bool | str = "auto"):
+    """Dense logits initialised with the step-2 baseline's regression (`NBLogisticRegression`:
+    L2, C, naive Bayes weights as `nb_weights` says) fitted on the features of the training
+    rows; frozen. One regression against the rest for each class becomes logits through a
+    log-sigmoid, so the softmax gives its probabilities."""
     import keras
     import tensorflow as tf
-    from sklearn.linear_model import LogisticRegression
+
+    from dlworkflow.estimators import NBLogisticRegression
 
     texts, labels = np.asarray(rows[0], dtype=str), np.asarray(rows[1]).astype(int)
     matrix = _sparse_outputs(keras.Model(inputs, features), texts, tf.constant)
     present = np.unique(labels)
-    fitted = LogisticRegression(C=c_value, max_iter=2000).fit(matrix, labels)
     kernel = np.zeros((matrix.shape[1], classes), np.float32)
     bias = np.full(classes, -30.0, np.float32)  # a class absent from the training rows
-    if len(present) == 2:  # one coefficient row: softmax over (-z/2, z/2) = sigmoid(z)
-        kernel[:, present] = np.stack([-fitted.coef_[0], fitted.coef_[0]], axis=1) / 2
-        bias[present] = np.array([-fitted.intercept_[0], fitted.intercept_[0]]) / 2
-    elif len(present) > 2:
-        kernel[:, present] = fitted.coef_.T
-        bias[present] = fitted.intercept_
-    else:
+    activation = None
+    if len(present) < 2:
         bias[present] = 0.0
-    layer = keras.layers.Dense(classes, trainable=False, name="linear_logits")
+    else:
+        fitted = NBLogisticRegression(C=c_value, nb_weights=nb_weights).fit(matrix, labels)
+        if len(present) == 2:  # one coefficient row: softmax over (-z/2, z/2) = sigmoid(z)
+            kernel[:, present] = np.stack([-fitted.coef_[0], fitted.coef_[0]], axis=1) / 2
+            bias[present] = np.array([-fitted.intercept_[0], fitted.intercept_[0]]) / 2
+        else:
+            kernel[:, present] = fitted.coef_.T
+            bias[present] = fitted.intercept_
+            activation = "log_sigmoid" if fitted.one_vs_rest_ else None
+    layer = keras.layers.Dense(classes, activation=activation, trainable=False,
+                               name="linear_logits")
     logits = layer(features)
     layer.set_weights([kernel, bias])
     return logits
@@ -492,10 +500,11 @@ def _wide_pixels(inputs, spec: NetworkSpec):
 @register("text_wide_cnn")
 def text_wide_cnn(spec: NetworkSpec):
     """Wide and deep (Cheng et al. 2016) for short texts: a linear part on word and character
-    n-gram TF-IDF, initialised with the logistic regression of the fold's training rows and
-    frozen, plus a Kim (2014) CNN over a trainable embedding (widths 3, 4, 5, max-pooled)
-    whose logits start at zero and learn what the linear part misses. Training starts at the
-    baseline's solution, so early stopping on validation loss cannot end far below it."""
+    n-gram TF-IDF, initialised with the step-2 baseline's regression of the fold's training
+    rows (NB-LR for two classes, `train.text.wide_nb_weights`) and frozen, plus a Kim (2014)
+    CNN over a trainable embedding (widths 3, 4, 5, max-pooled) whose logits start at zero
+    and learn what the linear part misses. Training starts at the baseline's solution, so
+    early stopping on validation loss cannot end far below it."""
     import keras
 
     if spec.fit_rows is None:
@@ -505,7 +514,8 @@ def text_wide_cnn(spec: NetworkSpec):
     inputs, tokens = _text_input(spec)
     rows = spec.fit_rows()
     linear = _fitted_linear(_tfidf_features(inputs, rows[0], text), inputs, rows,
-                            spec.outputs, float(text.get("wide_C", 10.0)))
+                            spec.outputs, float(text.get("wide_C", 10.0)),
+                            text.get("wide_nb_weights", "auto"))
     dropout = float(spec.settings.get("dropout", 0.3))
     x = _text_embedding(tokens, spec, mask_zero=False)
     x = keras.layers.SpatialDropout1D(dropout / 2, seed=spec.seed)(x)
