@@ -42,6 +42,8 @@ REFERENCES = {
     "sms_spam": ("f_beta", None, "Almeida et al. 2011: linear SVM accuracy 0.9764"),
     "co2": ("mase", 1.0, "seasonal naive (MASE 1 by construction)"),
     "subj": ("accuracy", 0.896, "Kim 2014 CNN-rand (NBSVM 0.932)"),
+    "subj_3775": ("accuracy", None, "SUBJ, 3,775 sentences drawn with the seed (CR's size; "
+                                    "CR: Kim 2014 CNN-rand 0.798, NBSVM 0.818)"),
     "trec": ("accuracy", 0.912, "Kim 2014 CNN-rand (SVM 0.950)"),
     "acsf1": ("accuracy", 0.64, "UCR 1-NN DTW (1-NN Euclidean 0.54)"),
     "pickup": ("accuracy", 0.66, "UCR 1-NN DTW (1-NN Euclidean 0.64)"),
@@ -92,6 +94,25 @@ def prepare_subj(root: Path) -> dict:
     return {"modality": "text", "task": "classification",
             "layout": {"kind": "delimited", "file": "subj.txt", "delimiter": " ",
                        "fields": ["label", "text"]}}
+
+
+def prepare_subj_sample(count: int) -> Callable[[Path], dict]:
+    """SUBJ cut to `count` sentences drawn with the shipped seed, in the file's order: a
+    two-class sentence set of a hidden sentiment set's size (CR, Hu and Liu 2004: 3,775
+    sentences), with the workflow's own test split."""
+    def prepare(root: Path) -> dict:
+        import numpy as np
+
+        lines = [line for line in _utf8_lines(SHARED / "sentences" / "subj.all")
+                 if line.strip()]
+        kept = np.sort(np.random.default_rng(_shipped_seed()).choice(len(lines), count,
+                                                                     replace=False))
+        (root / "subj.txt").write_text("\n".join(lines[i] for i in kept) + "\n",
+                                       encoding="utf-8")
+        return {"modality": "text", "task": "classification",
+                "layout": {"kind": "delimited", "file": "subj.txt", "delimiter": " ",
+                           "fields": ["label", "text"]}}
+    return prepare
 
 
 def prepare_trec(root: Path) -> dict:
@@ -229,7 +250,7 @@ def prepare_yearly_tsf(root: Path) -> dict:
 #: set -> how its data is prepared (None: a demo set, prepared by the workflow itself)
 PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "digits": None, "fsdd": None, "sms_spam": None, "co2": None,
-    "subj": prepare_subj, "trec": prepare_trec,
+    "subj": prepare_subj, "subj_3775": prepare_subj_sample(3775), "trec": prepare_trec,
     "acsf1": prepare_ucr("acsf1", "ACSF1"), "pickup": prepare_ucr("pickup",
                                                                  "PickupGestureWiimoteZ"),
     "digits_10": None, "digits_30": None, "fsdd_10": None, "fsdd_30": None,
