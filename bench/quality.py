@@ -87,28 +87,20 @@ def _utf8_lines(path: Path) -> list[str]:
     return [line.rstrip("\r") for line in path.read_bytes().decode("latin-1").split("\n")]
 
 
-def prepare_subj(root: Path) -> dict:
-    """SUBJ: 10,000 sentences, `label sentence`; no official split (held-out test, CV)."""
-    lines = [line for line in _utf8_lines(SHARED / "sentences" / "subj.all") if line.strip()]
-    (root / "subj.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"modality": "text", "task": "classification",
-            "layout": {"kind": "delimited", "file": "subj.txt", "delimiter": " ",
-                       "fields": ["label", "text"]}}
-
-
-def prepare_subj_sample(count: int) -> Callable[[Path], dict]:
-    """SUBJ cut to `count` sentences drawn with the shipped seed, in the file's order: a
-    two-class sentence set of a hidden sentiment set's size (CR, Hu and Liu 2004: 3,775
-    sentences), with the workflow's own test split."""
+def prepare_subj(count: int | None = None) -> Callable[[Path], dict]:
+    """SUBJ: 10,000 sentences, `label sentence`; no official split (held-out test, CV). With
+    `count`, that many drawn with the shipped seed, in the file's order: a two-class
+    sentence set of a hidden sentiment set's size (CR, Hu and Liu 2004: 3,775 sentences)."""
     def prepare(root: Path) -> dict:
-        import numpy as np
-
         lines = [line for line in _utf8_lines(SHARED / "sentences" / "subj.all")
                  if line.strip()]
-        kept = np.sort(np.random.default_rng(_shipped_seed()).choice(len(lines), count,
-                                                                     replace=False))
-        (root / "subj.txt").write_text("\n".join(lines[i] for i in kept) + "\n",
-                                       encoding="utf-8")
+        if count is not None:
+            import numpy as np
+
+            kept = np.random.default_rng(_shipped_seed()).choice(len(lines), count,
+                                                                 replace=False)
+            lines = [lines[i] for i in np.sort(kept)]
+        (root / "subj.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return {"modality": "text", "task": "classification",
                 "layout": {"kind": "delimited", "file": "subj.txt", "delimiter": " ",
                            "fields": ["label", "text"]}}
@@ -250,7 +242,7 @@ def prepare_yearly_tsf(root: Path) -> dict:
 #: set -> how its data is prepared (None: a demo set, prepared by the workflow itself)
 PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "digits": None, "fsdd": None, "sms_spam": None, "co2": None,
-    "subj": prepare_subj, "subj_3775": prepare_subj_sample(3775), "trec": prepare_trec,
+    "subj": prepare_subj(), "subj_3775": prepare_subj(3775), "trec": prepare_trec,
     "acsf1": prepare_ucr("acsf1", "ACSF1"), "pickup": prepare_ucr("pickup",
                                                                  "PickupGestureWiimoteZ"),
     "digits_10": None, "digits_30": None, "fsdd_10": None, "fsdd_30": None,

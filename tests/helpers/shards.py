@@ -79,13 +79,17 @@ def fsdd_spectrograms(count: int = 100):
     return x, labels, np.arange(len(files)) % 5, files, settings
 
 
+def _normalised(pairs: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """The texts of (label, text) pairs normalised as the text modality does, and the labels."""
+    modality = create_modality("text", {}, {"kind": "delimited"})
+    texts = [modality.tensorize(t.encode(), Item("x", "x"), {}) for _, t in pairs]
+    return texts, np.array([label for label, _ in pairs])
+
+
 def sms_texts(count: int = 200):
     """SMS Spam Collection lines (normalised as the text modality does), labels and folds."""
     lines = (SHARED_DATA / "sms_spam" / "SMSSpamCollection").read_text(encoding="utf-8")
-    pairs = [line.split("\t", 1) for line in lines.splitlines()[:count]]
-    modality = create_modality("text", {}, {"kind": "delimited"})
-    texts = [modality.tensorize(t.encode(), Item("x", "x"), {}) for _, t in pairs]
-    labels = np.array([label for label, _ in pairs])
+    texts, labels = _normalised([line.split("\t", 1) for line in lines.splitlines()[:count]])
     return texts, labels, np.arange(len(texts)) % 5
 
 
@@ -100,19 +104,14 @@ def _sentence_pairs(name: str) -> list[list[str]]:
 def trec_texts(count: int | None = None, part: str = "train"):
     """TREC questions (Li and Roth 2002; six classes, 0-5, class 2 rare), normalised as the
     text modality does, and their labels: the first `count` of the official `part`."""
-    pairs = _sentence_pairs(f"TREC.{part}.all")[:count]
-    modality = create_modality("text", {}, {"kind": "delimited"})
-    texts = [modality.tensorize(t.encode(), Item("x", "x"), {}) for _, t in pairs]
-    return texts, np.array([label for label, _ in pairs])
+    return _normalised(_sentence_pairs(f"TREC.{part}.all")[:count])
 
 
 def subj_texts():
     """SUBJ's 10,000 sentences (Pang and Lee 2004; objective 0, subjective 1), normalised as
     the text modality does, and their labels, in the file's order."""
-    pairs = _sentence_pairs("subj.all")
-    modality = create_modality("text", {}, {"kind": "delimited"})
-    texts = [modality.tensorize(t.encode(), Item("x", "x"), {}) for _, t in pairs]
-    return np.array(texts, dtype=object), np.array([label for label, _ in pairs])
+    texts, labels = _normalised(_sentence_pairs("subj.all"))
+    return np.array(texts, dtype=object), labels
 
 
 def co2_windows(lookback: int = 104, horizon: int = 13, folds: int = 3):
