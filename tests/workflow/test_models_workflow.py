@@ -211,3 +211,46 @@ def test_the_blend_estimate_reconciles_with_the_runs_own_scores(demo_project):
             for weight, kind in ((1.0, "network"), (0.0, "baseline")):
                 assert rows[weight]["test"] == pytest.approx(
                     test[kind]["metrics"][primary]["value"], abs=1e-9), (name, kind)
+
+
+def test_the_ship_margin_estimate_reconciles_with_the_runs_own_choice(demo_project):
+    """`bench/ship_margin.py` on the quick look: each dataset's CV difference is the two CV
+    summaries' means apart and its test difference the final step's two test scores apart
+    (signed: positive where the network is better), margin 0 is the rule the final step
+    applied (no choice changes), a margin no run's t reaches ships the baseline everywhere
+    (the sum is 0) and one every t passes ships the network everywhere."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "ship_margin.py"), "--projects",
+                           str(demo_project), "--margins", "0", "inf", "--margins=-inf",
+                           "--json"],
+                          capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    runs = {entry["dataset"]: entry for entry in found["runs"]}
+    assert set(runs) | {entry["dataset"] for entry in found["skipped"]} == set(DATASETS)
+    assert runs, found
+    for name, entry in runs.items():
+        results = demo_project / "results" / name
+        network = json.loads((results / "nn" / "summary.json").read_text())
+        test = json.loads((results / "final" / "test_metrics.json").read_text())
+        primary, sign = network["primary"], 1 if network["greater_is_better"] else -1
+        cv = network["models"][network["best"]][primary]["mean"] - network["baseline"][primary]["mean"]
+        assert entry["cv_diff"] == pytest.approx(sign * cv, abs=1e-12), name
+        scored = test["network"]["metrics"][primary]["value"] - \
+            test["baseline"]["metrics"][primary]["value"]
+        assert entry["test_diff"] == pytest.approx(sign * scored, abs=1e-12), name
+        assert entry["shipped"] == json.loads((results / "final" / "shipped.json").read_text())[
+            "shipped"]
+        if entry["cv_diff"] != 0:
+            assert (entry["shipped"] == "network") == (entry["cv_diff"] > 0), name
+    today, never, always = found["margins"]
+    assert today["changed"] == [] and never["shipped_minus_baseline"] == 0
+    assert today["shipped_minus_baseline"] == pytest.approx(
+        sum(e["test_diff"] for e in runs.values() if e["shipped"] == "network"), abs=1e-12)
+    assert always["shipped_minus_baseline"] == pytest.approx(
+        sum(e["test_diff"] for e in runs.values()), abs=1e-12)
+    assert {(c["dataset"], c["gain"]) for c in always["changed"]} == {
+        (name, e["test_diff"]) for name, e in runs.items() if e["shipped"] == "baseline"}
