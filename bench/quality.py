@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -95,8 +96,6 @@ def prepare_subj(count: int | None = None) -> Callable[[Path], dict]:
         lines = [line for line in _utf8_lines(SHARED / "sentences" / "subj.all")
                  if line.strip()]
         if count is not None:
-            import numpy as np
-
             kept = np.random.default_rng(_shipped_seed()).choice(len(lines), count,
                                                                  replace=False)
             lines = [lines[i] for i in np.sort(kept)]
@@ -133,7 +132,6 @@ def prepare_fashion(root: Path) -> dict:
     the workflow's own test split. Needs `apt-get install dataset-fashion-mnist`."""
     import gzip
 
-    import numpy as np
     from PIL import Image
 
     if not FASHION.is_dir():
@@ -189,7 +187,6 @@ def prepare_digits_training(per_class: int) -> Callable[[Path], dict]:
     and validate on. Files `<label>_<part>_<index>.png`; the part is the test rule. The
     demo's image settings (16x16 grayscale)."""
     def prepare(root: Path) -> dict:
-        import numpy as np
         from PIL import Image
         from sklearn.datasets import load_digits
 

@@ -44,7 +44,10 @@ def paired(root: Path) -> dict:
                                     "fold scores do not pair"}
     diffs = [sign * (n - b) for n, b in zip(network, baseline, strict=True)]
     mean, spread = statistics.mean(diffs), statistics.stdev(diffs)
-    t = mean / (spread / math.sqrt(len(diffs))) if spread > 0 else math.copysign(math.inf, mean)
+    if spread > 0:
+        t = mean / (spread / math.sqrt(len(diffs)))
+    else:  # every fold the same difference: a sure sign, or none at all
+        t = math.copysign(math.inf, mean) if mean else 0.0
     scores = {kind: test[kind]["metrics"][primary]["value"] for kind in ("network", "baseline")}
     return {**entry, "cv_diff": mean, "t": t,
             "test_diff": sign * (scores["network"] - scores["baseline"]),
@@ -52,13 +55,13 @@ def paired(root: Path) -> dict:
 
 
 def margins(entries: list[dict], levels: list[float]) -> list[dict]:
-    """For each margin: the runs whose choice differs from today's rule (the network ships
-    on a better CV mean) and the sum over runs of shipped minus baseline on the test."""
+    """For each margin: the runs whose choice differs from the one the final step made (the
+    better CV mean) and the sum over runs of shipped minus baseline on the test."""
     rows = []
     for level in levels:
         changed, total = [], 0.0
         for entry in entries:
-            today, rule = entry["cv_diff"] > 0, entry["t"] > level
+            today, rule = entry["shipped"] == "network", entry["t"] > level
             total += entry["test_diff"] if rule else 0.0
             if rule != today:  # what the change gains on the test (+ is better)
                 changed.append({"run": entry["run"], "dataset": entry["dataset"],
