@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlworkflow.provenance import cpu_kind
 from tests.workflow.conftest import run
 
 pytestmark = pytest.mark.workflow
@@ -111,6 +112,12 @@ def test_report_is_self_contained_and_shows_every_part(demo_project):
         assert made["python"] == platform.python_version(), card
         assert made["keras"] == metadata.version("keras") and made["scikit-learn"] == \
             metadata.version("scikit-learn"), card
+        assert made["cpu"] == cpu_kind(), card  # the kernels' instruction set
+    # the network's card says whether TensorFlow ran oneDNN's kernels; the baseline's has no
+    # TensorFlow to ask
+    assert json.loads((final / "model.json").read_text())["environment"]["onednn"] in (
+        "on", "off")
+    assert f"Made with Python {platform.python_version()} on " in digits and "(CPU " in digits
     assert f"Made with Python {platform.python_version()} on " in digits
     assert f"keras {metadata.version('keras')}, numpy {metadata.version('numpy')}" in digits
     sms = (demo_project / "results" / "sms_spam" / "final" / "report.html").read_text()
