@@ -78,11 +78,13 @@ def onednn() -> str | None:
     has not been imported (importing it only to ask costs seconds)."""
     if "tensorflow" not in sys.modules:
         return None
-    try:
+    try:  # TensorFlow's own probe (private: a release without it records nothing)
         from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # a TensorFlow without the probe
+
+        enabled = _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):
         return None
-    return "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    return "on" if enabled else "off"
 
 
 def environment() -> dict[str, str]:
