@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 from pathlib import Path
+
+from dlworkflow.shipping import paired_folds
 
 
 def paired(root: Path) -> dict:
@@ -39,17 +39,12 @@ def paired(root: Path) -> dict:
         return {**entry, "skipped": "the final step scored one model only"}
     network = summary["models"][summary["best"]][primary]["folds"]
     baseline = summary["baseline"][primary]["folds"]
-    if len(network) != len(baseline) or len(network) < 2:
+    lead = paired_folds(network, baseline, summary["greater_is_better"])
+    if lead is None:
         return {**entry, "skipped": f"{len(network)} network and {len(baseline)} baseline "
                                     "fold scores do not pair"}
-    diffs = [sign * (n - b) for n, b in zip(network, baseline, strict=True)]
-    mean, spread = statistics.mean(diffs), statistics.stdev(diffs)
-    if spread > 0:
-        t = mean / (spread / math.sqrt(len(diffs)))
-    else:  # every fold the same difference: a sure sign, or none at all
-        t = math.copysign(math.inf, mean) if mean else 0.0
     scores = {kind: test[kind]["metrics"][primary]["value"] for kind in ("network", "baseline")}
-    return {**entry, "cv_diff": mean, "t": t,
+    return {**entry, "cv_diff": lead["mean"], "t": lead["t"],
             "test_diff": sign * (scores["network"] - scores["baseline"]),
             "shipped": test["shipped"]["shipped"]}
 

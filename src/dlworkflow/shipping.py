@@ -1,18 +1,24 @@
 """What the final step ships: the cross-validated winner, network or traditional baseline.
 
 `final.model: auto` ships the model with the better CV mean of the primary metric; a tie
-goes to the baseline, the simpler model. `network` or `baseline` force one. The baseline is
-the CV-best traditional model refitted on every trainval row and exported with skops, never
-pickle: loading refuses any type outside scikit-learn's own and `dlworkflow.estimators`.
-`load_shipped` gives the test, latency and `dlworkflow predict` one interface to both kinds:
-stored arrays in, outputs (class probabilities or values) out.
+goes to the baseline, the simpler model. The decision also says how close the call was: the
+two models' fold scores are paired (the same folds), and the network's mean lead is within
+or beyond the folds' noise by Nadeau and Bengio's (2003) corrected resampled t test, which
+widens the paired t test's variance for the training rows the folds share. A close call is
+not overruled (a margin measured on the visible suite gained nothing, docs/BENCHMARKS.md),
+only reported: on another CPU's rounding one such call went the other way. `network` or
+`baseline` force one. The baseline is the CV-best traditional model refitted on every
+trainval row and exported with skops, never pickle: loading refuses any type outside
+scikit-learn's own and `dlworkflow.estimators`. `load_shipped` gives the test, latency and
+`dlworkflow predict` one interface to both kinds: stored arrays in, outputs (class
+probabilities or values) out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,47 @@ BASELINE_FILE = "baseline.skops"
 BASELINE_CARD = "baseline.json"
 #: modules whose classes an exported baseline may hold (skops refuses everything else)
 TRUSTED_MODULES = ("sklearn.", "numpy", "scipy.", "dlworkflow.estimators.", "builtins.")
+
+
+def paired_folds(network: Sequence[float], baseline: Sequence[float],
+                 greater_is_better: bool) -> dict[str, Any] | None:
+    """The network's lead over the baseline on the same folds (positive: the network is
+    better, also for an error where lower is better): {"folds", "mean", "std", "t" (the
+    paired t statistic, std² / k the mean's variance), "t_corrected" (Nadeau and Bengio's:
+    std² (1/k + 1/(k - 1)), 1/(k - 1) being k-fold CV's validation-to-training size ratio),
+    "critical" (Student's t at 97.5 % with k - 1 degrees of freedom), "beyond_noise"
+    (|t_corrected| > critical)}.
+    Every fold the same nonzero lead gives infinite t's. None when the folds do not pair."""
+    if len(network) != len(baseline) or len(network) < 2:
+        return None
+    from scipy.stats import t as student
+
+    sign = 1.0 if greater_is_better else -1.0
+    lead = sign * (np.asarray(network, float) - np.asarray(baseline, float))
+    k, mean, std = len(lead), float(lead.mean()), float(lead.std(ddof=1))
+    if std > 1e-9 * max(1.0, abs(mean)):  # leads equal but for the float subtraction are equal
+        t = mean / (std / np.sqrt(k))
+        corrected = mean / np.sqrt((1 / k + 1 / (k - 1)) * std ** 2)
+    else:  # every fold the same lead: a sure sign, or none at all
+        t = corrected = float(np.copysign(np.inf, mean)) if abs(mean) > 1e-12 else 0.0
+    critical = float(student.ppf(0.975, k - 1))
+    return {"folds": k, "mean": mean, "std": std, "t": float(t),
+            "t_corrected": float(corrected), "critical": critical,
+            "beyond_noise": bool(abs(corrected) > critical)}
+
+
+def _closeness(paired: Mapping[str, Any], precision: int = 4) -> str:
+    """The reason's second sentence: the mean lead and whether it is beyond the noise."""
+    mean, corrected = round(paired["mean"], precision), paired["t_corrected"]
+    side = "ahead" if mean > 0 else "behind" if mean < 0 else "level"  # as it is printed
+    amount = "" if side == "level" else f" by {abs(mean):.{precision}f} on average"
+    statistic = (f"corrected paired t {corrected:.2f} against {paired['critical']:.2f} for "
+                 f"{paired['folds']} folds" if np.isfinite(corrected) else
+                 f"the same lead in each of the {paired['folds']} folds")
+    if paired["beyond_noise"]:
+        return f"Fold by fold the network is {side}{amount}, beyond the folds' noise ({statistic})."
+    return (f"Fold by fold the network is {side}{amount}, within the folds' noise ({statistic}): "
+            "the folds cannot tell the two apart, and another seed or CPU may choose the other.")
 
 
 def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[str, Any],
@@ -64,8 +111,13 @@ def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[s
         why = ("the network has the better cross-validated score" if network_wins else
                "the baseline scores at least as well in cross-validation and is the simpler "
                "model")
+    paired = paired_folds(net.get("folds") or [], base.get("folds") or [], greater)
+    closeness = f" {_closeness(paired)}" if paired else ""
+    if paired and not np.isfinite(paired["t"]):  # JSON has no infinity: the sentence says it
+        paired = {**paired, "t": None, "t_corrected": None}
     return {"shipped": shipped, "model": cv[shipped]["model"], "setting": setting,
-            "why": f"{why} ({scores}).", "primary": primary, "cv": cv, "servable": servable}
+            "why": f"{why} ({scores}).{closeness}", "primary": primary, "cv": cv,
+            "paired": paired, "servable": servable}
 
 
 def trusted_types(path: str | Path, found: list[str] | None = None) -> list[str]:

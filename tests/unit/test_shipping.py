@@ -10,7 +10,13 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from dlworkflow.errors import ConfigError
-from dlworkflow.shipping import choose_shipped, load_baseline, load_shipped, save_baseline
+from dlworkflow.shipping import (
+    choose_shipped,
+    load_baseline,
+    load_shipped,
+    paired_folds,
+    save_baseline,
+)
 from tests.helpers.shards import sms_texts
 
 
@@ -40,6 +46,51 @@ def test_the_better_cv_score_ships_and_a_tie_goes_to_the_baseline():
         choose_shipped("baseline", network, baseline, servable=False)
     with pytest.raises(ConfigError, match=r"final\.model"):
         choose_shipped("best", network, baseline, True)
+
+
+def _folds(model: str, folds: list[float], primary: str = "accuracy",
+           greater: bool = True) -> dict:
+    return {"primary": primary, "greater_is_better": greater, "best": model,
+            "models": {model: {primary: {"mean": float(np.mean(folds)),
+                                         "std": float(np.std(folds, ddof=1)),
+                                         "folds": folds}}}}
+
+
+def test_the_reason_says_whether_the_folds_tell_the_two_models_apart():
+    from scipy.stats import t as student
+    from scipy.stats import ttest_rel
+
+    network, baseline = [0.99, 0.98, 0.995, 0.985, 0.99], [0.97, 0.96, 0.97, 0.955, 0.975]
+    paired = paired_folds(network, baseline, greater_is_better=True)
+    plain = ttest_rel(network, baseline).statistic
+    assert paired["folds"] == 5 and paired["mean"] == pytest.approx(0.022)
+    assert paired["t"] == pytest.approx(plain)
+    # Nadeau and Bengio: the mean lead's variance is std² (1/k + 1/(k - 1)), not std² / k
+    assert paired["t_corrected"] == pytest.approx(plain * np.sqrt(0.2 / (0.2 + 0.25)))
+    assert paired["critical"] == pytest.approx(student.ppf(0.975, 4))
+    clear = choose_shipped("auto", _folds("cnn", network), _folds("knn", baseline), True)
+    assert clear["shipped"] == "network" and clear["paired"]["beyond_noise"]
+    assert ("Fold by fold the network is ahead by 0.0220 on average, beyond the folds' noise "
+            "(corrected paired t ") in clear["why"]
+    # subj_3775's folds on an AVX-512 host: the same mean, up in some folds and down in others
+    close = choose_shipped("auto", _folds("text_wide_cnn", [0.9123, 0.9089, 0.8957, 0.9172, 0.894]),
+                           _folds("tfidf_logreg", [0.9106, 0.9007, 0.9056, 0.9156, 0.8957]), True)
+    assert close["shipped"] == "baseline" and not close["paired"]["beyond_noise"]
+    assert "the network is level, within the folds' noise" in close["why"]
+    assert "the folds cannot tell the two apart" in close["why"]
+    # an error: lower is better, so a network with the lower MASE is ahead; the same lead in
+    # every fold is beyond any noise, and the file stays JSON (no infinity)
+    errors = choose_shipped("auto", _folds("forecast_cnn", [0.8, 0.7, 0.9], "mase", False),
+                            _folds("ridge_lags", [0.9, 0.8, 1.0], "mase", False), True)
+    assert errors["shipped"] == "network" and errors["paired"]["mean"] == pytest.approx(0.1)
+    assert errors["paired"]["beyond_noise"] and errors["paired"]["t"] is None
+    assert "ahead by 0.1000 on average, beyond the folds' noise (the same lead in each of the 3"\
+        in errors["why"]
+    json.dumps(errors, allow_nan=False)
+    # folds that do not pair (an older summary without them, or other counts): no sentence
+    assert paired_folds([0.9, 0.8], [0.9], True) is None
+    unpaired = choose_shipped("auto", _summary("cnn", 0.97), _summary("knn", 0.95), True)
+    assert unpaired["paired"] is None and "Fold by fold" not in unpaired["why"]
 
 
 @pytest.fixture(scope="module")
