@@ -8,7 +8,9 @@ that is the shipped one with only the dataset entry added) in a project folder o
 runs the real workflow (`snakemake --cores N --resources gpu=1`) and prints, per set: the
 best baseline's CV score, the network's CV score, the shipped model's test score with its
 interval, the other model's, their paired difference on the test with its interval, the
-published reference, and seconds per fold. One recipe for all: no set gets
+published reference, the network's CV lead over the baseline fold by fold with the final
+step's verdict on it (`dlworkflow.shipping.paired_folds`: the corrected t, beyond or within
+the folds' noise), and seconds per fold. One recipe for all: no set gets
 settings of its own beyond what describes its data (layout, task, a predefined test split).
 The data come from ../shared/data (see its README), and the photo set `fashion` from Debian's
 dataset-fashion-mnist package; docs/BENCHMARKS.md records the tables.
@@ -31,6 +33,7 @@ import pandas as pd
 import yaml
 
 from dlworkflow.provenance import describe
+from dlworkflow.shipping import paired_folds
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -315,8 +318,8 @@ def table(result_folders: list[Path]) -> None:
     """One row per dataset of each results folder."""
     print("| set | metric | best baseline (CV) | network (CV) | shipped: test [95 % CI] | "
           "other model (test) | shipped − other (test) [95 %] | reference | "
-          "s per network fold |")
-    print("|---|---|---|---|---|---|---|---|---:|")
+          "network's CV lead (corrected t) | s per network fold |")
+    print("|---|---|---|---|---|---|---|---|---|---:|")
     made_with: dict[str, list[str]] = {}  # the versions that decide the numbers, and where
     for results in result_folders:
         for folder in sorted(p for p in results.iterdir() if (p / "final" / "test_metrics.json")
@@ -339,13 +342,20 @@ def table(result_folders: list[Path]) -> None:
             paired = test.get("comparison")  # the paired bootstrap of the final step
             difference = (f"{paired['shipped_minus_other']:+.4f} [{paired['low']:+.4f}, "
                           f"{paired['high']:+.4f}]" if paired else "-")
+            lead = paired_folds(network["models"][network["best"]][primary].get("folds", []),
+                                base["models"][base["best"]][primary].get("folds", []),
+                                network["greater_is_better"])  # as the final step weighs it
+            verdict = (f"{lead['mean']:+.4f} ({lead['t_corrected']:.2f}, "
+                       f"{'beyond' if lead['beyond_noise'] else 'within'} the noise)"
+                       if lead else "-")
             print(f"| {name} | {primary} | {base['best']}: "
                   f"{fmt(base['models'][base['best']][primary])} | {network['best']}: "
                   f"{fmt(network['models'][network['best']][primary])} | {shipped} "
                   f"{test[shipped]['model']}: {interval(test[shipped]['metrics'][primary])} | "
                   f"{test[other]['model']}: {test[other]['metrics'][primary]['value']:.4f} | "
-                  f"{difference} | {value} ({reference[2]}) | {seconds} |" if other in test else
-                  f"| {name} | {primary} | - | - | {shipped} | - | - | {value} | {seconds} |")
+                  f"{difference} | {value} ({reference[2]}) | {verdict} | {seconds} |"
+                  if other in test else
+                  f"| {name} | {primary} | - | - | {shipped} | - | - | {value} | - | {seconds} |")
     for versions, names in made_with.items():
         print(f"\nMade with {versions}" + (f" ({', '.join(names)})" if len(made_with) > 1 else ""))
 
