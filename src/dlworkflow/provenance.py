@@ -16,7 +16,6 @@ import platform
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
-from pathlib import Path
 
 #: the distributions whose versions can move a weight or a score, by the name a card uses
 #: (the first installed distribution of each: TensorFlow comes as several)
@@ -59,12 +58,14 @@ def cpu_kind(cpuinfo: str | None = None) -> str | None:
     """The x86 CPU's instruction set as far as it picks numeric kernels, from /proc/cpuinfo's
     flags (or `cpuinfo`'s text): "avx512f avx512_vnni avx512_bf16", "avx2", ...; None where
     there are no such flags to read (macOS, Arm: the platform names the kind)."""
-    if cpuinfo is None:
+    if cpuinfo is None:  # read up to the first "flags" line: the file has one per core
         try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+            with open("/proc/cpuinfo", errors="replace") as handle:
+                line = next((line for line in handle if line.startswith("flags")), "")
         except OSError:
             return None
-    line = next((line for line in cpuinfo.split("\n") if line.startswith("flags")), "")
+    else:
+        line = next((line for line in cpuinfo.split("\n") if line.startswith("flags")), "")
     flags = set(line.partition(":")[2].split())
     level = next((name for name in VECTOR_LEVELS if name in flags), None)
     if level is None:

@@ -50,10 +50,10 @@ def test_the_better_cv_score_ships_and_a_tie_goes_to_the_baseline():
 
 def _folds(model: str, folds: list[float], primary: str = "accuracy",
            greater: bool = True) -> dict:
-    return {"primary": primary, "greater_is_better": greater, "best": model,
-            "models": {model: {primary: {"mean": float(np.mean(folds)),
-                                         "std": float(np.std(folds, ddof=1)),
-                                         "folds": folds}}}}
+    """_summary with the fold scores that give its mean and std."""
+    summary = _summary(model, float(np.mean(folds)), primary, greater)
+    summary["models"][model][primary].update(std=float(np.std(folds, ddof=1)), folds=folds)
+    return summary
 
 
 def test_the_reason_says_whether_the_folds_tell_the_two_models_apart():

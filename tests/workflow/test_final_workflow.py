@@ -118,7 +118,6 @@ def test_report_is_self_contained_and_shows_every_part(demo_project):
     assert json.loads((final / "model.json").read_text())["environment"]["onednn"] in (
         "on", "off")
     assert f"Made with Python {platform.python_version()} on " in digits and "(CPU " in digits
-    assert f"Made with Python {platform.python_version()} on " in digits
     assert f"keras {metadata.version('keras')}, numpy {metadata.version('numpy')}" in digits
     sms = (demo_project / "results" / "sms_spam" / "final" / "report.html").read_text()
     assert 'title="ROC"' in sms and 'title="PR"' in sms and "Decision threshold" in sms
