@@ -504,11 +504,14 @@ class FoldData:
         """The validation rows in batches, as `examples` makes them."""
         return untuned_batches(examples(self.valid), self.batch_size)
 
-    def add_computed_input(self, compute: Callable[[Any], Any]) -> bool:
+    def add_computed_input(self, compute: Callable[[Any], Any],
+                           training: np.ndarray | None = None) -> bool:
         """Feed each row's inputs together with `compute` of them, computed once here for
         every training and validation row (`frozen_linear_view`); the rows' order, batches
-        and targets stay as they were. Only for rows held in RAM (False otherwise, nothing
-        changed): a stream would compute them again in every pass."""
+        and targets stay as they were. `training`, when given, holds the training rows' own
+        values instead, in their stored order (the frozen part's cross-fitted logits). Only
+        for rows held in RAM (False otherwise, nothing changed): a stream would compute them
+        again in every pass."""
         if not self.in_memory or self.train_arrays is None:
             return False
 
@@ -516,7 +519,11 @@ class FoldData:
             pair = self.examples(arrays)
             return ((pair[0], compute(pair[0])), *pair[1:])
 
-        self._epoch = self._held_epochs(with_computed)
+        def with_training(arrays: Mapping[str, Any]) -> tuple:
+            pair = self.examples(arrays)
+            return ((pair[0], training), *pair[1:])
+
+        self._epoch = self._held_epochs(with_computed if training is None else with_training)
         self.train = untuned(self._epoch(self.seed))
         if self.valid_set is not None:
             self.valid_set = self._valid_batches(with_computed)
@@ -833,10 +840,13 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         if not cached:
             view = frozen_linear_view(model)
             fit_model = model
-            if view is not None and data.add_computed_input(view[1]):
+            crossfit = spec.extra.get("training_logits")
+            if view is not None and data.add_computed_input(view[1], crossfit):
                 fit_model = view[0]
                 log.info("the frozen linear part's logits computed once per row: the "
-                         "network trains on them and the raw inputs")
+                         "network trains on them and the raw inputs%s", "" if crossfit is None
+                         else " (the training rows' own from regressions that did not fit "
+                         "them, train.text.wide_crossfit)")
             history = _fit(fit_model, data, settings, run, "train",
                            float(settings.get("learning_rate", 1e-3)), weights)
         if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:

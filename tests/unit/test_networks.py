@@ -49,6 +49,14 @@ def _train(folder, ds, tmp_path, architecture, fold=0, name="out", **changes):
     return details, out
 
 
+def _sms_shards(tmp_path):
+    """300 SMS messages as fold shards with their metric choice: (texts, folds, folder)."""
+    texts, labels, folds = sms_texts(300)
+    folder = write_shards(tmp_path / "text", texts, labels, folds)
+    write_metric(folder, "classification", labels)
+    return texts, folds, folder
+
+
 @pytest.fixture(scope="session")  # read only, cheap: made once per worker, tests spread out
 def image_shards(tmp_path_factory):
     x, labels, folds = digits_images(200)
@@ -271,9 +279,7 @@ def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(tmp
 
     import dlworkflow.models.networks as networks
 
-    texts, labels, folds = sms_texts(300)
-    folder = write_shards(tmp_path / "text", texts, labels, folds)
-    write_metric(folder, "classification", labels)
+    texts, folds, folder = _sms_shards(tmp_path)
     ds = dataset("text", layout="delimited")
     computed = []
     real = networks.frozen_linear_view
@@ -283,11 +289,13 @@ def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(tmp
         computed.append(view is not None)
         return view
 
+    in_sample = {**QUICK["text"], "wide_crossfit": 0}  # both train on the same logits
     monkeypatch.setattr(networks, "frozen_linear_view", counting)
-    once, out = _train(folder, ds, tmp_path, "text_wide_cnn", name="once", epochs=3, patience=3)
+    once, out = _train(folder, ds, tmp_path, "text_wide_cnn", name="once", epochs=3, patience=3,
+                       text=in_sample)
     monkeypatch.setattr(networks, "frozen_linear_view", lambda model: None)
     every, every_out = _train(folder, ds, tmp_path, "text_wide_cnn", name="every", epochs=3,
-                              patience=3)
+                              patience=3, text=in_sample)
     assert computed == [True]
     assert once["best_epoch"] == every["best_epoch"] and once["epochs_run"] == every["epochs_run"] == 3
     curves = [pd.read_csv(o / "history.csv") for o in (out, every_out)]
@@ -307,6 +315,74 @@ def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(tmp
     both = view.predict([held_out, compute(held_out.numpy())], verbose=0)
     assert np.abs(both - scores[0]).max() < 1e-5
     assert {id(w) for w in view.trainable_weights} == {id(w) for w in models[0].trainable_weights}
+
+
+@pytest.mark.parametrize("source", ["sms", "trec"])
+def test_crossfit_logits_score_each_row_with_a_regression_that_did_not_fit_it(source):
+    """Each row's cross-fitted logits are those of the step-2 regression fitted on the other
+    parts (stratified): for two classes softmax(-z/2, z/2) is NB-LR's probability, for TREC's
+    six one regression against the rest through a log-sigmoid. Out of fold they separate the
+    rows far less well than the regression of all rows, which fits them almost perfectly."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.model_selection import StratifiedKFold
+
+    from dlworkflow.estimators import NBLogisticRegression
+    from dlworkflow.models.networks import _linear_weights, crossfit_logits
+
+    texts, labels = sms_texts(300)[:2] if source == "sms" else trec_texts(400)
+    labels = np.unique(labels, return_inverse=True)[1]
+    weights = "auto" if source == "sms" else True
+    classes = int(labels.max()) + 1
+    matrix = TfidfVectorizer(ngram_range=(1, 2)).fit_transform(texts).tocsr()
+    logits = crossfit_logits(matrix, labels, classes, 10.0, weights, 3, seed=7)
+    assert logits.shape == (len(labels), classes) and logits.dtype == np.float32
+    parts = StratifiedKFold(3, shuffle=True, random_state=7).split(np.zeros(len(labels)), labels)
+    for fit, held in parts:
+        regression = NBLogisticRegression(C=10.0, nb_weights=weights).fit(matrix[fit],
+                                                                          labels[fit])
+        scores = np.exp(logits[held])
+        if source == "trec":  # the sigmoids normalised to sum 1, as predict_proba gives
+            assert regression.one_vs_rest_
+        assert np.abs(scores / scores.sum(axis=1, keepdims=True)
+                      - regression.predict_proba(matrix[held])).max() < 1e-4
+    kernel, bias, activation = _linear_weights(matrix, labels, classes, 10.0, weights)
+    fitted = np.asarray(matrix @ kernel) + bias
+    assert (activation == "log_sigmoid") == (source == "trec")
+    in_sample = (fitted.argmax(axis=1) == labels).mean()
+    out_of_fold = (logits.argmax(axis=1) == labels).mean()
+    assert in_sample > 0.99 and out_of_fold < in_sample - 0.05, (in_sample, out_of_fold)
+
+
+def test_the_deep_part_trains_on_cross_fitted_linear_logits(tmp_path, monkeypatch):
+    """text_wide_cnn's deep part trains on the training rows' cross-fitted linear logits
+    (`train.text.wide_crossfit`), so at the first epoch the network is as accurate on its
+    training rows as the regression is out of fold, not the ~100 % of a regression scoring
+    the rows it fitted (0 or 1 parts: that old way). The exported linear part is the
+    regression of all training rows either way."""
+    import keras
+
+    import dlworkflow.models.networks as networks
+
+    _, folds, folder = _sms_shards(tmp_path)
+    ds = dataset("text", layout="delimited")
+    calls = []
+    real = networks.crossfit_logits
+
+    def recording(matrix, labels, *args):
+        calls.append((matrix.shape[0], *args))
+        return real(matrix, labels, *args)
+
+    monkeypatch.setattr(networks, "crossfit_logits", recording)
+    accuracy, frozen = {}, {}
+    for parts in (5, 0):
+        _, out = _train(folder, ds, tmp_path, "text_wide_cnn", name=f"parts{parts}", epochs=1,
+                        learning_rate=1e-12, text={**QUICK["text"], "wide_crossfit": parts})
+        accuracy[parts] = pd.read_csv(out / "history.csv")["accuracy"].iloc[0]
+        model = keras.saving.load_model(out / "model.keras")
+        frozen[parts] = model.get_layer("linear_logits").get_weights()
+    assert calls == [(int((folds != 0).sum()), 2, 10.0, "auto", 5, 5)]  # the fold's seed
+    assert accuracy[0] > 0.99 and accuracy[5] < accuracy[0] - 0.02, accuracy
+    assert all(np.array_equal(a, b) for a, b in zip(frozen[5], frozen[0], strict=True))
 
 
 @pytest.mark.parametrize("architecture", ["image_wide_cnn", "image_transfer"])
