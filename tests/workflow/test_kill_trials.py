@@ -32,11 +32,14 @@ TIME_RECORDING = {f"results/{DATASET}/final/{name}" for name in ("latency.json",
 def _params(dropout: float) -> dict:
     params = shipped_params()
     params["datasets"] = {DATASET: params["datasets"][DATASET]}
-    # enough epochs that a kill lands inside training; a backup after every epoch
-    params["train"].update(epochs=12, patience=12, checkpoint_seconds=0, dropout=dropout)
+    # enough epochs that a kill lands inside training, a second or more after the first
+    # backup: an epoch of these 40 rows takes 12-30 ms, and with 12 epochs a fold could end
+    # before a kill 0.7 s after its first backup, leaving no resume state to discard (CI of
+    # 71430d6 on an AVX-512 host); a backup after every epoch
+    params["train"].update(epochs=100, patience=100, checkpoint_seconds=0, dropout=dropout)
     # a final training as long as a fold's: `auto` can be one or two epochs, over before
     # the kill lands, and a missed moment leaves the workflow finished (every later one too)
-    params["final"]["epochs"] = 12
+    params["final"]["epochs"] = 100
     return params
 
 
