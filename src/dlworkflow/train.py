@@ -621,8 +621,11 @@ class FoldData:
         if self.train_arrays is not None:
             return self.adapt_x(), self.train_arrays["y"]
         batches = [(x.numpy(), y.numpy()) for x, y, *_ in self.train]
-        return (np.concatenate([x for x, _ in batches]),
-                np.concatenate([y for _, y in batches]))
+        x = np.concatenate([x for x, _ in batches])
+        if x.dtype == object:  # strings leave TensorFlow as UTF-8 bytes: texts again
+            x = np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in x],
+                         dtype=object)
+        return x, np.concatenate([y for _, y in batches])
 
     def target_stats(self) -> tuple[float, float]:
         """(offset, scale) that map a unit-variance output to the fold's targets (train rows)."""
@@ -847,6 +850,11 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                          "network trains on them and the raw inputs%s", "" if crossfit is None
                          else " (the training rows' own from regressions that did not fit "
                          "them, train.text.wide_crossfit)")
+            elif crossfit is not None:
+                log.warning("train.text.wide_crossfit: the training rows are streamed (over "
+                            "%d MB of tensors), not held in RAM, so the network trains on the "
+                            "logits of the regression of all training rows instead",
+                            IN_MEMORY_BYTES // 1024**2)
             history = _fit(fit_model, data, settings, run, "train",
                            float(settings.get("learning_rate", 1e-3)), weights)
         if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:

@@ -385,6 +385,25 @@ def test_the_deep_part_trains_on_cross_fitted_linear_logits(tmp_path, monkeypatc
     assert all(np.array_equal(a, b) for a, b in zip(frozen[5], frozen[0], strict=True))
 
 
+def test_streamed_rows_train_on_the_full_regressions_logits_and_say_so(tmp_path, monkeypatch,
+                                                                       caplog):
+    """Cross-fitted logits need the training rows in RAM (they are fed beside each row);
+    streamed rows train the whole network as it is, and the log says the setting went
+    unused. Streamed texts reach the linear part's regression as texts, not as the UTF-8
+    bytes TensorFlow gives back (SMS's "£" made that fail before)."""
+    import dlworkflow.train as train
+
+    monkeypatch.setattr(train, "IN_MEMORY_BYTES", 0)  # every shard streams
+    _, folds, folder = _sms_shards(tmp_path)
+    with caplog.at_level("INFO", logger="dlworkflow.train"):
+        details, out = _train(folder, dataset("text", layout="delimited"), tmp_path,
+                              "text_wide_cnn", epochs=1,
+                              text={**QUICK["text"], "wide_crossfit": 5})
+    assert "streamed" in caplog.text and "wide_crossfit" in caplog.text
+    assert "computed once per row" not in caplog.text
+    assert details["train_rows"] == int((folds != 0).sum()) and (out / "model.keras").is_file()
+
+
 @pytest.mark.parametrize("architecture", ["image_wide_cnn", "image_transfer"])
 def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixels(
         image_shards, tmp_path, architecture):
