@@ -231,7 +231,8 @@ def record_in_dvc(params: Mapping[str, Any], root: str | Path = ".") -> int:
               file=sys.stderr)
     else:
         print("Recorded in dvc.lock (dvc commit): `dvc repro` is up to date, and "
-              "`dvc exp run -S <param>=<value>` reruns only what the change touches.")
+              "`dvc exp run -S <param>=<value>` reruns only what the change touches "
+              "(`-S ++<param>=<value>` for a param params.yaml does not write yet).")
     return done.returncode
 
 

@@ -140,3 +140,31 @@ def _leaf_keys(value, prefix=""):
         return [key for name, child in value.items()
                 for key in _leaf_keys(child, f"{prefix}{name}.")]
     return [prefix[:-1]] if prefix and not isinstance(value, dict) else []
+
+
+def test_a_key_params_yaml_lacks_is_written_by_the_readmes_exp_run(tmp_path):
+    """The README's params reference says how to set a key that params.yaml does not write:
+    that `dvc exp run -S ...` (read from the README) adds the key to the shipped params.yaml
+    and reruns the stage that reads its section, where the plain `-S key=value` form is
+    refused by DVC for a key params.yaml lacks."""
+    found = re.search(r"\(`(dvc exp run -S \S+)`\s+writes it for you", README)
+    assert found, "README: the params reference's exp run command is gone"
+    command = shlex.split(found.group(1))
+    key, value = command[-1].lstrip("+").split("=")
+    section, *path = key.split(".")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shipped = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert path[-1] not in shipped[section]  # a key the shipped params.yaml lacks
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"echo": {
+        "cmd": "python -c \"import shutil; shutil.copy('params.yaml', 'seen.yaml')\"",
+        "params": [section], "outs": ["seen.yaml"]}}}))
+    for step in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "p"]):
+        assert run(step, tmp_path).returncode == 0, step
+    plain = run(["dvc", "exp", "run", "-S", f"{key}={value}"], tmp_path, timeout=300)
+    assert plain.returncode != 0 and "not in struct" in plain.stderr + plain.stdout
+    done = run(command, tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = yaml.safe_load((tmp_path / "seen.yaml").read_text())
+    assert seen[section][path[-1]] == int(value)
+    assert {k: v for k, v in seen[section].items() if k != path[-1]} == shipped[section]
