@@ -515,15 +515,11 @@ class FoldData:
         if not self.in_memory or self.train_arrays is None:
             return False
 
-        def with_computed(arrays: Mapping[str, Any]) -> tuple:
+        def with_computed(arrays: Mapping[str, Any], given: Any = None) -> tuple:
             pair = self.examples(arrays)
-            return ((pair[0], compute(pair[0])), *pair[1:])
+            return ((pair[0], compute(pair[0]) if given is None else given), *pair[1:])
 
-        def with_training(arrays: Mapping[str, Any]) -> tuple:
-            pair = self.examples(arrays)
-            return ((pair[0], training), *pair[1:])
-
-        self._epoch = self._held_epochs(with_computed if training is None else with_training)
+        self._epoch = self._held_epochs(lambda arrays: with_computed(arrays, training))
         self.train = untuned(self._epoch(self.seed))
         if self.valid_set is not None:
             self.valid_set = self._valid_batches(with_computed)

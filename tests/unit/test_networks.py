@@ -49,14 +49,6 @@ def _train(folder, ds, tmp_path, architecture, fold=0, name="out", **changes):
     return details, out
 
 
-def _sms_shards(tmp_path):
-    """300 SMS messages as fold shards with their metric choice: (texts, folds, folder)."""
-    texts, labels, folds = sms_texts(300)
-    folder = write_shards(tmp_path / "text", texts, labels, folds)
-    write_metric(folder, "classification", labels)
-    return texts, folds, folder
-
-
 @pytest.fixture(scope="session")  # read only, cheap: made once per worker, tests spread out
 def image_shards(tmp_path_factory):
     x, labels, folds = digits_images(200)
@@ -267,7 +259,8 @@ def test_wide_cnn_starts_at_the_folds_nb_lr(tmp_path, source, weights):
     assert np.allclose(scaled, [[0.6, 0.8], [0.0, 0.0]])
 
 
-def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(tmp_path,
+def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(sms_shards,
+                                                                             tmp_path,
                                                                              monkeypatch):
     """text_wide_cnn trains on its frozen linear part's logits computed once per row, not
     in every step, and ends with the network that computing them in every step trains:
@@ -279,7 +272,8 @@ def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(tmp
 
     import dlworkflow.models.networks as networks
 
-    texts, folds, folder = _sms_shards(tmp_path)
+    texts, _, folds = sms_texts(300)  # sms_shards' rows
+    folder = sms_shards
     ds = dataset("text", layout="delimited")
     computed = []
     real = networks.frozen_linear_view
@@ -353,7 +347,7 @@ def test_crossfit_logits_score_each_row_with_a_regression_that_did_not_fit_it(so
     assert in_sample > 0.99 and out_of_fold < in_sample - 0.05, (in_sample, out_of_fold)
 
 
-def test_the_deep_part_trains_on_cross_fitted_linear_logits(tmp_path, monkeypatch):
+def test_the_deep_part_trains_on_cross_fitted_linear_logits(sms_shards, tmp_path, monkeypatch):
     """text_wide_cnn's deep part trains on the training rows' cross-fitted linear logits
     (`train.text.wide_crossfit`), so at the first epoch the network is as accurate on its
     training rows as the regression is out of fold, not the ~100 % of a regression scoring
@@ -363,7 +357,7 @@ def test_the_deep_part_trains_on_cross_fitted_linear_logits(tmp_path, monkeypatc
 
     import dlworkflow.models.networks as networks
 
-    _, folds, folder = _sms_shards(tmp_path)
+    folds, folder = sms_texts(300)[2], sms_shards
     ds = dataset("text", layout="delimited")
     calls = []
     real = networks.crossfit_logits
@@ -385,8 +379,8 @@ def test_the_deep_part_trains_on_cross_fitted_linear_logits(tmp_path, monkeypatc
     assert all(np.array_equal(a, b) for a, b in zip(frozen[5], frozen[0], strict=True))
 
 
-def test_streamed_rows_train_on_the_full_regressions_logits_and_say_so(tmp_path, monkeypatch,
-                                                                       caplog):
+def test_streamed_rows_train_on_the_full_regressions_logits_and_say_so(sms_shards, tmp_path,
+                                                                       monkeypatch, caplog):
     """Cross-fitted logits need the training rows in RAM (they are fed beside each row);
     streamed rows train the whole network as it is, and the log says the setting went
     unused. Streamed texts reach the linear part's regression as texts, not as the UTF-8
@@ -394,7 +388,7 @@ def test_streamed_rows_train_on_the_full_regressions_logits_and_say_so(tmp_path,
     import dlworkflow.train as train
 
     monkeypatch.setattr(train, "IN_MEMORY_BYTES", 0)  # every shard streams
-    _, folds, folder = _sms_shards(tmp_path)
+    folds, folder = sms_texts(300)[2], sms_shards
     with caplog.at_level("INFO", logger="dlworkflow.train"):
         details, out = _train(folder, dataset("text", layout="delimited"), tmp_path,
                               "text_wide_cnn", epochs=1,
