@@ -188,3 +188,38 @@ def test_every_example_dataset_in_the_readme_passes_the_schema():
     assert {"pets", "load", "hourly", "pickup"} <= set(datasets)
     _, problems = validate_schema(expand_datasets({"seed": 0, "datasets": datasets}))
     assert problems == []
+
+
+def test_every_documented_exp_run_sets_a_key_dvc_accepts():
+    """DVC's `dvc exp run -S key=value` refuses a key the shipped params.yaml lacks ("Key is
+    not in struct"); `-S ++key=value` adds it. Every such command the project prints or
+    documents (README, params.yaml's header, docs, the runner's messages) either changes a
+    key params.yaml writes or uses `++`, and names a key the schema knows."""
+    import re
+
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    defaults = load_params(REPO / "params.yaml")  # every key, schema defaults filled in
+
+    def has(tree, key: str) -> bool:
+        for part in key.split("."):
+            if not isinstance(tree, dict) or part not in tree:
+                return False
+            tree = tree[part]
+        return True
+
+    sources = [REPO / "README.md", REPO / "params.yaml", *sorted((REPO / "docs").glob("*.md")),
+               *sorted((REPO / "src" / "dlworkflow").glob("*.py"))]
+    found, refused = 0, []
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"dvc exp run\b[^`\n]*(?:\n[^`\n]*)?", text):
+            for plus, key in re.findall(r"-S\s+(\+\+)?([A-Za-z_][\w.]*)=", match.group(0)):
+                if key in ("key", "param"):  # the docs' placeholder: -S ++key=value
+                    continue
+                found += 1
+                if not has(defaults, key):
+                    refused.append(f"{path.name}: {key} is not a params key")
+                elif not plus and not has(shipped, key):
+                    refused.append(f"{path.name}: -S {key}=... (params.yaml lacks it: ++)")
+    assert found >= 8, found  # the README's experiments, params.yaml's header, ...
+    assert refused == []
