@@ -134,6 +134,14 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
             f"{key}.task: {ds['task']!r} is not available for modality {modality.name!r}; "
             f"choose one of: {', '.join(modality.tasks)}"
         )
+    if "encoding" in layout:
+        import codecs
+
+        try:
+            codecs.lookup(layout["encoding"])
+        except LookupError:
+            problems.append(f"{key}.layout.encoding: {layout['encoding']!r} is not an encoding "
+                            "Python knows (utf-8, latin-1, cp1252, ...)")
     task = TASKS[ds["task"]]  # the schema's enum names only registered tasks
     labelled = task.labelled
     if kind == "filename_regex":

@@ -24,6 +24,9 @@ from dlworkflow.errors import BadInput, ConfigError
 from dlworkflow.items import Item, Rejection
 
 RESERVED_FIELDS = ("label", "group", "id")
+#: what a text that does not decode tells its user to do (SUBJ's and TREC's files are Latin-1)
+ENCODING_HINT = (" (a file in another encoding: set `encoding` in the dataset's layout, "
+                 "e.g. latin-1 or cp1252)")
 #: bookkeeping files of tools and operating systems; never data, so never items
 TOOL_FILES = frozenset({".snakemake_timestamp", ".gitignore", ".dvcignore", ".DS_Store",
                         "Thumbs.db", "desktop.ini"})
@@ -363,7 +366,7 @@ def discover_delimited(root: Path, layout: Mapping[str, Any], ctx: LayoutContext
                     decoded[name] = value.decode(encoding).strip()
                 except UnicodeDecodeError as exc:
                     raise BadInput(f"field {name!r} is not valid {encoding} at byte offset "
-                                   f"{exc.start}", "not_utf8") from None
+                                   f"{exc.start}{ENCODING_HINT}", "not_utf8") from None
             label = ctx.task.parse_label(decoded.get("label")) if ctx.labelled else None
             side = {k: v for k, v in decoded.items() if k not in RESERVED_FIELDS}
             found.items.append(Item(id=decoded.get("id") or f"line-{number:06d}", path=where,

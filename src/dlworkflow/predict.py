@@ -27,17 +27,21 @@ __all__ = ["load_model", "predict", "raw_arrays"]
 def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, Any]:
     """Decode raw files (or, for a modality that takes inline text, strings that are not
     existing files) as the shards do: {"x": stored arrays}."""
-    modality = create_modality(card["modality"], {}, card.get("layout") or {})
+    layout = card.get("layout") or {}
+    modality = create_modality(card["modality"], {}, layout)
+    # a string typed on the command line is text already: it goes in as UTF-8 bytes and is
+    # read as such, whatever encoding the dataset's files have (`layout.encoding`)
+    inline = create_modality(card["modality"], {}, {**layout, "encoding": "utf-8"})
     arrays = []
     for number, value in enumerate(inputs):
         path = Path(value)
         if isinstance(value, Path) or (len(str(value)) < 4096 and path.is_file()):
-            data, name = path.read_bytes(), str(path)
+            data, name, reader = path.read_bytes(), str(path), modality
         elif modality.inline_text:
-            data, name = str(value).encode("utf-8"), f"text-{number}"
+            data, name, reader = str(value).encode("utf-8"), f"text-{number}", inline
         else:
             raise FileNotFoundError(f"{value}: no such file")
-        arrays.append(modality.tensorize(data, Item(name, name), card.get("tensors") or {}))
+        arrays.append(reader.tensorize(data, Item(name, name), card.get("tensors") or {}))
     batch = np.asarray(arrays, dtype=str) if isinstance(arrays[0], str) else np.stack(arrays)
     return {"x": batch}
 

@@ -201,6 +201,44 @@ def test_bad_text_lines_are_rejected_with_line_and_offset(tmp_path, text_dataset
     assert accepted.loc["line-000008", "non_ascii_ratio"] > 0
 
 
+def test_latin1_text_files_name_the_remedy_and_read_with_the_layouts_encoding(tmp_path):
+    """Text files in class folders that are Latin-1 (as SUBJ's and TREC's are): with the
+    default UTF-8 each is quarantined with the byte, its offset and the key that fixes it;
+    with `encoding: latin-1` in the layout every file is accepted and the networks read the
+    same characters."""
+    from dlworkflow.items import Item
+    from dlworkflow.modalities import create_modality
+
+    root = tmp_path / "data" / "raw" / "reviews"
+    files = {"pos/a.txt": "na\u00efve and charming", "pos/b.txt": "a good film",
+             "neg/c.txt": "the caf\u00e9 scene drags", "neg/d.txt": "a dull film"}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(text.encode("latin-1"))
+    layouts = {"default": {"kind": "folders"}, "latin": {"kind": "folders", "encoding": "latin-1"}}
+    results = {}
+    for key, layout in layouts.items():
+        params = _params(tmp_path, {"reviews": {"modality": "text", "task": "classification",
+                                                "root": "data/raw/reviews", "layout": layout}})
+        results[key] = _run(tmp_path, "reviews", params)
+    rejected, _ = _check(results["default"], {"a.txt": (REJECTED, "not_utf8"),
+                                              "c.txt": (REJECTED, "not_utf8"),
+                                              "b.txt": (ACCEPTED, ""), "d.txt": (ACCEPTED, "")})
+    assert "byte 0xef at offset 2" in rejected["a.txt"].reason
+    assert "set `encoding` in the dataset's layout, e.g. latin-1" in rejected["a.txt"].reason
+    _check(results["latin"], {name.rsplit("/", 1)[-1]: (ACCEPTED, "") for name in files})
+    modality = create_modality("text", {}, layouts["latin"])
+    read = {name: modality.tensorize((root / name).read_bytes(), Item(name, name), {})
+            for name in files}
+    assert read == files
+    # `dlworkflow predict` reads the files as the shards did, and a typed string as typed
+    from dlworkflow.predict import raw_arrays
+
+    card = {"modality": "text", "layout": layouts["latin"], "tensors": {}}
+    arrays = raw_arrays(card, [root / "pos" / "a.txt", "un caf\u00e9 na\u00eff"])
+    assert list(arrays["x"]) == [files["pos/a.txt"], "un caf\u00e9 na\u00eff"]
+
+
 @pytest.fixture
 def manifest_dataset(tmp_path, sms_lines):
     """A CSV manifest of text files: missing label, ../ path, missing file, bad bytes."""

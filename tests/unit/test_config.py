@@ -50,7 +50,7 @@ def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
         (lambda p: p["datasets"]["imgs"].update(modalty="image"),
          "unknown key datasets.imgs.modalty"),
         (lambda p: p["datasets"]["imgs"]["layout"].update(regex="x"),
-         "unknown key datasets.imgs.layout.regex; allowed keys here: exclude, kind, series"),
+         "unknown key datasets.imgs.layout.regex; allowed keys here: encoding, exclude, kind, series"),
         (lambda p: p.update(seed="forty-two"), "seed: 'forty-two' has the wrong type; expected integer"),
         (lambda p: p["datasets"]["imgs"].update(modality="video"),
          "datasets.imgs.modality: 'video' is not allowed; choose one of: text, image, audio, "
@@ -75,11 +75,13 @@ def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
         (lambda p: p["datasets"]["imgs"].update(demo="fsdd", root="data/raw/speech"),
          "datasets.imgs.root: a demo dataset is written to data/raw/imgs"),
         (lambda p: p["datasets"].update({"bad name!": p["datasets"]["imgs"]}), "bad name!"),
+        (lambda p: p["datasets"]["imgs"]["layout"].update(encoding="latin-9x"),
+         "datasets.imgs.layout.encoding: 'latin-9x' is not an encoding Python knows"),
     ],
     ids=["unknown-top", "unknown-dataset-key", "unknown-layout-key", "wrong-type",
          "unknown-modality", "missing-root", "missing-required", "bad-enum", "layout-vs-modality",
          "regex-without-label", "bad-regex", "task-vs-modality", "side-table-escape",
-         "demo-root", "bad-dataset-name"],
+         "demo-root", "bad-dataset-name", "unknown-encoding"],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(good, tmp_path, change, expected):
     change(good)

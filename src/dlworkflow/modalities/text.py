@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from dlworkflow.errors import BadInput
 from dlworkflow.items import Item
+from dlworkflow.layouts import ENCODING_HINT
 from dlworkflow.modalities.base import FILE_LAYOUTS, Modality
 
 
@@ -33,8 +34,8 @@ class TextModality(Modality):
             text = data.decode(encoding)
         except UnicodeDecodeError as exc:
             bad = data[exc.start: exc.start + 1].hex()
-            raise BadInput(f"not valid {encoding}: byte 0x{bad} at offset {exc.start}",
-                           "not_utf8") from None
+            raise BadInput(f"not valid {encoding}: byte 0x{bad} at offset {exc.start}"
+                           f"{ENCODING_HINT}", "not_utf8") from None
         except LookupError:
             raise BadInput(f"unknown encoding {encoding!r}", "bad_encoding") from None
         if "\x00" in text:
