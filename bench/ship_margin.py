@@ -12,6 +12,13 @@ runs of the shipped model's test score minus the baseline's, both test scores ta
 of 0 is today's rule. A dataset without both test scores, or with folds that do not pair,
 is named as skipped; a result met twice (the same figures in another folder) counts once.
 
+A binary task whose primary metric depends on the decision threshold (F1, accuracy) ships
+each model at a threshold tuned on its own out-of-fold predictions, while `auto` compares
+their fold scores at 0.5. Two more rules compare them as they ship: each fold scored at the
+model's shipped threshold (tuned on every fold, the same optimism for both models), and
+each fold scored at a threshold tuned on the other folds alone (cross-validated). Their
+table follows the margins'; a run without tuned thresholds keeps today's choice in it.
+
     python bench/ship_margin.py --projects RUN [RUN ...] [--margins 0 0.5 1 1.5 2] [--json]
 
 docs/BENCHMARKS.md ("Two leads for small two-class text") has the figures on the visible
@@ -25,7 +32,50 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
+from dlworkflow.metrics import METRICS
 from dlworkflow.shipping import paired_folds
+from dlworkflow.tasks import get_task
+
+#: the rules of the second table: today's, and the two that score each model at a threshold
+THRESHOLD_RULES = {"at_0.5": "the better CV mean at 0.5 (today)",
+                   "shipped": "at each model's shipped threshold",
+                   "cross_validated": "at thresholds tuned on the other folds"}
+
+
+def _at(rows: pd.DataFrame, setting, choice: dict, classes: tuple) -> dict:
+    """The task's threshold record for out-of-fold `rows`: `setting` a number (scored there)
+    or "tune" (chosen there, as the final step chooses)."""
+    return get_task("classification").threshold(lambda: rows, choice, classes, setting)
+
+
+def threshold_folds(root: Path) -> dict | None:
+    """Each model's fold scores of the primary metric at tuned thresholds, read from the run's
+    out-of-fold predictions: {"shipped": {kind: [...]}, "cross_validated": {kind: [...]},
+    "pooled": {kind: the out-of-fold score at the shipped threshold}, "thresholds": {kind:
+    the shipped one}}, or None when the final step tuned no threshold for both models."""
+    cards = {"network": root / "final" / "model.json", "baseline": root / "final" / "baseline.json"}
+    tuned = {kind: (json.loads(path.read_text()).get("threshold") if path.is_file() else None)
+             for kind, path in cards.items()}
+    choice = json.loads((root / "intake" / "metric.json").read_text())
+    if not all(tuned.values()) or METRICS[choice["primary"]["name"]].needs != "labels":
+        return None  # no binary task, or a primary computed from scores (ROC AUC)
+    score = f"oof_{choice['primary']['name']}_at_threshold"
+    found: dict = {"shipped": {}, "cross_validated": {}, "pooled": {}, "thresholds": {}}
+    for kind, folder in (("network", "nn"), ("baseline", "baseline")):
+        frame = pd.read_parquet(root / folder / "oof.parquet")
+        classes = tuple(c[2:] for c in frame.columns if c.startswith("p_"))
+        shipped = tuned[kind]["threshold"]
+        parts = [(frame[frame["fold"] == k], frame[frame["fold"] != k])
+                 for k in sorted(frame["fold"].unique())]
+        found["thresholds"][kind] = shipped
+        found["pooled"][kind] = _at(frame, shipped, choice, classes)[score]
+        found["shipped"][kind] = [_at(held, shipped, choice, classes)[score] for held, _ in parts]
+        found["cross_validated"][kind] = [
+            _at(held, _at(rest, "tune", choice, classes)["threshold"], choice, classes)[score]
+            for held, rest in parts]
+    return found
 
 
 def paired(root: Path) -> dict:
@@ -44,9 +94,35 @@ def paired(root: Path) -> dict:
         return {**entry, "skipped": f"{len(network)} network and {len(baseline)} baseline "
                                     "fold scores do not pair"}
     scores = {kind: test[kind]["metrics"][primary]["value"] for kind in ("network", "baseline")}
-    return {**entry, "cv_diff": lead["mean"], "t": lead["t"],
-            "test_diff": sign * (scores["network"] - scores["baseline"]),
-            "shipped": test["shipped"]["shipped"]}
+    # a lead of a float's last bits is a tie, which the final step gives the baseline
+    entry = {**entry, "cv_diff": lead["mean"], "t": lead["t"] if abs(lead["mean"]) > 1e-12 else 0.0,
+             "test_diff": sign * (scores["network"] - scores["baseline"]),
+             "shipped": test["shipped"]["shipped"]}
+    thresholds = threshold_folds(root)
+    if thresholds:  # both at their thresholds: F1 and accuracy, greater is better
+        entry["thresholds"] = thresholds
+        entry["network_wins"] = {
+            rule: sum(thresholds[rule]["network"]) > sum(thresholds[rule]["baseline"])
+            for rule in ("shipped", "cross_validated")}
+    return entry
+
+
+def threshold_rules(entries: list[dict]) -> list[dict]:
+    """For each rule of THRESHOLD_RULES: the runs whose choice differs from the final step's
+    and the sum over runs of shipped minus baseline on the test."""
+    rows = []
+    for rule, words in THRESHOLD_RULES.items():
+        changed, total = [], 0.0
+        for entry in entries:
+            today = entry["shipped"] == "network"
+            network = entry.get("network_wins", {}).get(rule, today)
+            total += entry["test_diff"] if network else 0.0
+            if network != today:
+                changed.append({"run": entry["run"], "dataset": entry["dataset"],
+                                "gain": entry["test_diff"] if network else -entry["test_diff"]})
+        rows.append({"rule": rule, "words": words, "changed": changed,
+                     "shipped_minus_baseline": total})
+    return rows
 
 
 def margins(entries: list[dict], levels: list[float]) -> list[dict]:
@@ -87,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                 seen.add(key)
                 entries.append(entry)
     table = margins(entries, args.margins or [0, 0.5, 1, 1.5, 2])
+    rules = threshold_rules(entries)
     if args.json:
-        print(json.dumps({"runs": entries, "skipped": skipped, "margins": table}, indent=1))
+        print(json.dumps({"runs": entries, "skipped": skipped, "margins": table,
+                          "threshold_rules": rules}, indent=1))
         return 0
     print("| run | dataset | metric | CV difference | t | test difference | shipped |")
     print("|---|---|---|---:|---:|---:|---|")
@@ -104,6 +182,26 @@ def main(argv: list[str] | None = None) -> int:
         gains = ", ".join(f"{c['dataset']} {c['gain']:+.4f}" for c in row["changed"]) or "-"
         print(f"| {row['margin']:g} | {len(row['changed'])} | {gains} | "
               f"{row['shipped_minus_baseline']:+.4f} |")
+    tuned = [e for e in entries if "thresholds" in e]
+    if tuned:
+        print("\n| run | dataset | thresholds network / baseline | CV at them, network / "
+              "baseline | CV at cross-validated ones |")
+        print("|---|---|---|---|---|")
+        for e in tuned:
+            t = e["thresholds"]
+            mean = {rule: {k: sum(v) / len(v) for k, v in t[rule].items()}
+                    for rule in ("shipped", "cross_validated")}
+            print(f"| {e['run']} | {e['dataset']} | {t['thresholds']['network']:.2f} / "
+                  f"{t['thresholds']['baseline']:.2f} | {mean['shipped']['network']:.4f} / "
+                  f"{mean['shipped']['baseline']:.4f} | {mean['cross_validated']['network']:.4f}"
+                  f" / {mean['cross_validated']['baseline']:.4f} |")
+        print("\n| ship the network when it has the better CV mean ... | runs whose choice "
+              "changes | their gains on the test | sum of (shipped - baseline) on the test |")
+        print("|---|---:|---|---:|")
+        for row in rules:
+            gains = ", ".join(f"{c['dataset']} {c['gain']:+.4f}" for c in row["changed"]) or "-"
+            print(f"| {row['words']} | {len(row['changed'])} | {gains} | "
+                  f"{row['shipped_minus_baseline']:+.4f} |")
     return 0
 
 

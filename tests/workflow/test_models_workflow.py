@@ -254,3 +254,21 @@ def test_the_ship_margin_estimate_reconciles_with_the_runs_own_choice(demo_proje
         sum(e["test_diff"] for e in runs.values()), abs=1e-12)
     assert {(c["dataset"], c["gain"]) for c in always["changed"]} == {
         (name, e["test_diff"]) for name, e in runs.items() if e["shipped"] == "baseline"}
+    # the binary set (SMS; balanced in the quick look, so accuracy): each model scored at the
+    # threshold it ships with, the out-of-fold score at it the one its card reports, one fold
+    # score a fold for each rule
+    tuned = {name: e for name, e in runs.items() if "thresholds" in e}
+    assert set(tuned) == {"sms_spam"}, set(tuned)
+    thresholds, primary = tuned["sms_spam"]["thresholds"], tuned["sms_spam"]["primary"]
+    final = demo_project / "results" / "sms_spam" / "final"
+    for kind, card in (("network", "model.json"), ("baseline", "baseline.json")):
+        shipped = json.loads((final / card).read_text())["threshold"]
+        assert thresholds["thresholds"][kind] == shipped["threshold"], kind
+        assert thresholds["pooled"][kind] == pytest.approx(
+            shipped[f"oof_{primary}_at_threshold"], abs=1e-12), kind
+        folds = len(json.loads((final.parent / "nn" / "summary.json").read_text())["best_epochs"])
+        assert len(thresholds["shipped"][kind]) == len(thresholds["cross_validated"][kind]) == folds
+    assert [row["rule"] for row in found["threshold_rules"]] == [
+        "at_0.5", "shipped", "cross_validated"]
+    assert found["threshold_rules"][0]["changed"] == []
+    assert found["threshold_rules"][0]["shipped_minus_baseline"] == today["shipped_minus_baseline"]
