@@ -144,7 +144,7 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
             problems.append(f"{key}.layout.encoding: {layout['encoding']!r} is not an encoding "
                             "Python knows (utf-8, latin-1, cp1252, ...)")
         if encoding not in (None, "utf-8") and kind in ("folders", "filename_regex") \
-                and modality.name != "text":
+                and not modality.decodes_text:
             problems.append(f"{key}.layout.encoding: only text files are decoded; "
                             f"{modality.name} files are read as they are (remove the key)")
     task = TASKS[ds["task"]]  # the schema's enum names only registered tasks

@@ -38,6 +38,8 @@ class Modality(ABC):
     timed_from_shards: ClassVar[bool] = False
     #: items may be given inline (a manifest's text column, strings to `dlworkflow predict`)
     inline_text: ClassVar[bool] = False
+    #: its files are decoded with the layout's `encoding` (text); others are read as bytes
+    decodes_text: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None,
                  layout: Mapping[str, Any] | None = None) -> None:

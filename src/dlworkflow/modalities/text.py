@@ -20,6 +20,7 @@ class TextModality(Modality):
     extensions: ClassVar[tuple[str, ...]] = (".txt", ".text", ".md", ".html", ".htm", ".json")
     layouts: ClassVar[tuple[str, ...]] = (*FILE_LAYOUTS, "delimited")
     inline_text = True
+    decodes_text = True
     stats: ClassVar[dict[str, str]] = {
         "characters": "Int64", "words": "Int64", "lines": "Int64", "empty": "boolean",
         "non_ascii_ratio": "Float64",
