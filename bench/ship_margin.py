@@ -107,38 +107,45 @@ def paired(root: Path) -> dict:
     return entry
 
 
+def outcome(entries: list[dict], ships_network) -> dict:
+    """One rule over the runs (`ships_network(entry)`: does it ship the network there?): the
+    runs whose choice differs from the one the final step made, with what the change gains
+    on the test (+ is better), and the sum over runs of shipped minus baseline on the test."""
+    changed, total = [], 0.0
+    for entry in entries:
+        today, network = entry["shipped"] == "network", ships_network(entry)
+        total += entry["test_diff"] if network else 0.0
+        if network != today:
+            changed.append({"run": entry["run"], "dataset": entry["dataset"],
+                            "gain": entry["test_diff"] if network else -entry["test_diff"]})
+    return {"changed": changed, "shipped_minus_baseline": total}
+
+
 def threshold_rules(entries: list[dict]) -> list[dict]:
-    """For each rule of THRESHOLD_RULES: the runs whose choice differs from the final step's
-    and the sum over runs of shipped minus baseline on the test."""
-    rows = []
-    for rule, words in THRESHOLD_RULES.items():
-        changed, total = [], 0.0
-        for entry in entries:
-            today = entry["shipped"] == "network"
-            network = entry.get("network_wins", {}).get(rule, today)
-            total += entry["test_diff"] if network else 0.0
-            if network != today:
-                changed.append({"run": entry["run"], "dataset": entry["dataset"],
-                                "gain": entry["test_diff"] if network else -entry["test_diff"]})
-        rows.append({"rule": rule, "words": words, "changed": changed,
-                     "shipped_minus_baseline": total})
-    return rows
+    """Each rule of THRESHOLD_RULES scored with `outcome`; a run without tuned thresholds
+    keeps the final step's choice."""
+    return [{"rule": rule, "words": words,
+             **outcome(entries, lambda e, rule=rule: e.get("network_wins", {}).get(
+                 rule, e["shipped"] == "network"))}
+            for rule, words in THRESHOLD_RULES.items()]
 
 
 def margins(entries: list[dict], levels: list[float]) -> list[dict]:
-    """For each margin: the runs whose choice differs from the one the final step made (the
-    better CV mean) and the sum over runs of shipped minus baseline on the test."""
-    rows = []
-    for level in levels:
-        changed, total = [], 0.0
-        for entry in entries:
-            today, rule = entry["shipped"] == "network", entry["t"] > level
-            total += entry["test_diff"] if rule else 0.0
-            if rule != today:  # what the change gains on the test (+ is better)
-                changed.append({"run": entry["run"], "dataset": entry["dataset"],
-                                "gain": entry["test_diff"] if rule else -entry["test_diff"]})
-        rows.append({"margin": level, "changed": changed, "shipped_minus_baseline": total})
-    return rows
+    """For each margin: `outcome` of shipping the network when its paired t exceeds it."""
+    return [{"margin": level, **outcome(entries, lambda e, level=level: e["t"] > level)}
+            for level in levels]
+
+
+def print_rules(header: str, rows: list[dict], label, numeric: bool = False) -> None:
+    """A table of rules: `label(row)` (right-aligned when `numeric`), the runs whose choice
+    changes, their test gains, the sum of shipped minus baseline on the test."""
+    print(f"\n| {header} | runs whose choice changes | their gains on the test "
+          "| sum of (shipped - baseline) on the test |")
+    print(f"|{'---:' if numeric else '---'}|---:|---|---:|")
+    for row in rows:
+        gains = ", ".join(f"{c['dataset']} {c['gain']:+.4f}" for c in row["changed"]) or "-"
+        print(f"| {label(row)} | {len(row['changed'])} | {gains} | "
+              f"{row['shipped_minus_baseline']:+.4f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,13 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{e['t']:.2f} | {e['test_diff']:+.4f} | {e['shipped']} |")
     for e in skipped:
         print(f"skipped: {e['run']} {e['dataset']}: {e['skipped']}", file=sys.stderr)
-    print("\n| ship the network when t > | runs whose choice changes | their gains on the test "
-          "| sum of (shipped - baseline) on the test |")
-    print("|---:|---:|---|---:|")
-    for row in table:
-        gains = ", ".join(f"{c['dataset']} {c['gain']:+.4f}" for c in row["changed"]) or "-"
-        print(f"| {row['margin']:g} | {len(row['changed'])} | {gains} | "
-              f"{row['shipped_minus_baseline']:+.4f} |")
+    print_rules("ship the network when t >", table, lambda row: f"{row['margin']:g}", True)
     tuned = [e for e in entries if "thresholds" in e]
     if tuned:
         print("\n| run | dataset | thresholds network / baseline | CV at them, network / "
@@ -195,13 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{t['thresholds']['baseline']:.2f} | {mean['shipped']['network']:.4f} / "
                   f"{mean['shipped']['baseline']:.4f} | {mean['cross_validated']['network']:.4f}"
                   f" / {mean['cross_validated']['baseline']:.4f} |")
-        print("\n| ship the network when it has the better CV mean ... | runs whose choice "
-              "changes | their gains on the test | sum of (shipped - baseline) on the test |")
-        print("|---|---:|---|---:|")
-        for row in rules:
-            gains = ", ".join(f"{c['dataset']} {c['gain']:+.4f}" for c in row["changed"]) or "-"
-            print(f"| {row['words']} | {len(row['changed'])} | {gains} | "
-                  f"{row['shipped_minus_baseline']:+.4f} |")
+        print_rules("ship the network when it has the better CV mean ...", rules,
+                    lambda row: row["words"])
     return 0
 
 
