@@ -11,6 +11,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from dlworkflow.errors import ConfigError
+from dlworkflow.models.text_encoder import MAX_TOKENS, WordPiece
+
 
 @keras.saving.register_keras_serializable(package="dlworkflow")
 class SpecAugment(keras.layers.Layer):
@@ -258,3 +261,144 @@ class PositionalEmbedding(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "sequence_length": self.sequence_length,
                 "vocabulary": self.vocabulary, "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class WordPieceTokenizer(keras.layers.Layer):
+    """Raw strings to BERT token ids ([PAD] = 0), in Python beside the graph."""
+
+    def __init__(self, vocabulary, lowercase=True, max_tokens=MAX_TOKENS, **kwargs):
+        super().__init__(**{**kwargs, "trainable": False})  # frozen, also when loaded
+        self.vocabulary, self.lowercase, self.max_tokens = (list(vocabulary), lowercase,
+                                                            int(max_tokens))
+        self.wordpiece = WordPiece(self.vocabulary, lowercase, self.max_tokens)
+
+    def _ids(self, texts):
+        return self.wordpiece.batch([t.decode("utf-8", "replace") for t in texts.numpy()])
+
+    def call(self, texts):
+        import tensorflow as tf
+
+        ids = tf.py_function(self._ids, [tf.reshape(texts, [-1])], tf.int32)
+        ids.set_shape([None, None])
+        return ids
+
+    def compute_output_spec(self, texts):
+        return keras.KerasTensor((texts.shape[0], None), dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary": self.vocabulary,
+                "lowercase": self.lowercase, "max_tokens": self.max_tokens}
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class SentenceEncoder(keras.layers.Layer):
+    """A BERT encoder (post-norm, exact GELU), then the mean of its token vectors over
+    the text's tokens, L2-normalised; frozen."""
+
+    def __init__(self, vocabulary_size, width, depth, heads, inner, positions,
+                 epsilon=1e-12, **kwargs):
+        super().__init__(**{**kwargs, "trainable": False})  # frozen, also when loaded
+        self.sizes = {"vocabulary_size": int(vocabulary_size), "width": int(width),
+                      "depth": int(depth), "heads": int(heads), "inner": int(inner),
+                      "positions": int(positions), "epsilon": float(epsilon)}
+
+    def build(self, input_shape):
+        size = self.sizes
+        width, inner = size["width"], size["inner"]
+
+        def weight(name, shape):
+            return self.add_weight(shape=shape, name=name, initializer="zeros",
+                                   trainable=False)
+
+        self.words = weight("words", (size["vocabulary_size"], width))
+        self.positions = weight("positions", (size["positions"], width))
+        self.token_type = weight("token_type", (width,))
+        self.norm = (weight("norm_scale", (width,)), weight("norm_shift", (width,)))
+        self.blocks = []
+        for index in range(size["depth"]):
+            names = {"qkv": (width, 3 * width), "qkv_bias": (3 * width,),
+                     "out": (width, width), "out_bias": (width,),
+                     "norm1_scale": (width,), "norm1_shift": (width,),
+                     "up": (width, inner), "up_bias": (inner,), "down": (inner, width),
+                     "down_bias": (width,), "norm2_scale": (width,),
+                     "norm2_shift": (width,)}
+            self.blocks.append({k: weight(f"block{index}_{k}", shape)
+                                for k, shape in names.items()})
+
+    def set_from(self, tensors: dict[str, np.ndarray], folder: Any) -> None:
+        """Set the weights from a Hugging Face BertModel's tensors."""
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in tensors else ""
+
+        def get(name):
+            key = prefix + name
+            if key not in tensors:
+                raise ConfigError(f"{folder}/model.safetensors: no tensor {key}; the text "
+                                  "encoder reads BERT-family models only")
+            return tensors[key]
+
+        def dense(name):
+            return get(f"{name}.weight").T, get(f"{name}.bias")
+
+        def norm(name):
+            return get(f"{name}.weight"), get(f"{name}.bias")
+
+        self.words.assign(get("embeddings.word_embeddings.weight"))
+        self.positions.assign(get("embeddings.position_embeddings.weight"))
+        self.token_type.assign(get("embeddings.token_type_embeddings.weight")[0])
+        for variable, value in zip(self.norm, norm("embeddings.LayerNorm"), strict=True):
+            variable.assign(value)
+        for index, block in enumerate(self.blocks):
+            layer = f"encoder.layer.{index}."
+            parts = [dense(layer + f"attention.self.{n}") for n in ("query", "key", "value")]
+            values = {"qkv": np.concatenate([p[0] for p in parts], axis=1),
+                      "qkv_bias": np.concatenate([p[1] for p in parts])}
+            values["out"], values["out_bias"] = dense(layer + "attention.output.dense")
+            values["norm1_scale"], values["norm1_shift"] = norm(
+                layer + "attention.output.LayerNorm")
+            values["up"], values["up_bias"] = dense(layer + "intermediate.dense")
+            values["down"], values["down_bias"] = dense(layer + "output.dense")
+            values["norm2_scale"], values["norm2_shift"] = norm(layer + "output.LayerNorm")
+            for key, value in values.items():
+                block[key].assign(value)
+
+    def _norm(self, x, scale, shift):
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        variance = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) / ops.sqrt(variance + self.sizes["epsilon"]) * scale + shift
+
+    def call(self, ids):
+        heads, width = self.sizes["heads"], self.sizes["width"]
+        mask = ops.cast(ops.not_equal(ids, 0), "float32")  # [PAD] is token 0
+        length = ops.shape(ids)[1]
+        x = (ops.take(self.words, ids, axis=0) + self.positions[:length][None]
+             + self.token_type)
+        x = self._norm(x, *self.norm)
+        blocked = (1.0 - mask)[:, None, None, :] * -1e9  # no attention to padding
+
+        def split(y):  # (batch, length, width) -> (batch, heads, length, width / heads)
+            return ops.transpose(ops.reshape(y, (-1, length, heads, width // heads)),
+                                 (0, 2, 1, 3))
+
+        for block in self.blocks:
+            query, key, value = ops.split(ops.matmul(x, block["qkv"]) + block["qkv_bias"],
+                                          3, axis=-1)
+            scores = ops.matmul(split(query), ops.transpose(split(key), (0, 1, 3, 2)))
+            attended = ops.matmul(ops.softmax(scores / (width // heads) ** 0.5 + blocked),
+                                  split(value))
+            attended = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)),
+                                   (-1, length, width))
+            x = self._norm(x + ops.matmul(attended, block["out"]) + block["out_bias"],
+                           block["norm1_scale"], block["norm1_shift"])
+            inner = ops.gelu(ops.matmul(x, block["up"]) + block["up_bias"],
+                             approximate=False)
+            x = self._norm(x + ops.matmul(inner, block["down"]) + block["down_bias"],
+                           block["norm2_scale"], block["norm2_shift"])
+        pooled = (ops.sum(x * mask[..., None], axis=1)
+                  / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1e-9))
+        return pooled / ops.maximum(ops.norm(pooled, axis=-1, keepdims=True), 1e-12)
+
+    def compute_output_spec(self, ids):
+        return keras.KerasTensor((ids.shape[0], self.sizes["width"]), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), **self.sizes}

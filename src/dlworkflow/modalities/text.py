@@ -73,8 +73,25 @@ class TextModality(Modality):
         return text[: int(settings.get("max_characters", 10000))]
 
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
-        "classification": ("text_wide_cnn", "text_cnn", "text_bigru", "text_transformer"),
+        "classification": ("text_wide_cnn", "text_cnn", "text_bigru", "text_transformer",
+                           "text_transfer"),
         "regression": ("text_cnn", "text_bigru", "text_transformer")}
+
+    def auto_network(self, task: str, settings: Mapping[str, Any],
+                     input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
+        """For classes, transfer learning when a pretrained sentence encoder is at hand (a
+        folder, Keras' cache, or downloaded now), else text_wide_cnn from scratch; for
+        values, the task's network."""
+        from dlworkflow.models.text_encoder import encoder_weights
+
+        scratch = self.networks[task][0]
+        if task != "classification":
+            return scratch, f"auto: the default {self.name} network for {task}"
+        folder, why = encoder_weights((settings.get("transfer") or {}).get("text_weights",
+                                                                          "download"))
+        if folder is not None:
+            return "text_transfer", f"auto: transfer learning, {why}"
+        return scratch, f"auto: trained from scratch, {why}"
 
     def shap_masker(self, background: Any) -> Any:
         """SHAP hides words (split at non-word characters)."""

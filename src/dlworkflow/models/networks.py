@@ -447,16 +447,19 @@ def crossfit_logits(matrix, labels: np.ndarray, classes: int, c_value: float,
     return out
 
 
-def _fitted_linear(features, inputs, rows: tuple[Any, Any], spec: NetworkSpec):
+def _fitted_linear(features, inputs, rows: tuple[Any, Any], spec: NetworkSpec,
+                   crossfit_default: int = 0):
     """Dense logits initialised with the step-2 baseline's regression fitted on the features
     of the training rows (`_linear_weights`, `train.text.wide_C` and `wide_nb_weights`);
-    frozen. With `train.text.wide_crossfit` parts (> 1; default 0) the training rows' own
+    frozen. With `train.text.wide_crossfit` parts (> 1; `auto`: `crossfit_default`) the
+    training rows' own
     logits come from regressions that did not fit them (`crossfit_logits`), kept as
     `spec.extra["training_logits"]` for `frozen_linear_view`: logits fitted on the very rows
     they score separate those rows almost perfectly (SUBJ: 99.96 % training accuracy at the
     first epoch, against 92.3 % on the validation rows). Measured over four seeds on the
-    suite's text sets, that gave the same test scores on average (docs/BENCHMARKS.md), so it
-    is an experiment to run, not the default."""
+    suite's text sets, that gave the same test scores on average (docs/BENCHMARKS.md), so
+    text_wide_cnn does not by default; text_transfer does (its deep part is a regression on
+    sentence vectors, which learns nothing beside logits that already fit every row)."""
     import keras
     import tensorflow as tf
 
@@ -467,7 +470,8 @@ def _fitted_linear(features, inputs, rows: tuple[Any, Any], spec: NetworkSpec):
     matrix = _sparse_outputs(keras.Model(inputs, features), texts, tf.constant)
     kernel, bias, activation = _linear_weights(matrix, labels, spec.outputs, c_value,
                                                nb_weights)
-    parts = int(text.get("wide_crossfit", 0))
+    parts = text.get("wide_crossfit", "auto")
+    parts = crossfit_default if parts == "auto" else int(parts)
     if parts > 1 and len(labels) >= parts and len(np.unique(labels)) > 1:
         spec.extra["training_logits"] = crossfit_logits(matrix, labels, spec.outputs, c_value,
                                                         nb_weights, parts, spec.seed)
@@ -572,15 +576,60 @@ def text_wide_cnn(spec: NetworkSpec):
     return _wide_and_deep(inputs, linear, deep, "text_wide_cnn")
 
 
+@register("text_transfer")
+def text_transfer(spec: NetworkSpec):
+    """Transfer learning for texts, wide and deep: text_wide_cnn's frozen linear part (the
+    step-2 regression on word and character n-gram TF-IDF, fitted on the fold's training
+    rows) plus a head on the vectors of a frozen pretrained sentence encoder
+    (`dlworkflow.models.text_encoder`, all-MiniLM-L6-v2 by default), standardised with the
+    training rows' mean and variance, whose logits start at zero. The head trains on the
+    training rows' logits from regressions that did not fit them (`train.text.wide_crossfit`,
+    5 parts under `auto`), so it learns what the n-grams miss instead of nothing. Training
+    starts at the baseline's solution, as text_wide_cnn's."""
+    import keras
+
+    from dlworkflow.models.text_encoder import encode_texts, encoder_layers, encoder_weights
+
+    if spec.fit_rows is None:
+        raise ConfigError("train.architecture: text_transfer fits its linear part on the "
+                          "fold's training rows, and none were given")
+    transfer = spec.settings.get("transfer") or {}
+    folder, why = encoder_weights(transfer.get("text_weights", "download"))
+    if folder is None:
+        raise ConfigError(f"train.architecture: text_transfer needs a pretrained text encoder, "
+                          f"and {why}")
+    text = spec.settings.get("text") or {}
+    inputs = keras.Input((), dtype="string", name="text")
+    rows = spec.fit_rows()
+    linear = _fitted_linear(_tfidf_features(inputs, rows[0], text), inputs, rows, spec,
+                            crossfit_default=5)
+    tokenizer, encoder = encoder_layers(folder)
+    vectors = encoder(tokenizer(inputs))
+    train_vectors = encode_texts(keras.Model(inputs, vectors), np.asarray(rows[0], dtype=str))
+    variance = train_vectors.var(axis=0)
+    standardise = keras.layers.Normalization(
+        mean=train_vectors.mean(axis=0), variance=np.where(variance > 0, variance, 1.0),
+        name="frozen_vectors")
+    standard = standardise(vectors)
+    if "training_logits" in spec.extra:  # the training rows' frozen inputs, computed now
+        spec.extra["training_logits"] = np.concatenate(
+            [spec.extra["training_logits"], np.asarray(standardise(train_vectors))],
+            axis=1).astype(np.float32)
+    return _wide_and_deep(inputs, linear, _deep_logits(standard, spec), "text_transfer")
+
+
 def frozen_linear_view(model) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
-    """For a wide and deep network whose linear part is frozen (text_wide_cnn): a model for
-    training that takes the linear part's logits as a second input beside the raw inputs,
-    and the function that computes those logits for a batch of inputs. The frozen part gives
-    every row the same logits in every step, so they are computed once per row instead of
-    once per step (the TF-IDF of word and character n-grams: a third of an SMS training
-    step). The training model shares every trainable layer with `model` and computes the
-    same loss from the same values, so `model` ends with the weights it would have trained
-    itself. None for any other network (nothing frozen to compute once)."""
+    """For a wide and deep network whose linear part is frozen (text_wide_cnn,
+    text_transfer): a model for training that takes the frozen part's outputs as a second
+    input beside the raw inputs, and the function that computes them for a batch of inputs.
+    The frozen part gives every row the same values in every step, so they are computed once
+    per row instead of once per step (the TF-IDF of word and character n-grams: a third of
+    an SMS training step; the sentence encoder: nearly all of a text_transfer step). Those
+    values are the linear logits, and for text_transfer the standardised sentence vectors
+    after them (`frozen_vectors`), on which its head then trains alone. The training model
+    shares every trainable layer with `model` and computes the same loss from the same
+    values, so `model` ends with the weights it would have trained itself. None for any
+    other network (nothing frozen to compute once)."""
     import keras
     import tensorflow as tf
 
@@ -588,15 +637,28 @@ def frozen_linear_view(model) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
     if not {"linear_logits", "cnn_logits"} <= names or model.get_layer("linear_logits").trainable:
         return None
     inputs = model.inputs[0]
-    linear = keras.Model(inputs, model.get_layer("linear_logits").output, name="frozen_linear")
-    deep = keras.Model(inputs, model.get_layer("cnn_logits").output, name="deep")
+    frozen = [model.get_layer("linear_logits").output]
+    if "frozen_vectors" in names:  # the head sees only the frozen vectors
+        frozen.append(model.get_layer("frozen_vectors").output)
+        deep = keras.Model(frozen[1], model.get_layer("cnn_logits").output, name="deep")
+    else:
+        deep = keras.Model(inputs, model.get_layer("cnn_logits").output, name="deep")
+    outputs = frozen[0] if len(frozen) == 1 else keras.layers.Concatenate()(frozen)
+    linear = keras.Model(inputs, outputs, name="frozen_linear")
     raw = keras.Input(inputs.shape[1:], dtype=inputs.dtype, name=inputs.name)
-    logits = keras.Input(linear.output.shape[1:], name="linear_logits_in")
-    summed = keras.layers.Add()([logits, deep(raw)])
+    computed = keras.Input(linear.output.shape[1:], name="linear_logits_in")
+    classes = frozen[0].shape[-1]
+    logits = computed if len(frozen) == 1 else computed[:, :classes]
+    summed = keras.layers.Add()([logits, deep(raw if len(frozen) == 1 else
+                                              computed[:, classes:])])
     classes = keras.layers.Activation("softmax", dtype="float32", name="classes")(summed)
-    fit_model = keras.Model([raw, logits], classes, name=f"{model.name}_training")
+    fit_model = keras.Model([raw, computed], classes, name=f"{model.name}_training")
 
     def compute(batch: Any) -> np.ndarray:
+        if len(frozen) > 1:  # texts of similar length together: less padding to encode
+            from dlworkflow.models.text_encoder import encode_texts
+
+            return encode_texts(linear, batch)
         return np.concatenate(_in_batches(linear.predict_on_batch, batch, tf.constant, 64))
 
     return fit_model, compute
