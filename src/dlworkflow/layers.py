@@ -1,10 +1,15 @@
-"""Keras layers the workflow adds to models: training-only augmentation and per-fold
-preprocessing. Random layers act only when `training=True`, so evaluation and the exported
-model see the input unchanged; adapted layers are fitted on a fold's training rows only.
+"""Keras layers the workflow adds to models: training-only augmentation, per-fold
+preprocessing, and a frozen BERT-family sentence encoder with its tokeniser (its weights
+read by dlworkflow.models.text_encoder). Random layers act only when `training=True`, so
+evaluation and the exported model see the input unchanged; adapted layers are fitted on a
+fold's training rows only.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -12,7 +17,6 @@ import numpy as np
 from keras import ops
 
 from dlworkflow.errors import ConfigError
-from dlworkflow.models.text_encoder import MAX_TOKENS, WordPiece
 
 
 @keras.saving.register_keras_serializable(package="dlworkflow")
@@ -261,6 +265,103 @@ class PositionalEmbedding(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "sequence_length": self.sequence_length,
                 "vocabulary": self.vocabulary, "dim": self.dim}
+
+
+#: tokens per text, [CLS] and [SEP] included (sentence-transformers' max_seq_length for
+#: all-MiniLM-L6-v2, the default encoder of dlworkflow.models.text_encoder)
+MAX_TOKENS = 256
+
+
+def _is_punctuation(char: str) -> bool:
+    code = ord(char)
+    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def _is_cjk(code: int) -> bool:
+    return any(low <= code <= high for low, high in (
+        (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+        (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)))
+
+
+def basic_words(text: str, lowercase: bool = True) -> list[str]:
+    """BERT's basic tokenisation: control characters dropped, whitespace split, CJK characters
+    and punctuation as words of their own, lower case without accents when `lowercase`."""
+    chars = []
+    for char in text:
+        code = ord(char)
+        if code in (0, 0xFFFD) or (char not in "\t\n\r"
+                                   and unicodedata.category(char) in ("Cc", "Cf")):
+            continue
+        if char in " \t\n\r" or unicodedata.category(char) == "Zs":
+            chars.append(" ")
+        elif _is_cjk(code):
+            chars.append(f" {char} ")
+        else:
+            chars.append(char)
+    words = []
+    for word in "".join(chars).split():
+        if lowercase:
+            word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
+                           if unicodedata.category(c) != "Mn")
+        start = 0
+        for index, char in enumerate(word):
+            if _is_punctuation(char):
+                if index > start:
+                    words.append(word[start:index])
+                words.append(char)
+                start = index + 1
+        if start < len(word):
+            words.append(word[start:])
+    return words
+
+
+@dataclass
+class WordPiece:
+    """Greedy longest-match-first WordPiece over a BERT vocabulary."""
+
+    vocabulary: Sequence[str]
+    lowercase: bool = True
+    max_tokens: int = MAX_TOKENS
+
+    def __post_init__(self):
+        self.ids = {token: index for index, token in enumerate(self.vocabulary)}
+        self.unknown, self.first, self.last = (self.ids[t] for t in ("[UNK]", "[CLS]", "[SEP]"))
+
+    def pieces(self, word: str) -> list[int]:
+        if len(word) > 100:  # BERT's max_input_chars_per_word
+            return [self.unknown]
+        found, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self.ids:
+                    found.append(self.ids[piece])
+                    break
+                end -= 1
+            if end == start:  # no piece of the vocabulary starts here: the word is unknown
+                return [self.unknown]
+            start = end
+        return found
+
+    def encode(self, text: str) -> list[int]:
+        """[CLS], the text's pieces (cut to fit `max_tokens`), [SEP]."""
+        ids: list[int] = []
+        for word in basic_words(text, self.lowercase):
+            ids.extend(self.pieces(word))
+            if len(ids) >= self.max_tokens - 2:
+                break
+        return [self.first, *ids[:self.max_tokens - 2], self.last]
+
+    def batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Token ids of `texts`, padded with 0 ([PAD]) to the longest."""
+        encoded = [self.encode(text) for text in texts]
+        out = np.zeros((len(encoded), max((len(e) for e in encoded), default=2)), np.int32)
+        for row, ids in enumerate(encoded):
+            out[row, :len(ids)] = ids
+        return out
 
 
 @keras.saving.register_keras_serializable(package="dlworkflow")

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 
 from dlworkflow.errors import ConfigError
+from dlworkflow.layers import WordPiece, basic_words
 from dlworkflow.models import text_encoder
-from dlworkflow.models.text_encoder import WordPiece, basic_words, read_safetensors
+from dlworkflow.models.text_encoder import read_safetensors
 from tests.helpers.shards import sms_texts
 from tests.unit.test_networks import QUICK, _train, dataset
 

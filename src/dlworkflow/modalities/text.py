@@ -85,7 +85,7 @@ class TextModality(Modality):
         from dlworkflow.models.text_encoder import encoder_weights
 
         scratch = self.networks[task][0]
-        if task != "classification":
+        if "text_transfer" not in self.networks[task]:
             return scratch, f"auto: the default {self.name} network for {task}"
         folder, why = encoder_weights((settings.get("transfer") or {}).get("text_weights",
                                                                           "download"))

@@ -1,24 +1,23 @@
 """A pretrained sentence encoder for text transfer learning (`text_transfer`).
 
 A BERT-family encoder (Devlin et al. 2019) read from the files Hugging Face publishes for it
-(`config.json`, `vocab.txt`, `model.safetensors`) and run as two Keras layers, so that a saved
-model takes raw strings as every text network here does, with no library beyond Keras and
-TensorFlow: `WordPieceTokenizer` (BERT's uncased tokenisation) and `SentenceEncoder` (the
-transformer, then the mean of its token vectors, L2-normalised, as sentence-transformers'
-pooling). The default encoder is sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020,
-MiniLM; Reimers and Gurevych 2019, Sentence-BERT): six layers of 384, 22.7 M parameters,
-90 MB. Its files are downloaded once into Keras' cache and checked against the published
-SHA-256 of the weights; `train.transfer.text_weights` may instead name a folder that holds
-them (a copy made on a machine with internet, or another BERT-family sentence encoder).
+(`config.json`, `vocab.txt`, `model.safetensors`) and run as two Keras layers (in
+dlworkflow.layers), so that a saved model takes raw strings as every text network here does,
+with no library beyond Keras and TensorFlow: `WordPieceTokenizer` (BERT's uncased
+tokenisation) and `SentenceEncoder` (the transformer, then the mean of its token vectors,
+L2-normalised, as sentence-transformers' pooling). The default encoder is
+sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, MiniLM; Reimers and Gurevych 2019,
+Sentence-BERT): six layers of 384, 22.7 M parameters, 90 MB. Its files are downloaded once
+into Keras' cache and checked against the published SHA-256 of the weights;
+`train.transfer.text_weights` may instead name a folder that holds them (a copy made on a
+machine with internet, or another BERT-family sentence encoder).
 """
 
 from __future__ import annotations
 
 import json
 import struct
-import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,6 @@ ENCODER_URL = f"https://{ENCODER_HOST}/sentence-transformers/{ENCODER_NAME}/reso
 ENCODER_FILES = ("config.json", "vocab.txt", "model.safetensors")
 #: the published weights' SHA-256 (Hugging Face's LFS pointer of model.safetensors)
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-#: tokens per text, [CLS] and [SEP] included (sentence-transformers' max_seq_length for it)
-MAX_TOKENS = 256
 
 
 def encoder_cache() -> Path:
@@ -98,100 +95,6 @@ def encoder_weights(weights: str | None,
                   f"downloadable from {ENCODER_HOST}")
 
 
-# --- BERT's uncased tokenisation (basic split, then WordPiece) ------------------------------
-
-def _is_punctuation(char: str) -> bool:
-    code = ord(char)
-    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def _is_cjk(code: int) -> bool:
-    return any(low <= code <= high for low, high in (
-        (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-        (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)))
-
-
-def basic_words(text: str, lowercase: bool = True) -> list[str]:
-    """BERT's basic tokenisation: control characters dropped, whitespace split, CJK characters
-    and punctuation as words of their own, lower case without accents when `lowercase`."""
-    chars = []
-    for char in text:
-        code = ord(char)
-        if code in (0, 0xFFFD) or (char not in "\t\n\r"
-                                   and unicodedata.category(char) in ("Cc", "Cf")):
-            continue
-        if char in " \t\n\r" or unicodedata.category(char) == "Zs":
-            chars.append(" ")
-        elif _is_cjk(code):
-            chars.append(f" {char} ")
-        else:
-            chars.append(char)
-    words = []
-    for word in "".join(chars).split():
-        if lowercase:
-            word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
-                           if unicodedata.category(c) != "Mn")
-        start = 0
-        for index, char in enumerate(word):
-            if _is_punctuation(char):
-                if index > start:
-                    words.append(word[start:index])
-                words.append(char)
-                start = index + 1
-        if start < len(word):
-            words.append(word[start:])
-    return words
-
-
-@dataclass
-class WordPiece:
-    """Greedy longest-match-first WordPiece over a BERT vocabulary."""
-
-    vocabulary: Sequence[str]
-    lowercase: bool = True
-    max_tokens: int = MAX_TOKENS
-
-    def __post_init__(self):
-        self.ids = {token: index for index, token in enumerate(self.vocabulary)}
-        self.unknown, self.first, self.last = (self.ids[t] for t in ("[UNK]", "[CLS]", "[SEP]"))
-
-    def pieces(self, word: str) -> list[int]:
-        if len(word) > 100:  # BERT's max_input_chars_per_word
-            return [self.unknown]
-        found, start = [], 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.ids:
-                    found.append(self.ids[piece])
-                    break
-                end -= 1
-            if end == start:  # no piece of the vocabulary starts here: the word is unknown
-                return [self.unknown]
-            start = end
-        return found
-
-    def encode(self, text: str) -> list[int]:
-        """[CLS], the text's pieces (cut to fit `max_tokens`), [SEP]."""
-        ids: list[int] = []
-        for word in basic_words(text, self.lowercase):
-            ids.extend(self.pieces(word))
-            if len(ids) >= self.max_tokens - 2:
-                break
-        return [self.first, *ids[:self.max_tokens - 2], self.last]
-
-    def batch(self, texts: Sequence[str]) -> np.ndarray:
-        """Token ids of `texts`, padded with 0 ([PAD]) to the longest."""
-        encoded = [self.encode(text) for text in texts]
-        out = np.zeros((len(encoded), max((len(e) for e in encoded), default=2)), np.int32)
-        for row, ids in enumerate(encoded):
-            out[row, :len(ids)] = ids
-        return out
-
-
 # --- the weights ---------------------------------------------------------------------------
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -217,7 +120,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def encoder_layers(folder: Path, max_tokens: int = MAX_TOKENS):
+def encoder_layers(folder: Path, max_tokens: int | None = None):
     """The tokenizer and the encoder of the files in `folder`, the encoder's weights set."""
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type", "bert") != "bert":
@@ -225,10 +128,10 @@ def encoder_layers(folder: Path, max_tokens: int = MAX_TOKENS):
                           "the text encoder reads BERT-family models only")
     vocabulary = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
     vocabulary = vocabulary[:-1] if vocabulary and vocabulary[-1] == "" else vocabulary
-    from dlworkflow.layers import SentenceEncoder, WordPieceTokenizer
+    from dlworkflow.layers import MAX_TOKENS, SentenceEncoder, WordPieceTokenizer
 
     tokenizer = WordPieceTokenizer(vocabulary, lowercase=True,
-                                   max_tokens=min(max_tokens,
+                                   max_tokens=min(max_tokens or MAX_TOKENS,
                                                   config["max_position_embeddings"]))
     encoder = SentenceEncoder(
         vocabulary_size=config["vocab_size"], width=config["hidden_size"],
