@@ -785,6 +785,10 @@ class Trained:
     devices: list
     replicas: int = 1
     reason: str = ""  # why this architecture (train.architecture, or auto's choice)
+    #: the training model on the rows' computed frozen inputs, when those hold a sentence
+    #: encoder's vectors (text_transfer): it predicts the validation rows without encoding
+    #: them a second time
+    predictor: Any = None
 
 
 def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
@@ -792,7 +796,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
     following `schedule` (one learning rate per epoch) instead of early stopping."""
-    from dlworkflow.models.networks import build_network, frozen_linear_view
+    from dlworkflow.models.networks import build_network, encodes_text, frozen_linear_view
 
     settings = ctx.section("train")
     out.mkdir(parents=True, exist_ok=True)
@@ -842,8 +846,10 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
             crossfit = spec.extra.get("training_logits")
             if view is not None and data.add_computed_input(view[1], crossfit):
                 fit_model = view[0]
-                log.info("the frozen linear part's logits computed once per row: the "
-                         "network trains on them and the raw inputs%s", "" if crossfit is None
+                log.info("the frozen linear part's logits%s computed once per row: the "
+                         "network trains on them and the raw inputs%s",
+                         " and the sentence vectors" if encodes_text(model) else "",
+                         "" if crossfit is None
                          else " (the training rows' own from regressions that did not fit "
                          "them, train.text.wide_crossfit)")
             elif crossfit is not None:
@@ -870,7 +876,9 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         shutil.rmtree(run.backup, ignore_errors=True)  # finished: a rerun starts from scratch
         if run.backup.parent.exists() and not any(run.backup.parent.iterdir()):
             run.backup.parent.rmdir()
-        return Trained(model, history, spec, architecture, data, gpus, replicas, reason)
+        predictor = None if cached or fit_model is model or not encodes_text(model) else fit_model
+        return Trained(model, history, spec, architecture, data, gpus, replicas, reason,
+                       predictor)
 
 
 def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any]:
@@ -918,7 +926,10 @@ def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
                                           trained.architecture)
     task = ctx.task
     choice = json.loads(Path(ctx.input("metric")).read_text())
-    prediction = np.asarray(model.predict(data.model_batches(data.valid_set), verbose=0))
+    if trained.predictor is not None:  # the validation rows' vectors are computed already
+        prediction = np.asarray(trained.predictor.predict(data.valid_set, verbose=0))
+    else:
+        prediction = np.asarray(model.predict(data.model_batches(data.valid_set), verbose=0))
     valid = data.valid
     metrics, frame = task.fold_scores(choice, valid, task.decide(prediction, data.classes),
                                       task.probabilities(prediction, data.classes),

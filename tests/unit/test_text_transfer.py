@@ -275,9 +275,15 @@ def test_text_transfer_starts_at_nb_lr_and_trains_its_head_on_frozen_vectors(
     ds = dataset("text", layout="delimited")
     _, still = _train(shards, ds, tmp_path, "text_transfer", name="still", epochs=1,
                       learning_rate=1e-12, transfer=transfer)
+    encoded = []
+    batch = WordPiece.batch
+    monkeypatch.setattr(WordPiece, "batch", lambda self, t: encoded.append(len(t)) or batch(
+        self, t))
     with caplog.at_level("INFO", logger="dlworkflow.train"):
         details, out = _train(shards, ds, tmp_path, "auto", name="trained", epochs=4,
                               patience=4, learning_rate=0.01, transfer=transfer)
+    monkeypatch.setattr(WordPiece, "batch", batch)
+    assert sum(encoded) == len(texts)  # each training and validation row encoded once
     assert parts == [5, 5]
     assert "computed once per row" in caplog.text
     card = json.loads((out / "model.json").read_text())
@@ -299,6 +305,14 @@ def test_text_transfer_starts_at_nb_lr_and_trains_its_head_on_frozen_vectors(
         history["loss"].iloc[0]
     scores = model.predict_on_batch(held_out)
     assert scores.shape == (len(held_out), 2) and np.allclose(scores.sum(1), 1, atol=1e-5)
+    # the fold's predictions come from the vectors computed for training, not a second
+    # encoding, and equal the saved model's
+    rows = pd.read_parquet(out / "predictions.parquet")
+    order = [int(i.split("-")[1]) for i in rows["id"]]
+    again = model.predict_on_batch(tf.constant([texts[i] for i in order]))
+    classes = card["classes"]
+    assert np.abs(rows[[f"p_{c}" for c in classes]].to_numpy() - again).max() < 1e-5
+    assert "logits and the sentence vectors computed once per row" in caplog.text
     view, compute = networks.frozen_linear_view(model)
     both = view.predict_on_batch([held_out, compute(held_out.numpy())])
     assert np.abs(both - scores).max() < 1e-5

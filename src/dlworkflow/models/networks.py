@@ -618,6 +618,11 @@ def text_transfer(spec: NetworkSpec):
     return _wide_and_deep(inputs, linear, _deep_logits(standard, spec), "text_transfer")
 
 
+def encodes_text(model) -> bool:
+    """Whether the network runs a pretrained sentence encoder (text_transfer)."""
+    return any(layer.name == "frozen_vectors" for layer in model.layers)
+
+
 def frozen_linear_view(model) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
     """For a wide and deep network whose linear part is frozen (text_wide_cnn,
     text_transfer): a model for training that takes the frozen part's outputs as a second
@@ -638,7 +643,7 @@ def frozen_linear_view(model) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
         return None
     inputs = model.inputs[0]
     frozen = [model.get_layer("linear_logits").output]
-    if "frozen_vectors" in names:  # the head sees only the frozen vectors
+    if encodes_text(model):  # the head sees only the frozen vectors
         frozen.append(model.get_layer("frozen_vectors").output)
         deep = keras.Model(frozen[1], model.get_layer("cnn_logits").output, name="deep")
     else:
