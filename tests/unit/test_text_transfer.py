@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from collections import Counter
 from pathlib import Path
@@ -232,8 +233,10 @@ def test_auto_takes_text_transfer_when_an_encoder_is_at_hand(sms_encoder, tmp_pa
 
 def test_the_download_keeps_only_weights_with_the_published_checksum(sms_encoder, tmp_path,
                                                                      monkeypatch):
-    """Files come whole (no part left for a later job to read) and the weights only when
-    their SHA-256 is the published one; the files here stand in for huggingface.co."""
+    """Files come whole (no part left for another job to read; each process writes its own
+    part, so two folds downloading side by side do not write into one file) and the weights
+    only when their SHA-256 is the published one; the files here stand in for
+    huggingface.co."""
     folder = sms_encoder[0]
     monkeypatch.setattr(text_encoder, "ENCODER_URL", folder.as_uri() + "/")
     monkeypatch.setattr("dlworkflow.models.extractors.can_download", lambda host: True)
@@ -242,7 +245,13 @@ def test_the_download_keeps_only_weights_with_the_published_checksum(sms_encoder
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "vocab.txt"]
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     monkeypatch.setattr(text_encoder, "WEIGHTS_SHA256", digest)
+    moved = []
+    replace = Path.replace
+    monkeypatch.setattr(Path, "replace", lambda self, to: moved.append(self.name) or replace(
+        self, to))
     assert text_encoder.fetch_encoder(target)
+    assert moved == [f"{name}.{os.getpid()}.part" for name in ("config.json", "vocab.txt",
+                                                               "model.safetensors")]
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors",
                                                          "vocab.txt"]
     monkeypatch.setattr("dlworkflow.models.extractors.can_download", lambda host: False)

@@ -48,6 +48,7 @@ def fetch_encoder(folder: Path) -> bool:
     """Download the default encoder's files into `folder`; False when that fails (no
     connection, or weights whose SHA-256 is not the published one)."""
     import hashlib
+    import os
     import urllib.request
 
     from dlworkflow.models.extractors import can_download
@@ -57,7 +58,7 @@ def fetch_encoder(folder: Path) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         for name in ENCODER_FILES:
-            part = folder / f"{name}.part"
+            part = folder / f"{name}.{os.getpid()}.part"  # folds may download side by side
             with urllib.request.urlopen(ENCODER_URL + name, timeout=60) as response, \
                     open(part, "wb") as out:
                 while chunk := response.read(1 << 20):
@@ -67,7 +68,7 @@ def fetch_encoder(folder: Path) -> bool:
                 if digest != WEIGHTS_SHA256:
                     part.unlink()
                     return False
-            part.replace(folder / name)  # whole files only: a later job never reads a part
+            part.replace(folder / name)  # whole files only: another job never reads a part
     except OSError:  # urllib's URLError and HTTPError are OSErrors
         return False
     return True
