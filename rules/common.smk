@@ -27,6 +27,7 @@ from dlworkflow.layouts import walk_files  # noqa: E402
 from dlworkflow.shardfile import plan_folds, shard_names  # noqa: E402
 from dlworkflow.workflow import (
     all_targets,
+    encodes_texts,
     extracts_features,
     visible_gpus,
 )  # noqa: E402
@@ -190,6 +191,14 @@ def get_features_index_if_extracted(wildcards):
     """The features index when an extractor embeds this dataset's modality, else nothing."""
     if extracts_features(DATASETS[wildcards.dataset], PARAMS):
         return f"results/{wildcards.dataset}/features/index.parquet"
+    return []
+
+
+def get_text_vectors_if_encoded(wildcards):
+    """The trainval texts' sentence vectors when the dataset's network may read them (rule
+    encode_texts), else nothing."""
+    if encodes_texts(wildcards.dataset, PARAMS):
+        return f"results/{wildcards.dataset}/nn/vectors.npz"
     return []
 
 

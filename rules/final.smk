@@ -42,6 +42,7 @@ rule final_train:
         histories=get_nn_fold_histories,
         fold_models=get_nn_fold_models,
         features=get_features_index_if_extracted,
+        vectors=get_text_vectors_if_encoded,
         baseline="results/{dataset}/baseline/summary.json",
     output:
         model="results/{dataset}/final/model.keras",

@@ -3,6 +3,34 @@
 # them one at a time) and two threads; on a CPU one thread and no slot (common.smk).
 
 
+# A network on a frozen pretrained sentence encoder (text_transfer) reads the trainval
+# texts' vectors from here, each encoded once, instead of encoding them in every fold; with
+# `auto` and no encoder at hand the file holds none and says why (the folds train from
+# scratch). The first use downloads the encoder here, once.
+rule encode_texts:
+    input:
+        index="results/{dataset}/tensors/index.parquet",
+        shards=get_trainval_shards,
+    output:
+        vectors="results/{dataset}/nn/vectors.npz",
+    log:
+        "logs/{dataset}/encode_texts.log",
+    benchmark:
+        "benchmarks/{dataset}/encode_texts.tsv"
+    priority: PREPARE_PRIORITY
+    threads: NETWORK_THREADS
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=GPU_SLOT,
+    params:
+        dataset=get_dataset,
+        train=get_train_settings,
+        seed=PARAMS["seed"],
+    script:
+        "../scripts/encode_texts.py"
+
+
 rule train_fold:
     input:
         index="results/{dataset}/tensors/index.parquet",
@@ -10,6 +38,7 @@ rule train_fold:
         shards=get_trainval_shards,
         metric="results/{dataset}/intake/metric.json",
         features=get_features_index_if_extracted,
+        vectors=get_text_vectors_if_encoded,
     output:
         model="results/{dataset}/nn/fold-{fold}/model.keras",
         card="results/{dataset}/nn/fold-{fold}/model.json",

@@ -645,6 +645,9 @@ def _spec(ctx: RunContext, data: FoldData, seed: int):
     future = data.valid.get("x_future")
     augment = ctx.section("augment").get(ctx.modality.name) or {}
     extra = {}
+    vectors = ctx.inputs.get("vectors")  # the texts' sentence vectors (rule encode_texts)
+    if vectors:
+        extra["text_vectors"] = str(vectors if isinstance(vectors, str | Path) else vectors[0])
     if ctx.dataset["task"] == "forecasting":  # the season the wide part starts from
         extra["season"] = int(json.loads(Path(ctx.input("metric")).read_text()).get("season", 1))
     return NetworkSpec(
@@ -840,8 +843,10 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                  model.count_params())
         if replicas > 1:
             log.info("MirroredStrategy over %d devices: global batch %d", replicas, batch_size)
+        if "text_vectors_found" in spec.extra:
+            log.info("sentence vectors: %s", spec.extra["text_vectors_found"])
         if not cached:
-            view = frozen_linear_view(model)
+            view = frozen_linear_view(model, spec.extra.get("sentence_vectors"))
             fit_model = model
             crossfit = spec.extra.get("training_logits")
             if view is not None and data.add_computed_input(view[1], crossfit):
@@ -915,6 +920,47 @@ def backup_dir(out_dir: str | Path) -> Path:
     """Where a fold's BackupAndRestore state lives: results/<ds>/.backup/<kind>-<fold>."""
     out = Path(out_dir)
     return out.parent.parent / ".backup" / f"{out.parent.name}-{out.name}"
+
+
+def encode_trainval(ctx: RunContext, out: str | Path) -> int:
+    """Rule encode_texts: the sentence vectors of every trainval text, each encoded once,
+    for the folds and the final model of a network on a pretrained sentence encoder
+    (text_transfer), which would otherwise encode the same texts in each of them; or, when
+    the network is another one (`auto` without an encoder at hand), no vectors and the
+    reason. The first use downloads the encoder here, once. Returns the texts encoded."""
+    from dlworkflow.models.text_encoder import encoder_identity, encoder_weights, save_vectors
+    from dlworkflow.shardfile import load_shard
+
+    settings = ctx.section("train")
+    architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings)
+    if architecture != "text_transfer":
+        save_vectors(out, [], np.zeros((0, 0)), "", f"the network is {architecture} ({reason})")
+        log.info("no sentence vectors: the network is %s (%s)", architecture, reason)
+        return 0
+    folder, why = encoder_weights((settings.get("transfer") or {}).get("text_weights",
+                                                                      "download"))
+    if folder is None:  # gone since the choice above
+        raise ConfigError(f"train.architecture: text_transfer needs a pretrained text "
+                          f"encoder, and {why}")
+    configure_tensorflow(ctx.threads, ctx.seed)
+    import keras
+
+    from dlworkflow.models.text_encoder import encode_texts, encoder_layers
+
+    shards = ctx.input("shards")
+    texts = [ctx.modality.model_inputs(load_shard(path)) for path in
+             ([shards] if isinstance(shards, str | Path) else shards)]
+    unique = list(dict.fromkeys(str(t) for part in texts for t in part))
+    started = time.perf_counter()
+    tokenizer, encoder = encoder_layers(folder)
+    inputs = keras.Input((), dtype="string", name="text")
+    vectors = encode_texts(keras.Model(inputs, encoder(tokenizer(inputs))), unique)
+    seconds = time.perf_counter() - started
+    note = (f"{len(unique)} texts of {sum(map(len, texts))} trainval rows encoded by {why} "
+            f"in {seconds:.0f} s")
+    save_vectors(out, unique, vectors, encoder_identity(folder), note)
+    log.info("%s", note)
+    return len(unique)
 
 
 def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:

@@ -116,11 +116,12 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="train",
-        rules=("train_fold", "nn_summary"),
+        rules=("encode_texts", "train_fold", "nn_summary"),
         outputs=("results/{dataset}/nn/oof.parquet",),
         metrics=("results/{dataset}/nn/headline.json",),
         params=("seed", "train", "augment", "split", "tensors", "features", "datasets.{dataset}"),
-        code=("rules/train.smk", "scripts/train_fold.py", "scripts/nn_summary.py"),
+        code=("rules/train.smk", "scripts/encode_texts.py", "scripts/train_fold.py",
+              "scripts/nn_summary.py"),
         after=("intake", "tensors", "features", "baseline"),
         dvc_outs=("results/{dataset}/nn",),
     ),
@@ -259,6 +260,17 @@ def all_targets(params: Mapping[str, Any]) -> list[str]:
 
 #: how many GPUs the network rules may count on, when set; otherwise `visible_gpus` looks
 GPUS_ENV = "DLWORKFLOW_GPUS"
+
+
+def encodes_texts(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether the dataset's sentence vectors are encoded once before its folds (rule
+    encode_texts): its modality says so for its task and train section."""
+    from dlworkflow.config import dataset_section
+    from dlworkflow.modalities import get_modality_class
+
+    dataset = params["datasets"][name]
+    return get_modality_class(dataset["modality"]).encodes_once(
+        dataset["task"], dataset_section(params, name, "train"))
 
 
 def visible_gpus(environ: Mapping[str, str] | None = None, dev: str | Path = "/dev") -> int:

@@ -338,3 +338,94 @@ def test_text_transfer_without_an_encoder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="text_transfer needs a pretrained text encoder"):
         _train(shards, dataset("text", layout="delimited"), tmp_path, "text_transfer",
                epochs=1, transfer={**QUICK["transfer"], "text_weights": "none"})
+
+
+def _fold_with(shards, tmp_path, name, settings, vectors=None):
+    from dlworkflow.train import train_fold
+    from tests.helpers.shards import fold_context
+
+    out = tmp_path / name / "fold-0"
+    ctx = fold_context(dataset("text", layout="delimited"), shards,
+                       {"train": settings, "augment": {}}, out)
+    if vectors is not None:
+        ctx = ctx.with_values(inputs={**ctx.inputs, "vectors": str(vectors)})
+    return train_fold(ctx, 0), out
+
+
+@pytest.mark.seconds(30)
+def test_the_trainval_texts_are_encoded_once_for_all_folds(sms_encoder, tmp_path, monkeypatch,
+                                                           caplog):
+    """Rule encode_texts encodes each distinct trainval text once, with the encoder's
+    identity; a fold given its file encodes nothing and trains as one that encodes its rows
+    itself; vectors of another encoder are not read; without an encoder at hand the file
+    holds none and says why."""
+    import keras
+
+    from dlworkflow.models.text_encoder import encode_texts, encoder_layers, load_vectors
+    from dlworkflow.train import encode_trainval
+    from tests.helpers.shards import fold_context, write_metric, write_shards
+
+    folder = sms_encoder[0]
+    texts, labels, folds = sms_texts(300)
+    texts[7] = texts[3]  # a repeated text (SMS has others) is encoded once
+    distinct = len(set(texts))
+    shards = write_shards(tmp_path / "sms", texts, labels, folds)
+    write_metric(shards, "classification", labels)
+    settings = {**QUICK, "architecture": "auto", "epochs": 1,
+                "transfer": {**QUICK["transfer"], "text_weights": str(folder)}}
+    ctx = fold_context(dataset("text", layout="delimited"), shards, {"train": settings})
+    ctx = ctx.with_values(inputs={**ctx.inputs,
+                                  "shards": sorted(map(str, shards.glob("trainval-*.npz")))})
+    encoded = []
+    batch = WordPiece.batch
+    monkeypatch.setattr(WordPiece, "batch", lambda self, t: encoded.append(len(t)) or batch(
+        self, t))
+    path = tmp_path / "vectors.npz"
+    assert encode_trainval(ctx, path) == distinct < len(texts)
+    assert sum(encoded) == distinct
+    known, found = load_vectors(path, folder)
+    assert sorted(known) == sorted(set(texts)) and f"{distinct} texts' vectors read" in found
+    tokenizer, encoder = encoder_layers(folder)
+    inputs = keras.Input((), dtype="string")
+    alone = encode_texts(keras.Model(inputs, encoder(tokenizer(inputs))), texts[:40])
+    assert np.abs(np.array([known[t] for t in texts[:40]]) - alone).max() < 1e-5
+    encoded.clear()
+    with caplog.at_level("INFO", logger="dlworkflow.train"):
+        cached, out = _fold_with(shards, tmp_path, "cached", settings, path)
+    assert sum(encoded) == 0 and f"sentence vectors: {distinct} texts' vectors" in caplog.text
+    encoded.clear()
+    itself, own = _fold_with(shards, tmp_path, "itself", settings)
+    assert sum(encoded) == len(texts)  # the fold's training and validation rows
+    first, second = (pd.read_parquet(o / "predictions.parquet") for o in (out, own))
+    columns = [c for c in first if c.startswith("p_")]
+    assert np.abs(first[columns].to_numpy() - second[columns].to_numpy()).max() < 1e-4
+    assert cached["metrics"] == pytest.approx(itself["metrics"], abs=1e-3)
+
+    from dlworkflow.models.text_encoder import save_vectors
+
+    other = tmp_path / "other.npz"
+    save_vectors(other, texts[:2], np.ones((2, 8)), "0" * 64, "made elsewhere")
+    assert load_vectors(other, folder) == ({}, f"those in {other} come from another encoder "
+                                               f"than the one in {folder}")
+    monkeypatch.setattr("dlworkflow.models.extractors.can_download", lambda host: False)
+    none = tmp_path / "none.npz"
+    nowhere = {**settings, "transfer": {"text_weights": str(tmp_path / "nowhere")}}
+    assert encode_trainval(ctx.with_values(sections={"train": nowhere}), none) == 0
+    known, found = load_vectors(none, folder)
+    assert known == {} and "the network is text_wide_cnn (auto: trained from scratch" in found
+
+
+def test_the_workflow_encodes_texts_once_only_where_text_transfer_may_run():
+    from dlworkflow.workflow import encodes_texts
+
+    def params(modality="text", task="classification", **train):
+        return {"datasets": {"d": {"modality": modality, "task": task}},
+                "train": {"architecture": "auto", "transfer": {"text_weights": "download"},
+                          **train}}
+
+    assert encodes_texts("d", params())
+    assert encodes_texts("d", params(architecture="text_transfer"))
+    assert not encodes_texts("d", params(architecture="text_wide_cnn"))
+    assert not encodes_texts("d", params(transfer={"text_weights": "none"}))
+    assert not encodes_texts("d", params(task="regression"))
+    assert not encodes_texts("d", params(modality="image"))

@@ -170,6 +170,13 @@ class Modality(ABC):
         """The network `train.architecture: auto` trains on inputs of `input_shape`, and why."""
         return self.networks[task][0], f"auto: the default {self.name} network for {task}"
 
+    @classmethod
+    def encodes_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """Whether the network `settings` (the train section) choose for `task` may run a
+        frozen pretrained encoder whose outputs are computed once for the dataset before
+        its folds (rule encode_texts), instead of once in every fold."""
+        return False
+
     def flat(self, x: Any, settings: Mapping[str, Any]) -> Any:
         """The flat representation step 2's traditional baselines use (rows of numbers)."""
         import numpy as np

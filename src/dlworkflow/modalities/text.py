@@ -93,6 +93,14 @@ class TextModality(Modality):
             return "text_transfer", f"auto: transfer learning, {why}"
         return scratch, f"auto: trained from scratch, {why}"
 
+    @classmethod
+    def encodes_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """text_transfer's sentence vectors, when `auto` may choose it or it is named and a
+        pretrained encoder is not refused (`train.transfer.text_weights: none`)."""
+        weights = (settings.get("transfer") or {}).get("text_weights", "download")
+        return ("text_transfer" in cls.networks.get(task, ()) and weights not in (None, "none")
+                and settings.get("architecture", "auto") in ("auto", "text_transfer"))
+
     def shap_masker(self, background: Any) -> Any:
         """SHAP hides words (split at non-word characters)."""
         import shap

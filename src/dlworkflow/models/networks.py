@@ -588,7 +588,12 @@ def text_transfer(spec: NetworkSpec):
     starts at the baseline's solution, as text_wide_cnn's."""
     import keras
 
-    from dlworkflow.models.text_encoder import encode_texts, encoder_layers, encoder_weights
+    from dlworkflow.models.text_encoder import (
+        encode_texts,
+        encoder_layers,
+        encoder_weights,
+        load_vectors,
+    )
 
     if spec.fit_rows is None:
         raise ConfigError("train.architecture: text_transfer fits its linear part on the "
@@ -605,7 +610,12 @@ def text_transfer(spec: NetworkSpec):
                             crossfit_default=5)
     tokenizer, encoder = encoder_layers(folder)
     vectors = encoder(tokenizer(inputs))
-    train_vectors = encode_texts(keras.Model(inputs, vectors), np.asarray(rows[0], dtype=str))
+    # the dataset's vectors encoded once (rule encode_texts) save encoding them in every fold
+    known, spec.extra["text_vectors_found"] = load_vectors(spec.extra.get("text_vectors"),
+                                                           folder)
+    vector_model = keras.Model(inputs, vectors)
+    spec.extra["sentence_vectors"] = lambda texts: encode_texts(vector_model, texts, known=known)
+    train_vectors = spec.extra["sentence_vectors"](np.asarray(rows[0], dtype=str))
     variance = train_vectors.var(axis=0)
     standardise = keras.layers.Normalization(
         mean=train_vectors.mean(axis=0), variance=np.where(variance > 0, variance, 1.0),
@@ -623,7 +633,8 @@ def encodes_text(model) -> bool:
     return any(layer.name == "frozen_vectors" for layer in model.layers)
 
 
-def frozen_linear_view(model) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
+def frozen_linear_view(model, vectors: Callable[[Any], np.ndarray] | None = None
+                       ) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
     """For a wide and deep network whose linear part is frozen (text_wide_cnn,
     text_transfer): a model for training that takes the frozen part's outputs as a second
     input beside the raw inputs, and the function that computes them for a batch of inputs.
@@ -633,7 +644,9 @@ def frozen_linear_view(model) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
     values are the linear logits, and for text_transfer the standardised sentence vectors
     after them (`frozen_vectors`), on which its head then trains alone. The training model
     shares every trainable layer with `model` and computes the same loss from the same
-    values, so `model` ends with the weights it would have trained itself. None for any
+    values, so `model` ends with the weights it would have trained itself. `vectors`, when
+    given, gives the texts' sentence vectors instead of the encoder (text_transfer's
+    `spec.extra["sentence_vectors"]`: those encoded once for the dataset). None for any
     other network (nothing frozen to compute once)."""
     import keras
     import tensorflow as tf
@@ -659,7 +672,14 @@ def frozen_linear_view(model) -> tuple[Any, Callable[[Any], np.ndarray]] | None:
     classes = keras.layers.Activation("softmax", dtype="float32", name="classes")(summed)
     fit_model = keras.Model([raw, computed], classes, name=f"{model.name}_training")
 
+    logits_only = keras.Model(inputs, frozen[0]) if vectors is not None else None
+
     def compute(batch: Any) -> np.ndarray:
+        if len(frozen) > 1 and logits_only is not None:  # the logits, then the vectors given
+            return np.concatenate([
+                np.concatenate(_in_batches(logits_only.predict_on_batch, batch, tf.constant,
+                                           64)),
+                np.asarray(model.get_layer("frozen_vectors")(vectors(batch)))], axis=1)
         if len(frozen) > 1:  # texts of similar length together: less padding to encode
             from dlworkflow.models.text_encoder import encode_texts
 

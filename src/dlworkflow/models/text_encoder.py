@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -144,18 +144,73 @@ def encoder_layers(folder: Path, max_tokens: int | None = None):
     return tokenizer, encoder
 
 
-def encode_texts(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+def encode_texts(model, texts: Sequence[str], batch_size: int = 64,
+                 known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """`model` (strings to vectors) over `texts`, in batches of similar length (little
-    padding), returned in the texts' order."""
+    padding), returned in the texts' order. A text in `known` (text -> its vector, the
+    dataset's vectors encoded once: `load_vectors`) takes that vector and is not encoded."""
     import tensorflow as tf
 
     texts = np.asarray(texts, dtype=object)
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = None
+    known = known or {}
+    todo = np.array([i for i, text in enumerate(texts) if text not in known], dtype=np.int64)
+    order = todo[np.argsort([len(texts[i]) for i in todo], kind="stable")]
+    width = next(iter(known.values())).shape if known else None
+    out = np.zeros((len(texts), *width), np.float32) if width is not None else None
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         values = np.asarray(model.predict_on_batch(tf.constant(texts[rows].tolist())))
         if out is None:
             out = np.zeros((len(texts), *values.shape[1:]), values.dtype)
         out[rows] = values
-    return out if out is not None else np.zeros((0, 0), np.float32)
+    if out is None:
+        return np.zeros((0, 0), np.float32)
+    for i, text in enumerate(texts):
+        if text in known:
+            out[i] = known[text]
+    return out
+
+
+# --- the dataset's vectors, encoded once ---------------------------------------------------
+
+def encoder_identity(folder: Path) -> str:
+    """The SHA-256 of the encoder's files (config, vocabulary, weights): vectors encoded by
+    one encoder are never read as another's."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ENCODER_FILES:
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def save_vectors(path: str | Path, texts: Sequence[str], vectors: np.ndarray,
+                 identity: str, note: str) -> None:
+    """The vectors of `texts` (each once) by the encoder `identity`, and in words how they
+    were made or why there are none (`note`), as one .npz with the same bytes for the same
+    values."""
+    from dlworkflow.shardfile import save_shard
+
+    texts = np.asarray(list(texts), dtype=str)
+    save_shard(path, {"texts": texts if len(texts) else np.zeros(0, dtype="<U1"),
+                      "vectors": np.asarray(vectors, dtype=np.float32).reshape(len(texts),
+                                                                               -1 if len(texts)
+                                                                               else 0),
+                      "identity": np.asarray(identity), "note": np.asarray(note)})
+
+
+def load_vectors(path: str | Path | None,
+                 folder: Path) -> tuple[dict[str, np.ndarray], str]:
+    """text -> vector from `save_vectors`' file when the encoder in `folder` made them (an
+    empty mapping otherwise), and in words what was found."""
+    if not path or not Path(path).is_file():
+        return {}, "no vectors encoded beforehand"
+    with np.load(path, allow_pickle=False) as saved:
+        texts, vectors = saved["texts"], saved["vectors"]
+        identity, note = str(saved["identity"]), str(saved["note"])
+    if not len(texts):
+        return {}, f"none in {path}: {note}"
+    if identity != encoder_identity(folder):
+        return {}, f"those in {path} come from another encoder than the one in {folder}"
+    return dict(zip(texts.tolist(), vectors, strict=True)), \
+        f"{len(texts)} texts' vectors read from {path}"
