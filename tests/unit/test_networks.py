@@ -278,8 +278,8 @@ def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(sms
     computed = []
     real = networks.frozen_linear_view
 
-    def counting(model):
-        view = real(model)
+    def counting(model, vectors=None):
+        view = real(model, vectors)
         computed.append(view is not None)
         return view
 
@@ -287,7 +287,7 @@ def test_the_frozen_linear_part_is_computed_once_and_trains_the_same_network(sms
     monkeypatch.setattr(networks, "frozen_linear_view", counting)
     once, out = _train(folder, ds, tmp_path, "text_wide_cnn", name="once", epochs=3, patience=3,
                        text=in_sample)
-    monkeypatch.setattr(networks, "frozen_linear_view", lambda model: None)
+    monkeypatch.setattr(networks, "frozen_linear_view", lambda model, vectors=None: None)
     every, every_out = _train(folder, ds, tmp_path, "text_wide_cnn", name="every", epochs=3,
                               patience=3, text=in_sample)
     assert computed == [True]
