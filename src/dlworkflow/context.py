@@ -83,14 +83,19 @@ class RunContext:
                            f"({what}s: {', '.join(files)})")
         return files[key]
 
+    def paths(self, key: str, output: bool = False) -> list[str]:
+        """The paths of a named input (or output): one, several, or none when it is absent or
+        empty (an optional input such as cached features)."""
+        value = (self.outputs if output else self.inputs).get(key)
+        if value is None:
+            return []
+        return [str(value)] if isinstance(value, str | Path) else [str(v) for v in value]
+
     def folder(self, key: str, output: bool = False) -> str | None:
         """The folder holding a named input (or output); None when the input is absent or
         empty (an optional input such as cached features)."""
-        value = (self.outputs if output else self.inputs).get(key)
-        if value is None or (not isinstance(value, str | Path) and not len(value)):
-            return None
-        path = value if isinstance(value, str | Path) else value[0]
-        return str(Path(str(path)).parent)
+        paths = self.paths(key, output)
+        return str(Path(paths[0]).parent) if paths else None
 
     def records(self, rows: Any) -> list:
         """Items of inventory (or plan) rows, rebuilt by the modality from the raw data."""

@@ -645,9 +645,8 @@ def _spec(ctx: RunContext, data: FoldData, seed: int):
     future = data.valid.get("x_future")
     augment = ctx.section("augment").get(ctx.modality.name) or {}
     extra = {}
-    vectors = ctx.inputs.get("vectors")  # the texts' sentence vectors (rule encode_texts)
-    if vectors:
-        extra["text_vectors"] = str(vectors if isinstance(vectors, str | Path) else vectors[0])
+    for vectors in ctx.paths("vectors"):  # the texts' sentence vectors (rule encode_texts)
+        extra["text_vectors"] = vectors
     if ctx.dataset["task"] == "forecasting":  # the season the wide part starts from
         extra["season"] = int(json.loads(Path(ctx.input("metric")).read_text()).get("season", 1))
     return NetworkSpec(
@@ -928,7 +927,7 @@ def encode_trainval(ctx: RunContext, out: str | Path) -> int:
     (text_transfer), which would otherwise encode the same texts in each of them; or, when
     the network is another one (`auto` without an encoder at hand), no vectors and the
     reason. The first use downloads the encoder here, once. Returns the texts encoded."""
-    from dlworkflow.models.text_encoder import encoder_identity, encoder_weights, save_vectors
+    from dlworkflow.models.text_encoder import encoder_identity, required_encoder, save_vectors
     from dlworkflow.shardfile import load_shard
 
     settings = ctx.section("train")
@@ -937,19 +936,13 @@ def encode_trainval(ctx: RunContext, out: str | Path) -> int:
         save_vectors(out, [], np.zeros((0, 0)), "", f"the network is {architecture} ({reason})")
         log.info("no sentence vectors: the network is %s (%s)", architecture, reason)
         return 0
-    folder, why = encoder_weights((settings.get("transfer") or {}).get("text_weights",
-                                                                      "download"))
-    if folder is None:  # gone since the choice above
-        raise ConfigError(f"train.architecture: text_transfer needs a pretrained text "
-                          f"encoder, and {why}")
+    folder, why = required_encoder(settings)
     configure_tensorflow(ctx.threads, ctx.seed)
     import keras
 
     from dlworkflow.models.text_encoder import encode_texts, encoder_layers
 
-    shards = ctx.input("shards")
-    texts = [ctx.modality.model_inputs(load_shard(path)) for path in
-             ([shards] if isinstance(shards, str | Path) else shards)]
+    texts = [ctx.modality.model_inputs(load_shard(path)) for path in ctx.paths("shards")]
     unique = list(dict.fromkeys(str(t) for part in texts for t in part))
     started = time.perf_counter()
     tokenizer, encoder = encoder_layers(folder)

@@ -82,13 +82,12 @@ class TextModality(Modality):
         """For classes, transfer learning when a pretrained sentence encoder is at hand (a
         folder, Keras' cache, or downloaded now), else text_wide_cnn from scratch; for
         values, the task's network."""
-        from dlworkflow.models.text_encoder import encoder_weights
+        from dlworkflow.models.text_encoder import encoder_weights, weights_setting
 
         scratch = self.networks[task][0]
         if "text_transfer" not in self.networks[task]:
             return scratch, f"auto: the default {self.name} network for {task}"
-        folder, why = encoder_weights((settings.get("transfer") or {}).get("text_weights",
-                                                                          "download"))
+        folder, why = encoder_weights(weights_setting(settings))
         if folder is not None:
             return "text_transfer", f"auto: transfer learning, {why}"
         return scratch, f"auto: trained from scratch, {why}"
@@ -97,8 +96,10 @@ class TextModality(Modality):
     def encodes_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
         """text_transfer's sentence vectors, when `auto` may choose it or it is named and a
         pretrained encoder is not refused (`train.transfer.text_weights: none`)."""
-        weights = (settings.get("transfer") or {}).get("text_weights", "download")
-        return ("text_transfer" in cls.networks.get(task, ()) and weights not in (None, "none")
+        from dlworkflow.models.text_encoder import weights_setting
+
+        return ("text_transfer" in cls.networks.get(task, ())
+                and weights_setting(settings) not in (None, "none")
                 and settings.get("architecture", "auto") in ("auto", "text_transfer"))
 
     def shap_masker(self, background: Any) -> Any:

@@ -591,18 +591,14 @@ def text_transfer(spec: NetworkSpec):
     from dlworkflow.models.text_encoder import (
         encode_texts,
         encoder_layers,
-        encoder_weights,
         load_vectors,
+        required_encoder,
     )
 
     if spec.fit_rows is None:
         raise ConfigError("train.architecture: text_transfer fits its linear part on the "
                           "fold's training rows, and none were given")
-    transfer = spec.settings.get("transfer") or {}
-    folder, why = encoder_weights(transfer.get("text_weights", "download"))
-    if folder is None:
-        raise ConfigError(f"train.architecture: text_transfer needs a pretrained text encoder, "
-                          f"and {why}")
+    folder, _ = required_encoder(spec.settings)
     text = spec.settings.get("text") or {}
     inputs = keras.Input((), dtype="string", name="text")
     rows = spec.fit_rows()

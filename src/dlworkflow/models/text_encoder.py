@@ -19,6 +19,7 @@ import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,21 @@ def fetch_encoder(folder: Path) -> bool:
     except OSError:  # urllib's URLError and HTTPError are OSErrors
         return False
     return True
+
+
+def weights_setting(settings: Mapping[str, Any]) -> str | None:
+    """`train.transfer.text_weights` of a train section (`download` when unset)."""
+    return (settings.get("transfer") or {}).get("text_weights", "download")
+
+
+def required_encoder(settings: Mapping[str, Any]) -> tuple[Path, str]:
+    """The encoder folder the train section names, and how it was found; a ConfigError with
+    the reason when there is none (text_transfer cannot run without it)."""
+    folder, why = encoder_weights(weights_setting(settings))
+    if folder is None:
+        raise ConfigError(f"train.architecture: text_transfer needs a pretrained text encoder, "
+                          f"and {why}")
+    return folder, why
 
 
 def encoder_weights(weights: str | None,
