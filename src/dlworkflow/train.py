@@ -936,6 +936,7 @@ def encode_trainval(ctx: RunContext, out: str | Path) -> int:
         save_vectors(out, [], np.zeros((0, 0)), "", f"the network is {architecture} ({reason})")
         log.info("no sentence vectors: the network is %s (%s)", architecture, reason)
         return 0
+    log.info("the network is %s (%s)", architecture, reason)  # a first download says from where
     folder, why = required_encoder(settings)
     configure_tensorflow(ctx.threads, ctx.seed)
     import keras
