@@ -128,7 +128,8 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
                         rows if all(r is not None for r in rows) else None)
     default_rate = float(ctx.section("train").get("learning_rate", 1e-3))
     schedule = [default_rate if r is None else float(r) for r in plan["schedule"]]
-    log.info("final model: %d epochs (%s)", plan["epochs"], plan["rule"])
+    log.info("final model: %d epoch%s (%s)", plan["epochs"], "" if plan["epochs"] == 1 else "s",
+             plan["rule"])
     trained = train_network(ctx, None, out, plan["epochs"], schedule)
     model, averaged = trained.model, None
     if averages_folds(final_settings.get("average_folds", "auto"), ctx.dataset["task"]):
