@@ -137,8 +137,6 @@ def prepare_fashion(root: Path) -> dict:
 
     from PIL import Image
 
-    if not FASHION.is_dir():
-        raise SystemExit(f"fashion: {FASHION} is missing: apt-get install dataset-fashion-mnist")
     with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as handle:
         images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as handle:
@@ -255,6 +253,25 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "fashion": prepare_fashion,
 }
 
+#: the files a set is prepared from, where they are not the demo's own downloads, and how to
+#: get them: checked for every set before the first one starts
+NEEDS: dict[str, tuple[Path, str]] = {
+    **{name: (SHARED / "sentences", "../shared/data/README.md")
+       for name in ("subj", "subj_3775", "trec")},
+    **{name: (SHARED / "ucr", "../shared/data/README.md") for name in ("acsf1", "pickup")},
+    **{name: (SHARED / "fsdd", "../shared/data/README.md")
+       for name in ("fsdd_train10", "fsdd_train30")},
+    **{name: (SHARED / "m4", "../shared/data/README.md")
+       for name in ("m4_hourly", "m4_weekly", "yearly_tsf")},
+    "fashion": (FASHION, "apt-get install dataset-fashion-mnist"),
+}
+
+
+def missing_data(names: list[str]) -> list[str]:
+    """What each of `names` lacks to be prepared, in words (nothing when all is there)."""
+    return [f"{name}: {NEEDS[name][0]} is missing ({NEEDS[name][1]})" for name in names
+            if name in NEEDS and not NEEDS[name][0].is_dir()]
+
 
 def make_project(name: str, out: Path) -> Path:
     """A project folder with the workflow, the shipped params and only this set."""
@@ -299,11 +316,21 @@ def run_workflow(project: Path, cores: int, name: str) -> bool:
 
 
 def run(names: list[str], out: Path, cores: int) -> None:
-    """Run the workflow on each set; print its row as soon as it is done."""
+    """Run the workflow on each set; print its row as soon as it is done. Nothing starts
+    while a set's data are missing; a set whose workflow fails does not stop the others, and
+    the exit status says that one did."""
+    lacking = missing_data(names)
+    if lacking:
+        raise SystemExit("nothing run, data missing:\n  " + "\n  ".join(lacking))
+    failed = []
     for name in names:
         project = make_project(name, out)
         if run_workflow(project, cores, name):
             table([project / "results"])
+        else:
+            failed.append(name)
+    if failed:
+        raise SystemExit(f"the workflow failed on {', '.join(failed)} (bench.log in each)")
 
 
 def fmt(entry: dict) -> str:
