@@ -256,13 +256,12 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
 #: the files a set is prepared from, where they are not the demo's own downloads, and how to
 #: get them: checked for every set before the first one starts
 NEEDS: dict[str, tuple[Path, str]] = {
-    **{name: (SHARED / "sentences", "../shared/data/README.md")
-       for name in ("subj", "subj_3775", "trec")},
-    **{name: (SHARED / "ucr", "../shared/data/README.md") for name in ("acsf1", "pickup")},
-    **{name: (SHARED / "fsdd", "../shared/data/README.md")
-       for name in ("fsdd_train10", "fsdd_train30")},
-    **{name: (SHARED / "m4", "../shared/data/README.md")
-       for name in ("m4_hourly", "m4_weekly", "yearly_tsf")},
+    **{name: (SHARED / folder, "../shared/data/README.md")
+       for folder, names in {"sentences": ("subj", "subj_3775", "trec"),
+                             "ucr": ("acsf1", "pickup"),
+                             "fsdd": ("fsdd_train10", "fsdd_train30"),
+                             "m4": ("m4_hourly", "m4_weekly", "yearly_tsf")}.items()
+       for name in names},
     "fashion": (FASHION, "apt-get install dataset-fashion-mnist"),
 }
 

@@ -645,8 +645,9 @@ def _spec(ctx: RunContext, data: FoldData, seed: int):
     future = data.valid.get("x_future")
     augment = ctx.section("augment").get(ctx.modality.name) or {}
     extra = {}
-    for vectors in ctx.paths("vectors"):  # the texts' sentence vectors (rule encode_texts)
-        extra["text_vectors"] = vectors
+    vectors = ctx.paths("vectors")  # the texts' sentence vectors (rule encode_texts)
+    if vectors:
+        extra["text_vectors"] = vectors[0]
     if ctx.dataset["task"] == "forecasting":  # the season the wide part starts from
         extra["season"] = int(json.loads(Path(ctx.input("metric")).read_text()).get("season", 1))
     return NetworkSpec(

