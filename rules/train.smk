@@ -6,7 +6,8 @@
 # A network on a frozen pretrained sentence encoder (text_transfer) reads the trainval
 # texts' vectors from here, each encoded once, instead of encoding them in every fold; with
 # `auto` and no encoder at hand the file holds none and says why (the folds train from
-# scratch). The first use downloads the encoder here, once.
+# scratch). With `auto` the network is chosen here, once, and the file records it: the folds
+# and the final model follow it. The first use downloads the encoder here, once.
 rule encode_texts:
     input:
         index="results/{dataset}/tensors/index.parquet",

@@ -98,15 +98,19 @@ def distribution(settings: Mapping[str, Any]) -> tuple[Any, int]:
 
 
 def architecture_for(modality: Any, task: str, settings: Mapping[str, Any],
-                     input_shape: tuple[int, ...] = ()) -> tuple[str, str]:
+                     input_shape: tuple[int, ...] = (),
+                     decided: tuple[str, str] | None = None) -> tuple[str, str]:
     """`train.architecture` and why: a named one as configured, or with `auto` the
     modality's choice (its first network for the task, or a pretrained one when the
-    modality prefers transfer and the weights are at hand)."""
+    modality prefers transfer and the weights are at hand), or the choice made once for
+    every fold and the final model (`decided`: a network and why, rule encode_texts')."""
     available = modality.networks.get(task, ())
     name = settings.get("architecture", "auto")
     if name == "auto":
         if not available:
             raise ConfigError(f"no network is registered for {modality.name} {task}")
+        if decided is not None and decided[0] in available:
+            return decided[0], f"{decided[1]}; decided once for every fold and the final model"
         return modality.auto_network(task, settings, input_shape)
     if name not in available:
         raise ConfigError(f"train.architecture: {name!r} does not fit {modality.name} {task}; "
@@ -812,8 +816,12 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     strategy, replicas = distribution(settings)
     batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
     data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed)
+    from dlworkflow.models.text_encoder import decided_network
+
+    vectors = ctx.paths("vectors")  # with `auto`, rule encode_texts chose the network once
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
-                                            tuple(data.valid["x"].shape[1:]))
+                                            tuple(data.valid["x"].shape[1:]),
+                                            decided_network(vectors[0]) if vectors else None)
     log.info("network %s: %s", architecture, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
@@ -934,7 +942,8 @@ def encode_trainval(ctx: RunContext, out: str | Path) -> int:
     settings = ctx.section("train")
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings)
     if architecture != "text_transfer":
-        save_vectors(out, [], np.zeros((0, 0)), "", f"the network is {architecture} ({reason})")
+        save_vectors(out, [], np.zeros((0, 0)), "", f"the network is {architecture} ({reason})",
+                     (architecture, reason))
         log.info("no sentence vectors: the network is %s (%s)", architecture, reason)
         return 0
     log.info("the network is %s (%s)", architecture, reason)  # a first download says from where
@@ -953,7 +962,7 @@ def encode_trainval(ctx: RunContext, out: str | Path) -> int:
     seconds = time.perf_counter() - started
     note = (f"{len(unique)} texts of {sum(map(len, texts))} trainval rows encoded by {why} "
             f"in {seconds:.0f} s")
-    save_vectors(out, unique, vectors, encoder_identity(folder), note)
+    save_vectors(out, unique, vectors, encoder_identity(folder), note, (architecture, reason))
     log.info("%s", note)
     return len(unique)
 

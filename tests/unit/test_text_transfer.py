@@ -482,6 +482,58 @@ def test_the_trainval_texts_are_encoded_once_for_all_folds(sms_encoder, tmp_path
     assert known == {} and "the network is text_wide_cnn (auto: trained from scratch" in found
 
 
+@pytest.mark.seconds(20)
+def test_auto_decides_the_network_once_where_the_texts_are_encoded(sms_encoder, tmp_path,
+                                                                     monkeypatch):
+    """With `auto`, rule encode_texts chooses the network for every fold and the final model:
+    an encoder that turns up after it does not give a fold another network, and a fold does
+    not look for (or download) the encoder again. A file without a decision (one written
+    before there were decisions) leaves the choice to the fold."""
+    import shutil
+
+    from dlworkflow.modalities.text import TextModality
+    from dlworkflow.models.text_encoder import decided_network, save_vectors
+    from dlworkflow.train import architecture_for, encode_trainval
+    from tests.helpers.shards import fold_context, write_metric, write_shards
+
+    texts, labels, folds = sms_texts(200)
+    shards = write_shards(tmp_path / "sms", texts, labels, folds)
+    write_metric(shards, "classification", labels)
+    later = tmp_path / "later"  # the encoder's folder, empty when the texts are encoded
+    settings = {**QUICK, "architecture": "auto", "epochs": 1,
+                "transfer": {**QUICK["transfer"], "text_weights": str(later)}}
+    ctx = fold_context(dataset("text", layout="delimited"), shards, {"train": settings})
+    ctx = ctx.with_values(inputs={**ctx.inputs,
+                                  "shards": sorted(map(str, shards.glob("trainval-*.npz")))})
+    path = tmp_path / "vectors.npz"
+    assert encode_trainval(ctx, path) == 0
+    name, why = decided_network(path)
+    assert name == "text_wide_cnn" and f"the folder {later}" in why and "from scratch" in why
+
+    shutil.copytree(sms_encoder[0], later)  # the encoder turns up before the folds run
+    modality = TextModality({"kind": "delimited"})
+    assert architecture_for(modality, "classification", settings)[0] == "text_transfer"
+
+    def looked(*args, **kwargs):
+        raise AssertionError("a fold looked for the text encoder")
+
+    monkeypatch.setattr(text_encoder, "encoder_weights", looked)
+    _, out = _fold_with(shards, tmp_path, "fold", settings, path)
+    card = json.loads((out / "model.json").read_text())
+    assert card["architecture"] == "text_wide_cnn" == next(iter(json.loads(
+        (out / "metrics.json").read_text())["models"]))
+    assert card["architecture_reason"] == (f"{why}; decided once for every fold and the final "
+                                           "model")
+    named = {**settings, "architecture": "text_cnn"}  # a named network is as configured
+    assert architecture_for(modality, "classification", named, (), (name, why))[0] == "text_cnn"
+
+    undecided = tmp_path / "undecided.npz"
+    save_vectors(undecided, [], np.zeros((0, 0)), "", "written before decisions")
+    assert decided_network(undecided) is None and decided_network(tmp_path / "no.npz") is None
+    with pytest.raises(AssertionError, match="looked for the text encoder"):
+        architecture_for(modality, "classification", settings, (), decided_network(undecided))
+
+
 def test_the_workflow_encodes_texts_once_only_where_text_transfer_may_run():
     from dlworkflow.workflow import encodes_texts
 
