@@ -27,6 +27,7 @@ from dlworkflow.layouts import walk_files  # noqa: E402
 from dlworkflow.shardfile import plan_folds, shard_names  # noqa: E402
 from dlworkflow.workflow import (
     all_targets,
+    decides_network,
     encodes_texts,
     extracts_features,
     visible_gpus,
@@ -191,6 +192,14 @@ def get_features_index_if_extracted(wildcards):
     """The features index when an extractor embeds this dataset's modality, else nothing."""
     if extracts_features(DATASETS[wildcards.dataset], PARAMS):
         return f"results/{wildcards.dataset}/features/index.parquet"
+    return []
+
+
+def get_network_if_decided(wildcards):
+    """The network `auto` chose once for the dataset (rule choose_network) where that choice
+    depends on the weights this machine has, else nothing (the folds decide)."""
+    if decides_network(wildcards.dataset, PARAMS):
+        return f"results/{wildcards.dataset}/nn/network.json"
     return []
 
 

@@ -43,6 +43,7 @@ rule final_train:
         fold_models=get_nn_fold_models,
         features=get_features_index_if_extracted,
         vectors=get_text_vectors_if_encoded,
+        network=get_network_if_decided,
         baseline="results/{dataset}/baseline/summary.json",
     output:
         model="results/{dataset}/final/model.keras",

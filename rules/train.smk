@@ -3,15 +3,42 @@
 # them one at a time) and two threads; on a CPU one thread and no slot (common.smk).
 
 
+# Where `train.architecture: auto` takes a pretrained network when its weights are at hand
+# (images, texts), the choice is made here, once, for every fold and the final model: a
+# first use downloads the weights here (not in folds side by side), and weights that turn
+# up or a download that fails halfway through a run cannot give the folds different networks.
+# It runs where Snakemake runs (a cluster's submit host, which reaches the internet where
+# compute nodes often do not).
+rule choose_network:
+    input:
+        stats="results/{dataset}/tensors/stats.json",
+    output:
+        network="results/{dataset}/nn/network.json",
+    log:
+        "logs/{dataset}/choose_network.log",
+    benchmark:
+        "benchmarks/{dataset}/choose_network.tsv"
+    priority: PREPARE_PRIORITY
+    localrule: True
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        dataset=get_dataset,
+        train=get_train_settings,
+        seed=PARAMS["seed"],
+    script:
+        "../scripts/choose_network.py"
+
+
 # A network on a frozen pretrained sentence encoder (text_transfer) reads the trainval
-# texts' vectors from here, each encoded once, instead of encoding them in every fold; with
-# `auto` and no encoder at hand the file holds none and says why (the folds train from
-# scratch). With `auto` the network is chosen here, once, and the file records it: the folds
-# and the final model follow it. The first use downloads the encoder here, once.
+# texts' vectors from here, each encoded once, instead of encoding them in every fold; where
+# `auto` chose another network (no encoder at hand) the file holds none and says why.
 rule encode_texts:
     input:
         index="results/{dataset}/tensors/index.parquet",
         shards=get_trainval_shards,
+        network=get_network_if_decided,
     output:
         vectors="results/{dataset}/nn/vectors.npz",
     log:
@@ -40,6 +67,7 @@ rule train_fold:
         metric="results/{dataset}/intake/metric.json",
         features=get_features_index_if_extracted,
         vectors=get_text_vectors_if_encoded,
+        network=get_network_if_decided,
     output:
         model="results/{dataset}/nn/fold-{fold}/model.keras",
         card="results/{dataset}/nn/fold-{fold}/model.json",

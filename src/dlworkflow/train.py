@@ -103,19 +103,48 @@ def architecture_for(modality: Any, task: str, settings: Mapping[str, Any],
     """`train.architecture` and why: a named one as configured, or with `auto` the
     modality's choice (its first network for the task, or a pretrained one when the
     modality prefers transfer and the weights are at hand), or the choice made once for
-    every fold and the final model (`decided`: a network and why, rule encode_texts')."""
+    every fold and the final model (`decided`: a network and why, rule choose_network's)."""
     available = modality.networks.get(task, ())
     name = settings.get("architecture", "auto")
     if name == "auto":
         if not available:
             raise ConfigError(f"no network is registered for {modality.name} {task}")
         if decided is not None and decided[0] in available:
-            return decided[0], f"{decided[1]}; decided once for every fold and the final model"
+            return decided[0], f"{decided[1]} (decided once for every fold and the final model)"
         return modality.auto_network(task, settings, input_shape)
     if name not in available:
         raise ConfigError(f"train.architecture: {name!r} does not fit {modality.name} {task}; "
                           f"choose one of: auto, {', '.join(available)}")
     return name, "train.architecture names it"
+
+
+def choose_network(ctx: RunContext, out: str | Path) -> tuple[str, str]:
+    """Rule choose_network: the network `train.architecture: auto` takes for the dataset,
+    and why, decided once for every fold and the final model where the choice depends on
+    what this machine has (pretrained weights at hand, in Keras' cache or downloadable): a
+    first use downloads them here, once, not in folds side by side, and a download that
+    fails or weights that turn up halfway through a run cannot give the folds different
+    networks. Writes {"architecture", "reason"} as JSON."""
+    shapes = json.loads(Path(ctx.input("stats")).read_text()).get("shapes") or []
+    shape = tuple(json.loads(shapes[0])) if len(shapes) == 1 else ()  # one item shape, or ()
+    architecture, reason = architecture_for(ctx.modality, ctx.task.name, ctx.section("train"),
+                                            shape)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"architecture": architecture, "reason": reason},
+                                    indent=2) + "\n")
+    log.info("the network is %s (%s)", architecture, reason)
+    return architecture, reason
+
+
+def decided_network(ctx: RunContext) -> tuple[str, str] | None:
+    """The network rule choose_network decided on for the dataset and why (its input
+    `network`), or None where the folds decide themselves (no input: a named architecture,
+    or a modality whose `auto` does not depend on the machine)."""
+    paths = ctx.paths("network")
+    if not paths:
+        return None
+    choice = json.loads(Path(paths[0]).read_text())
+    return choice["architecture"], choice["reason"]
 
 
 
@@ -816,12 +845,9 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     strategy, replicas = distribution(settings)
     batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
     data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed)
-    from dlworkflow.models.text_encoder import decided_network
-
-    vectors = ctx.paths("vectors")  # with `auto`, rule encode_texts chose the network once
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
                                             tuple(data.valid["x"].shape[1:]),
-                                            decided_network(vectors[0]) if vectors else None)
+                                            decided_network(ctx))
     log.info("network %s: %s", architecture, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
@@ -935,15 +961,17 @@ def encode_trainval(ctx: RunContext, out: str | Path) -> int:
     for the folds and the final model of a network on a pretrained sentence encoder
     (text_transfer), which would otherwise encode the same texts in each of them; or, when
     the network is another one (`auto` without an encoder at hand), no vectors and the
-    reason. The first use downloads the encoder here, once. Returns the texts encoded."""
+    reason. With `auto` it follows rule choose_network's decision (which downloads the
+    encoder on first use); a named text_transfer loads the encoder here. Returns the texts
+    encoded."""
     from dlworkflow.models.text_encoder import encoder_identity, required_encoder, save_vectors
     from dlworkflow.shardfile import load_shard
 
     settings = ctx.section("train")
-    architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings)
+    architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings, (),
+                                            decided_network(ctx))
     if architecture != "text_transfer":
-        save_vectors(out, [], np.zeros((0, 0)), "", f"the network is {architecture} ({reason})",
-                     (architecture, reason))
+        save_vectors(out, [], np.zeros((0, 0)), "", f"the network is {architecture} ({reason})")
         log.info("no sentence vectors: the network is %s (%s)", architecture, reason)
         return 0
     log.info("the network is %s (%s)", architecture, reason)  # a first download says from where
@@ -962,7 +990,7 @@ def encode_trainval(ctx: RunContext, out: str | Path) -> int:
     seconds = time.perf_counter() - started
     note = (f"{len(unique)} texts of {sum(map(len, texts))} trainval rows encoded by {why} "
             f"in {seconds:.0f} s")
-    save_vectors(out, unique, vectors, encoder_identity(folder), note, (architecture, reason))
+    save_vectors(out, unique, vectors, encoder_identity(folder), note)
     log.info("%s", note)
     return len(unique)
 

@@ -116,12 +116,12 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="train",
-        rules=("encode_texts", "train_fold", "nn_summary"),
+        rules=("choose_network", "encode_texts", "train_fold", "nn_summary"),
         outputs=("results/{dataset}/nn/oof.parquet",),
         metrics=("results/{dataset}/nn/headline.json",),
         params=("seed", "train", "augment", "split", "tensors", "features", "datasets.{dataset}"),
-        code=("rules/train.smk", "scripts/encode_texts.py", "scripts/train_fold.py",
-              "scripts/nn_summary.py"),
+        code=("rules/train.smk", "scripts/choose_network.py", "scripts/encode_texts.py",
+              "scripts/train_fold.py", "scripts/nn_summary.py"),
         after=("intake", "tensors", "features", "baseline"),
         dvc_outs=("results/{dataset}/nn",),
     ),
@@ -265,11 +265,22 @@ GPUS_ENV = "DLWORKFLOW_GPUS"
 def encodes_texts(name: str, params: Mapping[str, Any]) -> bool:
     """Whether the dataset's sentence vectors are encoded once before its folds (rule
     encode_texts): its modality says so for its task and train section."""
+    return _modality_says("encodes_once", name, params)
+
+
+def decides_network(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether `auto`'s network for the dataset is chosen once before its folds (rule
+    choose_network), because the choice depends on the weights this machine has: its
+    modality says so for its task and train section."""
+    return _modality_says("decides_once", name, params)
+
+
+def _modality_says(hook: str, name: str, params: Mapping[str, Any]) -> bool:
     from dlworkflow.config import dataset_section
     from dlworkflow.modalities import get_modality_class
 
     dataset = params["datasets"][name]
-    return get_modality_class(dataset["modality"]).encodes_once(
+    return getattr(get_modality_class(dataset["modality"]), hook)(
         dataset["task"], dataset_section(params, name, "train"))
 
 

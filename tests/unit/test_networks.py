@@ -143,6 +143,48 @@ def test_imagenet_weights_count_when_cached_or_downloadable(tmp_path, monkeypatc
                                                              "train.transfer.weights is none")
 
 
+def test_auto_chooses_the_image_network_once_and_downloads_there(tmp_path, monkeypatch):
+    """Rule choose_network tries ImageNet's download once, for images of 64 px or more, and
+    records the choice; the folds and the final model, given it, do not try again, and
+    weights that turn up meanwhile do not change their network. Smaller images never try."""
+    from dlworkflow.modalities.image import ImageModality
+    from dlworkflow.models.extractors import get_extractor
+    from dlworkflow.train import architecture_for, choose_network, decided_network
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    tried = []
+    monkeypatch.setattr("dlworkflow.models.extractors.can_download",
+                        lambda *args, **kwargs: tried.append(args) or False)
+    settings = {"architecture": "auto", "transfer": {"backbone": "mobilenet_v3_small",
+                                                     "weights": "imagenet"}}
+    choices = {}
+    for side in (64, 32):
+        folder = tmp_path / f"side{side}"
+        folder.mkdir()
+        (folder / "stats.json").write_text(json.dumps({"shapes": [f"[{side}, {side}, 3]"]}))
+        ctx = fold_context(dataset("image"), folder, {"train": settings})
+        choices[side] = choose_network(ctx, folder / "network.json")
+        assert json.loads((folder / "network.json").read_text()) == dict(zip(
+            ("architecture", "reason"), choices[side], strict=True))
+    assert len(tried) == 1  # the 32-px images did not try
+    assert choices[64][0] == "image_wide_cnn" and "neither in Keras' cache" in choices[64][1]
+    assert choices[32][0] == "image_wide_cnn" and "32-pixel images" in choices[32][1]
+    cached = tmp_path / "keras" / "models" / get_extractor("mobilenet_v3_small").imagenet_file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")  # the weights turn up: a fold deciding now would transfer
+    modality = ImageModality({"kind": "folders"})
+    assert architecture_for(modality, "classification", settings, (64, 64, 3))[0] == \
+        "image_transfer"
+    fold = fold_context(dataset("image"), tmp_path / "side64", {"train": settings})
+    fold = fold.with_values(inputs={**fold.inputs,
+                                    "network": str(tmp_path / "side64" / "network.json")})
+    assert architecture_for(modality, "classification", settings, (64, 64, 3),
+                            decided_network(fold)) == (
+        "image_wide_cnn", f"{choices[64][1]} (decided once for every fold and the final model)")
+    assert decided_network(fold_context(dataset("image"), tmp_path, {})) is None
+    assert len(tried) == 1
+
+
 def test_same_seed_gives_the_same_network_metrics(image_shards, tmp_path):
     first, _ = _train(image_shards, dataset("image"), tmp_path, "image_cnn", fold=1, name="a")
     second, _ = _train(image_shards, dataset("image"), tmp_path, "image_cnn", fold=1, name="b")

@@ -407,16 +407,16 @@ def test_text_transfer_without_an_encoder_is_a_config_error(tmp_path):
                epochs=1, transfer={**QUICK["transfer"], "text_weights": "none"})
 
 
-def _fold_with(shards, tmp_path, name, settings, vectors=None):
+def _fold_with(shards, tmp_path, name, settings, vectors=None, network=None):
     from dlworkflow.train import train_fold
     from tests.helpers.shards import fold_context
 
     out = tmp_path / name / "fold-0"
     ctx = fold_context(dataset("text", layout="delimited"), shards,
                        {"train": settings, "augment": {}}, out)
-    if vectors is not None:
-        ctx = ctx.with_values(inputs={**ctx.inputs, "vectors": str(vectors)})
-    return train_fold(ctx, 0), out
+    inputs = {"vectors": vectors, "network": network}
+    return train_fold(ctx.with_values(inputs={
+        **ctx.inputs, **{k: str(v) for k, v in inputs.items() if v is not None}}), 0), out
 
 
 @pytest.mark.seconds(30)
@@ -483,68 +483,75 @@ def test_the_trainval_texts_are_encoded_once_for_all_folds(sms_encoder, tmp_path
 
 
 @pytest.mark.seconds(20)
-def test_auto_decides_the_network_once_where_the_texts_are_encoded(sms_encoder, tmp_path,
-                                                                     monkeypatch):
-    """With `auto`, rule encode_texts chooses the network for every fold and the final model:
-    an encoder that turns up after it does not give a fold another network, and a fold does
-    not look for (or download) the encoder again. A file without a decision (one written
-    before there were decisions) leaves the choice to the fold."""
+def test_auto_decides_the_text_network_once_for_every_fold(sms_encoder, tmp_path, monkeypatch):
+    """With `auto`, rule choose_network chooses the network for encode_texts, every fold and
+    the final model: an encoder that turns up after it does not give a fold (or the
+    vectors) another network, and neither looks for (or downloads) the encoder again."""
     import shutil
 
     from dlworkflow.modalities.text import TextModality
-    from dlworkflow.models.text_encoder import decided_network, save_vectors
-    from dlworkflow.train import architecture_for, encode_trainval
+    from dlworkflow.models.text_encoder import load_vectors
+    from dlworkflow.train import architecture_for, choose_network, encode_trainval
     from tests.helpers.shards import fold_context, write_metric, write_shards
 
     texts, labels, folds = sms_texts(200)
     shards = write_shards(tmp_path / "sms", texts, labels, folds)
     write_metric(shards, "classification", labels)
-    later = tmp_path / "later"  # the encoder's folder, empty when the texts are encoded
+    (shards / "stats.json").write_text(json.dumps({"shapes": ["[]"]}))
+    later = tmp_path / "later"  # the encoder's folder, empty when the network is chosen
     settings = {**QUICK, "architecture": "auto", "epochs": 1,
                 "transfer": {**QUICK["transfer"], "text_weights": str(later)}}
     ctx = fold_context(dataset("text", layout="delimited"), shards, {"train": settings})
-    ctx = ctx.with_values(inputs={**ctx.inputs,
-                                  "shards": sorted(map(str, shards.glob("trainval-*.npz")))})
-    path = tmp_path / "vectors.npz"
-    assert encode_trainval(ctx, path) == 0
-    name, why = decided_network(path)
+    network = tmp_path / "nn" / "network.json"
+    name, why = choose_network(ctx, network)
     assert name == "text_wide_cnn" and f"the folder {later}" in why and "from scratch" in why
+    assert json.loads(network.read_text()) == {"architecture": name, "reason": why}
 
     shutil.copytree(sms_encoder[0], later)  # the encoder turns up before the folds run
     modality = TextModality({"kind": "delimited"})
     assert architecture_for(modality, "classification", settings)[0] == "text_transfer"
 
     def looked(*args, **kwargs):
-        raise AssertionError("a fold looked for the text encoder")
+        raise AssertionError("the text encoder was looked for again")
 
     monkeypatch.setattr(text_encoder, "encoder_weights", looked)
-    _, out = _fold_with(shards, tmp_path, "fold", settings, path)
+    decided = {**ctx.inputs, "network": str(network),
+               "shards": sorted(map(str, shards.glob("trainval-*.npz")))}
+    vectors = tmp_path / "vectors.npz"
+    assert encode_trainval(ctx.with_values(inputs=decided), vectors) == 0
+    assert f"the network is text_wide_cnn ({why}" in load_vectors(vectors, later)[1]
+    _, out = _fold_with(shards, tmp_path, "fold", settings, vectors, network)
     card = json.loads((out / "model.json").read_text())
     assert card["architecture"] == "text_wide_cnn" == next(iter(json.loads(
         (out / "metrics.json").read_text())["models"]))
-    assert card["architecture_reason"] == (f"{why}; decided once for every fold and the final "
-                                           "model")
+    assert card["architecture_reason"] == (f"{why} (decided once for every fold and the "
+                                           "final model)")
     named = {**settings, "architecture": "text_cnn"}  # a named network is as configured
     assert architecture_for(modality, "classification", named, (), (name, why))[0] == "text_cnn"
-
-    undecided = tmp_path / "undecided.npz"
-    save_vectors(undecided, [], np.zeros((0, 0)), "", "written before decisions")
-    assert decided_network(undecided) is None and decided_network(tmp_path / "no.npz") is None
-    with pytest.raises(AssertionError, match="looked for the text encoder"):
-        architecture_for(modality, "classification", settings, (), decided_network(undecided))
+    with pytest.raises(AssertionError, match="looked for again"):  # without a decision
+        architecture_for(modality, "classification", settings)
 
 
-def test_the_workflow_encodes_texts_once_only_where_text_transfer_may_run():
-    from dlworkflow.workflow import encodes_texts
+def test_the_workflow_encodes_texts_and_decides_once_only_where_a_pretrained_net_may_run():
+    """encode_texts where text_transfer may run; choose_network where `auto` may take a
+    pretrained network (text_transfer, image_transfer), not for a named one or elsewhere."""
+    from dlworkflow.workflow import decides_network, encodes_texts
 
     def params(modality="text", task="classification", **train):
         return {"datasets": {"d": {"modality": modality, "task": task}},
                 "train": {"architecture": "auto", "transfer": {"text_weights": "download"},
                           **train}}
 
-    assert encodes_texts("d", params())
+    assert encodes_texts("d", params()) and decides_network("d", params())
     assert encodes_texts("d", params(architecture="text_transfer"))
-    assert not encodes_texts("d", params(architecture="text_wide_cnn"))
-    assert not encodes_texts("d", params(transfer={"text_weights": "none"}))
-    assert not encodes_texts("d", params(task="regression"))
+    assert not decides_network("d", params(architecture="text_transfer"))
+    for other in (params(architecture="text_wide_cnn"),
+                  params(transfer={"text_weights": "none"}), params(task="regression"),
+                  params(modality="image", transfer={"weights": "none"}),
+                  params(modality="image", architecture="image_cnn"),
+                  params(modality="audio"), params(modality="timeseries"),
+                  params(modality="timeseries", task="forecasting")):
+        assert not encodes_texts("d", other) and not decides_network("d", other), other
     assert not encodes_texts("d", params(modality="image"))
+    assert decides_network("d", params(modality="image"))  # ImageNet weights, if downloadable
+    assert decides_network("d", params(modality="image", task="regression"))

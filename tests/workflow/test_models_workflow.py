@@ -104,7 +104,7 @@ def test_data_steps_start_first_then_final_steps_then_folds_in_params_order(demo
         ["--forceall"], ["--forcerun", "tensorize_shard", "tensorize_test_shard"]))
     jobs = every + after
     prepare = {"demo_data", "intake", "choose_metric", "split", "tensor_plan",
-               "tensorize_shard", "tensors_index", "encode_texts"}
+               "tensorize_shard", "tensors_index", "choose_network", "encode_texts"}
     final = {"baseline_summary", "nn_summary", "final_train", "final_baseline",
              "tensorize_test_shard", "final_test", "final_latency", "final_report"}
     folds = {"train_fold", "baseline_fold"}

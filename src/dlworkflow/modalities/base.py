@@ -171,6 +171,13 @@ class Modality(ABC):
         return self.networks[task][0], f"auto: the default {self.name} network for {task}"
 
     @classmethod
+    def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """Whether `train.architecture: auto`'s choice for `task` depends on what the machine
+        has (pretrained weights at hand or downloadable), so that rule choose_network makes
+        it once for every fold and the final model; here it does not (the task's network)."""
+        return False
+
+    @classmethod
     def encodes_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
         """Whether the network `settings` (the train section) choose for `task` may run a
         frozen pretrained encoder whose outputs are computed once for the dataset before

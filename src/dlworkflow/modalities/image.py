@@ -173,6 +173,15 @@ class ImageModality(Modality):
             return "image_transfer", f"auto: transfer learning, {why}"
         return scratch, f"auto: trained from scratch, {why}"
 
+    @classmethod
+    def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """`auto` where it may take image_transfer: whether the backbone's weights are at
+        hand (ImageNet's downloaded on first use) and the images large enough."""
+        return (settings.get("architecture", "auto") == "auto"
+                and "image_transfer" in cls.networks.get(task, ())
+                and (settings.get("transfer") or {}).get("weights", "imagenet")
+                not in (None, "none"))
+
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """Pixels averaged down to `baseline.image.pixels` on the longer side, scaled to [0, 1]."""
         x = np.asarray(x, dtype=np.float32)

@@ -93,6 +93,12 @@ class TextModality(Modality):
         return scratch, f"auto: trained from scratch, {why}"
 
     @classmethod
+    def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """`auto` where it may take text_transfer: whether the encoder is at hand."""
+        return settings.get("architecture", "auto") == "auto" and cls.encodes_once(task,
+                                                                                  settings)
+
+    @classmethod
     def encodes_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
         """text_transfer's sentence vectors, when `auto` may choose it or it is named and a
         pretrained encoder is not refused (`train.transfer.text_weights: none`)."""

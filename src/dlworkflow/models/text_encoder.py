@@ -278,11 +278,10 @@ def encoder_identity(folder: Path) -> str:
 
 
 def save_vectors(path: str | Path, texts: Sequence[str], vectors: np.ndarray,
-                 identity: str, note: str, network: tuple[str, str] = ("", "")) -> None:
-    """The vectors of `texts` (each once) by the encoder `identity`, in words how they were
-    made or why there are none (`note`), and the network the folds and the final model train
-    and why (`network`, decided once: `decided_network`), as one .npz with the same bytes for
-    the same values."""
+                 identity: str, note: str) -> None:
+    """The vectors of `texts` (each once) by the encoder `identity`, and in words how they
+    were made or why there are none (`note`), as one .npz with the same bytes for the same
+    values."""
     from dlworkflow.shardfile import save_shard
 
     texts = np.asarray(list(texts), dtype=str)
@@ -290,22 +289,7 @@ def save_vectors(path: str | Path, texts: Sequence[str], vectors: np.ndarray,
                       "vectors": np.asarray(vectors, dtype=np.float32).reshape(len(texts),
                                                                                -1 if len(texts)
                                                                                else 0),
-                      "identity": np.asarray(identity), "note": np.asarray(note),
-                      "network": np.asarray(network[0]), "reason": np.asarray(network[1])})
-
-
-def decided_network(path: str | Path | None) -> tuple[str, str] | None:
-    """The network `save_vectors`' file says the folds and the final model train, and why;
-    None without a file or a decision in it. With `train.architecture: auto` the choice is
-    made once, where the texts are encoded: a fold does not look for (or download) the
-    encoder again, so an encoder that turns up or goes away meanwhile cannot give the folds
-    different networks."""
-    if not path or not Path(path).is_file():
-        return None
-    with np.load(path, allow_pickle=False) as saved:
-        if "network" not in saved.files or not str(saved["network"]):
-            return None
-        return str(saved["network"]), str(saved["reason"])
+                      "identity": np.asarray(identity), "note": np.asarray(note)})
 
 
 def load_vectors(path: str | Path | None,
