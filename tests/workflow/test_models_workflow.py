@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow.conftest import QUICK_FOLDS, run
+from tests.workflow.conftest import QUICK_FOLDS, README, run
 
 pytestmark = pytest.mark.workflow
 DATASETS = ("digits", "fsdd", "sms_spam", "co2")
@@ -66,6 +66,26 @@ def test_training_jobs_take_a_gpu_slot_only_with_a_gpu_and_read_no_test_shard(de
     jobs = _training_jobs(on_cpu.stdout)
     assert len(jobs) == folds and all("gpu=0" in job and "threads:" not in job
                                       for job in jobs), jobs[0]
+
+
+def test_the_network_is_chosen_again_only_for_images_and_texts_as_the_readme_says(
+        demo_project):
+    """The README's way to choose `auto`'s network again (weights installed since): forcing
+    rule choose_network, a local rule that exists for the image and text sets only, reruns
+    their folds and final models and nothing of the audio and forecasting sets."""
+    command = re.search(r"`(snakemake [^`]*--forcerun choose_network)`", README)
+    assert command, "the README no longer says how to choose the network again"
+    dry = run([*command.group(1).split(), "-n"], demo_project)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "localrule choose_network:" in dry.stdout
+    jobs = _dry_jobs(dry.stdout)
+    by_rule = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], set()).add(job["dataset"])
+    assert by_rule["choose_network"] == {"digits", "sms_spam"}
+    assert by_rule["train_fold"] == by_rule["final_train"] == {"digits", "sms_spam"}
+    assert by_rule["encode_texts"] == {"sms_spam"}
+    assert not {job["dataset"] for job in jobs} & {"fsdd", "co2"}
 
 
 def test_predict_cli_reads_raw_files_with_a_fold_model(demo_project):
