@@ -381,8 +381,8 @@ class WordPieceTokenizer(keras.layers.Layer):
         import tensorflow as tf
 
         ids = tf.py_function(self._ids, [tf.reshape(texts, [-1])], tf.int32)
-        ids.set_shape([None, None])
-        return ids
+        # an op, not set_shape: the graph optimiser's shape inference sees the rank too
+        return tf.ensure_shape(ids, [None, None])
 
     def compute_output_spec(self, texts):
         return keras.KerasTensor((texts.shape[0], None), dtype="int32")
