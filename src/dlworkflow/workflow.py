@@ -270,9 +270,12 @@ def encodes_texts(name: str, params: Mapping[str, Any]) -> bool:
 
 def decides_network(name: str, params: Mapping[str, Any]) -> bool:
     """Whether `auto`'s network for the dataset is chosen once before its folds (rule
-    choose_network), because the choice depends on the weights this machine has: its
-    modality says so for its task and train section."""
-    return _modality_says("decides_once", name, params)
+    choose_network), because the choice depends on the weights this machine has: under
+    `train.architecture: auto`, where its modality says so for its task and train section."""
+    from dlworkflow.config import dataset_section
+
+    return (dataset_section(params, name, "train").get("architecture", "auto") == "auto"
+            and _modality_says("decides_once", name, params))
 
 
 def _modality_says(hook: str, name: str, params: Mapping[str, Any]) -> bool:

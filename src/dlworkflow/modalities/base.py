@@ -174,7 +174,8 @@ class Modality(ABC):
     def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
         """Whether `train.architecture: auto`'s choice for `task` depends on what the machine
         has (pretrained weights at hand or downloadable), so that rule choose_network makes
-        it once for every fold and the final model; here it does not (the task's network)."""
+        it once for every fold and the final model (asked under `auto` only: a named network
+        is as configured); here it does not (the task's network)."""
         return False
 
     @classmethod

@@ -166,21 +166,19 @@ class ImageModality(Modality):
             return scratch, (f"auto: trained from scratch, {side}-pixel images are below "
                              f"the {self.TRANSFER_MIN_SIDE} pixels a pretrained backbone "
                              "needs (it downsamples by 32)")
-        transfer = settings.get("transfer") or {}
-        found, why = pretrained_weights(transfer.get("backbone", "mobilenet_v3_small"),
-                                        transfer.get("weights", "imagenet"))
+        found, why = pretrained_weights(
+            (settings.get("transfer") or {}).get("backbone", "mobilenet_v3_small"),
+            backbone_weights(settings))
         if found:
             return "image_transfer", f"auto: transfer learning, {why}"
         return scratch, f"auto: trained from scratch, {why}"
 
     @classmethod
     def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
-        """`auto` where it may take image_transfer: whether the backbone's weights are at
-        hand (ImageNet's downloaded on first use) and the images large enough."""
-        return (settings.get("architecture", "auto") == "auto"
-                and "image_transfer" in cls.networks.get(task, ())
-                and (settings.get("transfer") or {}).get("weights", "imagenet")
-                not in (None, "none"))
+        """Where `auto` may take image_transfer: whether the backbone's weights are at hand
+        (ImageNet's downloaded on first use) and the images large enough."""
+        return ("image_transfer" in cls.networks.get(task, ())
+                and backbone_weights(settings) not in (None, "none"))
 
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """Pixels averaged down to `baseline.image.pixels` on the longer side, scaled to [0, 1]."""
@@ -212,3 +210,8 @@ class ImageModality(Modality):
 
     # no per-fold preprocessing: the networks scale pixels to [0, 1] themselves (after the
     # augmentation, which works on 0-255), and a pretrained backbone takes 0-255
+
+
+def backbone_weights(settings: Mapping[str, Any]) -> str | None:
+    """`train.transfer.weights` of a train section (`imagenet` when unset)."""
+    return (settings.get("transfer") or {}).get("weights", "imagenet")

@@ -94,9 +94,8 @@ class TextModality(Modality):
 
     @classmethod
     def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
-        """`auto` where it may take text_transfer: whether the encoder is at hand."""
-        return settings.get("architecture", "auto") == "auto" and cls.encodes_once(task,
-                                                                                  settings)
+        """Where `auto` may take text_transfer: whether the encoder is at hand."""
+        return cls.encodes_once(task, settings)
 
     @classmethod
     def encodes_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
