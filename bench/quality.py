@@ -128,23 +128,32 @@ FASHION_CLASSES = ("t_shirt_top", "trouser", "pullover", "dress", "coat", "sanda
                    "sneaker", "bag", "ankle_boot")
 
 
-def prepare_fashion(root: Path) -> dict:
-    """A photo set nobody tuned for, the size of a user's first one: the first 206 images of
-    each class of Fashion-MNIST's training file (2,060, like a hand-sign set of 10 classes) as
-    grayscale PNGs, one folder per class, with the shipped image settings (64x64 RGB) and
-    the workflow's own test split. Needs `apt-get install dataset-fashion-mnist`."""
+def fashion_arrays(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `per_class` images (28x28 uint8) of each class of Fashion-MNIST's training
+    file and their labels (0-9), class after class."""
     import gzip
-
-    from PIL import Image
 
     with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as handle:
         images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as handle:
         labels = np.frombuffer(handle.read(), np.uint8, offset=8)
-    for label, name in enumerate(FASHION_CLASSES):
+    keep = np.concatenate([np.flatnonzero(labels == label)[:per_class]
+                           for label in range(len(FASHION_CLASSES))])
+    return images[keep], labels[keep]
+
+
+def prepare_fashion(root: Path) -> dict:
+    """A photo set nobody tuned for, the size of a user's first one: the first 206 images of
+    each class of Fashion-MNIST's training file (2,060, like a hand-sign set of 10 classes) as
+    grayscale PNGs, one folder per class, with the shipped image settings (64x64 RGB) and
+    the workflow's own test split. Needs `apt-get install dataset-fashion-mnist`."""
+    from PIL import Image
+
+    images, labels = fashion_arrays(206)
+    for name in FASHION_CLASSES:
         (root / name).mkdir()
-        for rank, index in enumerate(np.flatnonzero(labels == label)[:206]):
-            Image.fromarray(images[index]).save(root / name / f"{rank:03d}.png")
+    for rank, (image, label) in enumerate(zip(images, labels, strict=True)):
+        Image.fromarray(image).save(root / FASHION_CLASSES[label] / f"{rank % 206:03d}.png")
     return {"modality": "image", "task": "classification", "layout": {"kind": "folders"}}
 
 

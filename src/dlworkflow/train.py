@@ -745,6 +745,7 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     """Fit the transfer head on the fold's cached embeddings (fast: the backbone ran once in
     the features step), then build the full model: the same frozen backbone with that head,
     so the saved model still takes images."""
+    from dlworkflow.models.extractors import BACKBONE_SIDE, DEFAULT_BACKBONE
     from dlworkflow.models.networks import build_network, embedding_head
 
     settings = ctx.section("train")
@@ -758,8 +759,9 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
                                      embedded.train_rows, embedded.classes)
     history = _fit(head, embedded, settings, run, "train",
                    float(settings.get("learning_rate", 1e-3)), weights)
-    transfer = {"backbone": features.get("extractor") or "mobilenet_v3_small",
-                "weights": features.get("weights", "imagenet")}
+    transfer = {"backbone": features.get("extractor") or DEFAULT_BACKBONE,
+                "weights": features.get("weights", "imagenet"),
+                "side": features.get("side", BACKBONE_SIDE)}  # the size the embeddings saw
     full = build_network("image_transfer", replace(spec, settings={**spec.settings,
                                                                    "transfer": transfer},
                                                    extra={**spec.extra, "head": head}))

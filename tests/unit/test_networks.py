@@ -213,6 +213,45 @@ def test_transfer_learning_with_self_made_backbone_weights(image_shards, tmp_pat
     assert np.allclose(loaded.weights[0].numpy(), backbone.weights[0].numpy())
 
 
+def test_image_transfer_enlarges_small_images_to_the_side_asked_for(tmp_path):
+    """With train.transfer.side 224, 64-px photos reach the backbone at 224 px, after the
+    augmentation and inside the network, with the pixels the features step gives the same
+    backbone at features.side 224; unset, only images below the backbone's 32 px are
+    enlarged, and larger images are never shrunk."""
+    import keras
+
+    from dlworkflow.models.extractors import as_rgb_batch, build_extractor
+    from dlworkflow.models.networks import NetworkSpec, build_network, find_backbone
+    from dlworkflow.tasks import get_task
+
+    backbone = build_extractor("mobilenet_v3_small", (32, 32, 3), "none")
+    weights = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(weights)
+
+    def built(shape, **side):
+        transfer = {"backbone": "mobilenet_v3_small", "weights": str(weights), **side}
+        spec = NetworkSpec(task=get_task("classification"), input_shape=shape,
+                           input_dtype="uint8", outputs=10, settings={"transfer": transfer},
+                           seed=1)
+        return build_network("image_transfer", spec)
+
+    model = built((64, 64, 3), side=224)
+    inner = find_backbone(model)
+    assert inner.input_shape == (None, 224, 224, 3)
+    assert find_backbone(built((64, 64, 3))).input_shape == (None, 64, 64, 3)
+    assert find_backbone(built((16, 24, 1))).input_shape == (None, 32, 48, 3)
+    assert find_backbone(built((48, 96, 1), side=96)).input_shape == (None, 96, 192, 3)
+    assert find_backbone(built((256, 300, 3), side=224)).input_shape == (None, 256, 300, 3)
+    x, _, _ = digits_images(6, size=64)  # real digits as 64-px RGB
+    x = np.repeat(x, 3, axis=-1)
+    resize = next(layer for layer in model.layers
+                  if isinstance(layer, keras.layers.Resizing))
+    seen = keras.Model(model.inputs, resize.output).predict(x, verbose=0)
+    step = as_rgb_batch(x, "mobilenet_v3_small", 224)  # what the features step gives it
+    assert seen.shape == step.shape == (6, 224, 224, 3)
+    np.testing.assert_allclose(seen, step, atol=1e-3)
+
+
 @pytest.mark.parametrize("architecture", ["audio_dscnn", "audio_cnn"])
 def test_audio_networks_on_fsdd_spectrograms(tmp_path, architecture):
     x, labels, folds, _, _ = fsdd_spectrograms(60)

@@ -44,17 +44,20 @@ def test_extracted_features_equal_the_trained_backbones_output(demo_project, tra
     path, backbone = trained_weights
     shard = demo_project / "results" / "digits" / "tensors" / "trainval-00000.npz"
     out = tmp_path / "features.npz"
-    count = extractors.extract_shard(str(shard), "mobilenet_v3_small", str(path), 32, str(out))
+    count = extractors.extract_shard(str(shard), "mobilenet_v3_small", str(path), 32, str(out),
+                                     side=48)
     features = load_shard(out)
     assert count == len(load_shard(shard)["ids"]) == len(features["x"])
     assert features["x"].shape[1] == backbone.output_shape[-1]
-    images = extractors.as_rgb_batch(load_shard(shard)["x"], 32)
+    images = extractors.as_rgb_batch(load_shard(shard)["x"], "mobilenet_v3_small", 48)
+    assert images.shape[1:] == (48, 48, 3)  # the 16-px digits enlarged to features.side
     same = extractors.build_extractor("mobilenet_v3_small", images.shape[1:], "none")
     same.load_weights(path)  # convolution weights do not depend on the input size
     direct = same.predict(images, verbose=0)
     np.testing.assert_allclose(features["x"], direct, rtol=1e-4, atol=1e-4)
     untrained = tmp_path / "random.npz"
-    extractors.extract_shard(str(shard), "mobilenet_v3_small", "none", 32, str(untrained))
+    extractors.extract_shard(str(shard), "mobilenet_v3_small", "none", 32, str(untrained),
+                             side=48)
     assert not np.allclose(load_shard(untrained)["x"], features["x"])
 
 
@@ -80,7 +83,7 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     params["datasets"] = {"digits": params["datasets"]["digits"], "fsdd": params["datasets"]["fsdd"],
                           "sms_spam": params["datasets"]["sms_spam"]}
     params["features"] = {"extractor": "mobilenet_v3_small", "weights": str(path),
-                          "batch_size": 32}
+                          "batch_size": 32, "side": 48}  # quick: below the 224 shipped
     params["datasets"]["digits"]["train"] = {"architecture": "image_transfer"}
     # MobileNetV3 takes 32 px at least (the shipped digits are 16 px)
     # (merged key by key into the demo entry's tensors: still grayscale)
@@ -115,6 +118,8 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     model = keras.saving.load_model(model_dir / "model.keras")
     trained = extractors.build_extractor("mobilenet_v3_small", (32, 32, 3), str(path))
     assert np.allclose(find_backbone(model).weights[0].numpy(), trained.weights[0].numpy())
+    # the backbone in front of the head sees the images at the size the embeddings were made
+    assert find_backbone(model).input_shape == (None, 48, 48, 3)
     dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", "--", *targets],
               project, env={"DLWORKFLOW_GPUS": "1"})
     assert "gpu=1" in dry.stdout

