@@ -103,7 +103,8 @@ def run(out: Path, folds: list[int], src: Path | None, cores: int, names: list[s
             shutil.rmtree(project / "src")
             shutil.copytree(src, project / "src", ignore=shutil.ignore_patterns("__pycache__"))
         params = yaml.safe_load((project / "params.yaml").read_text())
-        params.setdefault("train", {}).setdefault("transfer", {})["weights"] = weights
+        transfer = params.setdefault("train", {}).setdefault("transfer", {})
+        transfer.update(backbone="mobilenet_v3_small", weights=weights)  # what they were made for
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         targets = [f"results/fashion/{kind}/fold-{fold}/metrics.json"
                    for fold in folds for kind in ("nn", "baseline")]
