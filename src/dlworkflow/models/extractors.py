@@ -89,7 +89,7 @@ def get_extractor(name: str) -> Extractor:
 #: backbone's smallest side. Enlarging 64-px images to 224, the side ImageNet backbones learned
 #: at, lifted a linear probe of frozen ImageNet features on Fashion-MNIST from 0.82 to 0.87,
 #: but image_transfer (head and linear part trained on augmented images) by 0.003 in five
-#: folds, within their noise, at seven times the cost (docs/BENCHMARKS.md)
+#: folds, within their noise, at eight to nine times the time a fold took (docs/BENCHMARKS.md)
 BACKBONE_SIDE = 0
 
 
