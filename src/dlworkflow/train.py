@@ -834,7 +834,12 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
     following `schedule` (one learning rate per epoch) instead of early stopping."""
-    from dlworkflow.models.networks import build_network, encodes_text, frozen_linear_view
+    from dlworkflow.models.networks import (
+        build_network,
+        encodes_text,
+        frozen_linear_view,
+        series_steps_factor,
+    )
 
     settings = ctx.section("train")
     out.mkdir(parents=True, exist_ok=True)
@@ -850,6 +855,10 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
                                             tuple(data.valid["x"].shape[1:]),
                                             decided_network(ctx))
+    steps = int(data.valid["x"].shape[1]) if data.valid["x"].ndim == 3 else 0
+    if architecture == "series_fcn" and (factor := series_steps_factor(steps, settings)) > 1:
+        reason += (f"; its series of {steps} steps averaged down by {factor} to "
+                   f"{-(-steps // factor)} inside the network (train.series.network_steps)")
     log.info("network %s: %s", architecture, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "

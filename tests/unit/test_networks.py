@@ -532,6 +532,36 @@ def test_series_fcn_classifies_digit_rows_as_series(tmp_path):
     write_metric(folder, "classification", labels)
     _, out = _train(folder, dataset("timeseries", layout="wide_csv"), tmp_path, "series_fcn")
     _check_outputs(out, "series_fcn")
+    import keras
+
+    model = keras.saving.load_model(out / "model.keras")  # 64 steps: every one convolved
+    assert "average_down" not in [layer.name for layer in model.layers]
+    assert "averaged down" not in json.loads((out / "model.json").read_text())[
+        "architecture_reason"]
+
+
+def test_series_fcn_averages_a_long_series_down_before_its_convolutions(tmp_path):
+    """The same 64-step series with `train.series.network_steps: 20`: averaged down by 4 (the
+    smallest whole factor leaving at most 20) to 16 steps inside the saved model, whose
+    card says so; the first convolution sees the block means of the standardised series."""
+    import keras
+
+    x, labels, folds = digits_images(150, size=8)
+    series = x.reshape(len(x), 64, 1).astype(np.float32)
+    folder = write_shards(tmp_path / "series", series, labels, folds)
+    write_metric(folder, "classification", labels)
+    _, out = _train(folder, dataset("timeseries", layout="wide_csv"), tmp_path, "series_fcn",
+                    series={"network_steps": 20})
+    _check_outputs(out, "series_fcn")
+    card = json.loads((out / "model.json").read_text())
+    assert "series of 64 steps averaged down by 4 to 16" in card["architecture_reason"]
+    model = keras.saving.load_model(out / "model.keras")
+    pooled = keras.Model(model.inputs, model.get_layer("average_down").output)
+    before = keras.Model(model.inputs, model.get_layer("average_down").input)
+    sample = series[folds == 0][:5]
+    down, full = pooled.predict(sample, verbose=0), before.predict(sample, verbose=0)
+    assert down.shape == (5, 16, 2) and full.shape == (5, 64, 2)
+    assert np.allclose(down, full.reshape(5, 16, 4, 2).mean(axis=2), atol=1e-5)
 
 
 @pytest.mark.parametrize("architecture", ["forecast_cnn", "forecast_lstm"])

@@ -720,11 +720,25 @@ def text_transformer(spec: NetworkSpec):
     return keras.Model(inputs, _head(x, spec), name="text_transformer")
 
 
+def series_steps_factor(steps: int | None, settings: Mapping[str, Any]) -> int:
+    """By how much series_fcn averages a series of `steps` steps down: the smallest whole
+    factor that leaves at most `train.series.network_steps` (1 = every step; 0 or null
+    there = never). The convolutions' cost grows with the steps and their reach (14 steps)
+    does not, so on a long series a coarser grid costs less and lets them span more of it;
+    the baselines and the tensors keep every step."""
+    limit = int((settings.get("series") or {}).get("network_steps", 512) or 0)
+    if not steps or not limit or steps <= limit:
+        return 1
+    return -(-int(steps) // limit)
+
+
 @register("series_fcn")
 def series_fcn(spec: NetworkSpec):
     """Fully convolutional network for series classification (Wang et al. 2017): each series
     standardised on its own, three conv-BN-ReLU blocks (128, 256, 128 filters; widths 8, 5,
-    3) and global average pooling."""
+    3) and global average pooling. A series longer than `train.series.network_steps` is
+    averaged down by the smallest whole factor that brings it to at most that many steps
+    before the first convolution (`series_steps_factor`)."""
     import keras
 
     from dlworkflow.layers import SeriesStandardization
@@ -734,6 +748,9 @@ def series_fcn(spec: NetworkSpec):
     # each series standardised on its own (shape: the field's convention), beside the
     # fold-standardised values (level and scale, which a regression target may depend on)
     x = keras.layers.Concatenate()([SeriesStandardization()(x), x])
+    factor = series_steps_factor(spec.input_shape[0], spec.settings)
+    if factor > 1:  # a low-pass filter and decimation: a third of the cost for ACSF1's 1,460
+        x = keras.layers.AveragePooling1D(factor, padding="same", name="average_down")(x)
     for filters, width in ((128, 8), (256, 5), (128, 3)):
         scale = int(spec.settings.get("filters", 32)) / 32
         x = keras.layers.Conv1D(max(8, int(filters * scale)), width, padding="same",
