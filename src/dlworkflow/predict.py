@@ -26,24 +26,50 @@ __all__ = ["load_model", "predict", "raw_arrays"]
 
 def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, Any]:
     """Decode raw files (or, for a modality that takes inline text, strings that are not
-    existing files) as the shards do: {"x": stored arrays}."""
+    existing files) as the shards do: {"x": stored arrays, "names": what each row is (the
+    file, the text, or a .ts file's series id)}."""
     layout = card.get("layout") or {}
     modality = create_modality(card["modality"], {}, layout)
     # a string typed on the command line is text already: it goes in as UTF-8 bytes and is
     # read as such, whatever encoding the dataset's files have (`layout.encoding`)
     inline = create_modality(card["modality"], {}, {**layout, "encoding": "utf-8"})
-    arrays = []
+    arrays, names = [], []
     for number, value in enumerate(inputs):
         path = Path(value)
         if isinstance(value, Path) or (len(str(value)) < 4096 and path.is_file()):
-            data, name, reader = path.read_bytes(), str(path), modality
-        elif modality.inline_text:
-            data, name, reader = str(value).encode("utf-8"), f"text-{number}", inline
+            # a .ts file holds many series, each an item (as training read them); any other
+            # file (a one-series CSV too) is one item
+            found = (file_series(layout, path, ("ts",)) if path.suffix.lower() == ".ts"
+                     else [(str(path), path.read_bytes())])
+            read = [(name, name, data, modality) for name, data in found]
+        elif modality.inline_text:  # the table shows the text itself
+            read = [(str(value), f"text-{number}", str(value).encode("utf-8"), inline)]
         else:
             raise FileNotFoundError(f"{value}: no such file")
-        arrays.append(reader.tensorize(data, Item(name, name), card.get("tensors") or {}))
+        for shown, name, data, reader in read:
+            names.append(shown)
+            arrays.append(reader.tensorize(data, Item(name, name), card.get("tensors") or {}))
     batch = np.asarray(arrays, dtype=str) if isinstance(arrays[0], str) else np.stack(arrays)
-    return {"x": batch}
+    return {"x": batch, "names": names}
+
+
+def file_series(layout: dict[str, Any], path: Path, kinds: Sequence[str]
+                ) -> list[tuple[str, bytes]]:
+    """(name, raw bytes) of each item in one input file: every series in it, read as the
+    dataset's layout reads them, when the layout is one of `kinds` (a file of many series),
+    else the file itself. Labels and the held-out continuation (`test_file`) are not read:
+    a file to predict need not have them."""
+    from dlworkflow.layouts import LayoutContext, discover
+
+    if layout.get("kind") not in kinds:
+        return [(str(path), path.read_bytes())]
+    context = LayoutContext(path.parent, get_task("forecasting"), (path.suffix,))
+    file_layout = {k: v for k, v in layout.items() if k != "test_file"}
+    found = discover(path.parent, {**file_layout, "file": path.name, "files": [path.name]},
+                     context)
+    if found.rejected:
+        raise ValueError("; ".join(f"{r.path}: {r.reason}" for r in found.rejected))
+    return [(item.id, item.read_bytes()) for item in found.items]
 
 
 #: forecasting layouts whose one file holds many series
@@ -56,7 +82,6 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
     of the dataset's layout: one series per file, a long CSV of one or many series, a wide
     CSV or .tsf file of many), with missing values filled and a short past padded as the
     shards do it. Returns (series names, {"x", "x_future"})."""
-    from dlworkflow.layouts import LayoutContext, discover
     from dlworkflow.tensors import padded_past
 
     layout = dict(card.get("layout") or {})
@@ -72,18 +97,7 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
         path = Path(value)
         if not path.is_file():
             raise FileNotFoundError(f"{value}: no such file")
-        if layout.get("kind") in TABLE_LAYOUTS:
-            # a file of many series as the dataset's layout reads them (its test_file, the
-            # held-out continuation, is not part of a file to forecast from)
-            context = LayoutContext(path.parent, get_task("forecasting"), (path.suffix,))
-            file_layout = {k: v for k, v in layout.items() if k != "test_file"}
-            found = discover(path.parent, {**file_layout, "file": path.name}, context)
-            if found.rejected:
-                raise ValueError("; ".join(f"{r.path}: {r.reason}" for r in found.rejected))
-            series = [(item.id, item.read_bytes()) for item in found.items]
-        else:
-            series = [(str(path), path.read_bytes())]
-        for name, data in series:
+        for name, data in file_series(layout, path, TABLE_LAYOUTS):
             channels = modality.channels(data).to_numpy(dtype=np.float64)
             if not len(channels):
                 raise ValueError(f"{name}: no values to forecast from")
@@ -119,8 +133,10 @@ def predict(model_dir: str | Path, inputs: Sequence[str | Path]) -> pd.DataFrame
         for step in range(output.shape[1]):
             frame[f"step_{step + 1}"] = output[:, step]
         return frame
-    output = shipped.outputs(raw_arrays(shipped.card, inputs))
-    frame = pd.DataFrame({"input": [str(i) for i in inputs]})
+    arrays = raw_arrays(shipped.card, inputs)
+    names = arrays.pop("names")
+    output = shipped.outputs(arrays)
+    frame = pd.DataFrame({"input": names})
     for column, values in task.prediction_columns(np.asarray(output), shipped.card).items():
         frame[column] = values
     return frame

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlworkflow.items import Item
 from dlworkflow.models.networks import frozen_linear_view
 from dlworkflow.train import backup_dir, train_fold
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
 from tests.helpers.shards import (
     digits_images,
     fold_context,
@@ -973,3 +974,69 @@ def test_each_epochs_data_order_comes_from_its_number_alone(image_shards, monkey
         assert np.array_equal(got, want)
     if resample != "none":  # every class equally often in each epoch
         assert len(set(np.bincount(uninterrupted[0]).tolist())) == 1
+
+
+def test_predict_reads_every_series_of_a_ts_file_labelled_or_not(tmp_path):
+    """A series network trained on PickupGestureWiimoteZ (UCR, unequal lengths, resampled to
+    64 steps) with the `ts` layout: `predict` on the official test .ts file gives one row per
+    series, named by its id as training names them, with the probabilities the model gives
+    the same series decoded one by one; the file without its labels (`@classLabel false`)
+    gives the same rows, and a one-series CSV still is one item."""
+    import keras
+
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.predict import file_series, predict
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    for part in ("TRAIN", "TEST"):
+        (root / f"Pickup_{part}.ts").write_bytes(
+            (SHARED_DATA / "ucr" / f"PickupGestureWiimoteZ_{part}.ts").read_bytes())
+    layout, tensors = {"kind": "ts"}, {"length": 64}
+    modality = create_modality("timeseries", {}, layout)
+
+    def decoded(path):
+        names, arrays = [], []
+        for name, data in file_series(layout, path, ("ts",)):
+            names.append(name)
+            arrays.append(modality.tensorize(data, Item(name, name), tensors))
+        return names, np.stack(arrays)
+
+    _, x = decoded(root / "Pickup_TRAIN.ts")
+    text = (root / "Pickup_TRAIN.ts").read_text(encoding="latin-1")
+    labels = np.asarray([line.rsplit(":", 1)[1].strip()
+                         for line in text.split("@data")[1].split("\n") if line.strip()])
+    folds = np.arange(len(x)) % 5
+    folder = write_shards(tmp_path / "series", x, labels, folds)
+    write_metric(folder, "classification", labels)
+    _, out = _train(folder, dataset("timeseries", layout="ts"), tmp_path, "series_fcn")
+    card = json.loads((out / "model.json").read_text())
+    card["layout"], card["tensors"] = layout, tensors
+    (out / "model.json").write_text(json.dumps(card))
+
+    names, test = decoded(root / "Pickup_TEST.ts")
+    frame = predict(out, [root / "Pickup_TEST.ts"])
+    assert len(frame) == len(test) == 50
+    assert frame["input"].tolist() == names and names[0] == "Pickup_TEST-00001"
+    model = keras.saving.load_model(out / "model.keras")
+    expected = model.predict(test, verbose=0)
+    probabilities = frame[[f"p_{c}" for c in card["classes"]]].to_numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert frame["prediction"].astype(str).tolist() == [str(card["classes"][k])
+                                                        for k in expected.argmax(axis=1)]
+
+    lines = (root / "Pickup_TEST.ts").read_text(encoding="latin-1").split("\n")
+    unlabelled = [("@classLabel false" if line.startswith("@classLabel") else
+                   line.rsplit(":", 1)[0] if line and line[0] not in "#@" else line)
+                  for line in lines]
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "Pickup_TEST.ts").write_text("\n".join(unlabelled))
+    again = predict(out, [tmp_path / "new" / "Pickup_TEST.ts"])
+    pd.testing.assert_frame_equal(again, frame)
+
+    single = tmp_path / "one.csv"
+    single.write_bytes(file_series(layout, root / "Pickup_TEST.ts", ("ts",))[0][1])
+    one = predict(out, [single])
+    assert one["input"].tolist() == [str(single)]
+    np.testing.assert_allclose(one[[f"p_{c}" for c in card["classes"]]].to_numpy(),
+                               expected[:1], atol=1e-5)
