@@ -69,6 +69,8 @@ def file_series(layout: dict[str, Any], path: Path, kinds: Sequence[str]
                      context)
     if found.rejected:
         raise ValueError("; ".join(f"{r.path}: {r.reason}" for r in found.rejected))
+    if not found.items:
+        raise ValueError(f"{path}: no series in it to predict")
     return [(item.id, item.read_bytes()) for item in found.items]
 
 

@@ -1034,6 +1034,11 @@ def test_predict_reads_every_series_of_a_ts_file_labelled_or_not(tmp_path):
     again = predict(out, [tmp_path / "new" / "Pickup_TEST.ts"])
     pd.testing.assert_frame_equal(again, frame)
 
+    empty = tmp_path / "new" / "Empty_TEST.ts"
+    empty.write_text("\n".join(line for line in unlabelled if line.startswith("@")) + "\n")
+    with pytest.raises(ValueError, match="Empty_TEST.ts: no series in it"):
+        predict(out, [empty])
+
     single = tmp_path / "one.csv"
     single.write_bytes(file_series(layout, root / "Pickup_TEST.ts", ("ts",))[0][1])
     one = predict(out, [single])
