@@ -1036,7 +1036,7 @@ def test_predict_reads_every_series_of_a_ts_file_labelled_or_not(tmp_path):
 
     empty = tmp_path / "new" / "Empty_TEST.ts"
     empty.write_text("\n".join(line for line in unlabelled if line.startswith("@")) + "\n")
-    with pytest.raises(ValueError, match="Empty_TEST.ts: no series in it"):
+    with pytest.raises(ValueError, match=r"Empty_TEST\.ts: no series in it"):
         predict(out, [empty])
 
     single = tmp_path / "one.csv"
