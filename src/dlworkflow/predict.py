@@ -39,8 +39,7 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
         if isinstance(value, Path) or (len(str(value)) < 4096 and path.is_file()):
             # a .ts file holds many series, each an item (as training read them); any other
             # file (a one-series CSV too) is one item
-            found = (file_series(layout, path, ("ts",)) if path.suffix.lower() == ".ts"
-                     else [(str(path), path.read_bytes())])
+            found = file_series(layout, path, ("ts",) if path.suffix.lower() == ".ts" else ())
             read = [(name, name, data, modality) for name, data in found]
         elif modality.inline_text:  # the table shows the text itself
             read = [(str(value), f"text-{number}", str(value).encode("utf-8"), inline)]

@@ -838,7 +838,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         build_network,
         encodes_text,
         frozen_linear_view,
-        series_steps_factor,
+        series_steps_note,
     )
 
     settings = ctx.section("train")
@@ -855,10 +855,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
                                             tuple(data.valid["x"].shape[1:]),
                                             decided_network(ctx))
-    steps = int(data.valid["x"].shape[1]) if data.valid["x"].ndim == 3 else 0
-    if architecture == "series_fcn" and (factor := series_steps_factor(steps, settings)) > 1:
-        reason += (f"; its series of {steps} steps averaged down by {factor} to "
-                   f"{-(-steps // factor)} inside the network (train.series.network_steps)")
+    reason += series_steps_note(architecture, tuple(data.valid["x"].shape[1:]), settings)
     log.info("network %s: %s", architecture, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "

@@ -732,6 +732,20 @@ def series_steps_factor(steps: int | None, settings: Mapping[str, Any]) -> int:
     return -(-int(steps) // limit)
 
 
+def series_steps_note(architecture: str, input_shape: tuple[int, ...],
+                      settings: Mapping[str, Any]) -> str:
+    """For the card's reason: what the network does to a series' steps ("" when it keeps
+    every one)."""
+    if architecture != "series_fcn" or len(input_shape) != 2:
+        return ""
+    steps = int(input_shape[0])
+    factor = series_steps_factor(steps, settings)
+    if factor == 1:
+        return ""
+    return (f"; its series of {steps} steps averaged down by {factor} to {-(-steps // factor)} "
+            "inside the network (train.series.network_steps)")
+
+
 @register("series_fcn")
 def series_fcn(spec: NetworkSpec):
     """Fully convolutional network for series classification (Wang et al. 2017): each series
