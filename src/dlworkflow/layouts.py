@@ -52,6 +52,8 @@ class LayoutContext:
     task: Any  # the dataset's Task (dlworkflow.tasks): whether and how items are labelled
     extensions: tuple[str, ...]
     exclude: tuple[str, ...] = ()
+    # a file to predict (`dlworkflow predict`): its label and group columns may be missing
+    predicting: bool = False
 
     @property
     def labelled(self) -> bool:
@@ -394,10 +396,9 @@ def discover_long_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
     file = root / layout["file"]
     table = _read_table(file, "csv", "utf-8", key)
     exogenous = list(layout.get("exogenous", []))
+    side = _side_columns(layout, ctx)
     _require_columns(table, {"timestamp": layout["timestamp"], "target": layout["target"],
-                             "series_id": layout.get("series_id"),
-                             "label_column": layout.get("label_column"),
-                             "group_column": layout.get("group_column")}, key, file)
+                             "series_id": layout.get("series_id"), **side}, key, file)
     _require_columns(table, {f"exogenous[{i}]": c for i, c in enumerate(exogenous)}, key, file)
     keep = [layout["timestamp"], layout["target"], *exogenous]
     if layout.get("series_id"):
@@ -411,7 +412,7 @@ def discover_long_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
             if ctx.labelled:
                 label = ctx.task.parse_label(
                     _single_value(frame, layout.get("label_column"), "label"))
-            group = _single_value(frame, layout.get("group_column"), "group")
+            group = _single_value(frame, side["group_column"], "group")
         except BadInput as exc:
             found.reject(where, f"series {series_id!r}: {exc.reason}", exc.code, series_id)
             continue
@@ -419,6 +420,15 @@ def discover_long_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
         found.items.append(Item(id=series_id, path=where, label=label, group=group,
                                 payload=payload))
     return found
+
+
+def _side_columns(layout: Mapping[str, Any], ctx: LayoutContext) -> dict[str, str | None]:
+    """The label and group columns a table must have: the label only where the task has
+    labels, neither in a file to predict (which may still hold them; they are never values)."""
+    if ctx.predicting:
+        return {"label_column": None, "group_column": None}
+    return {"label_column": layout.get("label_column") if ctx.labelled else None,
+            "group_column": layout.get("group_column")}
 
 
 def _continuations(root: Path, layout: Mapping[str, Any], key: str,
@@ -455,11 +465,11 @@ def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
     found = Discovery()
     file = root / layout["file"]
     table = _read_table(file, "csv", "utf-8", key)
-    named = {"id_column": layout.get("id_column"),  # a forecasting file has no labels
-             "label_column": layout.get("label_column") if ctx.labelled else None,
-             "group_column": layout.get("group_column")}
+    named = {"id_column": layout.get("id_column"), **_side_columns(layout, ctx)}
     _require_columns(table, named, key, file)
-    values = layout.get("value_columns") or [c for c in table.columns if c not in named.values()]
+    # a label or group column is never a step, also where it is not read (a file to predict)
+    others = {layout.get(option) for option in ("id_column", "label_column", "group_column")}
+    values = layout.get("value_columns") or [c for c in table.columns if c not in others]
     _require_columns(table, {f"value_columns[{i}]": c for i, c in enumerate(values)}, key, file)
     following = _continuations(root, layout, key, named)
     unknown = sorted(set(following) - {str(v) for v in table.get(named["id_column"], [])})

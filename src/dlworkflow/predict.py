@@ -23,11 +23,17 @@ from dlworkflow.tasks import get_task
 
 __all__ = ["load_model", "predict", "raw_arrays"]
 
+#: series classification layouts whose one table holds many series (a `ts` dataset's
+#: `.ts` files are told by their suffix)
+SERIES_TABLES = ("long_csv", "wide_csv")
+#: forecasting layouts whose one file holds many series
+TABLE_LAYOUTS = (*SERIES_TABLES, "tsf")
+
 
 def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, Any]:
     """Decode raw files (or, for a modality that takes inline text, strings that are not
     existing files) as the shards do: {"x": stored arrays, "names": what each row is (the
-    file, the text, or a .ts file's series id)}."""
+    file, the text, or the series id in a .ts file or a wide or long table)}."""
     layout = card.get("layout") or {}
     modality = create_modality(card["modality"], {}, layout)
     # a string typed on the command line is text already: it goes in as UTF-8 bytes and is
@@ -37,9 +43,11 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
     for number, value in enumerate(inputs):
         path = Path(value)
         if isinstance(value, Path) or (len(str(value)) < 4096 and path.is_file()):
-            # a .ts file holds many series, each an item (as training read them); any other
-            # file (a one-series CSV too) is one item
-            found = file_series(layout, path, ("ts",) if path.suffix.lower() == ".ts" else ())
+            # a .ts file, or a table of the dataset's wide or long layout, holds many series,
+            # each an item (as training read them); any other file (a one-series CSV of a
+            # `ts` dataset too) is one item
+            kinds = ("ts",) if path.suffix.lower() == ".ts" else SERIES_TABLES
+            found = file_series(layout, path, kinds)
             read = [(name, name, data, modality) for name, data in found]
         elif modality.inline_text:  # the table shows the text itself
             read = [(str(value), f"text-{number}", str(value).encode("utf-8"), inline)]
@@ -56,13 +64,14 @@ def file_series(layout: dict[str, Any], path: Path, kinds: Sequence[str]
                 ) -> list[tuple[str, bytes]]:
     """(name, raw bytes) of each item in one input file: every series in it, read as the
     dataset's layout reads them, when the layout is one of `kinds` (a file of many series),
-    else the file itself. Labels and the held-out continuation (`test_file`) are not read:
-    a file to predict need not have them."""
+    else the file itself. Labels, groups and the held-out continuation (`test_file`) are not
+    read: a file to predict need not have them."""
     from dlworkflow.layouts import LayoutContext, discover
 
     if layout.get("kind") not in kinds:
         return [(str(path), path.read_bytes())]
-    context = LayoutContext(path.parent, get_task("forecasting"), (path.suffix,))
+    # the forecasting task has no labels to read
+    context = LayoutContext(path.parent, get_task("forecasting"), (path.suffix,), predicting=True)
     file_layout = {k: v for k, v in layout.items() if k != "test_file"}
     found = discover(path.parent, {**file_layout, "file": path.name, "files": [path.name]},
                      context)
@@ -71,10 +80,6 @@ def file_series(layout: dict[str, Any], path: Path, kinds: Sequence[str]
     if not found.items:
         raise ValueError(f"{path}: no series in it to predict")
     return [(item.id, item.read_bytes()) for item in found.items]
-
-
-#: forecasting layouts whose one file holds many series
-TABLE_LAYOUTS = ("long_csv", "wide_csv", "tsf")
 
 
 def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]

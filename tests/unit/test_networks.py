@@ -4,6 +4,7 @@ weights; same seed, same metrics."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -976,12 +977,15 @@ def test_each_epochs_data_order_comes_from_its_number_alone(image_shards, monkey
         assert len(set(np.bincount(uninterrupted[0]).tolist())) == 1
 
 
-def test_predict_reads_every_series_of_a_ts_file_labelled_or_not(tmp_path):
+def test_predict_reads_every_series_of_a_ts_wide_or_long_file_labelled_or_not(tmp_path):
     """A series network trained on PickupGestureWiimoteZ (UCR, unequal lengths, resampled to
     64 steps) with the `ts` layout: `predict` on the official test .ts file gives one row per
     series, named by its id as training names them, with the probabilities the model gives
     the same series decoded one by one; the file without its labels (`@classLabel false`)
-    gives the same rows, and a one-series CSV still is one item."""
+    gives the same rows, and a one-series CSV still is one item. The same series as a table
+    of the `wide_csv` layout (one padded row each, the label column after the steps) or of
+    the `long_csv` layout (one series_id each), with or without their label and group
+    columns, give the same probabilities under their ids: those columns are never steps."""
     import keras
 
     from dlworkflow.modalities import create_modality
@@ -1045,3 +1049,30 @@ def test_predict_reads_every_series_of_a_ts_file_labelled_or_not(tmp_path):
     assert one["input"].tolist() == [str(single)]
     np.testing.assert_allclose(one[[f"p_{c}" for c in card["classes"]]].to_numpy(),
                                expected[:1], atol=1e-5)
+
+    series = [pd.read_csv(io.BytesIO(data))["value"].to_numpy()
+              for _, data in file_series(layout, root / "Pickup_TEST.ts", ("ts",))]
+    steps = max(len(values) for values in series)
+    assert min(len(values) for values in series) < steps  # rows of a wide file are padded
+    wide = pd.DataFrame([{"id": name, **{f"t{k}": v for k, v in enumerate(values)},
+                          "label": label, "site": name[-1]}
+                         for name, values, label in zip(names, series, frame["prediction"],
+                                                        strict=True)])
+    long = pd.DataFrame([{"series": name, "day": day, "y": value, "label": label, "site": "a"}
+                         for name, values, label in zip(names, series, frame["prediction"],
+                                                        strict=True)
+                         for day, value in zip(pd.date_range("2024-01-01", periods=len(values)),
+                                               values, strict=True)])
+    tables = {"wide_csv": (wide, {"id_column": "id"}),
+              "long_csv": (long, {"series_id": "series", "timestamp": "day", "target": "y"})}
+    for kind, (table, columns) in tables.items():
+        card["layout"] = {"kind": kind, "file": "train.csv", **columns,
+                          "label_column": "label", "group_column": "site"}
+        (out / "model.json").write_text(json.dumps(card))
+        for keep in (list(table.columns), [c for c in table.columns if c not in ("label", "site")]):
+            path = tmp_path / "new" / f"{kind}-{len(keep)}.csv"
+            table[keep].to_csv(path, index=False)
+            got = predict(out, [path])
+            assert got["input"].tolist() == names, kind
+            np.testing.assert_allclose(got[[f"p_{c}" for c in card["classes"]]].to_numpy(),
+                                       expected, atol=1e-5, err_msg=kind)
