@@ -52,12 +52,13 @@ class LayoutContext:
     task: Any  # the dataset's Task (dlworkflow.tasks): whether and how items are labelled
     extensions: tuple[str, ...]
     exclude: tuple[str, ...] = ()
-    # a file to predict (`dlworkflow predict`): its label and group columns may be missing
+    # a file to predict (`dlworkflow predict`): read without labels or groups, whatever the
+    # task; its label and group columns may be missing
     predicting: bool = False
 
     @property
     def labelled(self) -> bool:
-        return bool(self.task.labelled)
+        return bool(self.task.labelled) and not self.predicting
 
     def display(self, relative: str) -> str:
         return f"{PurePosixPath(self.root.as_posix()) / relative}"
@@ -423,12 +424,10 @@ def discover_long_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
 
 
 def _side_columns(layout: Mapping[str, Any], ctx: LayoutContext) -> dict[str, str | None]:
-    """The label and group columns a table must have: the label only where the task has
-    labels, neither in a file to predict (which may still hold them; they are never values)."""
-    if ctx.predicting:
-        return {"label_column": None, "group_column": None}
+    """The label and group columns a table must have: the label only where labels are read,
+    neither in a file to predict (which may still hold them; they are never values)."""
     return {"label_column": layout.get("label_column") if ctx.labelled else None,
-            "group_column": layout.get("group_column")}
+            "group_column": None if ctx.predicting else layout.get("group_column")}
 
 
 def _continuations(root: Path, layout: Mapping[str, Any], key: str,
@@ -468,7 +467,7 @@ def discover_wide_csv(root: Path, layout: Mapping[str, Any], ctx: LayoutContext,
     named = {"id_column": layout.get("id_column"), **_side_columns(layout, ctx)}
     _require_columns(table, named, key, file)
     # a label or group column is never a step, also where it is not read (a file to predict)
-    others = {layout.get(option) for option in ("id_column", "label_column", "group_column")}
+    others = {layout.get(option) for option in named}
     values = layout.get("value_columns") or [c for c in table.columns if c not in others]
     _require_columns(table, {f"value_columns[{i}]": c for i, c in enumerate(values)}, key, file)
     following = _continuations(root, layout, key, named)

@@ -70,7 +70,7 @@ def file_series(layout: dict[str, Any], path: Path, kinds: Sequence[str]
 
     if layout.get("kind") not in kinds:
         return [(str(path), path.read_bytes())]
-    # the forecasting task has no labels to read
+    # predicting: no labels or groups are read, whatever the task
     context = LayoutContext(path.parent, get_task("forecasting"), (path.suffix,), predicting=True)
     file_layout = {k: v for k, v in layout.items() if k != "test_file"}
     found = discover(path.parent, {**file_layout, "file": path.name, "files": [path.name]},
