@@ -198,7 +198,8 @@ def _check_dataset(name: str, ds: dict[str, Any], base_dir: Path) -> list[str]:
 
                 files = ts_files(root, layout)
                 if not files:
-                    problems.append(f"{key}.layout: no .ts file in {ds['root']}")
+                    problems.append(f"{key}.layout: no .ts file in {ds['root']}, nor a UCR "
+                                    "<Problem>_TRAIN / _TEST .tsv or .txt table")
                 for number, rel in enumerate(files):
                     if not _inside(root, rel) or not (root / rel).is_file():
                         problems.append(f"{key}.layout.files[{number}]: no file {rel} inside "

@@ -518,19 +518,38 @@ def ts_payload(dimensions: list[list[str]]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
+#: the UCR/UEA archive's text tables (label first, no header): the 2018 archive's `.tsv`
+#: and timeseriesclassification.com's `.txt`, which ships the same series as `.ts` beside it
+TS_TABLES = (".tsv", ".txt")
+
+
 def ts_files(root: Path, layout: Mapping[str, Any]) -> list[str]:
-    """The `.ts` files a `ts` layout reads: `layout.files`, or every `*.ts` in the root."""
-    return list(layout.get("files") or sorted(p.name for p in root.glob("*.ts") if p.is_file()))
+    """The files a `ts` layout reads: `layout.files`; else every `*.ts` in the root; else,
+    where there is none, the `<Problem>_TRAIN` / `_TEST` tables of the first of `.tsv` and
+    `.txt` the root has (never two copies of one archive's series, nor a README.txt)."""
+    if layout.get("files"):
+        return list(layout["files"])
+    files = sorted(p.name for p in root.glob("*.ts") if p.is_file())
+    for suffix in TS_TABLES:
+        if files:
+            break
+        files = sorted(p.name for p in root.glob(f"*{suffix}")
+                       if p.is_file() and _ts_part(p.stem) in ("train", "test"))
+    return files
 
 
 def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Discovery:
-    """UCR/UEA `.ts` files (sktime's format): a header of `@` lines, then one series per line,
-    `v1,v2,...:label` (`?` a missing value; lengths may differ). Each series is an item with
-    side column `part`: `train` or `test` from the `_TRAIN` / `_TEST` file name (the official
-    split; `split.test` defaults to it). A multivariate file's dimensions (`d1:d2:...:label`,
-    the UEA archive's) become the series' channels. A label outside the header's
-    `@classLabel` list, a series with another number of dimensions than the file's, and a
-    timestamped file (not read yet) are rejected with the reason."""
+    """UCR/UEA archive files, each series an item with side column `part`: `train` or `test`
+    from the `_TRAIN` / `_TEST` file name (the official split; `split.test` defaults to it).
+
+    A `.ts` file (sktime's format) has a header of `@` lines, then one series per line,
+    `v1,v2,...:label` (`?` a missing value; lengths may differ); a multivariate file's
+    dimensions (`d1:d2:...:label`, the UEA archive's) become the series' channels. A label
+    outside the header's `@classLabel` list, a series with another number of dimensions than
+    the file's, and a timestamped file (not read yet) are rejected with the reason.
+    A `.tsv` or `.txt` file (the UCR archive's tables) has no header: one series per line,
+    the label first, then the values, split at tabs, commas or spaces (`NaN` a missing
+    value; the missing values after the last one are the padding of a shorter series)."""
     found = Discovery()
     for name in ts_files(root, layout):
         try:
@@ -538,57 +557,103 @@ def discover_ts(root: Path, layout: Mapping[str, Any], ctx: LayoutContext) -> Di
         except BadInput as exc:
             found.reject(ctx.display(name), exc.reason, exc.code)
             continue
-        part = _ts_part(Path(name).stem)
-        header: dict[str, str] = {}
-        data, row, dimensions = False, 0, 0
-        for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-            line = raw.removesuffix(b"\r").strip()
-            where = f"{ctx.display(name)}:{number}"
-            if not line or line.startswith(b"#"):
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                found.reject(where, f"line {number}: not valid utf-8 at byte offset "
-                             f"{exc.start}", "not_utf8")
-                continue
-            if not data:
-                if text.startswith("@"):
-                    key, _, value = text[1:].partition(" ")
-                    header[key.lower()] = value.strip()
-                    data = key.lower() == "data"
-                continue
-            row += 1
-            item_id = f"{Path(name).stem}-{row:05d}"
-            try:
-                if header.get("timestamps", "false").lower() == "true":
-                    raise BadInput("timestamped .ts series are not read yet; write them as a "
-                                   "long_csv layout", "unsupported")
-                fields = text.split(":")
-                labelled = header.get("classlabel", "false").split()[:1] == ["true"] or \
-                    header.get("targetlabel", "false").lower() == "true"
-                label_text = fields.pop().strip() if labelled else None
-                stated = int(header.get("dimensions") or 0) or dimensions or len(fields)
-                if len(fields) != stated:
-                    raise BadInput(f"{len(fields)} dimension(s) where the file has {stated} "
-                                   "(@dimensions or its first series)", "bad_columns")
-                dimensions = stated
-                values = [[v.strip() for v in field.split(",")] for field in fields]
-                if not any(any(v not in ("", "?") for v in dim) for dim in values):
-                    raise BadInput("no values", "empty")
-                classes = header.get("classlabel", "").split()[1:]
-                if classes and label_text not in classes:
-                    raise BadInput(f"label {label_text!r} is not among the @classLabel values "
-                                   f"({', '.join(classes)})", "bad_label")
-                label = ctx.task.parse_label(label_text) if ctx.labelled else None
-            except BadInput as exc:
-                found.reject(where, f"line {number}: {exc.reason}", exc.code, item_id)
-                continue
-            found.items.append(Item(id=item_id, path=where, label=label, side={"part": part},
-                                    payload=ts_payload(values)))
-        if not data:
-            found.reject(ctx.display(name), "no @data line: not a .ts file", "unreadable")
+        if path.suffix.lower() in TS_TABLES:
+            _read_ucr_table(found, name, path, ctx)
+        else:
+            _read_ts_file(found, name, path, ctx)
     return found
+
+
+def _ts_lines(name: str, path: Path, ctx: LayoutContext, found: Discovery
+              ) -> Iterator[tuple[int, str, str]]:
+    """(line number, where, text) of each line of a UCR/UEA file that is not blank or a `#`
+    comment; a line that is not UTF-8 is rejected naming its byte offset."""
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        line = raw.removesuffix(b"\r").rstrip()  # a table's first cell (the label) may be empty
+        where = f"{ctx.display(name)}:{number}"
+        if not line.strip() or line.lstrip().startswith(b"#"):
+            continue
+        try:
+            yield number, where, line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            found.reject(where, f"line {number}: not valid utf-8 at byte offset {exc.start}",
+                         "not_utf8")
+
+
+def _read_ts_file(found: Discovery, name: str, path: Path, ctx: LayoutContext) -> None:
+    """The series of one `.ts` file into `found` (see `discover_ts`)."""
+    part = _ts_part(Path(name).stem)
+    header: dict[str, str] = {}
+    data, row, dimensions = False, 0, 0
+    for number, where, line in _ts_lines(name, path, ctx, found):
+        text = line.strip()
+        if not data:
+            if text.startswith("@"):
+                key, _, value = text[1:].partition(" ")
+                header[key.lower()] = value.strip()
+                data = key.lower() == "data"
+            continue
+        row += 1
+        item_id = f"{Path(name).stem}-{row:05d}"
+        try:
+            if header.get("timestamps", "false").lower() == "true":
+                raise BadInput("timestamped .ts series are not read yet; write them as a "
+                               "long_csv layout", "unsupported")
+            fields = text.split(":")
+            labelled = header.get("classlabel", "false").split()[:1] == ["true"] or \
+                header.get("targetlabel", "false").lower() == "true"
+            label_text = fields.pop().strip() if labelled else None
+            stated = int(header.get("dimensions") or 0) or dimensions or len(fields)
+            if len(fields) != stated:
+                raise BadInput(f"{len(fields)} dimension(s) where the file has {stated} "
+                               "(@dimensions or its first series)", "bad_columns")
+            dimensions = stated
+            values = [[v.strip() for v in field.split(",")] for field in fields]
+            if not any(any(v not in ("", "?") for v in dim) for dim in values):
+                raise BadInput("no values", "empty")
+            classes = header.get("classlabel", "").split()[1:]
+            if classes and label_text not in classes:
+                raise BadInput(f"label {label_text!r} is not among the @classLabel values "
+                               f"({', '.join(classes)})", "bad_label")
+            label = ctx.task.parse_label(label_text) if ctx.labelled else None
+        except BadInput as exc:
+            found.reject(where, f"line {number}: {exc.reason}", exc.code, item_id)
+            continue
+        found.items.append(Item(id=item_id, path=where, label=label, side={"part": part},
+                                payload=ts_payload(values)))
+    if not data:
+        found.reject(ctx.display(name), "no @data line: not a .ts file", "unreadable")
+
+
+def _ucr_label(text: str) -> str:
+    """A UCR table's class as the archive's `.ts` file writes it: `1.0000000e+00` (the
+    `.txt` tables write every class as a float) is `1`; any other text stays as it is."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
+
+
+def _read_ucr_table(found: Discovery, name: str, path: Path, ctx: LayoutContext) -> None:
+    """The series of one UCR `.tsv` / `.txt` table into `found` (see `discover_ts`)."""
+    part = _ts_part(Path(name).stem)
+    row = 0
+    for number, where, text in _ts_lines(name, path, ctx, found):
+        row += 1
+        item_id = f"{Path(name).stem}-{row:05d}"
+        separator = "\t" if "\t" in text else "," if "," in text else None
+        label_text, *cells = [cell.strip() for cell in text.split(separator)]
+        values = _trimmed(["" if v.lower() == "nan" else v for v in cells])
+        try:
+            if not values:
+                raise BadInput("no values after the label (the first column)", "empty")
+            label = ctx.task.parse_label(_ucr_label(label_text)) if ctx.labelled else None
+        except BadInput as exc:
+            found.reject(where, f"line {number}: {exc.reason}", exc.code, item_id)
+            continue
+        found.items.append(Item(id=item_id, path=where, label=label, side={"part": part},
+                                payload=ts_payload([values])))
 
 
 #: Monash `.tsf` frequencies as pandas aliases (the MASE season follows from the alias)

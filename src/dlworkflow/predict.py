@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.items import Item
+from dlworkflow.layouts import TS_TABLES
 from dlworkflow.modalities import create_modality
 from dlworkflow.shipping import load_network as load_model
 from dlworkflow.shipping import load_shipped
@@ -24,7 +25,7 @@ from dlworkflow.tasks import get_task
 __all__ = ["load_model", "predict", "raw_arrays"]
 
 #: series classification layouts whose one table holds many series (a `ts` dataset's
-#: `.ts` files are told by their suffix)
+#: UCR files are told by their suffix)
 SERIES_TABLES = ("long_csv", "wide_csv")
 #: forecasting layouts whose one file holds many series
 TABLE_LAYOUTS = (*SERIES_TABLES, "tsf")
@@ -43,10 +44,11 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
     for number, value in enumerate(inputs):
         path = Path(value)
         if isinstance(value, Path) or (len(str(value)) < 4096 and path.is_file()):
-            # a .ts file, or a table of the dataset's wide or long layout, holds many series,
-            # each an item (as training read them); any other file (a one-series CSV of a
-            # `ts` dataset too) is one item
-            kinds = ("ts",) if path.suffix.lower() == ".ts" else SERIES_TABLES
+            # a UCR file (.ts, .tsv, .txt), or a table of the dataset's wide or long layout,
+            # holds many series, each an item (as training read them); any other file (a
+            # one-series CSV of a `ts` dataset too) is one item
+            ucr = path.suffix.lower() in (".ts", *TS_TABLES)
+            kinds = (*SERIES_TABLES, "ts") if ucr else SERIES_TABLES
             found = file_series(layout, path, kinds)
             read = [(name, name, data, modality) for name, data in found]
         elif modality.inline_text:  # the table shows the text itself

@@ -291,6 +291,79 @@ def test_ts_layout_reads_the_official_ucr_files_and_their_split(tmp_path):
     assert split_settings(params, "pickup")["test"] == {"column": "side_part", "values": ["test"]}
 
 
+def test_ts_layout_reads_the_ucr_archives_tsv_and_txt_tables_as_its_ts_files(tmp_path):
+    """The UCR archive's other downloads of one problem: the 2018 archive's `.tsv` (label
+    first, tab-separated, shorter series padded with NaN) and timeseriesclassification.com's
+    `.txt` (space-separated, every value and class written as a float). Made from the real
+    PickupGestureWiimoteZ `.ts` files (unequal lengths), each must give the `.ts` files'
+    items: the same ids, parts, labels and values, the padding not counted as steps."""
+    from dlworkflow.layouts import LayoutContext, discover
+    from dlworkflow.tasks import get_task
+    from tests.conftest import SHARED_DATA
+
+    roots = {kind: tmp_path / "data" / "raw" / kind for kind in ("ts", "tsv", "txt")}
+    for root in roots.values():
+        root.mkdir(parents=True)
+    for part in ("TRAIN", "TEST"):
+        source = SHARED_DATA / "ucr" / f"PickupGestureWiimoteZ_{part}.ts"
+        shutil.copy(source, roots["ts"])
+        text = source.read_text(encoding="latin-1").split("@data")[1]
+        rows = [line.rsplit(":", 1) for line in text.split("\n") if line.strip()]
+        steps = max(len(values.split(",")) for values, _ in rows)
+        tsv, txt = [], []
+        for values, label in rows:
+            cells = values.split(",")
+            tsv.append("\t".join([label.strip(), *cells, *["NaN"] * (steps - len(cells))]))
+            txt.append("".join(f"  {float(v):.7e}" for v in [label, *cells]))
+        (roots["tsv"] / f"PickupGestureWiimoteZ_{part}.tsv").write_text("\n".join(tsv) + "\n")
+        (roots["txt"] / f"PickupGestureWiimoteZ_{part}.txt").write_text("\n".join(txt) + "\n")
+    # an archive's folder holds more than the tables: the .ts files are read where they are
+    # (the .txt copies beside them never twice), a README.txt never
+    (roots["txt"] / "README.txt").write_text("PickupGestureWiimoteZ: 10 gestures\n")
+    shutil.copy(roots["txt"] / "PickupGestureWiimoteZ_TEST.txt", roots["ts"])
+
+    inventories, series = {}, {}
+    for kind, root in roots.items():
+        dataset = {"modality": "timeseries", "task": "classification",
+                   "root": f"data/raw/{kind}", "layout": {"kind": "ts"}}
+        result = _intake(tmp_path, kind, dataset)
+        assert result.rejected.empty, kind
+        inventories[kind] = result.inventory.set_index("id")[
+            ["label", "length", "missing", "side_part", "sha256"]].sort_index()
+        found = discover(root, {"kind": "ts"}, LayoutContext(
+            root, get_task("classification"), (".ts",)))
+        series[kind] = {item.id: pd.read_csv(io.BytesIO(item.payload))["value"].to_numpy()
+                        for item in found.items}
+    assert len(inventories["ts"]) == 100 and inventories["ts"]["length"].nunique() > 10
+    assert inventories["ts"]["missing"].sum() == 0  # the padding is not a missing value
+    # the .tsv's series are the .ts file's to the byte (so is all that follows from them)
+    pd.testing.assert_frame_equal(inventories["tsv"], inventories["ts"])
+    pd.testing.assert_frame_equal(inventories["txt"].drop(columns="sha256"),
+                                  inventories["ts"].drop(columns="sha256"))
+    for item_id, values in series["ts"].items():
+        assert (series["tsv"][item_id] == values).all()
+        assert series["txt"][item_id] == pytest.approx(values, rel=1e-6)
+
+
+def test_ts_layout_rejects_a_ucr_table_line_it_cannot_use(tmp_path):
+    root = tmp_path / "data" / "raw" / "bad"
+    root.mkdir(parents=True)
+    (root / "Bad_TRAIN.tsv").write_text(
+        "1\t0.5\t0.25\t0.125\t0.0625\tNaN\n"   # fine, one step of padding
+        "2\t0.5\tNaN\t0.75\t0.5\t0.25\n"       # a missing value inside: kept, counted
+        "\t0.5\t0.25\t0.125\t0.25\t0.5\n"      # no label
+        "1\tNaN\tNaN\tNaN\tNaN\tNaN\n")       # no values
+    result = _intake(tmp_path, "bad", {"modality": "timeseries", "task": "classification",
+                                       "root": "data/raw/bad", "layout": {"kind": "ts"}})
+    inventory = result.inventory.set_index("id")
+    assert inventory["length"].to_dict() == {"Bad_TRAIN-00001": 4, "Bad_TRAIN-00002": 5}
+    assert inventory["missing"].to_dict() == {"Bad_TRAIN-00001": 0, "Bad_TRAIN-00002": 1}
+    rejected = result.rejected.set_index("path")["reason"]
+    assert rejected.index.tolist() == ["data/raw/bad/Bad_TRAIN.tsv:3", "data/raw/bad/Bad_TRAIN.tsv:4"]
+    assert rejected.iloc[0].startswith("line 3: ") and "label" in rejected.iloc[0]
+    assert rejected.iloc[1] == "line 4: no values after the label (the first column)"
+
+
 def test_ts_layout_rejects_what_it_cannot_read_with_the_line(tmp_path):
     root = tmp_path / "data" / "raw" / "bad"
     root.mkdir(parents=True)
@@ -308,7 +381,7 @@ def test_ts_layout_rejects_what_it_cannot_read_with_the_line(tmp_path):
     assert "line 8: 2 dimension(s) where the file has 1" in rejected.loc["bad_columns", "reason"]
     assert "'c' is not among the @classLabel values (a, b)" in rejected.loc["bad_label", "reason"]
     assert rejected.loc["bad_label", "path"].endswith("Bad_TRAIN.ts:9")
-    with pytest.raises(ConfigError, match=r"no \.ts file in data/raw/empty"):
+    with pytest.raises(ConfigError, match=r"no \.ts file in data/raw/empty, nor a UCR"):
         (tmp_path / "data" / "raw" / "empty").mkdir()
         _intake(tmp_path, "empty", {"modality": "timeseries", "task": "classification",
                                     "root": "data/raw/empty", "layout": {"kind": "ts"}})

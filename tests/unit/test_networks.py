@@ -982,7 +982,8 @@ def test_predict_reads_every_series_of_a_ts_wide_or_long_file_labelled_or_not(tm
     64 steps) with the `ts` layout: `predict` on the official test .ts file gives one row per
     series, named by its id as training names them, with the probabilities the model gives
     the same series decoded one by one; the file without its labels (`@classLabel false`)
-    gives the same rows, and a one-series CSV still is one item. The same series as a table
+    gives the same rows, and so do the UCR archive's `.tsv` and `.txt` tables of it (label
+    first, left empty or a float), and a one-series CSV still is one item. The same series as a table
     of the `wide_csv` layout (one padded row each, the label column after the steps) or of
     the `long_csv` layout (one series_id each), with or without their label and group
     columns, give the same probabilities under their ids: those columns are never steps."""
@@ -1037,6 +1038,20 @@ def test_predict_reads_every_series_of_a_ts_wide_or_long_file_labelled_or_not(tm
     (tmp_path / "new" / "Pickup_TEST.ts").write_text("\n".join(unlabelled))
     again = predict(out, [tmp_path / "new" / "Pickup_TEST.ts"])
     pd.testing.assert_frame_equal(again, frame)
+    # the UCR archive's tables of the same series: label first (its value not read; empty
+    # in a file to predict), the shorter series padded with NaN in the .tsv
+    rows = [line.rsplit(":", 1) for line in lines
+            if line.strip() and line[0] not in "#@"]
+    steps = max(len(values.split(",")) for values, _ in rows)
+    (tmp_path / "new" / "Pickup_TEST.tsv").write_text("".join(
+        "\t".join(["", *values.split(","), *["NaN"] * (steps - len(values.split(",")))]) + "\n"
+        for values, _ in rows))
+    (tmp_path / "new" / "Pickup_TEST.txt").write_text("".join(
+        "".join(f"  {float(v):.7e}" for v in [label, *values.split(",")]) + "\n"
+        for values, label in rows))
+    for suffix in (".tsv", ".txt"):
+        table = predict(out, [tmp_path / "new" / f"Pickup_TEST{suffix}"])
+        pd.testing.assert_frame_equal(table, frame, atol=1e-5)
 
     empty = tmp_path / "new" / "Empty_TEST.ts"
     empty.write_text("\n".join(line for line in unlabelled if line.startswith("@")) + "\n")
