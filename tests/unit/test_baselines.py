@@ -260,7 +260,9 @@ def _ucr(part: str, length: int = 361):
 
 def test_minirocket_beats_nearest_neighbours_on_a_ucr_test_set():
     """The official split of PickupGestureWiimoteZ: MiniRocket + ridge above the published
-    1-NN DTW (0.66) and above 1-NN Euclidean, deterministic for a seed, about 10,000
+    1-NN DTW (0.66) and above 1-NN Euclidean, at least 0.80 as aeon's MiniRocketClassifier
+    (0.86) is on the series as they are (0.72 with each series z-normalised, which throws
+    away the gestures' level and amplitude), deterministic for a seed, about 10,000
     features, and exportable (skops trusts dlworkflow.estimators)."""
     from dlworkflow.estimators import MiniRocket, series_baselines
 
@@ -270,7 +272,7 @@ def test_minirocket_beats_nearest_neighbours_on_a_ucr_test_set():
     scores = {}
     for name in ("minirocket_ridge", "nn1_euclidean"):
         scores[name] = (models[name].fit(x_train, y_train).predict(x_test) == y_test).mean()
-    assert scores["minirocket_ridge"] >= 0.70 > 0.66
+    assert scores["minirocket_ridge"] >= 0.80 > 0.66
     assert scores["minirocket_ridge"] > scores["nn1_euclidean"]
     features = MiniRocket(seed=3).fit(x_train).transform(x_test[:5])
     assert features.shape == (5, 84 * (10_000 // 84)) and 0 <= features.min() <= features.max() <= 1
