@@ -128,7 +128,7 @@ def main() -> None:
         data = read_set(SETS[name])
         shape = (f"{len(data['y_train'])} / {len(data['y_test'])} / "
                  f"{data['x_train'].shape[1]}")
-        print(f"| {name} | {shape} | ours (`minirocket_ridge`, z-normalised inside) | "
+        print(f"| {name} | {shape} | ours (`minirocket_ridge`, series as read) | "
               f"{summary(ours(data, seeds))} |", flush=True)
         with tempfile.TemporaryDirectory() as folder:
             arrays = Path(folder) / "arrays.npz"
