@@ -277,6 +277,18 @@ def test_minirocket_beats_nearest_neighbours_on_a_ucr_test_set():
     features = MiniRocket(seed=3).fit(x_train).transform(x_test[:5])
     assert features.shape == (5, 84 * (10_000 // 84)) and 0 <= features.min() <= features.max() <= 1
     assert np.array_equal(features, MiniRocket(seed=3).fit(x_train).transform(x_test[:5]))
+    # each feature is the proportion of a kernel's outputs above one of its biases (PPV),
+    # whatever the chunks the series are transformed in
+    model = MiniRocket(seed=3).fit(x_train)
+    model.CHUNK = 2
+    direct, index = [], 0
+    for dilation in model.dilations_:
+        outputs = MiniRocket._outputs(x_test[:5].astype(np.float64), dilation)
+        for kernel in range(84):
+            direct.append((outputs[kernel][:, :, None] > model.biases_[index]).mean(axis=1))
+            index += 1
+    assert np.array_equal(model.transform(x_test[:5]),
+                          np.concatenate(direct, axis=1).astype(np.float32))
 
 
 def test_lag_ridge_learns_chunk_by_chunk_what_ridge_learns_on_every_window():
