@@ -154,7 +154,8 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     decision = choose_shipped(str(final_settings.get("model", "auto")), summary,
                               json.loads(Path(ctx.input("baseline")).read_text()),
                               bool(ctx.values.get("with_baseline", True)),
-                              metric_label(choice["primary"]["name"], choice))
+                              metric_label(choice["primary"]["name"], choice),
+                              str(final_settings.get("lead", "auto")))
     (out / SHIPPED_FILE).write_text(json.dumps(decision, indent=2) + "\n")
     log.info("ships the %s (%s): %s", decision["shipped"], decision["model"], decision["why"])
     return card

@@ -37,6 +37,13 @@ BASELINE_FILE = "baseline.skops"
 BASELINE_CARD = "baseline.json"
 #: modules whose classes an exported baseline may hold (skops refuses everything else)
 TRUSTED_MODULES = ("sklearn.", "numpy", "scipy.", "dlworkflow.estimators.", "builtins.")
+#: baselines the field ranks level with or above the networks offered beside them: under
+#: `final.lead: auto` a network replaces one only with a CV lead beyond the folds' noise.
+#: MiniRocket is more accurate than FCN on most sets of the UCR archive (Dempster et al.
+#: 2021; Middlehurst, Schäfer and Bagnall's 2024 bake-off), and on small sets a mean lead
+#: of a fold or two is noise (ACSF1 and Pickup, docs/BENCHMARKS.md)
+FIELD_STRONG_BASELINES = frozenset({"minirocket_ridge"})
+LEADS = ("auto", "mean", "beyond_noise")
 
 
 def paired_folds(network: Sequence[float], baseline: Sequence[float],
@@ -80,12 +87,26 @@ def _closeness(paired: Mapping[str, Any], precision: int = 4) -> str:
             "the folds cannot tell the two apart, and another seed or CPU may choose the other.")
 
 
+def required_lead(lead: str, baseline_model: str) -> str:
+    """What `final.lead` asks of the network's CV lead over `baseline_model`: `mean` (a
+    better mean) or `beyond_noise` (a lead beyond the folds' noise); `auto` asks the latter
+    of a baseline in FIELD_STRONG_BASELINES and the former of any other."""
+    if lead not in LEADS:
+        raise ConfigError(f"final.lead: {lead!r}; use {', '.join(LEADS)}")
+    if lead != "auto":
+        return lead
+    return "beyond_noise" if baseline_model in FIELD_STRONG_BASELINES else "mean"
+
+
 def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[str, Any],
-                   servable: bool, label: str | None = None) -> dict[str, Any]:
+                   servable: bool, label: str | None = None, lead: str = "auto"
+                   ) -> dict[str, Any]:
     """Which model the final step ships, and why, from the two CV summaries alone (the test
     rows play no part). `servable` is False when the baseline cannot take raw inputs (it was
     fitted on cached embeddings): then the network ships. `label`: the primary metric as
-    the reports name it ("F1 of spam" for `f_beta`), in the reason's words."""
+    the reports name it ("F1 of spam" for `f_beta`), in the reason's words. `lead`
+    (`final.lead`, see `required_lead`): how clearly the network must lead to ship under
+    `auto`; a tie, or a lead short of it, ships the baseline, the simpler model."""
     primary = network["primary"]
     greater = bool(network["greater_is_better"])
     net_name, base_name = network["best"], baseline["best"]
@@ -97,6 +118,8 @@ def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[s
               f"baseline {base_name} {base['mean']:.4f} ± {base['std']:.4f}")
     if setting not in ("auto", "network", "baseline"):
         raise ConfigError(f"final.model: {setting!r}; use auto, network or baseline")
+    required = required_lead(lead, base_name)
+    paired = paired_folds(net.get("folds") or [], base.get("folds") or [], greater)
     if not servable:
         if setting == "baseline":
             raise ConfigError("final.model: baseline, but the baseline was fitted on cached "
@@ -107,11 +130,22 @@ def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[s
         shipped, why = setting, f"final.model in params.yaml asks for the {setting}"
     else:
         network_wins = net["mean"] > base["mean"] if greater else net["mean"] < base["mean"]
-        shipped = "network" if network_wins else "baseline"
-        why = ("the network has the better cross-validated score" if network_wins else
-               "the baseline scores at least as well in cross-validation and is the simpler "
-               "model")
-    paired = paired_folds(net.get("folds") or [], base.get("folds") or [], greater)
+        clear = bool(paired and paired["beyond_noise"])
+        shipped = "network" if network_wins and (clear or required == "mean") else "baseline"
+        if shipped == "network":
+            why = "the network has the better cross-validated score" + (
+                f", a lead beyond the folds' noise, as replacing {base_name} asks "
+                f"(final.lead: {lead})" if required != "mean" else "")
+        elif network_wins:
+            why = (f"the network's cross-validated lead is not beyond the folds' noise, and "
+                   f"{base_name} is a baseline the field ranks level with or above the "
+                   "network, which must then lead beyond the noise to replace it "
+                   f"(final.lead: {lead}), so the simpler model ships" if lead == "auto" else
+                   "the network's cross-validated lead is not beyond the folds' noise "
+                   "(final.lead: beyond_noise), so the baseline, the simpler model, ships")
+        else:
+            why = ("the baseline scores at least as well in cross-validation and is the "
+                   "simpler model")
     closeness = f" {_closeness(paired)}" if paired else ""
     if paired and not np.isfinite(paired["t"]):  # JSON has no infinity: the sentence says it
         paired = {**paired, "t": None, "t_corrected": None}

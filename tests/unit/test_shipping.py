@@ -93,6 +93,38 @@ def test_the_reason_says_whether_the_folds_tell_the_two_models_apart():
     assert unpaired["paired"] is None and "Fold by fold" not in unpaired["why"]
 
 
+def test_a_baseline_the_field_ranks_high_is_replaced_only_by_a_lead_beyond_the_noise():
+    """`final.lead: auto`: over MiniRocket a network must lead beyond the folds' noise. The
+    folds of ACSF1 (fewer series than the test's 100, MiniRocket on the series as they are):
+    series_fcn 0.01 ahead, far within the noise, while MiniRocket scored 0.91 on the test
+    against the network's 0.72. Over a baseline of another kind the better mean still ships,
+    and `final.lead` says the same for every baseline when it is not auto."""
+    network = _folds("series_fcn", [0.7, 0.75, 0.8, 0.65, 0.55])
+    minirocket = _folds("minirocket_ridge", [0.75, 0.7, 0.6, 0.5, 0.85])
+    decision = choose_shipped("auto", network, minirocket, True)
+    assert decision["shipped"] == "baseline" and decision["model"] == "minirocket_ridge"
+    assert not decision["paired"]["beyond_noise"] and decision["paired"]["mean"] > 0
+    assert ("the network's cross-validated lead is not beyond the folds' noise, and "
+            "minirocket_ridge is a baseline the field ranks level with") in decision["why"]
+    # the same folds against a baseline of another kind: the better mean ships, as before
+    other = _folds("nn1_euclidean", [0.75, 0.7, 0.6, 0.5, 0.85])
+    assert choose_shipped("auto", network, other, True)["shipped"] == "network"
+    assert choose_shipped("auto", network, other, True, lead="beyond_noise")["shipped"] == \
+        "baseline"
+    assert choose_shipped("auto", network, minirocket, True, lead="mean")["shipped"] == "network"
+    # a lead beyond the noise replaces MiniRocket, and the reason says what it had to clear
+    clear = choose_shipped("auto", _folds("series_fcn", [0.9, 0.85, 0.8, 0.75, 0.95]),
+                           minirocket, True)
+    assert clear["shipped"] == "network" and clear["paired"]["beyond_noise"]
+    assert "a lead beyond the folds' noise, as replacing minirocket_ridge asks" in clear["why"]
+    # a network behind, or folds that do not pair: the baseline; a forced choice stands
+    assert choose_shipped("auto", _summary("series_fcn", 0.9), _summary("minirocket_ridge", 0.8),
+                          True)["shipped"] == "baseline"
+    assert choose_shipped("network", network, minirocket, True)["shipped"] == "network"
+    with pytest.raises(ConfigError, match=r"final\.lead: 'always'"):
+        choose_shipped("auto", network, minirocket, True, lead="always")
+
+
 @pytest.fixture(scope="module")
 def sms_baseline(tmp_path_factory):
     """The text modality's TF-IDF logistic regression (NB-weighted: two classes), fitted
