@@ -9,8 +9,10 @@ best baseline, signed so that positive is better) give a t statistic above a mar
 baseline otherwise. For each margin it prints which runs' choices change and the sum over
 runs of the shipped model's test score minus the baseline's, both test scores taken from
 `final/test_metrics.json` (the final step scores the model it does not ship too). A margin
-of 0 is today's rule. A dataset without both test scores, or with folds that do not pair,
-is named as skipped; a result met twice (the same figures in another folder) counts once.
+of 0 is today's rule (`final.lead: auto`) over every baseline but MiniRocket, which a network
+replaces only with a lead beyond the folds' noise (`shipping.FIELD_STRONG_BASELINES`). A
+dataset without both test scores, or with folds that do not pair, is named as skipped; a
+result met twice (the same figures in another folder) counts once.
 
 A binary task whose primary metric depends on the decision threshold (F1, accuracy) ships
 each model at a threshold tuned on its own out-of-fold predictions, while `auto` compares
