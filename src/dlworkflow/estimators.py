@@ -213,7 +213,7 @@ class MiniRocket(BaseEstimator, TransformerMixin):
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 3:
             x = x.sum(axis=2)
-        return x.reshape(len(x), -1)
+        return x.reshape(len(x), int(np.prod(x.shape[1:])))  # no rows stay no rows
 
     @staticmethod
     def kernels() -> list[tuple[int, int, int]]:
@@ -274,7 +274,7 @@ class MiniRocket(BaseEstimator, TransformerMixin):
     def transform(self, x: Any) -> np.ndarray:
         series = self._series(x)
         return np.concatenate([self._features(series[start: start + self.CHUNK])
-                               for start in range(0, len(series), self.CHUNK)])
+                               for start in range(0, max(len(series), 1), self.CHUNK)])
 
     def _features(self, series: np.ndarray) -> np.ndarray:
         """The PPV of every kernel output at every bias, for a few series: each output row
@@ -289,7 +289,7 @@ class MiniRocket(BaseEstimator, TransformerMixin):
                 index += 1
                 above = [length - np.searchsorted(row, biases, side="right")
                          for row in outputs[kernel]]
-                columns.append(np.asarray(above).reshape(len(series), -1) / length)
+                columns.append(np.asarray(above).reshape(len(series), len(biases)) / length)
         return np.concatenate(columns, axis=1).astype(np.float32)
 
 

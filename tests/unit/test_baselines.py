@@ -289,6 +289,7 @@ def test_minirocket_beats_nearest_neighbours_on_a_ucr_test_set():
             index += 1
     assert np.array_equal(model.transform(x_test[:5]),
                           np.concatenate(direct, axis=1).astype(np.float32))
+    assert model.transform(x_test[:0]).shape == (0, features.shape[1])  # no rows, no error
 
 
 def test_lag_ridge_learns_chunk_by_chunk_what_ridge_learns_on_every_window():
