@@ -638,9 +638,7 @@ def _ucr_label(text: str) -> str:
 def _read_ucr_table(found: Discovery, name: str, path: Path, ctx: LayoutContext) -> None:
     """The series of one UCR `.tsv` / `.txt` table into `found` (see `discover_ts`)."""
     part = _ts_part(Path(name).stem)
-    row = 0
-    for number, where, text in _ts_lines(name, path, ctx, found):
-        row += 1
+    for row, (number, where, text) in enumerate(_ts_lines(name, path, ctx, found), start=1):
         item_id = f"{Path(name).stem}-{row:05d}"
         separator = "\t" if "\t" in text else "," if "," in text else None
         label_text, *cells = [cell.strip() for cell in text.split(separator)]
