@@ -12,6 +12,7 @@ gives the preprocessing, the augmentation and the conversion of stored arrays to
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -400,9 +401,30 @@ def claim_backup(backup: Path, key: str, what: str) -> bool:
         shutil.rmtree(backup, ignore_errors=True)
     elif resumes:
         log.info("%s: resuming from the state in %s (same params and inputs)", what, backup)
-    backup.mkdir(parents=True, exist_ok=True)
+    for attempt in range(5):  # another job may remove the shared parent between the steps
+        try:
+            backup.mkdir(parents=True, exist_ok=True)
+            break
+        except (FileNotFoundError, FileExistsError):  # pathlib: gone before it was a dir
+            if attempt == 4:
+                raise
     marker.write_text(key + "\n")
     return resumes
+
+
+def release_backup(backup: Path) -> None:
+    """Remove a finished job's resume state, and the dataset's `.backup` folder with it when
+    no other job keeps state there. Jobs of one dataset finish side by side: the folder may
+    be gone already (the other job removed it) or hold another job's state by now; both are
+    fine, and neither may fail a job that trained to the end."""
+    shutil.rmtree(backup, ignore_errors=True)
+    try:
+        backup.parent.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
 
 
 def resumed_history(path: Path) -> dict[str, list]:
@@ -920,9 +942,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                      "training rows", recalibrated, min(len(data.train_rows), BATCH_NORM_ROWS),
                      len(data.train_rows))
         save_keras(model, out / "model.keras")  # the same bytes for the same weights
-        shutil.rmtree(run.backup, ignore_errors=True)  # finished: a rerun starts from scratch
-        if run.backup.parent.exists() and not any(run.backup.parent.iterdir()):
-            run.backup.parent.rmdir()
+        release_backup(run.backup)  # finished: a rerun starts from scratch
         predictor = None if cached or fit_model is model or not encodes_text(model) else fit_model
         return Trained(model, history, spec, architecture, data, gpus, replicas, reason,
                        predictor)
