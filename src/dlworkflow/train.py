@@ -401,13 +401,14 @@ def claim_backup(backup: Path, key: str, what: str) -> bool:
         shutil.rmtree(backup, ignore_errors=True)
     elif resumes:
         log.info("%s: resuming from the state in %s (same params and inputs)", what, backup)
-    for attempt in range(5):  # another job may remove the shared parent between the steps
+    for _ in range(4):  # another job may remove the shared parent between pathlib's steps
         try:
             backup.mkdir(parents=True, exist_ok=True)
             break
-        except (FileNotFoundError, FileExistsError):  # pathlib: gone before it was a dir
-            if attempt == 4:
-                raise
+        except (FileNotFoundError, FileExistsError):  # the parent gone mid-way: try again
+            continue
+    else:
+        backup.mkdir(parents=True, exist_ok=True)  # a fifth race in a row raises
     marker.write_text(key + "\n")
     return resumes
 
@@ -420,10 +421,8 @@ def release_backup(backup: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
     try:
         backup.parent.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+    except OSError as error:  # gone already, or another job's state in it
+        if error.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
             raise
 
 
