@@ -315,8 +315,10 @@ class TimeSeriesModality(Modality):
         "forecasting": ("forecast_cnn", "forecast_lstm")}
 
     def baselines(self, kind: str, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """1-NN Euclidean and a ridge classifier on the fixed-length series (forecasters on
-        windows belong to the forecasting task)."""
+        """Series classification: MiniRocket features into a ridge classifier, 1-NN Euclidean
+        and a ridge classifier on the fixed-length series; regression: the standard ones
+        (`estimators.series_baselines`; forecasters on windows belong to the forecasting
+        task)."""
         from dlworkflow.estimators import series_baselines
 
         return series_baselines(kind, settings, seed)
