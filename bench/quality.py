@@ -51,6 +51,8 @@ REFERENCES = {
     "trec": ("accuracy", 0.912, "Kim 2014 CNN-rand (SVM 0.950)"),
     "acsf1": ("accuracy", 0.64, "UCR 1-NN DTW (1-NN Euclidean 0.54)"),
     "pickup": ("accuracy", 0.66, "UCR 1-NN DTW (1-NN Euclidean 0.64)"),
+    "fsdd_mfcc": ("accuracy", None, "FSDD as 13 MFCC series a recording, UEA .ts files "
+                  "(JapaneseVowels' kind); fsdd_train30's recordings"),
     "digits_10": ("accuracy", None, "digits, 10 items per class, the test capped too (20)"),
     "digits_30": ("accuracy", None, "digits, 30 items per class, the test capped too (60)"),
     "fsdd_10": ("accuracy", None, "FSDD, 10 items per class, the test capped too (5)"),
@@ -167,27 +169,58 @@ def _demo_entry(source: str) -> dict:
     return {key: value for key, value in entry.items() if key != "description"}
 
 
-def prepare_fsdd_training(per_class: int) -> Callable[[Path], dict]:
-    """FSDD with a small training set and the whole conventional test set, as a learning
-    curve is measured: the 300 test recordings (takes 0-4) all kept, and `per_class`
-    recordings of each digit drawn (with the shipped seed) from the 2,700 others. The demo's
-    own cap (`fsdd_10`, `fsdd_30`) caps the test set too: 5 and 33 recordings, too few for
-    the test to tell two models apart. The dataset entry is the demo's."""
-    def prepare(root: Path) -> dict:
-        from dlworkflow.demo import cap_per_class
+def fsdd_learning_curve(per_class: int) -> tuple[list[Path], list[Path]]:
+    """(test, training) FSDD recordings as a learning curve is measured: the 300 of takes
+    0-4 (the conventional test set) all kept, and `per_class` recordings of each digit drawn
+    with the shipped seed from the 2,700 others."""
+    from dlworkflow.demo import cap_per_class
 
-        wavs = sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))
-        takes = [int(p.stem.rsplit("_", 1)[1]) for p in wavs]
-        pool = [p for p, take in zip(wavs, takes, strict=True) if take >= 5]
-        kept = [p for p, take in zip(wavs, takes, strict=True) if take < 5]
-        kept += [pool[i] for i in cap_per_class([p.name.split("_", 1)[0] for p in pool],
-                                                per_class, _shipped_seed())]
+    wavs = sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))
+    takes = [int(p.stem.rsplit("_", 1)[1]) for p in wavs]
+    pool = [p for p, take in zip(wavs, takes, strict=True) if take >= 5]
+    test = [p for p, take in zip(wavs, takes, strict=True) if take < 5]
+    return test, [pool[i] for i in cap_per_class([p.name.split("_", 1)[0] for p in pool],
+                                                 per_class, _shipped_seed())]
+
+
+def prepare_fsdd_training(per_class: int) -> Callable[[Path], dict]:
+    """FSDD with a small training set and the whole conventional test set
+    (`fsdd_learning_curve`). The demo's own cap (`fsdd_10`, `fsdd_30`) caps the test set
+    too: 5 and 33 recordings, too few for the test to tell two models apart. The dataset
+    entry is the demo's."""
+    def prepare(root: Path) -> dict:
+        test, train = fsdd_learning_curve(per_class)
         (root / "recordings").mkdir()
-        for path in kept:
+        for path in test + train:
             shutil.copyfile(path, root / "recordings" / path.name)
         shutil.copyfile(SHARED / "fsdd" / "speakers.csv", root / "speakers.csv")
         return _demo_entry("fsdd")
     return prepare
+
+
+def prepare_fsdd_mfcc(root: Path) -> dict:
+    """A multivariate series set of JapaneseVowels' kind (UEA archive: 12 cepstral
+    coefficients of spoken vowels a frame, 7-29 frames, 270 training and 370 test cases):
+    `fsdd_train30`'s recordings (30 a digit to train on, the 300 of takes 0-4 to test) as 13
+    MFCCs a 10 ms frame (25 ms windows, the speech standard), 15-115 frames, written as the
+    UEA archive writes a multivariate set (FSDDMFCC_TRAIN.ts, FSDDMFCC_TEST.ts: one
+    dimension per coefficient, unequal lengths) and read by the `ts` layout as it is."""
+    import librosa
+    import soundfile
+
+    header = ("@problemName FSDDMFCC\n@timeStamps false\n@missing false\n@univariate false\n"
+              "@dimensions 13\n@equalLength false\n@classLabel true 0 1 2 3 4 5 6 7 8 9\n"
+              "@data\n")
+    for part, paths in zip(("TEST", "TRAIN"), fsdd_learning_curve(30), strict=True):
+        cases = []
+        for path in paths:
+            sound, rate = soundfile.read(path, dtype="float32")
+            mfcc = librosa.feature.mfcc(y=sound, sr=rate, n_mfcc=13, n_fft=256,
+                                        win_length=rate // 40, hop_length=rate // 100)
+            cases.append(":".join(",".join(f"{v:.5g}" for v in row) for row in mfcc)
+                         + ":" + path.name.split("_", 1)[0])
+        (root / f"FSDDMFCC_{part}.ts").write_text(header + "\n".join(cases) + "\n")
+    return {"modality": "timeseries", "task": "classification", "layout": {"kind": "ts"}}
 
 
 def prepare_digits_training(per_class: int) -> Callable[[Path], dict]:
@@ -256,6 +289,7 @@ PREPARE: dict[str, Callable[[Path], dict] | None] = {
     "digits_train10": prepare_digits_training(10),
     "digits_train30": prepare_digits_training(30),
     "fsdd_train10": prepare_fsdd_training(10), "fsdd_train30": prepare_fsdd_training(30),
+    "fsdd_mfcc": prepare_fsdd_mfcc,
     "m4_hourly": prepare_m4("Hourly", 48, "H"),
     "m4_weekly": prepare_m4("Weekly", 13, None),
     "yearly_tsf": prepare_yearly_tsf,
@@ -268,7 +302,7 @@ NEEDS: dict[str, tuple[Path, str]] = {
     **{name: (SHARED / folder, "../shared/data/README.md")
        for folder, names in {"sentences": ("subj", "subj_3775", "trec"),
                              "ucr": ("acsf1", "pickup"),
-                             "fsdd": ("fsdd_train10", "fsdd_train30"),
+                             "fsdd": ("fsdd_train10", "fsdd_train30", "fsdd_mfcc"),
                              "m4": ("m4_hourly", "m4_weekly", "yearly_tsf")}.items()
        for name in names},
     "fashion": (FASHION, "apt-get install dataset-fashion-mnist"),

@@ -193,27 +193,41 @@ class MiniRocket(BaseEstimator, TransformerMixin):
     from the paper: the 84 kernels of length 9 with weights -1 and 2 (three 2s), dilations
     spaced exponentially up to the series length, biases drawn from quantiles of each
     kernel's output on training series, and the proportion of positive values (PPV) of every
-    output as the feature. Rows are series (the modality's flat rows: several channels laid
-    end to end) or (series, time, channels) arrays, whose channels are summed (the paper's
-    univariate form). The series are taken as they are, as in the paper and aeon: their
+    output as the feature. The series are taken as they are, as in the paper and aeon: their
     level and amplitude are information (z-normalising each one cost PickupGestureWiimoteZ
     0.12 of test accuracy, here and in aeon alike; bench/minirocket_reference.py).
+
+    Rows are the series modality's flat rows, `channels` series laid end to end (set by
+    the task from the fold's (series, time, channels) arrays), or such arrays themselves.
+    Several channels take the paper's multivariate form (its MiniRocketMultivariate): each
+    kernel at each dilation convolves every channel of a random subset of 1 to 9 of them
+    and sums the outputs, and the dilations span one channel's length. Laid end to end as
+    one long series, kernels spanned channel boundaries, each feature pooled every channel,
+    and the transform cost three to four times as much (on MFCCs of spoken digits, 13
+    channels: docs/BENCHMARKS.md). One channel is the univariate form, as before.
 
     aeon and sktime ship MiniRocket, but both pin pandas below 3.1 and this stack has 3.1;
     bench/minirocket_reference.py checks this one against aeon's on the same series.
     """
 
-    def __init__(self, features: int = 10_000, max_dilations: int = 32, seed: int = 0) -> None:
+    def __init__(self, features: int = 10_000, max_dilations: int = 32, seed: int = 0,
+                 channels: int = 1) -> None:
         self.features = features
         self.max_dilations = max_dilations
         self.seed = seed
+        self.channels = channels
 
-    @staticmethod
-    def _series(x: Any) -> np.ndarray:
+    def _series(self, x: Any) -> np.ndarray:
+        """(series, channels, time) float64 from flat rows or (series, time, channels)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 3:
-            x = x.sum(axis=2)
-        return x.reshape(len(x), int(np.prod(x.shape[1:])))  # no rows stay no rows
+            return x.transpose(0, 2, 1)
+        rows = x.reshape(len(x), int(np.prod(x.shape[1:])))  # no rows stay no rows
+        channels = getattr(self, "channels", 1)  # a model exported before channels existed
+        if rows.shape[1] % channels:
+            raise ValueError(f"MiniRocket: rows of {rows.shape[1]} values do not split into "
+                             f"{channels} channels of equal length")
+        return rows.reshape(len(rows), channels, rows.shape[1] // channels)
 
     @staticmethod
     def kernels() -> list[tuple[int, int, int]]:
@@ -223,15 +237,20 @@ class MiniRocket(BaseEstimator, TransformerMixin):
         return list(combinations(range(9), 3))
 
     @staticmethod
-    def _outputs(x: np.ndarray, dilation: int) -> np.ndarray:
-        """(kernels, series, time): every kernel's output at one dilation, zero-padded so
-        the output is as long as the input (-1 times the sum of the 9 taps plus 3 times the
-        three taps of weight 2)."""
-        length = x.shape[1]
+    def _taps(x: np.ndarray, dilation: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the 9 dilated taps of every position, their sum), zero-padded so that an output
+        is as long as the input; x's last axis is time."""
+        length = x.shape[-1]
         pad = 4 * dilation
-        padded = np.pad(x, ((0, 0), (pad, pad)))
-        taps = np.stack([padded[:, i * dilation: i * dilation + length] for i in range(9)])
-        total = taps.sum(axis=0)
+        padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)])
+        taps = np.stack([padded[..., i * dilation: i * dilation + length] for i in range(9)])
+        return taps, taps.sum(axis=0)
+
+    @staticmethod
+    def _outputs(x: np.ndarray, dilation: int) -> np.ndarray:
+        """(kernels, *x's shape): every kernel's output at one dilation (-1 times the sum
+        of the 9 taps plus 3 times the three taps of weight 2)."""
+        taps, total = MiniRocket._taps(x, dilation)
         return np.stack([3 * (taps[a] + taps[b] + taps[c]) - total
                          for a, b, c in MiniRocket.kernels()])
 
@@ -251,44 +270,63 @@ class MiniRocket(BaseEstimator, TransformerMixin):
 
     def fit(self, x: Any, y: Any = None) -> MiniRocket:
         series = self._series(x)
-        dilations, per = self._plan(series.shape[1])
+        channels = series.shape[1]
+        dilations, per = self._plan(series.shape[2])
         rng = np.random.default_rng(self.seed)
+        # each kernel at each dilation sums a random subset of 1 to 9 channels, of a size
+        # drawn log-uniformly as in the paper (from a generator of its own: one channel
+        # draws the same biases as before)
+        subsets = np.random.default_rng([self.seed, channels])
+        most = np.log2(min(channels, 9) + 1)
         # quantiles from a low-discrepancy sequence (the golden ratio), one per feature
         quantiles = (np.arange(1, int(per.sum()) * 84 + 1) * ((np.sqrt(5) + 1) / 2)) % 1
         self.dilations_ = [int(d) for d in dilations]
-        self.biases_ = []
+        self.biases_, self.channels_ = [], []
         position = 0
         for dilation, number in zip(self.dilations_, per, strict=True):
             # each kernel's biases come from its output on one random training series
-            outputs = self._outputs(series[rng.integers(len(series), size=84)], dilation)
-            for kernel in range(84):
-                self.biases_.append(np.quantile(outputs[kernel, kernel],
-                                                quantiles[position: position + number]))
+            picked = series[rng.integers(len(series), size=84)]
+            outputs = self._outputs(picked[:, 0], dilation) if channels == 1 else None
+            for kernel, (a, b, c) in enumerate(self.kernels()):
+                if outputs is not None:
+                    output = outputs[kernel, kernel]
+                else:
+                    chosen = np.sort(subsets.choice(channels, int(2 ** subsets.uniform(0, most)),
+                                                    replace=False))
+                    self.channels_.append(chosen)
+                    taps, total = self._taps(picked[kernel, chosen], dilation)
+                    output = (3 * (taps[a] + taps[b] + taps[c]) - total).sum(axis=0)
+                self.biases_.append(np.quantile(output, quantiles[position: position + number]))
                 position += number
         return self
 
-    #: series transformed at once: the kernels' outputs at one dilation take 84 x this x
-    #: length float64s (110 MB for series of 1,460 steps)
+    #: values transformed at once: the kernels' outputs at one dilation take 84 x this
+    #: float64s (110 MB for 128 series of 1,460 steps); series of several channels go fewer
+    #: at a time
     CHUNK: ClassVar[int] = 128
 
     def transform(self, x: Any) -> np.ndarray:
         series = self._series(x)
-        return np.concatenate([self._features(series[start: start + self.CHUNK])
-                               for start in range(0, max(len(series), 1), self.CHUNK)])
+        step = max(1, self.CHUNK // series.shape[1])
+        return np.concatenate([self._features(series[start: start + step])
+                               for start in range(0, max(len(series), 1), step)])
 
     def _features(self, series: np.ndarray) -> np.ndarray:
         """The PPV of every kernel output at every bias, for a few series: each output row
         sorted once, the values above a bias counted by binary search (what comparing every
         value with every bias counts, without the series x length x biases comparisons)."""
-        length = series.shape[1]
+        length = series.shape[2]
+        subsets = getattr(self, "channels_", None)
         columns, index = [], 0
         for dilation in self.dilations_:
-            outputs = np.sort(self._outputs(series, dilation), axis=2)
+            outputs = self._outputs(series, dilation)  # (kernels, series, channels, time)
             for kernel in range(84):
+                output = (outputs[kernel][:, subsets[index]].sum(axis=1) if subsets
+                          else outputs[kernel][:, 0])
                 biases = self.biases_[index]
                 index += 1
-                above = [length - np.searchsorted(row, biases, side="right")
-                         for row in outputs[kernel]]
+                rows = np.sort(output, axis=1)
+                above = [length - np.searchsorted(row, biases, side="right") for row in rows]
                 columns.append(np.asarray(above).reshape(len(series), len(biases)) / length)
         return np.concatenate(columns, axis=1).astype(np.float32)
 

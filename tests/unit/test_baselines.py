@@ -292,6 +292,57 @@ def test_minirocket_beats_nearest_neighbours_on_a_ucr_test_set():
     assert model.transform(x_test[:0]).shape == (0, features.shape[1])  # no rows, no error
 
 
+def test_minirocket_takes_several_channels_in_the_papers_multivariate_form(tmp_path):
+    """Series of three channels (real PickupGestureWiimoteZ series, each case with the next
+    two cases' as its other channels): the task tells the baseline the channels from the
+    fold's (series, time, channels) arrays; flat rows (channels end to end) and the arrays
+    give the same features; every feature is the PPV of one kernel's outputs summed over a
+    subset of 1 to 3 channels, at a dilation within one channel's length; the fitted
+    pipeline exports with skops and predicts the same after loading; rows that do not split
+    into the channels are refused with the reason."""
+    from dlworkflow.estimators import CLASSIFIER, MiniRocket, series_baselines
+    from dlworkflow.shipping import load_baseline, save_baseline
+
+    x_train, y_train = _ucr("TRAIN", length=120)
+    x_test, _ = _ucr("TEST", length=120)
+    cases = np.stack([np.roll(x_train, -shift, axis=0) for shift in range(3)], axis=2)
+    task = get_task("classification")
+    pipeline = task.prepare_baseline(series_baselines(CLASSIFIER, {}, seed=0)["minirocket_ridge"],
+                                     {}, {"x": cases})
+    assert pipeline.get_params()["features__channels"] == 3
+    assert task.prepare_baseline(MiniRocket(), {}, {"x": cases[:, :, :1]}).channels == 1
+    flat = create_modality("timeseries", {}, {"kind": "ts"}).flat(cases, {})
+    assert flat.shape == (len(cases), 360)
+
+    model = MiniRocket(seed=3, channels=3).fit(flat)
+    assert np.array_equal(model.transform(flat[:4]), model.transform(cases[:4]))
+    assert np.array_equal(MiniRocket(seed=3).fit(cases).transform(cases[:4]),
+                          model.transform(flat[:4]))
+    sizes = {len(chosen) for chosen in model.channels_}
+    assert sizes <= {1, 2, 3} and len(sizes) > 1
+    assert all(np.array_equal(chosen, np.unique(chosen)) for chosen in model.channels_)
+    assert max(model.dilations_) <= (120 - 1) / 8
+    series = cases[:4].transpose(0, 2, 1).astype(np.float64)
+    direct, index = [], 0
+    for dilation in model.dilations_:
+        outputs = MiniRocket._outputs(series, dilation)
+        for kernel in range(84):
+            summed = outputs[kernel][:, model.channels_[index]].sum(axis=1)
+            direct.append((summed[:, :, None] > model.biases_[index]).mean(axis=1))
+            index += 1
+    assert np.array_equal(model.transform(cases[:4]),
+                          np.concatenate(direct, axis=1).astype(np.float32))
+
+    pipeline.fit(flat, y_train)
+    save_baseline(pipeline, tmp_path, {})
+    loaded, _ = load_baseline(tmp_path)
+    tests = create_modality("timeseries", {}, {"kind": "ts"}).flat(
+        np.stack([np.roll(x_test, -shift, axis=0) for shift in range(3)], axis=2), {})
+    assert np.array_equal(loaded.predict(tests), pipeline.predict(tests))
+    with pytest.raises(ValueError, match="do not split into 7 channels"):
+        MiniRocket(channels=7).fit(flat)
+
+
 def test_lag_ridge_learns_chunk_by_chunk_what_ridge_learns_on_every_window():
     """Ridge on lags from merged statistics: chunks give the one-pass model; that model is
     scikit-learn's Ridge on standardised features at the chosen penalty; and the penalty is

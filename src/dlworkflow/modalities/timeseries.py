@@ -292,8 +292,9 @@ class TimeSeriesModality(Modality):
         return filled.astype(np.float32)
 
     def flat(self, x: Any, settings: Mapping[str, Any]) -> Any:
-        """Each series as one row, channel after channel (the target's steps first), so a
-        row reads as a series for estimators that convolve it (MiniRocket)."""
+        """Each series as one row, channel after channel (the target's steps first): an
+        estimator that convolves series (MiniRocket) is told the channels
+        (`Task.prepare_baseline`) and splits the row into them again."""
         x = np.asarray(x, dtype=np.float32)
         return x.transpose(0, 2, 1).reshape(len(x), -1) if x.ndim == 3 else x.reshape(len(x), -1)
 

@@ -241,7 +241,13 @@ class Task(ABC):
     def prepare_baseline(self, estimator: Any, choice: Mapping[str, Any],
                          rows: Mapping[str, Any]) -> Any:
         """Set what an estimator learns from the metric choice or the data's shape (of
-        `rows`, arrays of the fold's rows)."""
+        `rows`, arrays of the fold's rows): a step with a `channels` parameter (MiniRocket)
+        gets the channels of (rows, time, channels) series, which flat rows lay end to end."""
+        x = rows.get("x")
+        if getattr(x, "ndim", 0) == 3 and hasattr(estimator, "get_params"):
+            names = [name for name in estimator.get_params()
+                     if name == "channels" or name.endswith("__channels")]
+            estimator.set_params(**dict.fromkeys(names, int(x.shape[2])))
         return estimator
 
     def network_outputs(self, classes: Sequence[str], y: np.ndarray) -> int:
