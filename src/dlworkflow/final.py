@@ -188,7 +188,7 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
             "architecture": name, "classes": list(classes), "threshold": threshold,
             "train_rows": train_rows, "cv": summary.get("headline"),
             "layout": dict(ctx.dataset["layout"]),
-            "tensors": card_tensors(ctx),
+            "tensors": card_tensors(ctx, np.shape(shape["x"])[1:]),
             "flat": settings, "environment": environment()}
     save_baseline(estimator, ctx.folder("model", output=True), card)
     log.info("baseline %s refitted on %d trainval rows and exported", name, train_rows)

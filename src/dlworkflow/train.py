@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -956,19 +956,22 @@ def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any
             "architecture_reason": trained.reason,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
-            "tensors": card_tensors(ctx), "environment": environment()}
+            "tensors": card_tensors(ctx, trained.spec.input_shape), "environment": environment()}
 
 
-def card_tensors(ctx: RunContext) -> dict[str, Any]:
+def card_tensors(ctx: RunContext, item_shape: Sequence[int]) -> dict[str, Any]:
     """The modality's tensor settings as the model was trained with them: a forecasting
-    `lookback: auto` as the number of steps the windows had (from the metric choice)."""
+    `lookback: auto` as the number of steps the windows had (from the metric choice), and
+    a setting resolved from the inventory as the stored tensors of `item_shape` show it (a
+    series classifier's `length: null`: `Modality.card_settings`)."""
     settings = dict(ctx.section("tensors").get(ctx.dataset["modality"]) or {})
     if ctx.dataset["task"] == "forecasting":
         from dlworkflow.tasks.forecasting import window_lookback
 
         choice = json.loads(Path(ctx.input("metric")).read_text())
         settings["lookback"] = window_lookback(choice, settings)
-    return settings
+        return settings
+    return ctx.modality.card_settings(settings, item_shape)
 
 
 def write_history(history: Mapping[str, list], path: Path) -> None:

@@ -234,6 +234,52 @@ def _plan_with_test(folder: Path, test_x, test_labels) -> tuple[str, list[str]]:
     return str(folder / "plan.parquet"), [str(final / "test-00000.npz")]
 
 
+def test_a_shipped_series_baseline_records_its_length_and_predicts_a_ts_file(tmp_path):
+    """MiniRocket exported for PickupGestureWiimoteZ (UCR, unequal lengths, the shards'
+    series resampled to their longest, 361 steps, with `length` unset as shipped): its card
+    records the 361 steps, and `predict` on the official test .ts file (other lengths, up to
+    361) resamples every series to them and gives the exported pipeline's predictions for
+    the same series decoded as the shards decode them. Before, the card said `length: null`
+    and each series kept its own length, so no batch could be formed."""
+    from dlworkflow.items import Item
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.predict import file_series, predict
+    from dlworkflow.shipping import load_baseline
+    from tests.conftest import SHARED_DATA
+
+    layout = {"kind": "ts"}
+    modality = create_modality("timeseries", {}, layout)
+    series = {part: file_series(layout, SHARED_DATA / "ucr" / f"PickupGestureWiimoteZ_{part}.ts",
+                                ("ts",)) for part in ("TRAIN", "TEST")}
+    x = np.stack([modality.tensorize(data, Item(name, name), {"length": 361})
+                  for name, data in series["TRAIN"]])
+    text = (SHARED_DATA / "ucr" / "PickupGestureWiimoteZ_TRAIN.ts").read_text()
+    labels = np.asarray([line.rsplit(":", 1)[1].strip()
+                         for line in text.split("@data")[1].split("\n") if line.strip()])
+    folder = write_shards(tmp_path / "tensors", x, labels, np.arange(len(x)) % 5)
+    metric = write_metric(folder, "classification", labels)
+    _baseline_summary(tmp_path, "minirocket_ridge", 0.8)
+    out = tmp_path / "final"
+    dataset = {"modality": "timeseries", "task": "classification", "layout": layout}
+    card = export_baseline(_baseline_context(dataset, folder, tmp_path, metric, out, seed=7,
+                                             sections={"baseline": {}, "tensors": {}}))
+    assert card["tensors"] == {"length": 361}
+    (out / "shipped.json").write_text(json.dumps({"shipped": "baseline"}))
+    lengths = {len(modality.channels(data)) for _, data in series["TEST"]}
+    assert len(lengths) > 10 and max(lengths) <= 361
+    frame = predict(out, [SHARED_DATA / "ucr" / "PickupGestureWiimoteZ_TEST.ts"])
+    assert len(frame) == 50
+    estimator, _ = load_baseline(out)
+    test = np.stack([modality.tensorize(data, Item(name, name), {"length": 361})
+                     for name, data in series["TEST"]])
+    expected = estimator.predict(modality.flat(test, {}))
+    assert frame["prediction"].astype(str).tolist() == [card["classes"][k] for k in expected]
+    truth = [line.rsplit(":", 1)[1].strip() for line in (
+        SHARED_DATA / "ucr" / "PickupGestureWiimoteZ_TEST.ts").read_text().split("@data")[1]
+        .split("\n") if line.strip()]
+    assert (frame["prediction"].astype(str) == truth).mean() > 0.66  # 1-NN DTW's, published
+
+
 def test_final_model_trains_on_every_trainval_row_and_scores_the_test_once(tmp_path):
     x, labels, folds = digits_images(500)
     folder = write_shards(tmp_path / "tensors", x[:400], labels[:400], folds[:400])

@@ -9,7 +9,7 @@ models are added to the same class by later steps.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -126,6 +126,12 @@ class Modality(ABC):
         """The `tensors.<modality>` settings a shard job decodes with (resolved from the
         inventory where a setting depends on the data)."""
         return dict(tensors.get(self.name, {}))
+
+    def card_settings(self, settings: dict[str, Any], item_shape: Sequence[int]) -> dict[str, Any]:
+        """The tensor settings a model's card records, so that `predict` decodes new files to
+        the tensors it was trained on: `settings` with what `tensor_settings` resolved from
+        the inventory read back from the stored tensors' shape per item (`item_shape`)."""
+        return settings
 
     def stored(self, batch: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
         """How a batch of tensors is kept in a shard: strings and uint8 as they are, other

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any, ClassVar
 
@@ -303,6 +303,13 @@ class TimeSeriesModality(Modality):
         settings = dict(tensors.get(self.name, {}))
         if not settings.get("length") and "length" in inventory:
             settings["length"] = int(inventory["length"].max())
+        return settings
+
+    def card_settings(self, settings: dict[str, Any], item_shape: Sequence[int]) -> dict[str, Any]:
+        """`length: null` as the steps the series were resampled to (the longest accepted
+        series'), so that a new series is resampled to them too."""
+        if not settings.get("length") and len(item_shape) == 2:
+            return {**settings, "length": int(item_shape[0])}
         return settings
 
     def channels(self, data: bytes) -> pd.DataFrame:
