@@ -203,7 +203,7 @@ class MiniRocket(BaseEstimator, TransformerMixin):
     kernel at each dilation convolves every channel of a random subset of 1 to 9 of them
     and sums the outputs, and the dilations span one channel's length. Laid end to end as
     one long series, kernels spanned channel boundaries, each feature pooled every channel,
-    and the transform cost three to four times as much (on MFCCs of spoken digits, 13
+    and the transform cost three to five times as much (on MFCCs of spoken digits, 13
     channels: docs/BENCHMARKS.md). One channel is the univariate form, as before.
 
     aeon and sktime ship MiniRocket, but both pin pandas below 3.1 and this stack has 3.1;
@@ -300,9 +300,9 @@ class MiniRocket(BaseEstimator, TransformerMixin):
                 position += number
         return self
 
-    #: values transformed at once: the kernels' outputs at one dilation take 84 x this
-    #: float64s (110 MB for 128 series of 1,460 steps); series of several channels go fewer
-    #: at a time
+    #: series transformed at once, a series of several channels counting as that many: the
+    #: kernels' outputs at one dilation take 84 x this x length float64s (110 MB for 128
+    #: series of 1,460 steps)
     CHUNK: ClassVar[int] = 128
 
     def transform(self, x: Any) -> np.ndarray:
