@@ -206,6 +206,10 @@ class MiniRocket(BaseEstimator, TransformerMixin):
     and the transform cost three to five times as much (on MFCCs of spoken digits, 13
     channels: docs/BENCHMARKS.md). One channel is the univariate form, as before.
 
+    Every feature is the PPV of the whole zero-padded output. The paper and aeon take half
+    of them from the unpadded part only; that scored 0.007-0.009 lower on all three series
+    sets of the suite (docs/BENCHMARKS.md), so it is not done here.
+
     aeon and sktime ship MiniRocket, but both pin pandas below 3.1 and this stack has 3.1;
     bench/minirocket_reference.py checks this one against aeon's on the same series.
     """
