@@ -241,22 +241,18 @@ class MiniRocket(BaseEstimator, TransformerMixin):
         return list(combinations(range(9), 3))
 
     @staticmethod
-    def _taps(x: np.ndarray, dilation: int) -> tuple[np.ndarray, np.ndarray]:
-        """(the 9 dilated taps of every position, their sum), zero-padded so that an output
-        is as long as the input; x's last axis is time."""
+    def _outputs(x: np.ndarray, dilation: int,
+                 kernels: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+        """(kernels, *x's shape): each kernel's output at one dilation (all 84 unless
+        `kernels` names some), zero-padded so that it is as long as the input along x's last
+        axis, time (-1 times the sum of the 9 taps plus 3 times the three taps of weight 2)."""
         length = x.shape[-1]
         pad = 4 * dilation
         padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)])
         taps = np.stack([padded[..., i * dilation: i * dilation + length] for i in range(9)])
-        return taps, taps.sum(axis=0)
-
-    @staticmethod
-    def _outputs(x: np.ndarray, dilation: int) -> np.ndarray:
-        """(kernels, *x's shape): every kernel's output at one dilation (-1 times the sum
-        of the 9 taps plus 3 times the three taps of weight 2)."""
-        taps, total = MiniRocket._taps(x, dilation)
+        total = taps.sum(axis=0)
         return np.stack([3 * (taps[a] + taps[b] + taps[c]) - total
-                         for a, b, c in MiniRocket.kernels()])
+                         for a, b, c in kernels or MiniRocket.kernels()])
 
     def _plan(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         """(dilations, features per kernel at each): up to `max_dilations` dilations spaced
@@ -290,16 +286,13 @@ class MiniRocket(BaseEstimator, TransformerMixin):
         for dilation, number in zip(self.dilations_, per, strict=True):
             # each kernel's biases come from its output on one random training series
             picked = series[rng.integers(len(series), size=84)]
-            outputs = self._outputs(picked[:, 0], dilation) if channels == 1 else None
-            for kernel, (a, b, c) in enumerate(self.kernels()):
-                if outputs is not None:
-                    output = outputs[kernel, kernel]
-                else:
+            for kernel, weights in enumerate(self.kernels()):
+                chosen = [0]
+                if channels > 1:
                     chosen = np.sort(subsets.choice(channels, int(2 ** subsets.uniform(0, most)),
                                                     replace=False))
                     self.channels_.append(chosen)
-                    taps, total = self._taps(picked[kernel, chosen], dilation)
-                    output = (3 * (taps[a] + taps[b] + taps[c]) - total).sum(axis=0)
+                output = self._outputs(picked[kernel, chosen], dilation, [weights])[0].sum(axis=0)
                 self.biases_.append(np.quantile(output, quantiles[position: position + number]))
                 position += number
         return self
