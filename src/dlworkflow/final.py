@@ -42,7 +42,8 @@ LARGEST_FOLDS = 0.9
 
 
 def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
-                 setting: Any = "auto", train_rows: Sequence[int] | None = None) -> dict[str, Any]:
+                 setting: Any = "auto", train_rows: Sequence[int] | None = None,
+                 spans: Sequence[tuple[int, int | None]] | None = None) -> dict[str, Any]:
     """How long the final model trains, and its learning rate per epoch.
 
     `setting` is `final.epochs`: `auto` (the median of the folds' best epochs, at least 1) or
@@ -54,6 +55,8 @@ def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
     than the final model over all trainval rows does (short yearly series: best epochs 20
     on 772 windows and 6 on 1,612; 13 passes over 2,771 windows scored test MASE 5.33, the
     6-epoch fold's network 4.49).
+    With `spans` (each fold's history rows of one training phase, `final_phases`), the
+    best epochs count within that phase and its rates are replayed.
     """
     folds = [(k, int(e)) for k, e in enumerate(best_epochs) if int(e) > 0]
     if not folds:
@@ -78,11 +81,35 @@ def final_epochs(best_epochs: Sequence[int], histories: Sequence[str],
     closest = folds[int(np.argmin([abs(e - median) for e in best]))][0]
     history = pd.read_csv(histories[closest]) if closest < len(histories) else pd.DataFrame()
     rates = history["learning_rate"].tolist() if "learning_rate" in history else []
+    if spans is not None:
+        rates = rates[slice(*spans[closest])]
     if not rates:
         rates = [None]
     schedule = [rates[min(e, len(rates) - 1)] for e in range(epochs)]
     return {"epochs": epochs, "rule": rule, "fold_best_epochs": [int(e) for e in best_epochs],
             "schedule_from_fold": closest, "schedule": schedule}
+
+
+def final_phases(best_epochs: Sequence[int], histories: Sequence[str], setting: Any,
+                 train_rows: Sequence[int] | None,
+                 tune_from: Sequence[int | None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The final model's plan (`final_epochs`) and, when the folds fine-tuned a transfer
+    backbone (`tune_from`: each fold's epochs before its second phase), the second phase's.
+    Each phase restored its own best epoch in the folds, so each is planned apart: the
+    median of the folds' best epochs within it, its rates replayed from the fold closest to
+    that median (`final.epochs` sets the first). Planned as one, the best epoch over both
+    phases had set the first phase's length (Fashion-MNIST: 26 frozen epochs where the folds
+    had 19, then 8 fine-tuning epochs at a rate held, not decayed as in the folds)."""
+    if not tune_from or any(start is None for start in tune_from):
+        return final_epochs(best_epochs, histories, setting, train_rows), None
+    losses = [pd.read_csv(path)["val_loss"].to_numpy() for path in histories]
+    starts = [int(start) for start in tune_from]
+    first = [int(np.argmin(loss[:start])) + 1 if start else 0
+             for loss, start in zip(losses, starts, strict=True)]
+    second = [int(np.argmin(loss[start:])) + 1 if len(loss) > start else 0
+              for loss, start in zip(losses, starts, strict=True)]
+    return (final_epochs(first, histories, setting, train_rows, [(0, s) for s in starts]),
+            final_epochs(second, histories, "auto", train_rows, [(s, None) for s in starts]))
 
 
 #: tasks whose final network averages the fold networks under `final.average_folds: auto`
@@ -122,15 +149,25 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     choice = json.loads(Path(ctx.input("metric")).read_text())
     summary = json.loads(Path(ctx.input("summary")).read_text())
     details = (summary.get("fold_details") or {}).get(summary.get("best"), {})
-    rows = [details.get(str(k), {}).get("train_rows") for k in range(len(summary["best_epochs"]))]
-    plan = final_epochs(summary["best_epochs"], list(ctx.input("histories")),
-                        final_settings.get("epochs", "auto"),
-                        rows if all(r is not None for r in rows) else None)
-    default_rate = float(ctx.section("train").get("learning_rate", 1e-3))
+    folds = range(len(summary["best_epochs"]))
+    rows = [details.get(str(k), {}).get("train_rows") for k in folds]
+    plan, tune_plan = final_phases(summary["best_epochs"], list(ctx.input("histories")),
+                                   final_settings.get("epochs", "auto"),
+                                   rows if all(r is not None for r in rows) else None,
+                                   [details.get(str(k), {}).get("fine_tune_from") for k in folds])
+    settings = ctx.section("train")
+    default_rate = float(settings.get("learning_rate", 1e-3))
     schedule = [default_rate if r is None else float(r) for r in plan["schedule"]]
     log.info("final model: %d epoch%s (%s)", plan["epochs"], "" if plan["epochs"] == 1 else "s",
              plan["rule"])
-    trained = train_network(ctx, None, out, plan["epochs"], schedule)
+    tune = None
+    if tune_plan is not None:
+        tune_rate = float(settings.get("fine_tune_learning_rate", 1e-5))
+        tune = [tune_rate if r is None else float(r) for r in tune_plan["schedule"]]
+        log.info("then %d epoch%s fine-tuning the backbone (the same rule within the folds' "
+                 "fine-tuning phase)", tune_plan["epochs"], "" if tune_plan["epochs"] == 1 else "s")
+        plan = {**plan, "fine_tune": tune_plan}
+    trained = train_network(ctx, None, out, plan["epochs"], schedule, tune)
     model, averaged = trained.model, None
     if averages_folds(final_settings.get("average_folds", "auto"), ctx.dataset["task"]):
         members = list(ctx.input("fold_models"))

@@ -162,10 +162,14 @@ class Schedule:
     schedule: list[float] | None = None
     patience: int = 2
 
-    def phase(self, epochs: int, rate: float) -> Schedule:
-        """The same run for a second phase (fine-tuning) at a fixed rate when scheduled."""
-        return replace(self, epochs=epochs,
-                       schedule=None if self.schedule is None else [rate] * epochs)
+    def phase(self, epochs: int, rate: float, rates: Sequence[float] | None = None) -> Schedule:
+        """The same run for a second phase (fine-tuning): a fold's stops early on its own
+        planned rates from `rate`; a scheduled run (the final model) replays `rates` (the
+        folds' second phase, `dlworkflow.final.final_phases`), else holds `rate`."""
+        if self.schedule is None:
+            return replace(self, epochs=epochs)
+        planned = [float(r) for r in rates] if rates else [rate] * epochs
+        return replace(self, epochs=len(planned), schedule=planned)
 
 
 #: a pass over the training rows longer than `train.max_steps` is cut into this many
@@ -375,9 +379,10 @@ def _checkpoints(backup: Path, history: Path, stopping, plateau, seconds: float)
 
 
 def resume_key(ctx: RunContext, fold: int | None, epochs: int,
-               schedule: list[float] | None) -> str:
+               schedule: list[float] | None, fine_tune: list[float] | None = None) -> str:
     """What a job's resume state must match: every params section the rule passed, the
-    seed, the fold, the plan, and the bytes of the tensor index (the data the fold reads)."""
+    seed, the fold, the plan (both phases), and the bytes of the tensor index (the data the
+    fold reads)."""
     import hashlib
 
     index = ctx.inputs.get("index")
@@ -386,6 +391,8 @@ def resume_key(ctx: RunContext, fold: int | None, epochs: int,
     what = {"format": 2, "sections": ctx.sections, "seed": ctx.seed, "fold": fold,
             "epochs": epochs,
             "schedule": schedule, "index": index_hash, "dataset": dict(ctx.dataset)}
+    if fine_tune is not None:  # the final model's second phase (unset: the same key as before)
+        what["fine_tune"] = fine_tune
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -848,13 +855,19 @@ class Trained:
     #: encoder's vectors (text_transfer): it predicts the validation rows without encoding
     #: them a second time
     predictor: Any = None
+    #: epochs of the first phase when a second (fine-tuning) phase followed: the history's
+    #: rows from here on are the second phase's
+    fine_tune_from: int | None = None
 
 
 def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
-                  schedule: list[float] | None = None) -> Trained:
+                  schedule: list[float] | None = None,
+                  fine_tune: list[float] | None = None) -> Trained:
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
-    following `schedule` (one learning rate per epoch) instead of early stopping."""
+    following `schedule` (one learning rate per epoch) instead of early stopping, and
+    `fine_tune` (the rates of the second phase, one per epoch) when the backbone is
+    fine-tuned."""
     from dlworkflow.models.networks import (
         build_network,
         encodes_text,
@@ -866,7 +879,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
     run = Schedule(out, backup_dir(out), epochs, schedule)
-    claim_backup(run.backup, resume_key(ctx, fold, epochs, schedule),
+    claim_backup(run.backup, resume_key(ctx, fold, epochs, schedule, fine_tune),
                  "final model" if fold is None else f"fold {fold}")
     seed = ctx.seed + (fold or 0)
     gpus = configure_tensorflow(ctx.threads, seed, bool(settings.get("deterministic", True)))
@@ -927,13 +940,16 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                             IN_MEMORY_BYTES // 1024**2)
             history = _fit(fit_model, data, settings, run, "train",
                            float(settings.get("learning_rate", 1e-3)), weights)
+        tune_from = None
         if architecture == "image_transfer" and int(settings.get("fine_tune_layers", 0)) > 0:
             opened = _unfreeze_last(model, int(settings["fine_tune_layers"]))
-            log.info("fine-tuning the last %d backbone layers", opened)
-            tune_epochs = int(settings.get("fine_tune_epochs", 5))
             tune_rate = float(settings.get("fine_tune_learning_rate", 1e-5))
-            tuned = _fit(model, data, settings, run.phase(tune_epochs, tune_rate), "fine_tune",
-                         tune_rate, weights)
+            tuning = run.phase(int(settings.get("fine_tune_epochs", 5)), tune_rate, fine_tune)
+            log.info("fine-tuning the last %d backbone layers: %s", opened,
+                     f"{tuning.epochs} epochs" if tuning.schedule is not None else
+                     f"up to {tuning.epochs} epochs, stopped early")
+            tuned = _fit(model, data, settings, tuning, "fine_tune", tune_rate, weights)
+            tune_from = len(history.get("loss", []))
             history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
         recalibrated = recalibrate_batch_norm(model, data.model_batches(data.train))
         if recalibrated:
@@ -944,7 +960,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         release_backup(run.backup)  # finished: a rerun starts from scratch
         predictor = None if cached or fit_model is model or not encodes_text(model) else fit_model
         return Trained(model, history, spec, architecture, data, gpus, replicas, reason,
-                       predictor)
+                       predictor, tune_from)
 
 
 def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any]:
@@ -1043,9 +1059,12 @@ def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
                                       task.probabilities(prediction, data.classes),
                                       data.classes, fold, architecture)
     losses = history.get("val_loss", [])
-    best = int(np.argmin(losses)) + 1 if losses else 0
+    # the epoch whose weights the fold's network holds: each phase restores its best epoch
+    start = trained.fine_tune_from or 0
+    best = start + int(np.argmin(losses[start:])) + 1 if len(losses) > start else 0
     details = {
         "metrics": metrics, "best_epoch": best, "epochs_run": len(losses),
+        **({} if trained.fine_tune_from is None else {"fine_tune_from": trained.fine_tune_from}),
         "train_loss_at_best": float(history["loss"][best - 1]) if best else None,
         "val_loss_at_best": float(losses[best - 1]) if best else None,
         "train_rows": len(data.train_rows), "valid_rows": len(valid["ids"]),

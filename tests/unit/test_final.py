@@ -17,7 +17,14 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import load_test_arrays
 from dlworkflow.errors import ConfigError
 from dlworkflow.estimators import SeasonalNaive
-from dlworkflow.final import compare_on_test, export_baseline, final_epochs, score_test, train_final
+from dlworkflow.final import (
+    compare_on_test,
+    export_baseline,
+    final_epochs,
+    final_phases,
+    score_test,
+    train_final,
+)
 from dlworkflow.metrics import score
 from dlworkflow.shardfile import save_shard
 from dlworkflow.tasks import get_task
@@ -59,6 +66,89 @@ def test_final_epochs_take_the_median_and_replay_that_folds_learning_rates(tmp_p
     assert grown["schedule"] == [1e-3] * 4 + [5e-4] * 2 and "(fold 2)" in grown["rule"]
     two = final_epochs([20, 10, 6], histories, train_rows=[772, 1500, 1612])
     assert two["epochs"] == 8 and "(folds 1, 2)" in two["rule"]
+
+
+def _phased_history(path: Path, first: list[float], second: list[float], best: tuple[int, int],
+                    rates: tuple[float, float]) -> str:
+    """A fine-tuned fold's history.csv: len(first) frozen epochs at a cosine from rates[0],
+    then len(second) fine-tuning epochs from rates[1], each phase's best epoch (1-based, in
+    the phase) the lowest validation loss of that phase."""
+    phases = []
+    for losses, top, rate in zip((first, second), best, rates, strict=True):
+        loss = np.asarray(losses, dtype=float)
+        loss[top - 1] = loss.min() - 0.01
+        phases.append(pd.DataFrame({"val_loss": loss, "learning_rate": rate * np.cos(
+            np.linspace(0, 1.5, len(loss)))}))
+    frame = pd.concat(phases, ignore_index=True)
+    frame.assign(loss=0.5, epoch=np.arange(1, len(frame) + 1)).to_csv(path, index=False)
+    return str(path)
+
+
+def test_a_fine_tuned_backbones_final_model_plans_each_phase_as_the_folds_ran_it(tmp_path):
+    """With `train.fine_tune_layers`, each fold restores its best frozen epoch, then its best
+    fine-tuning epoch. The final model replays both phases apart: the frozen phase for the
+    median of the folds' best frozen epochs, at the first phase's rates, then the
+    fine-tuning phase for the median best fine-tuning epoch, at that phase's rates. Planned
+    as one phase (before), the best epoch over both (in the fine-tuning phase) set the
+    frozen phase's length, replaying fine-tuning rates on a frozen backbone, and the
+    fine-tuning phase held its rate."""
+    lengths, bests = [(19, 8), (16, 8), (19, 6)], [(14, 7), (12, 5), (17, 4)]
+    histories = [_phased_history(tmp_path / f"h{k}.csv", list(np.linspace(1, 0.5, a)),
+                                 list(np.linspace(0.4, 0.3, b)), best, (1e-3, 1e-4))
+                 for k, ((a, b), best) in enumerate(zip(lengths, bests, strict=True))]
+    overall = [a + b for (a, _), (_, b) in zip(lengths, bests, strict=True)]  # 26, 21, 23
+    first, second = final_phases(overall, histories, "auto", None, [a for a, _ in lengths])
+    frames = [pd.read_csv(path) for path in histories]
+    assert first["epochs"] == 14 and first["schedule_from_fold"] == 0  # not 23 (one phase)
+    assert first["schedule"] == frames[0]["learning_rate"][:14].tolist()
+    assert second["epochs"] == 5 and second["schedule_from_fold"] == 1
+    assert second["schedule"] == frames[1]["learning_rate"][16:21].tolist()
+    assert max(second["schedule"]) <= 1e-4 < min(first["schedule"][:10])
+    assert final_phases(overall, histories, 12, None, [19, 16, 19])[0]["epochs"] == 12
+    # folds that did not fine-tune: one phase, planned as before
+    alone, none = final_phases([14, 12, 17], histories, "auto", None, [None] * 3)
+    assert none is None and alone == final_epochs([14, 12, 17], histories)
+
+
+@pytest.mark.seconds(20)
+def test_a_fine_tuned_final_model_trains_each_phase_for_its_planned_epochs(tmp_path):
+    """train_final on real digits with a transfer network whose backbone (self-made weights,
+    as no ImageNet weights are reachable here) the folds fine-tuned: the final history holds
+    the frozen phase's epochs, then the fine-tuning phase's, each at its replayed rates."""
+    from dlworkflow.models.extractors import build_extractor
+
+    backbone = build_extractor("mobilenet_v3_small", (32, 32, 3), "none")
+    weights = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(weights)
+    x, labels, folds = digits_images(150)
+    folder = write_shards(tmp_path / "tensors", x, labels, folds)
+    metric = write_metric(folder, "classification", labels)
+    nn = tmp_path / "nn"
+    nn.mkdir()
+    lengths, bests = [(3, 2), (3, 2), (2, 2)], [(2, 1), (3, 2), (2, 2)]
+    histories = [_phased_history(nn / f"history-{k}.csv", [1.0] * a, [0.5] * b, best,
+                                 (1e-3, 2e-5))
+                 for k, ((a, b), best) in enumerate(zip(lengths, bests, strict=True))]
+    details = {str(k): {"train_rows": 120, "fine_tune_from": a}
+               for k, (a, _) in enumerate(lengths)}
+    (nn / "summary.json").write_text(json.dumps({
+        "best_epochs": [4, 5, 4], "fold_details": {"image_transfer": details},
+        **_summary("image_transfer", 0.95)}))
+    pd.DataFrame({"id": ["a"], "y_true": ["1"]}).to_parquet(nn / "oof.parquet")
+    _baseline_summary(tmp_path, "logreg", 0.9)
+    train = {**QUICK, "architecture": "image_transfer", "fine_tune_layers": 3,
+             "fine_tune_epochs": 2, "fine_tune_learning_rate": 2e-5,
+             "transfer": {"backbone": "mobilenet_v3_small", "weights": str(weights)}}
+    out = tmp_path / "final"
+    card = train_final(_final_context(IMAGE, folder, nn, metric, histories, out, seed=7,
+                                      sections={"train": train, "final": {"epochs": "auto"}}))
+    plan = card["training"]["epochs"]
+    assert plan["epochs"] == 2 and plan["fine_tune"]["epochs"] == 2
+    history = pd.read_csv(out / "history.csv")
+    expected = pd.read_csv(histories[0])["learning_rate"][:2].tolist() + \
+        pd.read_csv(histories[1])["learning_rate"][3:5].tolist()
+    assert len(history) == 4
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -206,6 +206,8 @@ def test_transfer_learning_with_self_made_backbone_weights(image_shards, tmp_pat
     entry, out = _train(image_shards, dataset("image"), tmp_path, "image_transfer",
                         transfer=transfer, epochs=1, fine_tune_layers=3, fine_tune_epochs=1)
     assert entry["epochs_run"] == 2  # one head epoch, one fine-tuning epoch
+    # the final step plans each phase apart; the fold's network holds the fine-tuning weights
+    assert entry["fine_tune_from"] == 1 and entry["best_epoch"] == 2
     import keras
 
     from dlworkflow.models.networks import find_backbone
