@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from dlworkflow.config import load_params, read_written
-from dlworkflow.errors import ConfigError
+from dlworkflow.errors import CannotPredict, ConfigError
 from dlworkflow.runner import lock_held, record_in_dvc, run_workflow
 from dlworkflow.workflow import STEPS, get_step, step_outputs
 
@@ -99,7 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             from dlworkflow.predict import predict as run_predict
 
-            print(run_predict(args.model_dir, args.inputs).to_csv(index=False), end="")
+            frame = run_predict(args.model_dir, args.inputs)
+            print(frame.to_csv(index=False), end="")
+            if "error" in frame:  # every input has its row; the unusable ones say why
+                bad = frame[frame["error"] != ""]
+                print(f"{len(bad)} of {len(frame)} inputs could not be predicted (the `error` "
+                      "column says why):", file=sys.stderr)
+                for name, error in zip(bad["input"], bad["error"], strict=True):
+                    print(f"  {name}: {error}", file=sys.stderr)
+                return 1
             return 0
         if args.command == "run":
             return run_workflow(args.params, args.datasets, passed, quick=args.quick)
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, CannotPredict) as exc:
         print(exc, file=sys.stderr)
         return 2
 

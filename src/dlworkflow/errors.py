@@ -30,6 +30,12 @@ class ConfigError(ValueError):
     """params.yaml is invalid; the message names the offending key and what is allowed."""
 
 
+class CannotPredict(ValueError):
+    """`dlworkflow predict` was given nothing it can predict from (no input, a table with no
+    series, a series without the known-future values its forecaster reads); the message
+    names the input and what it lacks."""
+
+
 class IntakeFailed(RuntimeError):
     """Raised when `intake.on_bad_input: fail` and some items were rejected."""
 

@@ -972,7 +972,16 @@ def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any
             "architecture_reason": trained.reason,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
-            "tensors": card_tensors(ctx, trained.spec.input_shape), "environment": environment()}
+            "tensors": card_tensors(ctx, trained.spec.input_shape), **card_task(ctx),
+            "environment": environment()}
+
+
+def card_task(ctx: RunContext) -> dict[str, Any]:
+    """What a card adds from the metric choice: a forecaster's `horizon` (the steps it
+    predicts, and the rows of known-future covariates `dlworkflow predict` reads after a
+    series); nothing for a task whose choice has none."""
+    choice = json.loads(Path(ctx.input("metric")).read_text())
+    return {"horizon": int(choice["horizon"])} if choice.get("horizon") else {}
 
 
 def card_tensors(ctx: RunContext, item_shape: Sequence[int]) -> dict[str, Any]:

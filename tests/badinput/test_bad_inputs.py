@@ -105,6 +105,27 @@ def test_bad_images_are_rejected_with_reasons_and_odd_ones_handled(tmp_path, ima
     assert "EXIF orientation 6" in inventory.loc["rotated.jpg", "notes"]
 
 
+def test_predict_keeps_a_row_with_the_reason_for_each_image_it_cannot_decode(tmp_path,
+                                                                            image_dataset):
+    """`dlworkflow predict` given the broken images intake rejects: each keeps its row with
+    why it cannot be decoded (in words that do not change from run to run: no memory
+    address), and the good ones are decoded around them."""
+    from dlworkflow.predict import raw_arrays
+
+    root = tmp_path / "data" / "raw" / "imgs"
+    names = ["3/good.png", "3/truncated.png", "3/zero-bytes.png", "3/not-an-image.png",
+             "7/good.jpg"]
+    card = {"modality": "image", "layout": {"kind": "folders"},
+            "tensors": {"size": [16, 16], "color": "grayscale", "resize": "pad"}}
+    read = raw_arrays(card, [root / name for name in names])
+    assert read["names"] == [str(root / name) for name in names]
+    assert [error is None for error in read["errors"]] == [True, False, False, False, True]
+    assert read["x"].shape == (2, 16, 16, 1)
+    assert all(error.startswith("cannot decode it: ") for error in read["errors"][1:4])
+    assert " at 0x" not in "".join(read["errors"][1:4])
+    assert raw_arrays(card, [root / name for name in names])["errors"] == read["errors"]
+
+
 @pytest.fixture
 def audio_dataset(tmp_path, fsdd_wav):
     """FSDD-style file names: real recordings plus broken ones."""

@@ -605,6 +605,69 @@ def test_an_untrained_forecaster_is_the_seasonal_naive_forecast(co2_csv, tmp_pat
     np.testing.assert_allclose(again.predict(x, verbose=0), want, rtol=1e-5)
 
 
+def test_predict_reads_known_future_covariates_after_each_series_last_value(co2_csv, tmp_path):
+    """A forecaster with known-future covariates (`tensors.timeseries.known_future`): the
+    real co2 series with two calendar columns known in advance and a past-only one, as a
+    `long_csv` file whose last 13 rows leave the target empty and give the calendar. Predict
+    feeds the model the last 104 observed steps of the target and the past-only column and
+    the 13 calendar rows after them, exactly as a hand-made batch does; a file without those
+    rows, or with a gap in them, or without a known column, gets a message naming the
+    series and what it lacks. Before, predict refused every such model."""
+    import keras
+
+    from dlworkflow.errors import CannotPredict
+    from dlworkflow.models.networks import NetworkSpec, build_network
+    from dlworkflow.predict import predict
+    from dlworkflow.tasks import get_task
+
+    frame = pd.read_csv(io.BytesIO(co2_csv)).iloc[:600]
+    day = pd.to_datetime(frame["date"]).dt.day_of_year.to_numpy()
+    frame["season_sin"], frame["season_cos"] = np.sin(day / 58.1), np.cos(day / 58.1)
+    frame["smooth"] = frame["co2"].interpolate().rolling(8, min_periods=1).mean()
+    frame.loc[len(frame) - 13:, ["co2", "smooth"]] = np.nan  # the horizon: targets unknown
+    known = ["season_sin", "season_cos"]
+    spec = NetworkSpec(task=get_task("forecasting"), input_shape=(104, 2), input_dtype="float32",
+                       outputs=13, settings={"units": 8}, seed=1, extra={"season": 52},
+                       future_shape=(13, 2))
+    model = build_network("forecast_cnn", spec)
+    # the deep part's last Dense starts at zero: give it weights, so the future counts
+    deep = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    deep.set_weights([np.random.default_rng(0).normal(0, 0.1, w.shape) for w in deep.get_weights()])
+    out = tmp_path / "model"
+    out.mkdir()
+    model.save(out / "model.keras")
+    layout = {"kind": "long_csv", "file": "co2.csv", "timestamp": "date", "target": "co2",
+              "exogenous": [*known, "smooth"]}
+    (out / "model.json").write_text(json.dumps({
+        "modality": "timeseries", "task": "forecasting", "classes": [], "layout": layout,
+        "horizon": 13, "tensors": {"lookback": 104, "known_future": known,
+                                   "missing": "interpolate"}}))
+    path = tmp_path / "co2.csv"
+    frame.to_csv(path, index=False)
+    table = predict(out, [path])
+    past = frame[["co2", "smooth"]].iloc[len(frame) - 13 - 104: len(frame) - 13]
+    want = model.predict({"past": past.interpolate().to_numpy(np.float32)[None],
+                          "future": frame[known].tail(13).to_numpy(np.float32)[None]}, verbose=0)
+    assert table.columns.tolist() == ["input", *(f"step_{k}" for k in range(1, 14))]
+    np.testing.assert_allclose(table.iloc[0, 1:].to_numpy(float), want[0], rtol=1e-5)
+    calendar_only = frame.copy()
+    calendar_only[known] = 0.0
+    calendar_only.to_csv(tmp_path / "flat.csv", index=False)
+    flat = predict(out, [tmp_path / "flat.csv"]).iloc[0, 1:].to_numpy(float)
+    assert np.abs(flat - want[0]).max() > 1e-3  # the calendar rows reach the model
+    cases = {"short": (frame.iloc[:-5], "found 8 such rows"),
+             "gap": (frame.assign(season_cos=frame["season_cos"].where(frame.index != 595)),
+                     "found 13 such rows, 1 with a gap"),
+             "none": (frame.iloc[:-13], "found 0 such rows")}
+    for name, (data, said) in cases.items():
+        data.to_csv(tmp_path / f"{name}.csv", index=False)
+        with pytest.raises(CannotPredict, match=said):
+            predict(out, [tmp_path / f"{name}.csv"])
+    frame.drop(columns="season_cos").to_csv(tmp_path / "lacking.csv", index=False)
+    with pytest.raises(Exception, match="season_cos"):
+        predict(out, [tmp_path / "lacking.csv"])
+
+
 RESUMABLE = """
 import json, sys
 import logging
@@ -1061,8 +1124,12 @@ def test_predict_reads_every_series_of_a_ts_wide_or_long_file_labelled_or_not(tm
 
     empty = tmp_path / "new" / "Empty_TEST.ts"
     empty.write_text("\n".join(line for line in unlabelled if line.startswith("@")) + "\n")
-    with pytest.raises(ValueError, match=r"Empty_TEST\.ts: no series in it"):
-        predict(out, [empty])
+    # a file with no series keeps a row that says so, beside the rows of a file with some
+    both = predict(out, [empty, tmp_path / "new" / "Pickup_TEST.txt"])
+    assert both["input"].tolist() == [str(empty), *frame["input"]]
+    assert both["error"][0].endswith("Empty_TEST.ts: no series in it to predict")
+    assert both["prediction"].isna().tolist() == [True] + [False] * len(frame)
+    assert (both["error"][1:] == "").all()
 
     single = tmp_path / "one.csv"
     single.write_bytes(file_series(layout, root / "Pickup_TEST.ts", ("ts",))[0][1])

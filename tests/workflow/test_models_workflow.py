@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -87,13 +88,29 @@ def test_the_network_is_chosen_again_only_for_images_and_texts_as_the_readme_say
     assert not {job["dataset"] for job in jobs} & {"fsdd", "co2"}
 
 
-def test_predict_cli_reads_raw_files_with_a_fold_model(demo_project):
+def test_predict_cli_reads_raw_files_with_a_fold_model(demo_project, tmp_path):
+    """Three real recordings are predicted; a file that is no WAV among them keeps its row
+    with the reason, as intake would word it, and the command says so and exits 1."""
     raw = sorted((demo_project / "data" / "raw" / "fsdd" / "recordings").glob("*.wav"))[:3]
     model_dir = demo_project / "results" / "fsdd" / "nn" / "fold-0"
     done = run(["dlworkflow", "predict", str(model_dir), *map(str, raw)], demo_project)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("input,prediction,p_0") and len(lines) == 4
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(raw[0].read_bytes()[:20])  # a WAV header cut short
+    again = run(["dlworkflow", "predict", str(model_dir), str(raw[0]), str(broken), str(raw[1])],
+                demo_project)
+    assert again.returncode == 1, again.stderr[-2000:]
+    table = pd.read_csv(io.StringIO(again.stdout))
+    assert table["input"].tolist() == [str(raw[0]), str(broken), str(raw[1])]
+    assert table.columns[-1] == "error" and table["error"].isna().tolist() == [True, False, True]
+    assert table.iloc[1, 1:-1].isna().all() and "cannot decode it" in table["error"][1]
+    first = pd.read_csv(io.StringIO(done.stdout))
+    pd.testing.assert_frame_equal(table.drop(columns="error").iloc[[0, 2]].reset_index(drop=True),
+                                  first.iloc[:2], check_dtype=False)  # the others as alone
+    assert "1 of 3 inputs could not be predicted" in again.stderr
+    assert f"{broken}: cannot decode it" in again.stderr and "Traceback" not in again.stderr
 
 
 def _dry_jobs(dry: str) -> list[dict]:
