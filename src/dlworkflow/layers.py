@@ -20,6 +20,41 @@ from dlworkflow.errors import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="dlworkflow")
+class WaveformLogMel(keras.layers.Layer):
+    """Waveforms (batch, samples, 1) to log-mel spectrograms (batch, bands, frames, 1) inside
+    the network (`tensors.audio.representation: waveform`), so the audio networks read them
+    as they read the shards' log-mels, and a saved model takes the samples. Each clip is
+    floored `top_db` below its own loudest cell, as the shards' log-mels are: Keras'
+    MelSpectrogram floors at the loudest cell of the whole batch, which would make a clip's
+    features depend on the clips beside it."""
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, hop_length: int = 160,
+                 n_mels: int = 64, top_db: float | None = 80.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
+        self.n_mels, self.top_db = n_mels, top_db
+        # its own floor far below the -100 dB its power floor (1e-10) allows: never reached
+        # (None is not accepted with power_to_db)
+        self.mel = keras.layers.MelSpectrogram(
+            fft_length=n_fft, sequence_stride=hop_length, sampling_rate=sample_rate,
+            num_mel_bins=n_mels, power_to_db=True, top_db=1000.0, dtype="float32")
+
+    def call(self, inputs):
+        x = self.mel(ops.cast(inputs[..., 0], "float32"))
+        if self.top_db is not None:
+            x = ops.maximum(x, ops.max(x, axis=(1, 2), keepdims=True) - self.top_db)
+        return ops.expand_dims(x, -1)
+
+    def compute_output_shape(self, input_shape):
+        frames = self.mel.compute_output_shape((input_shape[0], input_shape[1]))[-1]
+        return (input_shape[0], self.n_mels, frames, 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "sample_rate": self.sample_rate, "n_fft": self.n_fft,
+                "hop_length": self.hop_length, "n_mels": self.n_mels, "top_db": self.top_db}
+
+
+@keras.saving.register_keras_serializable(package="dlworkflow")
 class SpecAugment(keras.layers.Layer):
     """Masks one random band of frequencies and one random stretch of time (SpecAugment).
 

@@ -700,7 +700,8 @@ def _spec(ctx: RunContext, data: FoldData, seed: int):
 
     settings = ctx.section("train")
     x = data.valid["x"]
-    layer_settings = ctx.modality.layer_settings(settings, ctx.inputs.get("stats"))
+    layer_settings = {**ctx.modality.layer_settings(settings, ctx.inputs.get("stats")),
+                      "tensors": dict(ctx.section("tensors").get(ctx.modality.name) or {})}
     preprocessing = ctx.modality.preprocessing(data.adapt_x(), layer_settings)
     offset, scale = data.target_stats()
     future = data.valid.get("x_future")

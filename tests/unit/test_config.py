@@ -80,11 +80,16 @@ def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
         (lambda p: p["datasets"]["imgs"]["layout"].update(encoding="latin-1"),
          "datasets.imgs.layout.encoding: only text files are decoded; image files are read as "
          "they are"),
+        (lambda p: p["datasets"]["imgs"].update(
+            modality="audio", tensors={"audio": {"representation": "waveform",
+                                                 "storage": "uint8"}}),
+         "datasets.imgs: tensors.audio.storage: uint8 with representation: waveform"),
     ],
     ids=["unknown-top", "unknown-dataset-key", "unknown-layout-key", "wrong-type",
          "unknown-modality", "missing-root", "missing-required", "bad-enum", "layout-vs-modality",
          "regex-without-label", "bad-regex", "task-vs-modality", "side-table-escape",
-         "demo-root", "bad-dataset-name", "unknown-encoding", "encoding-of-images"],
+         "demo-root", "bad-dataset-name", "unknown-encoding", "encoding-of-images",
+         "waveform-as-uint8"],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(good, tmp_path, change, expected):
     change(good)

@@ -256,6 +256,43 @@ def test_image_transfer_enlarges_small_images_to_the_side_asked_for(tmp_path):
     np.testing.assert_allclose(seen, step, atol=1e-3)
 
 
+def test_audio_networks_read_waveforms_through_a_log_mel_front_end(tmp_path):
+    """`tensors.audio.representation: waveform`: the shards hold real FSDD recordings' samples,
+    and the default audio network reads them through a log-mel front end inside it (before,
+    it failed on them: it unpacks bands, frames and channels). The front end floors each
+    clip at its own loudest cell, so a clip's bands do not depend on the clips batched with
+    it, and the saved network takes the samples."""
+    import keras
+
+    from dlworkflow.layers import WaveformLogMel
+    from dlworkflow.modalities import create_modality
+
+    files = sorted((SHARED_DATA / "fsdd" / "recordings").glob("*.wav"))[::50][:60]
+    modality = create_modality("audio", {}, {"kind": "folders"})
+    settings = {"sample_rate": 8000, "duration": 0.5, "n_mels": 32, "n_fft": 256,
+                "hop_length": 80, "representation": "waveform"}
+    x = np.stack([modality.tensorize(f.read_bytes(), Item(f.name, f.name), settings)
+                  for f in files]).astype(np.float16)
+    labels = np.array([f.name.split("_")[0] for f in files])
+    folder = write_shards(tmp_path / "audio", x, labels, np.arange(len(files)) % 5)
+    write_metric(folder, "classification", labels)
+    out = tmp_path / "fold-0"
+    train_fold(fold_context(dataset("audio"), folder, {
+        "train": {**QUICK, "architecture": "auto"}, "augment": AUGMENT,
+        "tensors": {"audio": settings}}, out), 0)
+    _check_outputs(out, "audio_tcresnet")
+    model = keras.saving.load_model(out / "model.keras")
+    assert model.input_shape == (None, 4000, 1)
+    front = next(layer for layer in model.layers if isinstance(layer, WaveformLogMel))
+    clip = x[:1].astype(np.float32)
+    alone = np.asarray(front(clip))
+    beside_a_loud_one = np.asarray(front(np.concatenate([clip, 40 * x[1:2].astype(np.float32)])))
+    assert alone.shape[:2] == (1, 32) and alone.shape[-1] == 1 and np.isfinite(alone).all()
+    np.testing.assert_allclose(beside_a_loud_one[:1], alone, atol=1e-3)
+    assert alone.max() - alone.min() <= 80.0 + 1e-3  # top_db below the clip's loudest cell
+    assert np.isfinite(model.predict(clip, verbose=0)).all()
+
+
 @pytest.mark.parametrize("architecture", ["audio_dscnn", "audio_cnn"])
 def test_audio_networks_on_fsdd_spectrograms(tmp_path, architecture):
     x, labels, folds, _, _ = fsdd_spectrograms(60)

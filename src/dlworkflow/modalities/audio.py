@@ -165,9 +165,9 @@ class AudioModality(Modality):
                          settings: Mapping[str, Any]) -> dict[str, Any] | None:
         """Spectrograms (bands, frames): time in seconds across, bands upwards (mel bands, or
         MFCC coefficients), as the EDA draws them."""
-        bands, frames = shape[0], shape[1]
         if settings.get("representation", "logmel") == "waveform":
-            return None
+            return None  # samples: drawn as a curve, not a picture
+        bands, frames = shape[0], shape[1]
         seconds = frames * int(settings.get("hop_length", 160)) / int(
             settings.get("sample_rate", 16000))
         kind = "MFCC" if settings.get("representation") == "mfcc" else "mel band"
@@ -223,7 +223,22 @@ class AudioModality(Modality):
         return layers
 
     def preprocessing(self, train_x: Any, settings: Mapping[str, Any]) -> list:
-        """Per-fold preprocessing layers (fitted on the fold's training rows)."""
-        from dlworkflow.layers import adapted_normalizer
+        """Per-fold preprocessing layers (fitted on the fold's training rows): one mean and
+        variance per band; for waveforms a log-mel front end first (`WaveformLogMel`, with
+        the `tensors.audio` settings in `settings["tensors"]`), the bands' statistics
+        taken on its output."""
+        from dlworkflow.layers import WaveformLogMel, adapted_normalizer
 
-        return [adapted_normalizer(train_x, axis=1)]  # one mean/variance per mel band
+        tensors = settings.get("tensors") or {}
+        if tensors.get("representation", "logmel") != "waveform":
+            return [adapted_normalizer(train_x, axis=1)]
+        front = WaveformLogMel(int(tensors.get("sample_rate", 16000)),
+                               int(tensors.get("n_fft", 512)), int(tensors.get("hop_length", 160)),
+                               int(tensors.get("n_mels", 64)), tensors.get("top_db", 80.0))
+        if hasattr(train_x, "element_spec"):  # a streamed fold
+            mels = train_x.map(front)
+        else:
+            x = np.asarray(train_x, dtype=np.float32)
+            mels = np.concatenate([np.asarray(front(x[start: start + 256]))
+                                   for start in range(0, len(x), 256)])
+        return [front, adapted_normalizer(mels, axis=1)]

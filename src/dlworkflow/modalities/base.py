@@ -234,6 +234,8 @@ class Modality(ABC):
         from dlworkflow.figures import figure_uri, new_panels
 
         picture = np.asarray(x, dtype=np.float32).mean(axis=-1)
+        if picture.ndim == 1:  # one value per step (a waveform): drawn as a strip
+            picture = picture[None, :]
         heat = np.asarray(values, dtype=np.float64).reshape(*picture.shape, -1).sum(axis=-1)
         limit = float(np.abs(heat).max()) or 1.0
         axes_info = self.attribution_axes(picture.shape, settings or {})
