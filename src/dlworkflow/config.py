@@ -271,18 +271,16 @@ def _check_waveform_storage(resolved: dict[str, Any]) -> list[str]:
     """Waveforms are never stored as uint8: 256 levels per shard lose all of a clip that
     is 48 dB below its loudest sample, and `dlworkflow predict`, which reads the samples
     at full precision, would then disagree with every model trained on them."""
-    problems = []
+    places = {"": (resolved.get("tensors") or {}).get("audio") or {}}
     for name, ds in resolved["datasets"].items():
-        if ds.get("modality") != "audio":
-            continue
-        audio = (dataset_section(resolved, name, "tensors") or {}).get("audio") or {}
-        if audio.get("representation") == "waveform" and audio.get("storage") == "uint8":
-            problems.append(
-                f"datasets.{name}: tensors.audio.storage: uint8 with representation: waveform "
-                "quantises the samples to 256 levels (FSDD at 30 a class: baseline CV 0.72 "
-                "against 0.81 with float16, and predictions on the raw files no longer match "
-                "the models'); uint8 is for spectrograms, use storage: float16 for waveforms")
-    return problems
+        if ((ds.get("tensors") or {}).get("audio")):  # its own audio settings, merged
+            places[f"datasets.{name}."] = dataset_section(resolved, name, "tensors")["audio"]
+    return [f"{where}tensors.audio.storage: uint8 with representation: waveform quantises the "
+            "samples to 256 levels (FSDD at 30 a class: baseline CV 0.72 against 0.81 with "
+            "float16, and predictions on the raw files no longer match the models'); uint8 "
+            "is for spectrograms, use storage: float16 for waveforms"
+            for where, audio in places.items()
+            if audio.get("representation") == "waveform" and audio.get("storage") == "uint8"]
 
 
 #: the demo datasets' entries (`datasets.<name>: {demo: <source>}` is filled in from these)

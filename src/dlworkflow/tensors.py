@@ -70,8 +70,9 @@ def write_item_shard(ctx: RunContext, rows: pd.DataFrame, inventory: pd.DataFram
 
 def fill_past(past: np.ndarray, policy: str) -> np.ndarray:
     """A window's past values with the gaps filled as `tensors.timeseries.missing` says:
-    interpolated (`interpolate`), else zeros (`mask` marks them, `drop_window` has none)."""
-    if policy == "interpolate":
+    interpolated (`interpolate`; `mask` too, which also marks them in a channel of its own,
+    `padded_past`), else zeros (`drop_window` keeps no window with a gap)."""
+    if policy in ("interpolate", "mask"):
         return pd.DataFrame(past).interpolate(limit_direction="both").fillna(0).to_numpy()
     return np.nan_to_num(past)
 
@@ -81,7 +82,10 @@ def padded_past(channels: np.ndarray, start: int, lookback: int, policy: str
     """A window's `lookback` inputs before step `start`: the observed ones with their gaps
     filled (`tensors.timeseries.missing`), and when the series has fewer, the first value
     repeated before them (the padding of a short series; its mask is False). Returns (past,
-    mask of observed values, observed steps)."""
+    mask of observed values, observed steps). Under `mask` the past gets one more channel,
+    last: 1 where every input was observed, 0 at a gap or in the padding, so the model
+    knows which values were filled in (before, the mask was stored beside the windows and
+    no model read it)."""
     past = channels[max(0, start - lookback): start]
     mask = ~np.isnan(past)
     if not mask.all():
@@ -90,6 +94,8 @@ def padded_past(channels: np.ndarray, start: int, lookback: int, policy: str
     if observed < lookback:
         past = np.concatenate([np.repeat(past[:1], lookback - observed, axis=0), past])
         mask = np.concatenate([np.zeros((lookback - observed, mask.shape[1]), bool), mask])
+    if policy == "mask":
+        past = np.concatenate([past, mask.all(axis=1, keepdims=True).astype(past.dtype)], axis=1)
     return past, mask, observed
 
 

@@ -83,7 +83,7 @@ def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
         (lambda p: p["datasets"]["imgs"].update(
             modality="audio", tensors={"audio": {"representation": "waveform",
                                                  "storage": "uint8"}}),
-         "datasets.imgs: tensors.audio.storage: uint8 with representation: waveform"),
+         "datasets.imgs.tensors.audio.storage: uint8 with representation: waveform"),
     ],
     ids=["unknown-top", "unknown-dataset-key", "unknown-layout-key", "wrong-type",
          "unknown-modality", "missing-root", "missing-required", "bad-enum", "layout-vs-modality",

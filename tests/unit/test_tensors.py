@@ -207,3 +207,32 @@ def test_unequal_series_are_cut_to_their_observed_span_before_resampling():
                                   Item("x", "x"), {"length": 100})
     assert array.shape == (100, 1) and np.allclose(array, unpadded)
     assert array[-1, 0] == pytest.approx(values[-1]) and array[0, 0] == pytest.approx(values[0])
+
+
+@pytest.mark.parametrize("policy", ["interpolate", "mask"])
+def test_a_masked_gap_is_filled_and_marked_in_a_channel_the_models_read(co2_csv, policy):
+    """`tensors.timeseries.missing: mask` on the real co2 series, whose weeks have gaps: the
+    gaps are interpolated as under `interpolate`, and the window gets one more channel, 1
+    where the week was observed and 0 at a gap or in the padding of a short past. Before,
+    the gaps were zeros (0 ppm beside 330) and the mask was stored where no model read it."""
+    from dlworkflow.tensors import padded_past
+
+    values = pd.read_csv(io.BytesIO(co2_csv))["co2"].to_numpy(dtype=np.float64)[:, None]
+    gaps = np.flatnonzero(np.isnan(values[:, 0]))
+    gap = int(gaps[gaps < 95].max())  # the series' first weeks: a short past, with gaps
+    start = gap + 8
+    assert not np.isnan(values[gap + 1: start]).any()  # observed weeks after the gap
+    past, mask, observed = padded_past(values, start, 104, policy)
+    plain, _, _ = padded_past(values, start, 104, "interpolate")
+    assert observed == start < 104  # the series' start: a short past, padded
+    np.testing.assert_allclose(past[:, 0], plain[:, 0])  # the same filled values
+    assert np.isfinite(past).all() and past[:, 0].min() > 300  # no zeros among the ppm
+    if policy == "interpolate":
+        assert past.shape == (104, 1)
+        return
+    assert past.shape == (104, 2)
+    marks = past[:, 1]
+    assert (marks == mask.all(axis=1)).all() and set(np.unique(marks)) == {0.0, 1.0}
+    assert (marks[: 104 - observed] == 0).all()  # the padding
+    assert marks[104 - observed + gap] == 0  # the gap
+    assert marks[-1] == 1

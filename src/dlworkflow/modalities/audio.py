@@ -166,7 +166,7 @@ class AudioModality(Modality):
         """Spectrograms (bands, frames): time in seconds across, bands upwards (mel bands, or
         MFCC coefficients), as the EDA draws them."""
         if settings.get("representation", "logmel") == "waveform":
-            return None  # samples: drawn as a curve, not a picture
+            return None  # samples: no axes of seconds and bands (drawn as a strip)
         bands, frames = shape[0], shape[1]
         seconds = frames * int(settings.get("hop_length", 160)) / int(
             settings.get("sample_rate", 16000))
