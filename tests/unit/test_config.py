@@ -84,12 +84,14 @@ def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
             modality="audio", tensors={"audio": {"representation": "waveform",
                                                  "storage": "uint8"}}),
          "datasets.imgs.tensors.audio.storage: uint8 with representation: waveform"),
+        (lambda p: p.update(tensors={"audio": {"representation": "mfcc", "storage": "uint8"}}),
+         "tensors.audio.storage: uint8 with representation: mfcc quantises"),
     ],
     ids=["unknown-top", "unknown-dataset-key", "unknown-layout-key", "wrong-type",
          "unknown-modality", "missing-root", "missing-required", "bad-enum", "layout-vs-modality",
          "regex-without-label", "bad-regex", "task-vs-modality", "side-table-escape",
          "demo-root", "bad-dataset-name", "unknown-encoding", "encoding-of-images",
-         "waveform-as-uint8"],
+         "waveform-as-uint8", "mfcc-as-uint8"],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(good, tmp_path, change, expected):
     change(good)
