@@ -28,7 +28,7 @@ from dlworkflow.metrics import metric_label
 from dlworkflow.provenance import environment
 from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
 from dlworkflow.tasks.base import DRAWS, percentile_interval
-from dlworkflow.train import card_task, card_tensors, model_card, train_network, write_history
+from dlworkflow.train import card_inputs, model_card, train_network, write_history
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,8 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
             "architecture": name, "classes": list(classes), "threshold": threshold,
             "train_rows": train_rows, "cv": summary.get("headline"),
             "layout": dict(ctx.dataset["layout"]),
-            "tensors": card_tensors(ctx, np.shape(shape["x"])[1:]), **card_task(ctx),
-            "flat": settings, "environment": environment()}
+            **card_inputs(ctx, np.shape(shape["x"])[1:]), "flat": settings,
+            "environment": environment()}
     save_baseline(estimator, ctx.folder("model", output=True), card)
     log.info("baseline %s refitted on %d trainval rows and exported", name, train_rows)
     return card

@@ -56,13 +56,10 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
             kinds = (*SERIES_TABLES, "ts") if ucr else SERIES_TABLES
             try:
                 found = file_series(layout, path, kinds)
-            except OSError as exc:  # the file as a whole: one row says why
+            except (OSError, BadInput) as exc:  # the file as a whole: one row says why
                 names.append(str(value))
-                errors.append(f"cannot read file: {exc.strerror or exc}")
-                continue
-            except BadInput as exc:
-                names.append(str(value))
-                errors.append(exc.reason)
+                errors.append(exc.reason if isinstance(exc, BadInput)
+                              else f"cannot read file: {exc.strerror or exc}")
                 continue
             read = [(name, name, data, modality) for name, data in found]
         elif modality.inline_text:  # the table shows the text itself

@@ -973,31 +973,26 @@ def model_card(ctx: RunContext, trained: Trained, **extra: Any) -> dict[str, Any
             "architecture_reason": trained.reason,
             "classes": list(trained.data.classes), "input_shape": list(trained.spec.input_shape),
             **extra, "layout": dict(dataset["layout"]),
-            "tensors": card_tensors(ctx, trained.spec.input_shape), **card_task(ctx),
-            "environment": environment()}
+            **card_inputs(ctx, trained.spec.input_shape), "environment": environment()}
 
 
-def card_task(ctx: RunContext) -> dict[str, Any]:
-    """What a card adds from the metric choice: a forecaster's `horizon` (the steps it
-    predicts, and the rows of known-future covariates `dlworkflow predict` reads after a
-    series); nothing for a task whose choice has none."""
-    choice = json.loads(Path(ctx.input("metric")).read_text())
-    return {"horizon": int(choice["horizon"])} if choice.get("horizon") else {}
-
-
-def card_tensors(ctx: RunContext, item_shape: Sequence[int]) -> dict[str, Any]:
-    """The modality's tensor settings as the model was trained with them: a forecasting
-    `lookback: auto` as the number of steps the windows had (from the metric choice), and
-    a setting resolved from the inventory as the stored tensors of `item_shape` show it (a
-    series classifier's `length: null`: `Modality.card_settings`)."""
+def card_inputs(ctx: RunContext, item_shape: Sequence[int]) -> dict[str, Any]:
+    """What a card needs to turn raw files into the model's inputs: `tensors`, the
+    modality's tensor settings as the model was trained with them (a forecasting `lookback:
+    auto` as the number of steps the windows had, from the metric choice; a setting resolved
+    from the inventory as the stored tensors of `item_shape` show it, such as a series
+    classifier's `length: null`: `Modality.card_settings`), and a forecaster's `horizon`
+    (the steps it predicts, and the rows of known-future covariates `dlworkflow predict`
+    reads after a series)."""
     settings = dict(ctx.section("tensors").get(ctx.dataset["modality"]) or {})
-    if ctx.dataset["task"] == "forecasting":
-        from dlworkflow.tasks.forecasting import window_lookback
+    if ctx.dataset["task"] != "forecasting":
+        return {"tensors": ctx.modality.card_settings(settings, item_shape)}
+    from dlworkflow.tasks.forecasting import window_lookback
 
-        choice = json.loads(Path(ctx.input("metric")).read_text())
-        settings["lookback"] = window_lookback(choice, settings)
-        return settings
-    return ctx.modality.card_settings(settings, item_shape)
+    choice = json.loads(Path(ctx.input("metric")).read_text())
+    settings["lookback"] = window_lookback(choice, settings)
+    return {"tensors": settings,
+            **({"horizon": int(choice["horizon"])} if choice.get("horizon") else {})}
 
 
 def write_history(history: Mapping[str, list], path: Path) -> None:
