@@ -34,6 +34,16 @@ SERIES_TABLES = ("long_csv", "wide_csv")
 TABLE_LAYOUTS = (*SERIES_TABLES, "tsf")
 
 
+def _is_file(path: Path) -> bool:
+    """Whether `path` names an existing file. A text typed on the command line can be too
+    long for a file name (over 255 bytes between slashes, or 4096 in all), where `is_file`
+    raises instead of answering no."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, Any]:
     """Decode raw files (or, for a modality that takes inline text, strings that are not
     existing files) as the shards do: {"x": stored arrays, "names": what each row is (the
@@ -48,7 +58,7 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
     arrays, names, errors = [], [], []
     for number, value in enumerate(inputs):
         path = Path(value)
-        if isinstance(value, Path) or (len(str(value)) < 4096 and path.is_file()):
+        if isinstance(value, Path) or _is_file(path):
             # a UCR file (.ts, .tsv, .txt), or a table of the dataset's wide or long layout,
             # holds many series, each an item (as training read them); any other file (a
             # one-series CSV of a `ts` dataset too) is one item
@@ -122,7 +132,7 @@ def series_windows(card: dict[str, Any], inputs: Sequence[str | Path]
     names, items, observed, histories, futures = [], [], [], {}, []
     for value in inputs:
         path = Path(value)
-        if not path.is_file():
+        if not _is_file(path):
             raise FileNotFoundError(f"{value}: no such file")
         try:
             found = file_series(layout, path, TABLE_LAYOUTS)

@@ -258,6 +258,10 @@ def test_latin1_text_files_name_the_remedy_and_read_with_the_layouts_encoding(tm
     card = {"modality": "text", "layout": layouts["latin"], "tensors": {}}
     arrays = raw_arrays(card, [root / "pos" / "a.txt", "un caf\u00e9 na\u00eff"])
     assert list(arrays["x"]) == [files["pos/a.txt"], "un caf\u00e9 na\u00eff"]
+    # a typed text too long to be a file name (a 300-character message; a path-like one of
+    # 5,000) is text, where asking the file system whether it is a file raises
+    long_texts = [("un caf\u00e9 na\u00eff " * 20).strip(), ("and/or " * 700).strip()]
+    assert raw_arrays(card, long_texts)["x"].tolist() == long_texts
 
 
 @pytest.fixture
