@@ -30,6 +30,7 @@ from dlworkflow.workflow import (
     decides_network,
     encodes_texts,
     extracts_features,
+    named_files,
     visible_gpus,
 )  # noqa: E402
 
@@ -193,6 +194,17 @@ def get_features_index_if_extracted(wildcards):
     if extracts_features(DATASETS[wildcards.dataset], PARAMS):
         return f"results/{wildcards.dataset}/features/index.parquet"
     return []
+
+
+def get_named_train_files(wildcards):
+    """Files the dataset's train (and features) settings name for its networks
+    (pretrained weights, word vectors): inputs, so that a new one reruns their jobs."""
+    return named_files(PARAMS, wildcards.dataset, ("train", "features"), folders=False)
+
+
+def get_named_features_files(wildcards):
+    """The weights file `features.weights` names, when it is one (as get_named_train_files)."""
+    return named_files(PARAMS, wildcards.dataset, ("features",), folders=False)
 
 
 def get_network_if_decided(wildcards):

@@ -5,6 +5,7 @@
 rule extract_features:
     input:
         shard="results/{dataset}/tensors/{shard}.npz",
+        named=get_named_features_files,
     output:
         features="results/{dataset}/features/{shard}.npz",
     log:

@@ -45,6 +45,7 @@ rule final_train:
         vectors=get_text_vectors_if_encoded,
         network=get_network_if_decided,
         baseline="results/{dataset}/baseline/summary.json",
+        named=get_named_train_files,
     output:
         model="results/{dataset}/final/model.keras",
         card="results/{dataset}/final/model.json",

@@ -12,6 +12,7 @@
 rule choose_network:
     input:
         stats="results/{dataset}/tensors/stats.json",
+        named=get_named_train_files,
     output:
         network="results/{dataset}/nn/network.json",
     log:
@@ -39,6 +40,7 @@ rule encode_texts:
         index="results/{dataset}/tensors/index.parquet",
         shards=get_trainval_shards,
         network=get_network_if_decided,
+        named=get_named_train_files,
     output:
         vectors="results/{dataset}/nn/vectors.npz",
     log:
@@ -68,6 +70,7 @@ rule train_fold:
         features=get_features_index_if_extracted,
         vectors=get_text_vectors_if_encoded,
         network=get_network_if_decided,
+        named=get_named_train_files,
     output:
         model="results/{dataset}/nn/fold-{fold}/model.keras",
         card="results/{dataset}/nn/fold-{fold}/model.json",

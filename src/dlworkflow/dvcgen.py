@@ -19,6 +19,7 @@ from dlworkflow.workflow import (
     Step,
     dataset_plots,
     step_datasets,
+    step_files,
     step_metrics,
     step_outputs,
     step_params,
@@ -62,6 +63,7 @@ def stage(step: Step, params: Mapping[str, Any],
     if step.name == "intake":  # raw data that no demo rule makes is a dep (dvc add it)
         deps.extend(ds["root"] for ds in params["datasets"].values()
                     if ds["root"] not in produced_earlier)
+    deps.extend(step_files(step, params))  # pretrained weights, word vectors the params name
     keys = [tracked_key(key, written) for key in step_params(step, params)]
     body: dict[str, Any] = {
         "cmd": f"dlworkflow step {step.name}",

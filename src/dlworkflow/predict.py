@@ -87,8 +87,16 @@ def raw_arrays(card: dict[str, Any], inputs: Sequence[str | Path]) -> dict[str, 
                 errors.append(BadInput(f"cannot decode it: {type(exc).__name__}: {exc}").reason)
     if not arrays:
         batch = None
+    elif isinstance(arrays[0], str):
+        batch = np.asarray(arrays, dtype=str)
     else:
-        batch = np.asarray(arrays, dtype=str) if isinstance(arrays[0], str) else np.stack(arrays)
+        # kept as the shards keep them (float16 spectrograms): the models were fitted and
+        # scored on those values, and a k-NN's neighbours can change at the last digit;
+        # uint8 codes depend on a shard's range, so those stay at full precision
+        batch = np.stack(arrays)
+        stored = modality.stored(batch, card.get("tensors") or {})
+        if "x_scale" not in stored:
+            batch = stored["x"]
     return {"x": batch, "names": names, "errors": errors}
 
 

@@ -39,6 +39,9 @@ class Step:
     after: tuple[str, ...] = ()
     #: what DVC tracks, when it differs from the Snakemake targets (a folder of shards)
     dvc_outs: tuple[str, ...] = ()
+    #: params sections whose keys may name a local file the step reads (`named_files`):
+    #: such a file is a dep of the step, in Snakemake and in DVC
+    files: tuple[str, ...] = ()
 
 
 CORE_CODE = ("schemas/params.schema.yaml", "rules/common.smk", "schemas/demo_datasets.yaml")
@@ -103,6 +106,7 @@ STEPS: tuple[Step, ...] = (
         code=("rules/features.smk", "scripts/extract_features.py", "scripts/features_index.py"),
         datasets="features",
         after=("tensors",),
+        files=("features",),
     ),
     Step(
         name="baseline",
@@ -124,6 +128,7 @@ STEPS: tuple[Step, ...] = (
               "scripts/train_fold.py", "scripts/nn_summary.py"),
         after=("intake", "tensors", "features", "baseline"),
         dvc_outs=("results/{dataset}/nn",),
+        files=("train", "features"),
     ),
     Step(
         name="final",
@@ -140,6 +145,7 @@ STEPS: tuple[Step, ...] = (
         after=("intake", "split", "tensors", "features", "baseline", "train"),
         # the test shards and the final model live here; only this stage reads test rows
         dvc_outs=("results/{dataset}/final",),
+        files=("train", "features"),
     ),
 )
 
@@ -251,6 +257,48 @@ def step_params(step: Step, params: Mapping[str, Any]) -> list[str]:
             if key not in keys:
                 keys.append(key)
     return keys
+
+
+#: what a key of `Modality.named_files` holds when it names no file
+NOT_FILES = frozenset({"imagenet", "download", "none"})
+
+
+def named_files(params: Mapping[str, Any], name: str, sections: tuple[str, ...],
+                folders: bool = True) -> list[str]:
+    """The local files and folders that dataset `name`'s settings in `sections` name for its
+    modality's networks (pretrained weights, word vectors), those that exist, as written
+    (relative to the project). A step that reads one depends on it: replacing it reruns the
+    step, where a param that names it is unchanged. `folders=False` lists a folder's files
+    instead (Snakemake sees a folder change only when an entry comes or goes). A name that
+    does not exist is the job's to report (or `auto`'s to pass over), naming its key."""
+    from dlworkflow.config import dataset_section
+    from dlworkflow.modalities import get_modality_class
+
+    dataset = params["datasets"][name]
+    named = list(get_modality_class(dataset["modality"]).named_files)
+    if extracts_features(dataset, params):  # the features step, and the networks on them
+        named.append(("features", "weights"))
+    found: list[str] = []
+    for section, *keys in named:
+        if section not in sections:
+            continue
+        value: Any = dataset_section(params, name, section)
+        for key in keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if not isinstance(value, str) or value.lower() in NOT_FILES:
+            continue
+        path = Path(value)
+        if path.is_file() or (folders and path.is_dir()):
+            found.append(value)
+        elif path.is_dir():
+            found.extend(str(f) for f in sorted(path.rglob("*")) if f.is_file())
+    return list(dict.fromkeys(found))
+
+
+def step_files(step: Step, params: Mapping[str, Any]) -> list[str]:
+    """The named files (`named_files`) of the step over its datasets: deps of its DVC stage."""
+    return list(dict.fromkeys(f for name in step_datasets(step, params)
+                              for f in named_files(params, name, step.files)))
 
 
 def all_targets(params: Mapping[str, Any]) -> list[str]:

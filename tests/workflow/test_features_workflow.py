@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from dlworkflow.config import validate_params
+from dlworkflow.dvcgen import render_dvc_yaml
 from dlworkflow.errors import ConfigError
 from dlworkflow.models import extractors
 from dlworkflow.tensors import load_shard
@@ -123,3 +128,23 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", "--", *targets],
               project, env={"DLWORKFLOW_GPUS": "1"})
     assert "gpu=1" in dry.stdout
+    # the weights file is an input of every job that reads it: replaced by a newer file (the
+    # same name, so no param changes), the embeddings and the network that reads them are
+    # planned again, and the text dataset's jobs are not
+    os.utime(path)
+    dry = run(["snakemake", "--cores", "2", "-n", "--", *targets], project)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    jobs = [re.findall(r"wildcards: dataset=(\w+)", block)[0]
+            for block in dry.stdout.split("\n\n")
+            if re.search(r"^(local)?rule (extract_features|train_fold):", block, re.M)]
+    shards = {name: len(pd.read_parquet(project / "results" / name / "tensors" / "index.parquet")
+                        .query("role == 'trainval'")["shard"].unique())
+              for name in ("digits", "fsdd")}
+    assert sorted(jobs) == sorted(["digits"] * (shards["digits"] + 1) + ["fsdd"] * shards["fsdd"])
+    assert "updated input files" in dry.stdout
+    # DVC: the features, train and final stages depend on it, the others do not
+    params = validate_params(yaml.safe_load((project / "params.yaml").read_text()),
+                             base_dir=project)
+    stages = yaml.safe_load(render_dvc_yaml(params, params))["stages"]
+    assert [name for name, stage in stages.items() if str(path) in stage["deps"]] == \
+        ["features", "train", "final"]

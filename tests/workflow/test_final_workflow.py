@@ -137,6 +137,43 @@ def test_exported_final_model_predicts_raw_files(demo_project):
     assert "was saved with" not in done.stderr  # the versions it was made with
 
 
+@pytest.mark.parametrize("name", ("digits", "fsdd", "sms_spam"))
+def test_both_exported_models_predict_the_test_items_as_the_final_step_did(demo_project, name):
+    """`dlworkflow predict`'s way from raw files (or texts) to outputs gives the final step's
+    test probabilities, for the shipped model and the other one alike: the same decoding,
+    and the values kept as the shards keep them (float16 spectrograms: at full precision the
+    final step's k-NN and predict's could find other neighbours)."""
+    import yaml
+
+    from dlworkflow.config import validate_params
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.predict import raw_arrays
+    from dlworkflow.shipping import load_shipped
+    from dlworkflow.tasks import get_task
+
+    final = demo_project / "results" / name / "final"
+    params = validate_params(yaml.safe_load((demo_project / "params.yaml").read_text()),
+                             base_dir=demo_project)
+    dataset = params["datasets"][name]
+    inventory = pd.read_parquet(demo_project / "results" / name / "intake" / "inventory.parquet")
+    predictions = pd.read_parquet(final / "predictions.parquet")
+    modality = create_modality(dataset["modality"], {}, dataset["layout"])
+    for kind in ("network", "baseline"):
+        shipped = load_shipped(final, kind)
+        rows = predictions[predictions["model"] == shipped.card["architecture"]]
+        assert len(rows) >= 10, kind
+        items = modality.records(inventory.set_index("id", drop=False).loc[rows["id"]],
+                                 dataset["root"], get_task(dataset["task"]), demo_project)
+        arrays = raw_arrays(shipped.card, [item.file or item.read_bytes().decode("utf-8")
+                                           for item in items])
+        arrays.pop("names")
+        assert arrays.pop("errors") == [None] * len(items)
+        columns = [f"p_{label}" for label in shipped.card["classes"]]
+        np.testing.assert_allclose(np.asarray(shipped.outputs(arrays), dtype=float),
+                                   rows[columns].to_numpy(float), rtol=0, atol=1e-6,
+                                   err_msg=f"{name}: {kind} {shipped.card['architecture']}")
+
+
 def test_snakemake_report_collects_the_annotated_outputs(demo_project, tmp_path):
     target = tmp_path / "workflow-report.html"
     done = run(["snakemake", "--cores", "1", "--report", str(target)], demo_project)

@@ -40,6 +40,10 @@ class Modality(ABC):
     inline_text: ClassVar[bool] = False
     #: its files are decoded with the layout's `encoding` (text); others are read as bytes
     decodes_text: ClassVar[bool] = False
+    #: params keys (section first) whose value may name a local file or folder that its
+    #: networks read: pretrained weights, word vectors (`workflow.named_files`; an
+    #: extractor's `features.weights` is added where it embeds the modality)
+    named_files: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def __init__(self, options: Mapping[str, Any] | None = None,
                  layout: Mapping[str, Any] | None = None) -> None:

@@ -144,6 +144,7 @@ class ImageModality(Modality):
         array = np.asarray(image, dtype=np.uint8)
         return array[..., None] if array.ndim == 2 else array
 
+    named_files: ClassVar[tuple[tuple[str, ...], ...]] = (("train", "transfer", "weights"),)
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
         "classification": ("image_wide_cnn", "image_cnn", "image_transfer"),
         "regression": ("image_cnn", "image_transfer")}

@@ -72,6 +72,8 @@ class TextModality(Modality):
         text = " ".join(unicodedata.normalize("NFC", text).split())
         return text[: int(settings.get("max_characters", 10000))]
 
+    named_files: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("train", "transfer", "text_weights"), ("train", "text", "pretrained_vectors"))
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
         "classification": ("text_wide_cnn", "text_cnn", "text_bigru", "text_transformer",
                            "text_transfer"),
