@@ -25,7 +25,7 @@ from dlworkflow.final import (
     score_test,
     train_final,
 )
-from dlworkflow.metrics import score
+from dlworkflow.metrics import METRICS, score
 from dlworkflow.shardfile import save_shard
 from dlworkflow.tasks import get_task
 from dlworkflow.tasks.base import bootstrap_intervals
@@ -183,6 +183,27 @@ def test_threshold_tuned_on_oof_predictions_raises_the_primary_metric(sms_oof):
     assert tune_threshold(frame, choice, ("a", "b", "c")) is None  # not binary
     with pytest.raises(ConfigError, match=r"final\.threshold"):
         tune_threshold(frame, choice, ("ham", "spam"), setting=1.5)
+
+
+@pytest.mark.parametrize("intake", [{"ranking": True}, {"metric": "pr_auc"}])
+def test_a_primary_from_scores_keeps_the_threshold_and_records_a_label_metric(sms_oof, intake):
+    """With ROC AUC (intake.ranking) or PR AUC primary, no threshold changes it: `tune`
+    keeps 0.5, a number is kept as given, and the record scores the first chosen metric from
+    labels there (the final step raised KeyError on these params)."""
+    from dlworkflow.choice import choose_metric
+
+    frame, _ = sms_oof
+    choice = choose_metric("classification", frame["y_true"],
+                           {"imbalance_share": 0.2, "beta": 1.0, **intake})
+    assert METRICS[choice["primary"]["name"]].needs == "scores"
+    judged = next(m["name"] for m in choice["secondary"] if METRICS[m["name"]].needs == "labels")
+    tuned = tune_threshold(frame, choice, ("ham", "spam"))
+    assert tuned["threshold"] == 0.5 and "not tuned" in tuned["how"]
+    fixed = tune_threshold(frame, choice, ("ham", "spam"), setting=0.3)
+    y_pred = CLASSIFICATION.decide(frame[["p_ham", "p_spam"]].to_numpy(), ("ham", "spam"), fixed)
+    assert fixed["threshold"] == 0.3 and fixed[f"oof_{judged}_at_threshold"] == pytest.approx(
+        score(choice, frame["y_true"].to_numpy(), y_pred)[judged])
+    assert fixed[f"oof_{judged}_at_threshold"] != fixed[f"oof_{judged}_at_0.5"]
 
 
 def test_bootstrap_intervals_hold_the_value_and_narrow_with_more_rows(sms_oof):

@@ -180,9 +180,11 @@ class ClassificationTask(ItemTask):
         `setting` is `final.threshold`: `tune` picks, on the network's out-of-fold
         predictions, the threshold in 0.05-0.95 (steps of 0.01) that maximises the primary
         metric (ties go to the one nearest 0.5); a number fixes it; `none` keeps argmax
-        (0.5). Metrics computed from scores (ROC AUC, PR AUC) do not depend on it.
+        (0.5). Metrics computed from scores (ROC AUC, PR AUC) do not depend on it: with such
+        a primary, `tune` keeps 0.5, and the record gives the out-of-fold scores of the first
+        chosen metric computed from labels (accuracy after intake.ranking), if any.
         """
-        from dlworkflow.metrics import METRICS, score
+        from dlworkflow.metrics import METRICS, metric_names, score
 
         positive = self.positive(choice, classes)
         if positive is None or setting in (None, "none"):
@@ -190,12 +192,15 @@ class ClassificationTask(ItemTask):
         frame = oof()
         negative = next(c for c in classes if c != positive)
         primary = choice["primary"]["name"]
+        # what a threshold changes: the primary, or with one from scores the first from labels
+        judged = next((name for name in metric_names(choice) if METRICS[name].needs == "labels"),
+                      None)
         y_true = frame["y_true"].astype(str).to_numpy()
         scores = frame[f"p_{positive}"].to_numpy(dtype=float)
 
         def value(threshold: float) -> float:
             y_pred = np.where(scores >= threshold, positive, negative)
-            return score(choice, y_true, y_pred)[primary]
+            return score(choice, y_true, y_pred)[judged]
 
         if isinstance(setting, int | float) and not isinstance(setting, bool):
             if not 0 < float(setting) < 1:
@@ -213,8 +218,11 @@ class ClassificationTask(ItemTask):
                 how = f"maximises out-of-fold {primary} over 0.05-0.95"
         else:
             raise ConfigError(f"final.threshold: {setting!r}; use tune, none or a number in (0, 1)")
-        return {"positive": positive, "threshold": chosen, "how": how,
-                f"oof_{primary}_at_0.5": value(0.5), f"oof_{primary}_at_threshold": value(chosen)}
+        record = {"positive": positive, "threshold": chosen, "how": how}
+        if judged is not None:
+            record.update({f"oof_{judged}_at_0.5": value(0.5),
+                           f"oof_{judged}_at_threshold": value(chosen)})
+        return record
 
     def evaluate(self, choice: Mapping[str, Any], test: Mapping[str, Any], output: np.ndarray,
                  classes: Sequence[str], threshold: Mapping[str, Any] | None, model: str,
