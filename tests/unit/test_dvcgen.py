@@ -122,3 +122,34 @@ def test_dvc_tracks_written_keys_and_falls_back_to_the_nearest_written_parent():
         assert "final:" in str(exc)
     else:
         raise AssertionError("a missing section must be an error")
+
+
+def test_files_the_params_name_for_the_networks_are_deps_of_the_steps_that_read_them(tmp_path,
+                                                                                     monkeypatch):
+    """Word vectors and a sentence encoder's folder named in a text dataset's train settings
+    are deps of the train and final stages (the folder as one, for DVC's hash; its files for
+    Snakemake, which sees a folder change only when an entry comes or goes); an image
+    dataset does not read them; a keyword (download, imagenet) and a missing path are none."""
+    from dlworkflow.workflow import named_files
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vectors.txt").write_text("spam " + " ".join(["0.1"] * 64) + "\n")
+    (tmp_path / "encoder").mkdir()
+    for name in ("config.json", "vocab.txt"):
+        (tmp_path / "encoder" / name).write_text("{}")
+    written = yaml.safe_load((REPO / "params.yaml").read_text())
+    written["datasets"]["sms_spam"]["train"] = {
+        "text": {"pretrained_vectors": "vectors.txt"}, "transfer": {"text_weights": "encoder"}}
+    written["train"]["transfer"] = {"weights": "missing.weights.h5"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(written))
+    params = load_params(tmp_path / "params.yaml")
+    stages = yaml.safe_load(render_dvc_yaml(params, written))["stages"]
+    for name, stage in stages.items():
+        reads = name in ("train", "final")
+        assert ("vectors.txt" in stage["deps"]) == reads and ("encoder" in stage["deps"]) == reads
+        assert "missing.weights.h5" not in stage["deps"]
+    assert named_files(params, "sms_spam", ("train",), folders=False) == [
+        "encoder/config.json", "encoder/vocab.txt", "vectors.txt"]
+    assert named_files(params, "digits", ("train", "features")) == []
+    params["datasets"]["sms_spam"]["train"]["transfer"]["text_weights"] = "download"
+    assert named_files(params, "sms_spam", ("train",)) == ["vectors.txt"]
