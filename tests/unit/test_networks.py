@@ -549,21 +549,25 @@ def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixe
     assert np.allclose(model.predict(x[folds == 0], verbose=0), 0.1, atol=1e-4)
 
 
-def test_glove_vectors_initialise_the_embedding(tmp_path):
+def test_glove_vectors_initialise_the_embedding(tmp_path, caplog):
     texts, labels, folds = sms_texts(100)
     folder = write_shards(tmp_path / "text", texts, labels, folds)
     write_metric(folder, "classification", labels)
     vectors = tmp_path / "glove.txt"
     vectors.write_text("call " + " ".join(["0.5"] * 8) + "\nfree " + " ".join(["-0.5"] * 8) + "\n")
     text = {**QUICK["text"], "pretrained_vectors": str(vectors)}
-    _, out = _train(folder, dataset("text", layout="delimited"), tmp_path, "text_cnn", text=text,
-                    epochs=1, learning_rate=1e-9)
+    with caplog.at_level("INFO", logger="dlworkflow.models.networks"):
+        _, out = _train(folder, dataset("text", layout="delimited"), tmp_path, "text_cnn",
+                        text=text, epochs=1, learning_rate=1e-9)
     import keras
 
     model = keras.saving.load_model(out / "model.keras")
     vocabulary = model.layers[1].get_vocabulary()
     table = model.get_layer("embedding").embeddings.numpy()
     assert np.allclose(table[vocabulary.index("call")], 0.5, atol=1e-3)
+    # the log says how much of the vocabulary the file covered
+    words = len(vocabulary) - 2  # padding and [UNK] aside
+    assert f"2 of the {words} words of the fold's vocabulary found" in caplog.text
 
 
 def test_series_fcn_classifies_digit_rows_as_series(tmp_path):

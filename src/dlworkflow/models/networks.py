@@ -8,6 +8,7 @@ from data lives inside the model, so a saved model takes what the shards hold.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +323,10 @@ def glove_matrix(path: str, vocabulary: Sequence[str], dim: int, seed: int) -> n
                                       f"{len(values)}")
                 matrix[wanted[word]] = values
                 found += 1
+    logging.getLogger(__name__).info(
+        "train.text.pretrained_vectors: %d of the %d words of the fold's vocabulary found in "
+        "%s; the others start at small random vectors", found,
+        sum(1 for word in vocabulary if word and word != "[UNK]"), path)
     return matrix
 
 
