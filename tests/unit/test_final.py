@@ -29,6 +29,7 @@ from dlworkflow.metrics import METRICS, score
 from dlworkflow.shardfile import save_shard
 from dlworkflow.tasks import get_task
 from dlworkflow.tasks.base import bootstrap_intervals
+from tests.conftest import SHARED_DATA
 from tests.helpers.shards import co2_windows, digits_images, sms_texts, write_metric, write_shards
 
 CLASSIFICATION = get_task("classification")
@@ -283,7 +284,60 @@ def test_forecast_intervals_resample_horizon_steps_and_mase_matches_score():
     assert mase["value"] == pytest.approx(score(choice, y[last], naive, history=x[last][:, :, 0])
                                           ["mase"])
     assert mase["low"] <= mase["value"] <= mase["high"] and result["units"] == 52
+    assert result["bootstrap_unit"].startswith("circular blocks of 4 consecutive forecast steps")
     assert len(frame) == 52 and (frame["step"] == np.arange(1, 53)).all()
+
+
+def _forecast_choice():
+    return json.loads(Path(write_metric(Path(__import__("tempfile").mkdtemp()), "forecasting",
+                                        frequency="W-SAT")).read_text())
+
+
+def test_forecast_intervals_resample_whole_windows_of_many_series():
+    """80 M4 Weekly series, each forecast by its last value over the official 13 test weeks:
+    the bootstrap resamples whole windows (one a series), since a window's errors go
+    together over its steps. Its interval is more than twice as wide as that of resampling
+    (window, step) pairs as if independent (3.2 times here), and holds the point MASE, the
+    mean of the windows' MASE."""
+    train = pd.read_csv(SHARED_DATA / "m4" / "Weekly-train.csv", nrows=80).set_index("V1")
+    held = pd.read_csv(SHARED_DATA / "m4" / "Weekly-test.csv", nrows=80).set_index("V1")
+    ids, y, last, scale = [], [], [], []
+    for name in train.index:
+        history = train.loc[name].dropna().to_numpy(float)
+        ids.append(f"{name}@{len(history):06d}")
+        y.append(held.loc[name].to_numpy(float))
+        last.append(np.repeat(history[-1], 13))
+        scale.append(np.mean(np.abs(np.diff(history))))
+    test = {"ids": np.array(ids), "y": np.array(y), "scale": np.array(scale)}
+    result, _ = get_task("forecasting").evaluate(
+        _forecast_choice(), test, np.array(last), (), None, "naive",
+        {"resamples": 1000, "seed": 0, "confidence": 0.95})
+    errors = np.abs(test["y"] - np.array(last)) / test["scale"][:, None]
+    mase = result["metrics"]["mase"]
+    assert result["units"] == 80 and result["bootstrap_unit"] == "held-out windows, one a series"
+    assert mase["value"] == pytest.approx(errors.mean(axis=1).mean())
+    rng = np.random.default_rng(1)
+    pairs = [errors.ravel()[rng.integers(0, errors.size, errors.size)].mean()
+             for _ in range(1000)]
+    assert mase["high"] - mase["low"] > 2 * np.subtract(*np.percentile(pairs, [97.5, 2.5]))
+    assert mase["low"] < mase["value"] < mase["high"]
+
+
+def test_overlapping_test_windows_of_one_series_are_resampled_in_runs():
+    """The last 300 rolling windows of co2 (a test period set by a date): they overlap, so
+    the bootstrap resamples runs of 52 consecutive windows, six of them."""
+    x, y, starts, _ = co2_windows(horizon=52)
+    picked = slice(len(x) - 300, len(x))
+    test = {"ids": np.array([f"co2@{s:06d}" for s in starts[picked]]), "x": x[picked],
+            "y": y[picked]}
+    naive = SeasonalNaive(season=52, horizon=52).fit(x).predict(x[picked])
+    result, _ = get_task("forecasting").evaluate(
+        _forecast_choice(), test, naive, (), None, "seasonal_naive",
+        {"resamples": 300, "seed": 0, "confidence": 0.95})
+    assert result["units"] == 6
+    assert result["bootstrap_unit"] == "runs of up to 52 overlapping held-out windows of a series"
+    mase = result["metrics"]["mase"]
+    assert mase["low"] < mase["value"] < mase["high"]
 
 
 def _summary(model: str, mean: float, primary: str = "accuracy") -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,16 +40,32 @@ def counts_as_leak(report: Mapping[str, Any], kind: str) -> bool:
     return report.get("groups_counted", True) or not kind.startswith("groups_")
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """Test rows that the bootstrap resamples together: each resample draws `count` of the
+    `rows` arrays (with replacement) and scores the rows they hold; `unit` says what the
+    blocks are, in the report's words (plural)."""
+
+    rows: list[np.ndarray]
+    count: int
+    unit: str
+
+
 def bootstrap_draws(metric_fn: Callable[[np.ndarray], Mapping[str, float]], units: int,
-                    resamples: int, seed: int) -> dict[str, np.ndarray]:
+                    resamples: int, seed: int, blocks: Blocks | None = None
+                    ) -> dict[str, np.ndarray]:
     """Every metric on each of `resamples` resamples (with replacement) of the `units` test
-    units, NaN where a metric is undefined on a resample (e.g. ROC AUC with one class). The
-    resamples depend only on `units` and `seed`: two models scored on the same test units
-    are resampled alike, so their draws pair up."""
+    units (or of `blocks` of rows), NaN where a metric is undefined on a resample (e.g. ROC
+    AUC with one class). The resamples depend only on `units` (the blocks) and `seed`: two
+    models scored on the same test units are resampled alike, so their draws pair up."""
     rng = np.random.default_rng(seed)
     draws: dict[str, np.ndarray] = {}
     for number in range(resamples):
-        picked = rng.integers(0, units, units)
+        if blocks is None:
+            picked = rng.integers(0, units, units)
+        else:
+            picked = np.concatenate([blocks.rows[j] for j in
+                                     rng.integers(0, len(blocks.rows), blocks.count)])
         try:
             values = metric_fn(picked)
         except ValueError:  # e.g. ROC AUC on a resample with one class
@@ -90,13 +107,18 @@ DRAWS = "_draws"
 
 def scored(model: str, rows: int, units: int, point: Mapping[str, float],
            metric_fn: Callable[[np.ndarray], Mapping[str, float]],
-           bootstrap: Mapping[str, Any]) -> dict[str, Any]:
-    """One model's test result: point metrics with bootstrap intervals over `units` (and,
-    under DRAWS, the draws they came from)."""
-    draws = bootstrap_draws(metric_fn, units, int(bootstrap["resamples"]), int(bootstrap["seed"]))
+           bootstrap: Mapping[str, Any], blocks: Blocks | None = None) -> dict[str, Any]:
+    """One model's test result: point metrics with bootstrap intervals over `units`, or over
+    `blocks` of them (then `units` is the number of blocks, and `bootstrap_unit` says what
+    one is), and, under DRAWS, the draws they came from."""
+    draws = bootstrap_draws(metric_fn, units, int(bootstrap["resamples"]), int(bootstrap["seed"]),
+                            blocks)
     intervals = intervals_of(draws, float(bootstrap["confidence"]))
-    return {"model": model, "rows": rows, "units": int(units),
-            "metrics": with_intervals(point, intervals), DRAWS: draws}
+    found = {"model": model, "rows": rows,
+             "units": int(units) if blocks is None else len(blocks.rows)}
+    if blocks is not None:
+        found["bootstrap_unit"] = blocks.unit
+    return {**found, "metrics": with_intervals(point, intervals), DRAWS: draws}
 
 
 def save_csv(folder: Path, name: str, table: pd.DataFrame) -> None:
@@ -128,7 +150,7 @@ class Task(ABC):
     #: what a test row is, in the report's words
     test_rows: ClassVar[str] = "rows"
     #: what the bootstrap resamples
-    bootstrap_unit: ClassVar[str] = "test row"
+    bootstrap_unit: ClassVar[str] = "test rows"
     #: the intake.sample subset applies (forecasting keeps whole series)
     samples_items: ClassVar[bool] = True
     #: training rows are read on demand from memory-mapped shards (`data.RowSource`), never

@@ -6,11 +6,13 @@ steps, and so which windows, a fold may learn from; the split's leakage proof, t
 and the final step all use it. Scores are MASE against the seasonal-naive forecast, sMAPE and
 MAE; MASE as the M4 defines it (each window's error over the seasonal-naive MAE of its
 series' history), averaged over windows (one a series at test); the bootstrap resamples
-(window, step) pairs.
+whole windows of series (runs of overlapping ones together), or with too few of them moving
+blocks of forecast steps (`test_blocks`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +22,7 @@ import pandas as pd
 
 from dlworkflow.errors import ConfigError
 from dlworkflow.pages import counted
-from dlworkflow.tasks.base import Task, metric_entry, save_csv, scored
+from dlworkflow.tasks.base import Blocks, Task, metric_entry, save_csv, scored
 from dlworkflow.tasks.regression import PredictsValues
 
 HELD_OUT = "windows whose targets all lie in the test period"
@@ -258,6 +260,60 @@ def window_scales(arrays: Mapping[str, Any], choice: Mapping[str, Any]) -> np.nd
     return naive_scales(arrays["x"][:, :, 0], int(choice.get("season", 1)))
 
 
+#: the fewest independent groups of test windows the bootstrap resamples as wholes; with
+#: fewer it resamples moving blocks of forecast steps
+MIN_GROUPS = 5
+
+
+def test_blocks(ids: Sequence[str], horizon: int) -> Blocks:
+    """What the test's bootstrap resamples, for rows in (window, step) order.
+
+    The forecast errors of one window are correlated over its steps (a level missed at step
+    1 is missed at step 52 too), and overlapping windows of one series share their targets:
+    resampled as independent (window, step) pairs they gave intervals 2.5 (M4 Weekly) to 6
+    (M4 Hourly) times narrower than resampling whole windows, and 25 times on a test period
+    of 314 rolling windows of one series. So the windows of each series are cut, in time
+    order, into runs of at most `horizon` (a run's windows overlap; one window a series at
+    the default split), and with at least MIN_GROUPS runs the bootstrap resamples runs
+    (a cluster bootstrap). With fewer (one series' last horizon) it resamples circular
+    blocks of ceil(T ** (1/3)) consecutive target steps within each run of T (Politis and
+    Romano's circular block bootstrap; the block length of order T^(1/3) after Hall,
+    Horowitz and Jing 1995), the rows of one target step together."""
+    runs: dict[str, list[tuple[int, int]]] = {}
+    for number, window in enumerate(ids):
+        name, _, start = str(window).rpartition("@")
+        try:
+            origin = int(start)
+        except ValueError:  # not a window of the shards' naming: a series of its own
+            name, origin = str(window), 0
+        runs.setdefault(name, []).append((origin, number))
+    groups: list[list[tuple[int, int]]] = []
+    for windows in runs.values():
+        windows.sort()
+        groups.extend(windows[i: i + horizon] for i in range(0, len(windows), horizon))
+    if len(groups) >= MIN_GROUPS:
+        rows = [np.concatenate([np.arange(n * horizon, (n + 1) * horizon) for _, n in group])
+                for group in groups]
+        single = all(len(group) == 1 for group in groups) and len(groups) == len(runs)
+        return Blocks(rows, len(rows), "held-out windows, one a series" if single else
+                      f"runs of up to {horizon} overlapping held-out windows of a series")
+    timelines = []
+    for group in groups:
+        origin0 = group[0][0]
+        # each row's target step on the run's timeline
+        times = np.concatenate([origin - origin0 + np.arange(horizon) for origin, _ in group])
+        rows = np.concatenate([np.arange(n * horizon, (n + 1) * horizon) for _, n in group])
+        timelines.append([at for t in range(int(times.max()) + 1)
+                          if len(at := rows[times == t])])
+    steps = sum(len(timeline) for timeline in timelines)
+    length = math.ceil(steps ** (1 / 3))
+    blocks = [np.concatenate([at[(first + k) % len(at)] for k in range(min(length, len(at)))])
+              for at in timelines for first in range(len(at))]
+    return Blocks(blocks, math.ceil(steps / length),
+                  f"circular blocks of {length} consecutive forecast steps ({len(groups)} "
+                  f"series window{'s' if len(groups) > 1 else ''}, too few to resample whole)")
+
+
 def forecast_scores(choice: Mapping[str, Any], errors: pd.DataFrame) -> dict[str, float]:
     """Forecast metrics over (window, step) pairs; MASE as the mean of |error| / the window's
     seasonal-naive scale (equal to the mean of per-window MASE when windows are whole)."""
@@ -305,7 +361,7 @@ class ForecastingTask(PredictsValues, Task):
     shard_unit = "windows"
     split_rows = "steps"
     test_rows = "windows"
-    bootstrap_unit = "(window, step) pair"
+    bootstrap_unit = "held-out windows"  # test_blocks says which, per test
     samples_items = False
     reads_rows_on_demand = True
     layout_kinds = ("long_csv", "wide_csv", "tsf")
@@ -514,7 +570,8 @@ class ForecastingTask(PredictsValues, Task):
         def metric_fn(picked: np.ndarray) -> Mapping[str, float]:
             return forecast_scores(choice, errors.iloc[picked])
 
-        return scored(model, len(test["ids"]), len(errors), point, metric_fn, bootstrap), frame
+        return scored(model, len(test["ids"]), len(errors), point, metric_fn, bootstrap,
+                      test_blocks(list(test["ids"]), y_true.shape[1])), frame
 
     def write_plots(self, folder: Any, frame: pd.DataFrame, classes: Sequence[str],
                     positive: str | None) -> list[str]:
