@@ -293,6 +293,12 @@ class PositionalEmbedding(keras.layers.Layer):
         self.tokens = keras.layers.Embedding(vocabulary, dim)
         self.positions = keras.layers.Embedding(sequence_length, dim)
 
+    def build(self, input_shape: Any) -> None:
+        # the embeddings built here, so a saved model builds them before its weights load
+        # (Keras warns of a layer marked built with unbuilt state otherwise)
+        self.tokens.build(input_shape)
+        self.positions.build((self.sequence_length,))
+
     def call(self, inputs):
         positions = ops.arange(ops.shape(inputs)[-1])
         return self.tokens(inputs) + self.positions(positions)[None]

@@ -326,9 +326,14 @@ def test_text_networks_take_raw_strings(tmp_path, architecture):
     entry, out = _train(folder, dataset("text", layout="delimited"), tmp_path, architecture)
     _check_outputs(out, architecture)
     assert "f_beta" in entry["metrics"]
+    import warnings
+
     import keras
 
-    model = keras.saving.load_model(out / "model.keras")
+    with warnings.catch_warnings(record=True) as caught:  # every layer builds its weights
+        warnings.simplefilter("always")
+        model = keras.saving.load_model(out / "model.keras")
+    assert not [str(w.message) for w in caught if "unbuilt state" in str(w.message)]
     import tensorflow as tf
 
     scores = model.predict(tf.constant(["Free entry! call now to win a prize", "see you at 6"]),
