@@ -158,10 +158,13 @@ def test_both_exported_models_predict_the_test_items_as_the_final_step_did(demo_
     inventory = pd.read_parquet(demo_project / "results" / name / "intake" / "inventory.parquet")
     predictions = pd.read_parquet(final / "predictions.parquet")
     modality = create_modality(dataset["modality"], {}, dataset["layout"])
+    splits = pd.read_parquet(demo_project / "results" / name / "split" / "splits.parquet")
+    test_ids = set(splits.loc[splits["role"] == "test", "id"])
     for kind in ("network", "baseline"):
         shipped = load_shipped(final, kind)
         rows = predictions[predictions["model"] == shipped.card["architecture"]]
-        assert len(rows) >= 10, kind
+        assert test_ids and set(rows["id"]) == test_ids, kind  # every test item, once
+        assert len(rows) == len(test_ids), kind
         items = modality.records(inventory.set_index("id", drop=False).loc[rows["id"]],
                                  dataset["root"], get_task(dataset["task"]), demo_project)
         arrays = raw_arrays(shipped.card, [item.file or item.read_bytes().decode("utf-8")
