@@ -7,7 +7,7 @@ and the final step all use it. Scores are MASE against the seasonal-naive foreca
 MAE; MASE as the M4 defines it (each window's error over the seasonal-naive MAE of its
 series' history), averaged over windows (one a series at test); the bootstrap resamples
 whole windows of series (runs of overlapping ones together), or with too few of them moving
-blocks of forecast steps (`test_blocks`).
+blocks of forecast steps (`resampling_blocks`).
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def window_scales(arrays: Mapping[str, Any], choice: Mapping[str, Any]) -> np.nd
 MIN_GROUPS = 5
 
 
-def test_blocks(ids: Sequence[str], horizon: int) -> Blocks:
+def resampling_blocks(ids: Sequence[str], horizon: int) -> Blocks:
     """What the test's bootstrap resamples, for rows in (window, step) order.
 
     The forecast errors of one window are correlated over its steps (a level missed at step
@@ -276,9 +276,10 @@ def test_blocks(ids: Sequence[str], horizon: int) -> Blocks:
     order, into runs of at most `horizon` (a run's windows overlap; one window a series at
     the default split), and with at least MIN_GROUPS runs the bootstrap resamples runs
     (a cluster bootstrap). With fewer (one series' last horizon) it resamples circular
-    blocks of ceil(T ** (1/3)) consecutive target steps within each run of T (Politis and
-    Romano's circular block bootstrap; the block length of order T^(1/3) after Hall,
-    Horowitz and Jing 1995), the rows of one target step together."""
+    blocks of ceil(T ** (1/3)) consecutive target steps, each within one run, T the target
+    steps of all runs (Politis and Romano's circular block bootstrap; the block length of
+    order T^(1/3) after Hall, Horowitz and Jing 1995), the rows of one target step
+    together."""
     runs: dict[str, list[tuple[int, int]]] = {}
     for number, window in enumerate(ids):
         name, _, start = str(window).rpartition("@")
@@ -361,7 +362,7 @@ class ForecastingTask(PredictsValues, Task):
     shard_unit = "windows"
     split_rows = "steps"
     test_rows = "windows"
-    bootstrap_unit = "held-out windows"  # test_blocks says which, per test
+    bootstrap_unit = "held-out windows"  # resampling_blocks says which, per test
     samples_items = False
     reads_rows_on_demand = True
     layout_kinds = ("long_csv", "wide_csv", "tsf")
@@ -571,7 +572,7 @@ class ForecastingTask(PredictsValues, Task):
             return forecast_scores(choice, errors.iloc[picked])
 
         return scored(model, len(test["ids"]), len(errors), point, metric_fn, bootstrap,
-                      test_blocks(list(test["ids"]), y_true.shape[1])), frame
+                      resampling_blocks(list(test["ids"]), y_true.shape[1])), frame
 
     def write_plots(self, folder: Any, frame: pd.DataFrame, classes: Sequence[str],
                     positive: str | None) -> list[str]:
