@@ -292,20 +292,19 @@ def resampling_blocks(ids: Sequence[str], horizon: int) -> Blocks:
     for windows in runs.values():
         windows.sort()
         groups.extend(windows[i: i + horizon] for i in range(0, len(windows), horizon))
+    # the rows of each group: a window's `horizon` steps follow one another
+    rows = [np.concatenate([np.arange(n * horizon, (n + 1) * horizon) for _, n in group])
+            for group in groups]
     if len(groups) >= MIN_GROUPS:
-        rows = [np.concatenate([np.arange(n * horizon, (n + 1) * horizon) for _, n in group])
-                for group in groups]
         single = all(len(group) == 1 for group in groups) and len(groups) == len(runs)
         return Blocks(rows, len(rows), "held-out windows, one a series" if single else
                       f"runs of up to {horizon} overlapping held-out windows of a series")
     timelines = []
-    for group in groups:
-        origin0 = group[0][0]
+    for group, held in zip(groups, rows, strict=True):
         # each row's target step on the run's timeline
-        times = np.concatenate([origin - origin0 + np.arange(horizon) for origin, _ in group])
-        rows = np.concatenate([np.arange(n * horizon, (n + 1) * horizon) for _, n in group])
+        times = np.concatenate([origin - group[0][0] + np.arange(horizon) for origin, _ in group])
         timelines.append([at for t in range(int(times.max()) + 1)
-                          if len(at := rows[times == t])])
+                          if len(at := held[times == t])])
     steps = sum(len(timeline) for timeline in timelines)
     length = math.ceil(steps ** (1 / 3))
     blocks = [np.concatenate([at[(first + k) % len(at)] for k in range(min(length, len(at)))])
