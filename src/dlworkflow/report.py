@@ -120,8 +120,9 @@ def quick_look(network: Mapping[str, Any]) -> str | None:
     to mean anything (a quick look: `train.min_steps: 0` with a few epochs), else None."""
     details = [fold for folds in network.get("fold_details", {}).values()
                for fold in folds.values()]
-    steps = [int(fold["epochs_run"]) * -(-int(fold["train_rows"])
-                                          // max(1, int(fold.get("global_batch_size") or 32)))
+    steps = [int(fold["epochs_run"])  # an epoch is a pass, or a slice of a long one
+             * -(-int(fold["train_rows"]) // (max(1, int(fold.get("global_batch_size") or 32))
+                                              * int(fold.get("pass_slices") or 1)))
              for fold in details if fold.get("epochs_run")]
     if not steps or float(np.median(steps)) >= QUICK_LOOK_STEPS:
         return None

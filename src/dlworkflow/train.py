@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 CPU_DEVICES_ENV = "DLWORKFLOW_CPU_DEVICES"
 
 
+#: TensorFlow takes its global seed modulo this; the remainder 0 cannot train
+#: (`configure_tensorflow`), and this minus one stands for it
+TF_SEED_MODULUS = 2**31 - 1
+
+
 def configure_tensorflow(threads: int, seed: int, deterministic: bool = True) -> list:
     """Threads from the rule, seeded weights and shuffles, op determinism, mixed precision
     when a GPU is visible, and freed heap kept for the next step (`heap`). Returns the
@@ -72,6 +77,9 @@ def configure_tensorflow(threads: int, seed: int, deterministic: bool = True) ->
     except RuntimeError:  # already initialised in this process (tests): keep its threads
         pass
     keras.utils.set_random_seed(seed)
+    if seed % TF_SEED_MODULUS == 0:  # TensorFlow checks for a (0, 0) seed pair as Python
+        # bools, and each epoch's shuffle seed is a tensor: `seed: 0` failed fold 0 and the final
+        tf.random.set_seed(TF_SEED_MODULUS - 1)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_physical_devices("GPU")
@@ -379,10 +387,11 @@ def _checkpoints(backup: Path, history: Path, stopping, plateau, seconds: float)
 
 
 def resume_key(ctx: RunContext, fold: int | None, epochs: int,
-               schedule: list[float] | None, fine_tune: list[float] | None = None) -> str:
+               schedule: list[float] | None, fine_tune: list[float] | None = None,
+               slices: int | None = None) -> str:
     """What a job's resume state must match: every params section the rule passed, the
-    seed, the fold, the plan (both phases), and the bytes of the tensor index (the data the
-    fold reads)."""
+    seed, the fold, the plan (both phases and the final model's epoch length), and the
+    bytes of the tensor index (the data the fold reads)."""
     import hashlib
 
     index = ctx.inputs.get("index")
@@ -393,6 +402,8 @@ def resume_key(ctx: RunContext, fold: int | None, epochs: int,
             "schedule": schedule, "index": index_hash, "dataset": dict(ctx.dataset)}
     if fine_tune is not None:  # the final model's second phase (unset: the same key as before)
         what["fine_tune"] = fine_tune
+    if slices is not None:  # the final model's epochs as a share of a pass (unset: as before)
+        what["slices"] = slices
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -500,6 +511,7 @@ class FoldData:
     valid_set: Any = None
     seed: int = 0
     max_steps: int = 0  # `train.max_steps`: a longer pass is trained in slices
+    slices: int | None = None  # the final model: epochs of 1/slices pass, as its folds' were
     computed_input: bool = False  # inputs come with a second, computed once (`add_computed_input`)
     _epoch: Any = None  # seed -> one epoch of training batches in the order it draws
 
@@ -509,8 +521,9 @@ class FoldData:
 
     @classmethod
     def load(cls, ctx: RunContext, folder: str, fold: int | None, batch_size: int,
-             seed: int) -> FoldData:
-        """Read the fold's rows from the shards (or cached embeddings) in `folder`."""
+             seed: int, slices: int | None = None) -> FoldData:
+        """Read the fold's rows from the shards (or cached embeddings) in `folder`; `slices`
+        (the final model's) cuts each pass into that many epochs, whatever `max_steps` says."""
 
         task = ctx.task
         part = Part(task, folder, fold, "train" if fold is not None else "trainval", ctx.gap)
@@ -531,7 +544,7 @@ class FoldData:
         data = cls(task, ctx.modality, batch_size,
                    task.resampling(str(ctx.section("train").get("resample", "none"))),
                    train_rows, in_memory, train_arrays, valid, seed=seed,
-                   max_steps=int(ctx.section("train").get("max_steps") or 0))
+                   max_steps=int(ctx.section("train").get("max_steps") or 0), slices=slices)
         if source is not None:
             data._epoch = data._rounds(source)
         elif in_memory:
@@ -633,8 +646,17 @@ class FoldData:
     @property
     def steps_per_epoch(self) -> int:
         """Batches in one epoch: one pass over the training rows, or a slice of a pass
-        longer than `train.max_steps` (`epoch_steps`)."""
+        longer than `train.max_steps` (`epoch_steps`); the final model's epochs are the
+        share of a pass its folds' were (`slices`)."""
+        if self.slices:
+            return -(-self.pass_steps // self.slices)
         return epoch_steps(self.pass_steps, {"max_steps": self.max_steps})
+
+    @property
+    def pass_slices(self) -> int:
+        """Epochs a pass over the training rows is cut into: 1, or `EPOCH_SLICES` where the
+        pass is longer than `train.max_steps`."""
+        return self.slices or (1 if self.steps_per_epoch >= self.pass_steps else EPOCH_SLICES)
 
     @property
     def pass_steps(self) -> int:
@@ -770,7 +792,7 @@ def _unfreeze_last(model, count: int) -> int:
 
 
 def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int,
-                        run: Schedule):
+                        run: Schedule, slices: int | None = None):
     """Fit the transfer head on the fold's cached embeddings (fast: the backbone ran once in
     the features step), then build the full model: the same frozen backbone with that head,
     so the saved model still takes images."""
@@ -780,7 +802,7 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     settings = ctx.section("train")
     features = ctx.section("features")
     embedded = FoldData.load(ctx, ctx.folder("features"), fold, batch_size,
-                             ctx.seed + (fold or 0))
+                             ctx.seed + (fold or 0), slices)
     head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
                         input_dtype="float32", preprocessing=(), augmentation=())
     head = embedding_head(head_spec)
@@ -863,12 +885,12 @@ class Trained:
 
 def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                   schedule: list[float] | None = None,
-                  fine_tune: list[float] | None = None) -> Trained:
+                  fine_tune: list[float] | None = None, slices: int | None = None) -> Trained:
     """Build the configured network, fit it (and fine-tune a transfer backbone), save
     `model.keras` into `out`. `fold=None` trains on every trainval row without validation,
     following `schedule` (one learning rate per epoch) instead of early stopping, and
     `fine_tune` (the rates of the second phase, one per epoch) when the backbone is
-    fine-tuned."""
+    fine-tuned; its epochs are 1/`slices` of a pass, as the fold's it replays were."""
     from dlworkflow.models.networks import (
         build_network,
         encodes_text,
@@ -880,13 +902,13 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
     run = Schedule(out, backup_dir(out), epochs, schedule)
-    claim_backup(run.backup, resume_key(ctx, fold, epochs, schedule, fine_tune),
+    claim_backup(run.backup, resume_key(ctx, fold, epochs, schedule, fine_tune, slices),
                  "final model" if fold is None else f"fold {fold}")
     seed = ctx.seed + (fold or 0)
     gpus = configure_tensorflow(ctx.threads, seed, bool(settings.get("deterministic", True)))
     strategy, replicas = distribution(settings)
     batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
-    data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed)
+    data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed, slices)
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
                                             tuple(data.valid["x"].shape[1:]),
                                             decided_network(ctx))
@@ -904,11 +926,16 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                  data.steps_per_epoch, settings.get("min_steps", 600),
                  settings.get("max_steps") or "any", data.pass_steps, patience,
                  settings.get("schedule", "cosine"))
+    else:
+        log.info("%d epochs of %d optimizer steps (%s over %d rows, as the replayed fold's "
+                 "epochs were of its own)", run.epochs, data.steps_per_epoch,
+                 "a pass" if data.pass_slices == 1 else f"1/{data.pass_slices} of a pass",
+                 len(data.train_rows))
     with strategy.scope():  # variables made here are mirrored on every replica
         spec = _spec(ctx, data, seed)
         cached = bool(ctx.folder("features")) and architecture == "image_transfer"
         if cached:  # train the head on the cached embeddings, then put the backbone in front
-            model, history = _head_on_embeddings(ctx, spec, fold, batch_size, run)
+            model, history = _head_on_embeddings(ctx, spec, fold, batch_size, run, slices)
         else:
             model = build_network(architecture, spec)
         weights = ctx.task.class_weights(settings.get("class_weight", "none"),
@@ -1076,6 +1103,7 @@ def train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         "parameters": int(model.count_params()),
         "device": "GPU" if trained.devices else "CPU", "replicas": trained.replicas,
         "global_batch_size": int(trained.data.batch_size),
+        "pass_slices": trained.data.pass_slices,
     }
     write_fold_metrics(str(out / "metrics.json"), fold, {architecture: details})
     frame.to_parquet(out / "predictions.parquet", index=False)

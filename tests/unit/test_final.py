@@ -152,6 +152,37 @@ def test_a_fine_tuned_final_model_trains_each_phase_for_its_planned_epochs(tmp_p
     np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)
 
 
+@pytest.mark.seconds(15)
+@pytest.mark.parametrize("fold_slices", [1, 10, None])
+def test_the_final_models_epochs_are_the_share_of_a_pass_the_folds_were(tmp_path, fold_slices):
+    """A final epoch is as much of a pass as the replayed fold's was. Real digits, 160
+    trainval rows: a pass of 5 batches of 32, and `max_steps: 4` below it. Folds of 128 rows
+    (4 batches) trained whole passes, so the final trains whole passes too (it trained a fifth
+    of its rows per replayed epoch, a tenth of a pass rounded up); folds whose pass was sliced
+    give slices; a summary written before folds recorded it keeps the `max_steps` rule."""
+    x, labels, folds = digits_images(160)
+    folder = write_shards(tmp_path / "tensors", x, labels, folds)
+    metric = write_metric(folder, "classification", labels)
+    nn = tmp_path / "nn"
+    nn.mkdir()
+    histories = [_history(nn / f"history-{k}.csv", [1e-3, 5e-4]) for k in range(3)]
+    extra = {} if fold_slices is None else {"pass_slices": fold_slices}
+    details = {str(k): {"train_rows": 128, **extra} for k in range(3)}
+    (nn / "summary.json").write_text(json.dumps({
+        "best_epochs": [2, 2, 2], "fold_details": {"image_cnn": details},
+        **_summary("image_cnn", 0.95)}))
+    pd.DataFrame({"id": ["a"], "y_true": ["1"]}).to_parquet(nn / "oof.parquet")
+    _baseline_summary(tmp_path, "logreg", 0.9)
+    train = {**QUICK, "architecture": "image_cnn", "max_steps": 4}
+    card = train_final(_final_context(IMAGE, folder, nn, metric, histories, tmp_path / "final",
+                                      seed=7, sections={"train": train,
+                                                        "final": {"epochs": "auto"}}))
+    plan = card["training"]["epochs"]
+    assert card["training"]["train_rows"] == 160 and plan["epochs"] == 2
+    assert (plan["pass_slices"], plan["steps_per_epoch"]) == {1: (1, 5), 10: (10, 1),
+                                                              None: (10, 1)}[fold_slices]
+
+
 @pytest.fixture(scope="module")
 def sms_oof():
     """Out-of-fold spam probabilities of a TF-IDF logistic regression on real SMS."""
@@ -606,16 +637,18 @@ def test_final_regression_streams_shards_and_scores_in_target_units(tmp_path, mo
 def test_the_report_calls_a_run_of_few_steps_a_quick_look():
     from dlworkflow.report import quick_look
 
-    def summary(epochs: int, rows: int) -> dict:
+    def summary(epochs: int, rows: int, slices: int = 1) -> dict:
         return {"fold_details": {"image_cnn": {
-            str(k): {"epochs_run": epochs, "train_rows": rows, "global_batch_size": 16}
-            for k in range(3)}}}
+            str(k): {"epochs_run": epochs, "train_rows": rows, "global_batch_size": 16,
+                     "pass_slices": slices} for k in range(3)}}}
 
     # the README's quick look: 2 epochs of 40 rows = 6 steps a fold
     warning = quick_look(summary(2, 40))
     assert warning is not None and "about 6 optimizer steps" in warning
     # the shipped recipe on a small set: 300 epochs of 3 steps
     assert quick_look(summary(300, 40)) is None
+    # 2 epochs that were each a tenth of a pass of 1,000 steps: 200 steps, not 2,000
+    assert "about 200 optimizer steps" in quick_look(summary(2, 16_000, slices=10))
     assert quick_look({"fold_details": {}}) is None  # nothing recorded: nothing claimed
 
 

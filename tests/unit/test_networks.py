@@ -1054,6 +1054,24 @@ def test_a_pass_over_the_budget_is_sliced_and_a_resumed_slice_continues_the_pass
         assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
 
+@pytest.mark.parametrize("resample", ["none", "oversample"])
+def test_seed_zero_trains(image_shards, resample):
+    """`seed: 0` (fold 0 and the final model run with the seed itself): TensorFlow tested the
+    global seed 0 with each epoch's shuffle seed, a tensor, as a Python bool, and fitting
+    failed before its first step. Now the epochs are drawn, the same for the same seed."""
+    from dlworkflow.train import FoldData, configure_tensorflow
+
+    ctx = fold_context(dataset("image"), image_shards, {"train": {"resample": resample}})
+
+    def first_epoch():
+        configure_tensorflow(1, 0)
+        data = FoldData.load(ctx, str(image_shards), 0, 16, seed=0)
+        return np.concatenate([y.numpy() for _, y in data.stream(0).take(data.steps_per_epoch)])
+
+    labels = first_epoch()
+    assert len(labels) >= 16 and np.array_equal(labels, first_epoch())
+
+
 @pytest.mark.parametrize("resample,in_memory", [("none", True), ("oversample", True),
                                                 ("undersample", False)])
 def test_each_epochs_data_order_comes_from_its_number_alone(image_shards, monkeypatch, resample,
