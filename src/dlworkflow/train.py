@@ -180,21 +180,24 @@ class Schedule:
         return replace(self, epochs=len(planned), schedule=planned)
 
 
-#: a pass over the training rows longer than `train.max_steps` is cut into this many
-#: epochs (`epoch_steps`), so the rates decay, validation runs and early stopping acts
-#: within the one pass a large set trains for
+#: most epochs a pass over the training rows is cut into (`epoch_steps`), so the rates
+#: warm up and decay, validation runs and early stopping acts within the step budget
 EPOCH_SLICES = 10
 
 
 def epoch_steps(pass_steps: int, settings: Mapping[str, Any]) -> int:
-    """Optimizer steps of one epoch: one pass over the training rows, or a tenth of it
-    when the pass alone exceeds `train.max_steps` (an M4 Hourly fold: 5,161 steps a pass,
-    ten epochs of 517; as one epoch it trained at the peak rate throughout, validated once,
-    MASE 1.09, where the same steps with the rate decaying gave 0.87)."""
+    """Optimizer steps of one epoch: a pass over the training rows, cut into as few epochs
+    as keep each within a tenth of `train.max_steps`, at most `EPOCH_SLICES`. The learning
+    rate is set per epoch, so one long epoch trains at one rate: an M4 Hourly fold (5,161
+    steps a pass) as one epoch trained at the peak rate throughout, validated once, MASE
+    1.09, where ten epochs of 517 with the rate decaying gave 0.87; a Fashion-MNIST fold of
+    680 steps a pass, one epoch at the peak, CV accuracy 0.8643, and in 9 epochs of 76
+    steps 0.8810."""
     most = int(settings.get("max_steps") or 0)
-    if most > 0 and pass_steps > most:
-        return -(-pass_steps // EPOCH_SLICES)
-    return pass_steps
+    if most <= 0:
+        return pass_steps
+    slices = min(EPOCH_SLICES, max(1, -(-EPOCH_SLICES * pass_steps // most)))
+    return -(-pass_steps // slices)
 
 
 def plan_epochs(settings: Mapping[str, Any], rows: int, batch_size: int) -> tuple[int, int]:
@@ -655,8 +658,8 @@ class FoldData:
     @property
     def pass_slices(self) -> int:
         """Epochs a pass over the training rows is cut into: 1, or `EPOCH_SLICES` where the
-        pass is longer than `train.max_steps`."""
-        return self.slices or (1 if self.steps_per_epoch >= self.pass_steps else EPOCH_SLICES)
+        pass is longer than `train.max_steps` (fewer where a pass has fewer steps)."""
+        return self.slices or -(-self.pass_steps // self.steps_per_epoch)
 
     @property
     def pass_steps(self) -> int:

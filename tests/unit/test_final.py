@@ -156,10 +156,11 @@ def test_a_fine_tuned_final_model_trains_each_phase_for_its_planned_epochs(tmp_p
 @pytest.mark.parametrize("fold_slices", [1, 10, None])
 def test_the_final_models_epochs_are_the_share_of_a_pass_the_folds_were(tmp_path, fold_slices):
     """A final epoch is as much of a pass as the replayed fold's was. Real digits, 160
-    trainval rows: a pass of 5 batches of 32, and `max_steps: 4` below it. Folds of 128 rows
-    (4 batches) trained whole passes, so the final trains whole passes too (it trained a fifth
-    of its rows per replayed epoch, a tenth of a pass rounded up); folds whose pass was sliced
-    give slices; a summary written before folds recorded it keeps the `max_steps` rule."""
+    trainval rows: a pass of 5 batches of 32, and `max_steps: 4` below it, which alone would
+    cut the final's pass into 5 epochs of 1 step. Folds that trained whole passes make the
+    final train whole passes (it trained a fifth of its rows per replayed epoch); folds that
+    cut theirs in ten make it cut its own in ten; a summary written before folds recorded
+    it keeps the `max_steps` rule."""
     x, labels, folds = digits_images(160)
     folder = write_shards(tmp_path / "tensors", x, labels, folds)
     metric = write_metric(folder, "classification", labels)
@@ -180,7 +181,7 @@ def test_the_final_models_epochs_are_the_share_of_a_pass_the_folds_were(tmp_path
     plan = card["training"]["epochs"]
     assert card["training"]["train_rows"] == 160 and plan["epochs"] == 2
     assert (plan["pass_slices"], plan["steps_per_epoch"]) == {1: (1, 5), 10: (10, 1),
-                                                              None: (10, 1)}[fold_slices]
+                                                              None: (5, 1)}[fold_slices]
 
 
 @pytest.fixture(scope="module")

@@ -870,9 +870,12 @@ def test_the_step_budget_gives_small_sets_enough_steps_and_large_ones_no_more():
     settings = {"epochs": 30, "min_steps": 600, "max_steps": 1000, "patience": 2,
                 "patience_steps": 300}
     assert plan_epochs(settings, rows=40, batch_size=32) == (300, 150)  # 2 steps an epoch
-    assert plan_epochs(settings, rows=3567, batch_size=32) == (9, 3)  # 112 steps an epoch
+    # a pass of 112 steps, over a tenth of the budget: two epochs a pass, 18 in the budget
+    assert epoch_steps(112, settings) == 56 and epoch_steps(100, settings) == 100
+    assert plan_epochs(settings, rows=3567, batch_size=32) == (18, 6)
+    assert epoch_steps(680, settings) == 98  # 7 epochs a pass
     # every row once: a pass of 3,125 steps, over the budget, in ten epochs of 313 steps
-    assert epoch_steps(3125, settings) == 313 and epoch_steps(112, settings) == 112
+    assert epoch_steps(3125, settings) == 313 and epoch_steps(1001, settings) == 101
     assert plan_epochs(settings, rows=100_000, batch_size=32) == (10, 2)
     assert plan_epochs({**settings, "max_steps": None}, rows=100_000, batch_size=32) == (30, 2)
     rates = cosine_rates(1e-3, 100, warmup=0.05)
