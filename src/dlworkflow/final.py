@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 EPOCH_RULE = ("median of the folds' best epochs (validation loss), with the learning rate of "
               "the fold closest to that median replayed epoch by epoch; each final epoch is "
               "as much of a pass over all trainval rows as that fold's was of its own (the "
-              "whole pass, or a tenth where the fold's pass was over train.max_steps)")
+              "whole pass, or the share the step budget cut the fold's pass into)")
 
 #: folds trained on fewer rows than this share of the largest fold's do not set the final
 #: model's epochs (`final_epochs`)
@@ -168,9 +168,9 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
         log.info("then %d epoch%s fine-tuning the backbone (the same rule within the folds' "
                  "fine-tuning phase)", tune_plan["epochs"], "" if tune_plan["epochs"] == 1 else "s")
         plan = {**plan, "fine_tune": tune_plan}
-    # an epoch is the share of a pass the replayed fold's was (a whole pass, or a tenth of a
-    # pass longer than train.max_steps): the final's own pass, k/(k-1) a fold's, may cross
-    # max_steps where the folds' did not, and its epochs were then a tenth of what they replay
+    # an epoch is the share of a pass the replayed fold's was (`epoch_steps` cuts a long pass
+    # into up to ten): the final's own pass, k/(k-1) a fold's, may be cut into more epochs
+    # than the folds' were, and each replayed epoch then trained on fewer rows (a tenth)
     slices = details.get(str(plan["schedule_from_fold"]), {}).get("pass_slices")
     trained = train_network(ctx, None, out, plan["epochs"], schedule, tune, slices)
     plan = {**plan, "pass_slices": trained.data.pass_slices,

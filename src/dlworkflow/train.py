@@ -513,7 +513,7 @@ class FoldData:
     train: Any = None  # one pass of training batches (adapting, BatchNorm statistics)
     valid_set: Any = None
     seed: int = 0
-    max_steps: int = 0  # `train.max_steps`: a longer pass is trained in slices
+    max_steps: int = 0  # `train.max_steps`: a long pass is trained in slices (`epoch_steps`)
     slices: int | None = None  # the final model: epochs of 1/slices pass, as its folds' were
     computed_input: bool = False  # inputs come with a second, computed once (`add_computed_input`)
     _epoch: Any = None  # seed -> one epoch of training batches in the order it draws
@@ -648,17 +648,17 @@ class FoldData:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches in one epoch: one pass over the training rows, or a slice of a pass
-        longer than `train.max_steps` (`epoch_steps`); the final model's epochs are the
-        share of a pass its folds' were (`slices`)."""
+        """Batches in one epoch: one pass over the training rows, or a slice of a long
+        one (`epoch_steps`); the final model's epochs are the share of a pass its folds'
+        were (`slices`)."""
         if self.slices:
             return -(-self.pass_steps // self.slices)
         return epoch_steps(self.pass_steps, {"max_steps": self.max_steps})
 
     @property
     def pass_slices(self) -> int:
-        """Epochs a pass over the training rows is cut into: 1, or `EPOCH_SLICES` where the
-        pass is longer than `train.max_steps` (fewer where a pass has fewer steps)."""
+        """Epochs a pass over the training rows is cut into: 1 to `EPOCH_SLICES`
+        (`epoch_steps`), or the replayed folds' number (`slices`)."""
         return self.slices or -(-self.pass_steps // self.steps_per_epoch)
 
     @property
