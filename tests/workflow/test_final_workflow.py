@@ -105,6 +105,11 @@ def test_report_is_self_contained_and_shows_every_part(demo_project):
         assert 'id="comparison"' in html and "paired 95 % interval" in html, name
     digits = (demo_project / "results" / "digits" / "final" / "report.html").read_text()
     assert "confusion matrix" in digits and "calibration" in digits
+    # how long the final model trained, in the card's epochs and steps
+    plan = json.loads((demo_project / "results" / "digits" / "final" / "model.json").read_text()
+                      )["training"]["epochs"]
+    assert (f"The final model trained {plan['epochs']} epochs of {plan['steps_per_epoch']:,} "
+            f"optimizer steps") in digits
     # what the models were made with: this venv's versions, in both cards and the report
     final = demo_project / "results" / "digits" / "final"
     for card in ("model.json", "baseline.json"):
