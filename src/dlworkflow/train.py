@@ -185,19 +185,24 @@ class Schedule:
 EPOCH_SLICES = 10
 
 
-def epoch_steps(pass_steps: int, settings: Mapping[str, Any]) -> int:
-    """Optimizer steps of one epoch: a pass over the training rows, cut into as few epochs
-    as keep each within a tenth of `train.max_steps`, at most `EPOCH_SLICES`. The learning
-    rate is set per epoch, so one long epoch trains at one rate: an M4 Hourly fold (5,161
-    steps a pass) as one epoch trained at the peak rate throughout, validated once, MASE
-    1.09, where ten epochs of 517 with the rate decaying gave 0.87; a Fashion-MNIST fold of
-    680 steps a pass, one epoch at the peak, CV accuracy 0.8643, and in 9 epochs of 76
-    steps 0.8810."""
+def pass_slices(pass_steps: int, settings: Mapping[str, Any]) -> int:
+    """Epochs a pass over the training rows is cut into: as few as keep each within a tenth
+    of `train.max_steps`, at most `EPOCH_SLICES` (and at most the pass's steps). The
+    learning rate is set per epoch, so one long epoch trains at one rate: an M4 Hourly fold
+    (5,161 steps a pass) as one epoch trained at the peak rate throughout, validated once,
+    MASE 1.09, where ten epochs of 517 with the rate decaying gave 0.87; a Fashion-MNIST
+    fold of 680 steps a pass, one epoch at the peak, CV accuracy 0.8643, and in 9 epochs of
+    76 steps 0.8810."""
     most = int(settings.get("max_steps") or 0)
     if most <= 0:
-        return pass_steps
-    slices = min(EPOCH_SLICES, max(1, -(-EPOCH_SLICES * pass_steps // most)))
-    return -(-pass_steps // slices)
+        return 1
+    return min(EPOCH_SLICES, pass_steps, max(1, -(-EPOCH_SLICES * pass_steps // most)))
+
+
+def epoch_steps(pass_steps: int, settings: Mapping[str, Any], slices: int | None = None) -> int:
+    """Optimizer steps of one epoch: a pass cut into `slices` epochs, by default as
+    `pass_slices` cuts it."""
+    return -(-pass_steps // (slices or pass_slices(pass_steps, settings)))
 
 
 def plan_epochs(settings: Mapping[str, Any], rows: int, batch_size: int) -> tuple[int, int]:
@@ -648,18 +653,15 @@ class FoldData:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches in one epoch: one pass over the training rows, or a slice of a long
-        one (`epoch_steps`); the final model's epochs are the share of a pass its folds'
-        were (`slices`)."""
-        if self.slices:
-            return -(-self.pass_steps // self.slices)
-        return epoch_steps(self.pass_steps, {"max_steps": self.max_steps})
+        """Batches in one epoch: one pass over the training rows, or a slice of it
+        (`pass_slices`)."""
+        return epoch_steps(self.pass_steps, {}, self.pass_slices)
 
     @property
     def pass_slices(self) -> int:
-        """Epochs a pass over the training rows is cut into: 1 to `EPOCH_SLICES`
-        (`epoch_steps`), or the replayed folds' number (`slices`)."""
-        return self.slices or -(-self.pass_steps // self.steps_per_epoch)
+        """Epochs a pass over the training rows is cut into: as `train.max_steps` cuts it
+        (`pass_slices`), or, for the final model, as its replayed fold's was (`slices`)."""
+        return self.slices or pass_slices(self.pass_steps, {"max_steps": self.max_steps})
 
     @property
     def pass_steps(self) -> int:
