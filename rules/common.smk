@@ -290,8 +290,6 @@ def get_final_baseline_export(wildcards):
 
 
 def get_final_scores_baseline(wildcards):
-    """Whether final_test also scores the refitted best baseline (not on cached embeddings:
-    test shards are not embedded)."""
-    dataset = DATASETS[wildcards.dataset]
-    settings = dataset_section(PARAMS, wildcards.dataset, "final")
-    return bool(settings["baseline"]) and not extracts_features(dataset, PARAMS)
+    """Whether the best baseline is refitted, exported and scored by final_test too (one
+    on cached embeddings with the backbone that embeds its inputs)."""
+    return bool(dataset_section(PARAMS, wildcards.dataset, "final")["baseline"])

@@ -82,6 +82,8 @@ rule final_baseline:
         metric="results/{dataset}/intake/metric.json",
         summary="results/{dataset}/baseline/summary.json",
         oof="results/{dataset}/baseline/oof.parquet",
+        features=get_features_index_if_extracted,
+        named=get_named_features_files,
     output:
         model="results/{dataset}/final/baseline.skops",
         card="results/{dataset}/final/baseline.json",
@@ -100,6 +102,7 @@ rule final_baseline:
         tensors=get_tensor_settings,
         final=get_final_settings,
         seed=PARAMS["seed"],
+        features=PARAMS["features"],
     script:
         "../scripts/final_baseline.py"
 

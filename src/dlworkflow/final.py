@@ -207,7 +207,10 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
 
 def export_baseline(ctx: RunContext) -> dict[str, Any]:
     """Refit the CV-best baseline on every trainval row and export it (baseline.skops and its
-    card baseline.json), with a binary threshold tuned on its own out-of-fold predictions."""
+    card baseline.json), with a binary threshold tuned on its own out-of-fold predictions.
+    A baseline the folds fitted on cached embeddings (`features.extractor`) is refitted on
+    them, and the frozen backbone that made them is exported beside it (`export_extractor`):
+    served, it embeds raw inputs first, as the features step did."""
     from sklearn.base import clone
 
     task = ctx.task
@@ -215,8 +218,23 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     choice = json.loads(Path(ctx.input("metric")).read_text())
     name = summary["best"]
     estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"), ctx.seed)[name])
-    train, train_rows = training_part(ctx, Part(task, ctx.folder("index"), None, "trainval"))
+    embedded = ctx.folder("features")
+    train, train_rows = training_part(ctx, Part(task, embedded or ctx.folder("index"), None,
+                                                "trainval"))
     shape = train.take([0]) if isinstance(train, RowSource) else train
+    item_shape = np.shape(shape["x"])[1:]
+    extractor = None
+    if embedded:  # the stored items' shape, not the embeddings'
+        from dlworkflow.models.extractors import export_extractor
+
+        item_shape = np.shape(RowSource(Part(task, ctx.folder("index"), None, "trainval"))
+                              .take([0])["x"])[1:]
+        extractor = export_extractor(ctx.section("features"), item_shape,
+                                     ctx.folder("model", output=True))
+    else:  # a backbone exported by an earlier run with an extractor would be served with it
+        from dlworkflow.models.extractors import EXTRACTOR_FILE
+
+        (Path(ctx.folder("model", output=True)) / EXTRACTOR_FILE).unlink(missing_ok=True)
     estimator = task.prepare_baseline(estimator, choice, shape)
     settings = flat_settings(ctx)
     fit_baseline(ctx, {name: estimator}, train)
@@ -232,10 +250,11 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
             "architecture": name, "classes": list(classes), "threshold": threshold,
             "train_rows": train_rows, "cv": summary.get("headline"),
             "layout": dict(ctx.dataset["layout"]),
-            **card_inputs(ctx, np.shape(shape["x"])[1:]), "flat": settings,
-            "environment": environment()}
+            **card_inputs(ctx, item_shape), "flat": settings,
+            **({"extractor": extractor} if extractor else {}), "environment": environment()}
     save_baseline(estimator, ctx.folder("model", output=True), card)
-    log.info("baseline %s refitted on %d trainval rows and exported", name, train_rows)
+    log.info("baseline %s refitted on %d trainval rows and exported%s", name, train_rows,
+             f", behind the frozen {extractor['name']} that embeds its inputs" if extractor else "")
     return card
 
 
@@ -308,6 +327,10 @@ def score_test(ctx: RunContext) -> dict[str, Any]:
         scored[model.kind], frames[model.kind] = task.evaluate(
             choice, test, model.outputs(test), classes, model.card.get("threshold"),
             model.card["architecture"], bootstrap)
+        spec = model.card.get("extractor")
+        if spec:  # what the report says the baseline reads
+            scored[model.kind]["input"] = (f"on the embeddings of the frozen {spec['name']}, "
+                                           "exported beside it")
     shipped = decision["shipped"]
     comparison = compare_on_test(choice["primary"]["name"],
                                  bool(choice["primary"]["greater_is_better"]), shipped, scored,

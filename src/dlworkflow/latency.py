@@ -126,7 +126,7 @@ def measure_latency(ctx: RunContext, batch_size: int = 64) -> dict[str, Any]:
         "single_item_ms": _percentiles(total), "decode_ms": _percentiles(decoding),
         "forward_ms": _percentiles(passing), "items_timed": len(raw),
         "batch_size": batch_size, "batch_items_per_second": float(throughput),
-        "model_bytes": int(shipped.path.stat().st_size), "parameters": shipped.parameters,
+        "model_bytes": shipped.size(), "parameters": shipped.parameters,
         "device": f"GPU ({gpus[0].name})" if gpus
         else f"CPU ({platform.processor() or platform.machine()})",
         "threads": ctx.threads, "input": modality.raw_input,

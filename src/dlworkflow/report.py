@@ -55,7 +55,8 @@ def test_table(result: Mapping[str, Any], names: Sequence[str]) -> list[dict[str
                 values[name] = f"{entry['value']:.4f}"
             else:
                 values[name] = f"{entry['value']:.4f} [{entry['low']:.4f}, {entry['high']:.4f}]"
-        rows.append({"kind": kind, "model": result[kind]["model"], "values": values})
+        rows.append({"kind": kind, "model": result[kind]["model"], "values": values,
+                     "input": result[kind].get("input")})
     return rows
 
 

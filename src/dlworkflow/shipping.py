@@ -99,11 +99,11 @@ def required_lead(lead: str, baseline_model: str) -> str:
 
 
 def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[str, Any],
-                   servable: bool, label: str | None = None, lead: str = "auto"
+                   exported: bool, label: str | None = None, lead: str = "auto"
                    ) -> dict[str, Any]:
     """Which model the final step ships, and why, from the two CV summaries alone (the test
-    rows play no part). `servable` is False when the baseline cannot take raw inputs (it was
-    fitted on cached embeddings): then the network ships. `label`: the primary metric as
+    rows play no part). `exported` is False when no baseline is exported (`final.baseline:
+    false`): then the network ships. `label`: the primary metric as
     the reports name it ("F1 of spam" for `f_beta`), in the reason's words. `lead`
     (`final.lead`, see `required_lead`): how clearly the network must lead to ship under
     `auto`; a tie, or a lead short of it, ships the baseline, the simpler model."""
@@ -120,12 +120,12 @@ def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[s
         raise ConfigError(f"final.model: {setting!r}; use auto, network or baseline")
     required = required_lead(lead, base_name)
     paired = paired_folds(net.get("folds") or [], base.get("folds") or [], greater)
-    if not servable:
+    if not exported:
         if setting == "baseline":
-            raise ConfigError("final.model: baseline, but the baseline was fitted on cached "
-                              "embeddings (features.extractor) and cannot take raw inputs")
-        shipped, why = "network", ("the baseline was fitted on cached embeddings and cannot "
-                                   "take raw inputs, so the network ships")
+            raise ConfigError("final.model: baseline, but final.baseline is false: no baseline "
+                              "is refitted and exported to ship")
+        shipped, why = "network", ("final.baseline is false: no baseline is exported, so the "
+                                   "network ships")
     elif setting != "auto":
         shipped, why = setting, f"final.model in params.yaml asks for the {setting}"
     else:
@@ -151,7 +151,7 @@ def choose_shipped(setting: str, network: Mapping[str, Any], baseline: Mapping[s
         paired = {**paired, "t": None, "t_corrected": None}
     return {"shipped": shipped, "model": cv[shipped]["model"], "setting": setting,
             "why": f"{why} ({scores}).{closeness}", "primary": primary, "cv": cv,
-            "paired": paired, "servable": servable}
+            "paired": paired, "baseline_exported": exported}
 
 
 def trusted_types(path: str | Path, found: list[str] | None = None) -> list[str]:
@@ -210,6 +210,12 @@ class Shipped:
     outputs: Callable[[Mapping[str, Any]], np.ndarray]
     parameters: int  # a network's weights, a baseline's learned values (`learned_values`)
     path: Path
+    #: other files it runs (the backbone of a baseline on embeddings)
+    companions: tuple[Path, ...] = ()
+
+    def size(self) -> int:
+        """Bytes of every file the served model loads."""
+        return sum(path.stat().st_size for path in (self.path, *self.companions))
 
 
 def learned_values(estimator: Any) -> int:
@@ -245,8 +251,23 @@ def learned_values(estimator: Any) -> int:
     return count(estimator)
 
 
-def baseline_outputs(estimator: Any, card: Mapping[str, Any]) -> Callable:
-    """Stored arrays -> the baseline's outputs (probabilities in the card's class order)."""
+def load_extractor(folder: str | Path, card: Mapping[str, Any]) -> Any:
+    """The frozen backbone exported beside a baseline fitted on its embeddings (the card's
+    `extractor`), or None for a baseline on the stored tensors."""
+    spec = card.get("extractor")
+    if not spec:
+        return None
+    import keras
+
+    import dlworkflow.layers  # noqa: F401  (registers the custom layers before loading)
+
+    keep_freed_heap()
+    return keras.saving.load_model(Path(folder) / spec["file"])
+
+
+def baseline_outputs(estimator: Any, card: Mapping[str, Any], backbone: Any = None) -> Callable:
+    """Stored arrays -> the baseline's outputs (probabilities in the card's class order).
+    `backbone` (`load_extractor`) embeds the arrays first, as the features step did."""
     from dlworkflow.estimators import class_probabilities
     from dlworkflow.modalities import create_modality
     from dlworkflow.tasks import get_task
@@ -254,8 +275,17 @@ def baseline_outputs(estimator: Any, card: Mapping[str, Any]) -> Callable:
     modality = create_modality(card["modality"], {}, card.get("layout") or {})
     task = get_task(card["task"])
     classes = tuple(card.get("classes") or ())
+    spec = card.get("extractor") or {}
+    if spec and backbone is None:
+        raise ValueError(f"baseline {card.get('model')} takes the embeddings of "
+                         f"{spec.get('name')}: its backbone ({spec.get('file')}) is needed")
 
     def outputs(arrays: Mapping[str, Any]) -> np.ndarray:
+        if backbone is not None:
+            from dlworkflow.models.extractors import embed
+
+            arrays = {**arrays, "x": embed(backbone, arrays["x"], spec["name"], spec["side"],
+                                           int(spec["batch_size"]))}
         x = task.baseline_inputs(modality, arrays, card.get("flat") or {})
         prediction = estimator.predict(x)
         if not classes:
@@ -319,8 +349,14 @@ def load_shipped(model_dir: str | Path, kind: str | None = None) -> Shipped:
         kind = json.loads(decision.read_text())["shipped"] if decision.is_file() else "network"
     if kind == "baseline":
         estimator, card = load_baseline(model_dir)
-        shipped = Shipped("baseline", card, estimator, baseline_outputs(estimator, card),
-                          learned_values(estimator), model_dir / BASELINE_FILE)
+        backbone = load_extractor(model_dir, card)
+        # a frozen backbone's weights are values the served baseline stores and runs
+        parameters = learned_values(estimator) + (0 if backbone is None
+                                                  else int(backbone.count_params()))
+        shipped = Shipped("baseline", card, estimator,
+                          baseline_outputs(estimator, card, backbone), parameters,
+                          model_dir / BASELINE_FILE,
+                          () if backbone is None else (model_dir / card["extractor"]["file"],))
     else:
         model, card = load_network(model_dir)
         shipped = Shipped("network", card, model, network_outputs(model, card),

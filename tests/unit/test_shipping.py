@@ -27,7 +27,7 @@ def _summary(model: str, mean: float, primary: str = "f_beta", greater: bool = T
 
 def test_the_better_cv_score_ships_and_a_tie_goes_to_the_baseline():
     network, baseline = _summary("text_cnn", 0.93), _summary("tfidf_logreg", 0.95)
-    decision = choose_shipped("auto", network, baseline, servable=True)
+    decision = choose_shipped("auto", network, baseline, exported=True)
     assert decision["shipped"] == "baseline" and decision["model"] == "tfidf_logreg"
     assert "0.9300" in decision["why"] and "0.9500" in decision["why"]
     assert "(CV f_beta: network" in decision["why"]
@@ -41,9 +41,12 @@ def test_the_better_cv_score_ships_and_a_tie_goes_to_the_baseline():
                                                                      False)
     assert choose_shipped("auto", *errors, True)["shipped"] == "network"
     assert choose_shipped("network", network, baseline, True)["shipped"] == "network"
-    assert choose_shipped("auto", network, baseline, servable=False)["shipped"] == "network"
-    with pytest.raises(ConfigError, match="cached embeddings"):
-        choose_shipped("baseline", network, baseline, servable=False)
+    # final.baseline: false exports no baseline: the network ships, and asking for the
+    # baseline is an error that names both settings
+    unexported = choose_shipped("auto", network, baseline, exported=False)
+    assert unexported["shipped"] == "network" and "final.baseline is false" in unexported["why"]
+    with pytest.raises(ConfigError, match=r"final\.model: baseline, but final\.baseline is false"):
+        choose_shipped("baseline", network, baseline, exported=False)
     with pytest.raises(ConfigError, match=r"final\.model"):
         choose_shipped("best", network, baseline, True)
 

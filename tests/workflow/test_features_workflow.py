@@ -125,6 +125,7 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     assert np.allclose(find_backbone(model).weights[0].numpy(), trained.weights[0].numpy())
     # the backbone in front of the head sees the images at the size the embeddings were made
     assert find_backbone(model).input_shape == (None, 48, 48, 3)
+    _the_final_step_serves_a_baseline_on_embeddings(project)
     dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", "--", *targets],
               project, env={"DLWORKFLOW_GPUS": "1"})
     assert "gpu=1" in dry.stdout
@@ -148,3 +149,54 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     stages = yaml.safe_load(render_dvc_yaml(params, params))["stages"]
     assert [name for name, stage in stages.items() if str(path) in stage["deps"]] == \
         ["features", "train", "final"]
+
+
+def _the_final_step_serves_a_baseline_on_embeddings(project):
+    """The final step of a project with an extractor: the baselines the folds fitted on
+    cached embeddings are refitted, exported with the frozen backbone that made them, scored
+    on the raw test items and served by `dlworkflow predict` from raw files. Digits force
+    the baseline to ship (final.model: baseline; the report and latency follow), FSDD
+    chooses (auto; scored, no latency: it serves as digits do)."""
+    from tests.workflow.test_final_workflow import (
+        test_both_exported_models_predict_the_test_items_as_the_final_step_did as same_outputs,
+    )
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"]["digits"]["final"] = {"model": "baseline"}
+    write_params(project, params)
+    done = run(["snakemake", "--cores", "2", "--resources", "gpu=1", "--",
+                "results/digits/final/report.html", "results/fsdd/final/test_metrics.json"],
+               project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("digits", "fsdd"):
+        final = project / "results" / name / "final"
+        card = json.loads((final / "baseline.json").read_text())
+        assert card["extractor"]["name"] == "mobilenet_v3_small"
+        assert card["extractor"]["side"] == 48 and (final / card["extractor"]["file"]).is_file()
+        summary = json.loads((project / "results" / name / "baseline" / "summary.json")
+                             .read_text())
+        assert card["model"] == summary["best"]
+        test = json.loads((final / "test_metrics.json").read_text())
+        assert {"network", "baseline"} <= set(test)  # both scored once on the raw test items
+        assert test["baseline"]["model"] == card["model"]
+        decision = json.loads((final / "shipped.json").read_text())
+        assert decision["baseline_exported"] and "cached embeddings" not in decision["why"]
+        same_outputs(project, name)  # from raw files, as the final step scored them
+    decision = json.loads((project / "results" / "digits" / "final" / "shipped.json").read_text())
+    assert decision["shipped"] == "baseline"
+    image = next((project / "data" / "raw" / "digits").rglob("*.png"))
+    done = run(["dlworkflow", "predict", "results/digits/final", str(image)], project)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("input,prediction") and len(lines) == 2
+    final = project / "results" / "digits" / "final"
+    model = json.loads((final / "baseline.json").read_text())["model"]
+    assert (f"{model} (baseline, refitted on trainval, on the embeddings of the frozen "
+            "mobilenet_v3_small, exported beside it, shipped)") in (final / "report.html").read_text()
+    latency = json.loads((final / "latency.json").read_text())
+    # the served baseline runs the backbone: its size and values are counted with it
+    assert latency["kind"] == "baseline"
+    backbone = json.loads((final / "baseline.json").read_text())["extractor"]["parameters"]
+    assert latency["parameters"] > backbone > 0
+    assert latency["model_bytes"] == sum((final / name).stat().st_size
+                                         for name in ("baseline.skops", "baseline_extractor.keras"))

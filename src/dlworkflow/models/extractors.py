@@ -209,22 +209,67 @@ def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
     return model
 
 
+def backbone_input_shape(item_shape: tuple[int, ...], name: str,
+                         side: int | None = BACKBONE_SIDE) -> tuple[int, int, int]:
+    """The input shape of backbone `name` for stored items of `item_shape` (images or
+    spectrograms, (height, width, channels)): as `as_rgb_batch` turns them."""
+    return (*backbone_size(*item_shape[:2], name, side), 3)
+
+
+#: items turned to RGB at once by `embed` (a multiple of any batch size up to it keeps the
+#: backbone's batches the same): 1,024 spectrograms enlarged to 224 px are 0.6 GB
+EMBED_CHUNK = 1024
+
+
+def embed(model: Any, x: np.ndarray, name: str, side: int | None, batch_size: int) -> np.ndarray:
+    """The embeddings (float32) of stored images or spectrograms `x` by the frozen backbone
+    `model` (registered as `name`, taking items as `as_rgb_batch` turns them at `side`),
+    chunk by chunk, so that enlarged copies of a whole shard never sit in memory at once.
+    The features step and an exported baseline on embeddings both embed through here."""
+    from dlworkflow.tfdata import untuned_batches
+
+    chunk = max(1, EMBED_CHUNK // batch_size) * batch_size
+    parts = [np.asarray(model.predict(untuned_batches(as_rgb_batch(x[start:start + chunk], name,
+                                                                   side), batch_size),
+                                      verbose=0), dtype=np.float32)
+             for start in range(0, len(x), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
 def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, output: str,
                   model=None, side: int | None = BACKBONE_SIDE) -> int:
-    """Embed every item of a shard, enlarged as `as_rgb_batch` says; write ids and
-    embeddings (float32) to output."""
+    """Embed every item of a shard (`embed`); write ids and embeddings to output."""
     from dlworkflow.shardfile import load_shard, save_shard
-    from dlworkflow.tfdata import untuned_batches
 
     keep_freed_heap()
 
     arrays = load_shard(shard_path)
-    x = as_rgb_batch(arrays["x"], name, side)
-    model = model or build_extractor(name, tuple(x.shape[1:]), weights)
-    embeddings = np.asarray(model.predict(untuned_batches(x, batch_size), verbose=0),
-                            dtype=np.float32)
+    model = model or build_extractor(name, backbone_input_shape(arrays["x"].shape[1:], name, side),
+                                     weights)
+    embeddings = embed(model, arrays["x"], name, side, batch_size)
     save_shard(output, {"ids": arrays["ids"], "x": embeddings})
     return len(embeddings)
+
+
+#: the frozen backbone an exported baseline on embeddings runs first, beside baseline.skops
+EXTRACTOR_FILE = "baseline_extractor.keras"
+
+
+def export_extractor(settings: Any, item_shape: tuple[int, ...], folder: str | Path
+                     ) -> dict[str, Any]:
+    """Save the backbone the features step embedded with (`settings`: the features
+    section) into `folder` (EXTRACTOR_FILE, its weights inside, so serving needs neither
+    the weights' file nor Keras' cache), and return what a card records to embed new
+    items as that step did: {"name", "side", "batch_size", "weights", "file", "parameters"}."""
+    from dlworkflow.archives import save_keras
+
+    name = settings.get("extractor") or DEFAULT_BACKBONE
+    side = settings.get("side", BACKBONE_SIDE)
+    weights = str(settings.get("weights", "imagenet"))
+    model = build_extractor(name, backbone_input_shape(item_shape, name, side), weights)
+    save_keras(model, Path(folder) / EXTRACTOR_FILE)
+    return {"name": name, "side": side, "batch_size": int(settings.get("batch_size", 64)),
+            "weights": weights, "file": EXTRACTOR_FILE, "parameters": int(model.count_params())}
 
 
 def write_features_index(tensors_index: str, feature_files: list[str], output: str) -> int:
