@@ -9,7 +9,9 @@ not overruled (a margin measured on the visible suite gained nothing, docs/BENCH
 only reported: on another CPU's rounding one such call went the other way. `network` or
 `baseline` force one. The baseline is the CV-best traditional model refitted on every
 trainval row and exported with skops, never pickle: loading refuses any type outside
-scikit-learn's own and `dlworkflow.estimators`. `load_shipped` gives the test, latency and
+scikit-learn's own and `dlworkflow.estimators`; one fitted on cached embeddings
+(`features.extractor`) is exported with the frozen backbone that embeds its inputs, in
+Keras' format beside it. `load_shipped` gives the test, latency and
 `dlworkflow predict` one interface to both kinds: stored arrays in, outputs (class
 probabilities or values) out.
 """

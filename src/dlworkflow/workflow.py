@@ -207,10 +207,19 @@ def get_step(name: str) -> Step:
 
 
 def extracts_features(dataset: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    """Whether `features.extractor` embeds the dataset: its modality is one the extractor
+    takes and its tensors are pictures (not an audio set kept as waveforms, whose baselines
+    and networks then read the tensors, as a text set's do)."""
+    from dlworkflow.config import deep_merge
+    from dlworkflow.modalities import get_modality_class
     from dlworkflow.models.extractors import get_extractor
 
     name = (params.get("features") or {}).get("extractor")
-    return bool(name) and dataset["modality"] in get_extractor(name).modalities
+    modality = dataset["modality"]
+    if not name or modality not in get_extractor(name).modalities:
+        return False
+    tensors = deep_merge(params.get("tensors") or {}, dataset.get("tensors"))
+    return get_modality_class(modality).stores_pictures(tensors.get(modality) or {})
 
 
 DATASET_FILTERS = {

@@ -153,3 +153,25 @@ def test_files_the_params_name_for_the_networks_are_deps_of_the_steps_that_read_
     assert named_files(params, "digits", ("train", "features")) == []
     params["datasets"]["sms_spam"]["train"]["transfer"]["text_weights"] = "download"
     assert named_files(params, "sms_spam", ("train",)) == ["vectors.txt"]
+
+
+def test_an_extractor_embeds_pictures_not_texts_series_or_waveforms():
+    """`features.extractor` embeds images and spectrograms; an audio set kept as waveforms,
+    (samples, 1), is not a picture, and its baselines and networks read its tensors (as a
+    text set's do) instead of the features step failing on its shards."""
+    from dlworkflow.workflow import extracts_features
+
+    params = load_params(REPO / "params.yaml")
+    params["features"]["extractor"] = "mobilenet_v3_small"
+    embedded = lambda: {name for name, dataset in params["datasets"].items()  # noqa: E731
+                        if extracts_features(dataset, params)}
+    assert embedded() == {"digits", "fsdd"}
+    params["datasets"]["fsdd"]["tensors"] = {"audio": {"representation": "waveform"}}
+    assert embedded() == {"digits"}
+    params["datasets"]["fsdd"]["tensors"] = {"audio": {"representation": "mfcc"}}
+    assert embedded() == {"digits", "fsdd"}
+    del params["datasets"]["fsdd"]["tensors"]
+    params["tensors"]["audio"]["representation"] = "waveform"  # for every audio set
+    assert embedded() == {"digits"}
+    params["features"]["extractor"] = None
+    assert embedded() == set()

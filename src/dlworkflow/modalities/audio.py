@@ -161,6 +161,11 @@ class AudioModality(Modality):
         "regression": ("audio_tcresnet", "audio_cnn", "audio_dscnn")}
     origin: ClassVar[str] = "lower"  # spectrograms: low frequencies at the bottom
 
+    @classmethod
+    def stores_pictures(cls, settings: Mapping[str, Any]) -> bool:
+        """Spectrograms (log-mel or MFCC) are; waveforms, (samples, 1), are not."""
+        return settings.get("representation", "logmel") != "waveform"
+
     def attribution_axes(self, shape: tuple[int, ...],
                          settings: Mapping[str, Any]) -> dict[str, Any] | None:
         """Spectrograms (bands, frames): time in seconds across, bands upwards (mel bands, or

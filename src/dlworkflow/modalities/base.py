@@ -45,6 +45,13 @@ class Modality(ABC):
     #: extractor's `features.weights` is added where it embeds the modality)
     named_files: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
+    @classmethod
+    def stores_pictures(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether its tensors under `settings` (its `tensors.<modality>` section) are
+        pictures, (height, width, channels), that a pretrained image backbone can embed
+        (`features.extractor`)."""
+        return False
+
     def __init__(self, options: Mapping[str, Any] | None = None,
                  layout: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})

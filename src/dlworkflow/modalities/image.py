@@ -145,6 +145,10 @@ class ImageModality(Modality):
         return array[..., None] if array.ndim == 2 else array
 
     named_files: ClassVar[tuple[tuple[str, ...], ...]] = (("train", "transfer", "weights"),)
+
+    @classmethod
+    def stores_pictures(cls, settings: Mapping[str, Any]) -> bool:
+        return True
     networks: ClassVar[dict[str, tuple[str, ...]]] = {
         "classification": ("image_wide_cnn", "image_cnn", "image_transfer"),
         "regression": ("image_cnn", "image_transfer")}
