@@ -196,6 +196,14 @@ def get_features_index_if_extracted(wildcards):
     return []
 
 
+def get_features_settings(wildcards):
+    """The features section for a dataset the extractor embeds, else nothing: a change to it
+    reruns the jobs that read embeddings, not a text or series set's."""
+    if extracts_features(DATASETS[wildcards.dataset], PARAMS):
+        return PARAMS["features"]
+    return {}
+
+
 def get_named_train_files(wildcards):
     """Files the dataset's train (and features) settings name for its networks
     (pretrained weights, word vectors): inputs, so that a new one reruns their jobs."""

@@ -69,7 +69,7 @@ rule final_train:
         tensors=get_tensor_settings,
         split=get_split_settings,
         seed=PARAMS["seed"],
-        features=PARAMS["features"],
+        features=get_features_settings,
         with_baseline=get_final_scores_baseline,
     script:
         "../scripts/final_train.py"
@@ -102,7 +102,7 @@ rule final_baseline:
         tensors=get_tensor_settings,
         final=get_final_settings,
         seed=PARAMS["seed"],
-        features=PARAMS["features"],
+        features=get_features_settings,
     script:
         "../scripts/final_baseline.py"
 

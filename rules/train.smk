@@ -97,7 +97,7 @@ rule train_fold:
         split=get_split_settings,
         seed=PARAMS["seed"],
         out_dir=get_fold_dir,
-        features=PARAMS["features"],
+        features=get_features_settings,
     script:
         "../scripts/train_fold.py"
 

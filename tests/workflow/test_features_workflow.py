@@ -97,7 +97,7 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     targets = [f"results/{name}/{kind}" for name in ("digits", "fsdd", "sms_spam")
                for kind in ("features/index.parquet", "baseline/summary.json")
                if not (name == "sms_spam" and kind.startswith("features"))]
-    targets.append("results/digits/nn/fold-0/model.keras")
+    targets += ["results/digits/nn/fold-0/model.keras", "results/sms_spam/nn/fold-0/model.keras"]
     done = run(["snakemake", "--cores", "2", "--resources", "gpu=1", "--", *targets], project)
     assert done.returncode == 0, done.stderr[-3000:]
     # the image and audio baselines ran on the cached embeddings, text on its tensors
@@ -143,6 +143,15 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
               for name in ("digits", "fsdd")}
     assert sorted(jobs) == sorted(["digits"] * (shards["digits"] + 1) + ["fsdd"] * shards["fsdd"])
     assert "updated input files" in dry.stdout
+    # a features setting is a param of the jobs that embed or read embeddings only: the text
+    # set's network fold, which the train rule passes the features section to, stays built
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["features"]["batch_size"] = 16
+    write_params(project, params)
+    dry = run(["snakemake", "--cores", "2", "-n", "--", *targets], project)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    planned = set(re.findall(r"wildcards: dataset=(\w+)", dry.stdout))
+    assert planned == {"digits", "fsdd"}, planned
     # DVC: the features, train and final stages depend on it, the others do not
     params = validate_params(yaml.safe_load((project / "params.yaml").read_text()),
                              base_dir=project)
@@ -154,9 +163,10 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
 def _the_final_step_serves_a_baseline_on_embeddings(project):
     """The final step of a project with an extractor: the baselines the folds fitted on
     cached embeddings are refitted, exported with the frozen backbone that made them, scored
-    on the raw test items and served by `dlworkflow predict` from raw files. Digits force
-    the baseline to ship (final.model: baseline; the report and latency follow), FSDD
-    chooses (auto; scored, no latency: it serves as digits do)."""
+    on the raw test items and served by `dlworkflow predict`'s code from raw files; the report and
+    latency follow. Digits, with the baseline forced to ship (final.model: baseline);
+    spectrograms embed through the same code (their features above, their decoding for
+    predict in test_final_workflow)."""
     from tests.workflow.test_final_workflow import (
         test_both_exported_models_predict_the_test_items_as_the_final_step_did as same_outputs,
     )
@@ -165,38 +175,26 @@ def _the_final_step_serves_a_baseline_on_embeddings(project):
     params["datasets"]["digits"]["final"] = {"model": "baseline"}
     write_params(project, params)
     done = run(["snakemake", "--cores", "2", "--resources", "gpu=1", "--",
-                "results/digits/final/report.html", "results/fsdd/final/test_metrics.json"],
-               project)
+                "results/digits/final/report.html"], project)
     assert done.returncode == 0, done.stderr[-3000:]
-    for name in ("digits", "fsdd"):
-        final = project / "results" / name / "final"
-        card = json.loads((final / "baseline.json").read_text())
-        assert card["extractor"]["name"] == "mobilenet_v3_small"
-        assert card["extractor"]["side"] == 48 and (final / card["extractor"]["file"]).is_file()
-        summary = json.loads((project / "results" / name / "baseline" / "summary.json")
-                             .read_text())
-        assert card["model"] == summary["best"]
-        test = json.loads((final / "test_metrics.json").read_text())
-        assert {"network", "baseline"} <= set(test)  # both scored once on the raw test items
-        assert test["baseline"]["model"] == card["model"]
-        decision = json.loads((final / "shipped.json").read_text())
-        assert decision["baseline_exported"] and "cached embeddings" not in decision["why"]
-        same_outputs(project, name)  # from raw files, as the final step scored them
-    decision = json.loads((project / "results" / "digits" / "final" / "shipped.json").read_text())
-    assert decision["shipped"] == "baseline"
-    image = next((project / "data" / "raw" / "digits").rglob("*.png"))
-    done = run(["dlworkflow", "predict", "results/digits/final", str(image)], project)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
-    assert lines[0].startswith("input,prediction") and len(lines) == 2
     final = project / "results" / "digits" / "final"
-    model = json.loads((final / "baseline.json").read_text())["model"]
-    assert (f"{model} (baseline, refitted on trainval, on the embeddings of the frozen "
+    card = json.loads((final / "baseline.json").read_text())
+    assert card["extractor"]["name"] == "mobilenet_v3_small"
+    assert card["extractor"]["side"] == 48 and (final / card["extractor"]["file"]).is_file()
+    summary = json.loads((project / "results" / "digits" / "baseline" / "summary.json").read_text())
+    assert card["model"] == summary["best"]
+    test = json.loads((final / "test_metrics.json").read_text())
+    assert {"network", "baseline"} <= set(test)  # both scored once on the raw test items
+    assert test["baseline"]["model"] == card["model"]
+    decision = json.loads((final / "shipped.json").read_text())
+    assert decision["shipped"] == "baseline" and decision["baseline_exported"]
+    # predict's way from raw files (raw_arrays, load_shipped) gives the final step's outputs
+    same_outputs(project, "digits")
+    assert (f"{card['model']} (baseline, refitted on trainval, on the embeddings of the frozen "
             "mobilenet_v3_small, exported beside it, shipped)") in (final / "report.html").read_text()
     latency = json.loads((final / "latency.json").read_text())
     # the served baseline runs the backbone: its size and values are counted with it
     assert latency["kind"] == "baseline"
-    backbone = json.loads((final / "baseline.json").read_text())["extractor"]["parameters"]
-    assert latency["parameters"] > backbone > 0
+    assert latency["parameters"] > card["extractor"]["parameters"] > 0
     assert latency["model_bytes"] == sum((final / name).stat().st_size
                                          for name in ("baseline.skops", "baseline_extractor.keras"))
