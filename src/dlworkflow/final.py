@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.archives import save_keras
-from dlworkflow.baselines import fit_baseline, flat_settings, training_part
+from dlworkflow.baselines import baseline_source, fit_baseline, flat_settings, training_part
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
@@ -208,19 +208,20 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
 def export_baseline(ctx: RunContext) -> dict[str, Any]:
     """Refit the CV-best baseline on every trainval row and export it (baseline.skops and its
     card baseline.json), with a binary threshold tuned on its own out-of-fold predictions.
-    A baseline the folds fitted on cached embeddings (`features.extractor`) is refitted on
-    them, and the frozen backbone that made them is exported beside it (`export_extractor`):
-    served, it embeds raw inputs first, as the features step did."""
+    A baseline on cached embeddings (`features.extractor`; `ON_EMBEDDINGS` ends its name) is
+    refitted on them, and the frozen backbone that made them is exported beside it
+    (`export_extractor`): served, it embeds raw inputs first, as the features step did."""
     from sklearn.base import clone
 
     task = ctx.task
     summary = json.loads(Path(ctx.input("summary")).read_text())
     choice = json.loads(Path(ctx.input("metric")).read_text())
     name = summary["best"]
-    estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"), ctx.seed)[name])
-    embedded = ctx.folder("features")
-    train, train_rows = training_part(ctx, Part(task, embedded or ctx.folder("index"), None,
-                                                "trainval"))
+    registered, source = baseline_source(ctx, name)
+    estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"),
+                                     ctx.seed)[registered])
+    embedded = source != ctx.folder("index")
+    train, train_rows = training_part(ctx, Part(task, source, None, "trainval"))
     shape = train.take([0]) if isinstance(train, RowSource) else train
     item_shape = np.shape(shape["x"])[1:]
     extractor = None
