@@ -220,7 +220,7 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     registered, source = baseline_source(ctx, name)
     estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"),
                                      ctx.seed)[registered])
-    embedded = source != ctx.folder("index")
+    embedded = registered != name  # ON_EMBEDDINGS ended its name
     train, train_rows = training_part(ctx, Part(task, source, None, "trainval"))
     shape = train.take([0]) if isinstance(train, RowSource) else train
     item_shape = np.shape(shape["x"])[1:]
