@@ -288,6 +288,19 @@ def _check_audio_storage(resolved: dict[str, Any]) -> list[str]:
             and audio.get("storage") == "uint8"]
 
 
+def _check_final_model(resolved: dict[str, Any]) -> list[str]:
+    """`final.model: baseline` ships the exported baseline, which `final.baseline: false`
+    does not export: said here, before the run, not by the final step after the folds."""
+    places = {"": resolved.get("final") or {}}
+    for name, ds in resolved["datasets"].items():
+        if ds.get("final"):  # its own final settings, merged
+            places[f"datasets.{name}."] = dataset_section(resolved, name, "final")
+    return [f"{where}final.model: baseline ships the exported baseline, but final.baseline: "
+            "false exports none; set final.baseline: true, or final.model: auto or network"
+            for where, final in places.items()
+            if final.get("model") == "baseline" and final.get("baseline") is False]
+
+
 #: the demo datasets' entries (`datasets.<name>: {demo: <source>}` is filled in from these)
 DEMO_DATASETS_PATH = SCHEMA_PATH.with_name("demo_datasets.yaml")
 
@@ -323,6 +336,7 @@ def validate_params(params: Mapping[str, Any], base_dir: str | Path = ".") -> di
     if not problems:
         problems.extend(_check_overrides(resolved))
         problems.extend(_check_audio_storage(resolved))
+        problems.extend(_check_final_model(resolved))
         for name, ds in resolved["datasets"].items():
             problems.extend(_check_dataset(name, ds, Path(base_dir)))
     if problems:

@@ -86,12 +86,18 @@ def test_defaults_are_filled_without_touching_the_input(good, tmp_path):
          "datasets.imgs.tensors.audio.storage: uint8 with representation: waveform"),
         (lambda p: p.update(tensors={"audio": {"representation": "mfcc", "storage": "uint8"}}),
          "tensors.audio.storage: uint8 with representation: mfcc quantises"),
+        (lambda p: p.update(final={"model": "baseline", "baseline": False}),
+         "final.model: baseline ships the exported baseline, but final.baseline: false"),
+        (lambda p: p.update(final={"model": "baseline"}) or p["datasets"]["imgs"].update(
+            final={"baseline": False}),
+         "datasets.imgs.final.model: baseline ships the exported baseline, but final.baseline"),
     ],
     ids=["unknown-top", "unknown-dataset-key", "unknown-layout-key", "wrong-type",
          "unknown-modality", "missing-root", "missing-required", "bad-enum", "layout-vs-modality",
          "regex-without-label", "bad-regex", "task-vs-modality", "side-table-escape",
          "demo-root", "bad-dataset-name", "unknown-encoding", "encoding-of-images",
-         "waveform-as-uint8", "mfcc-as-uint8"],
+         "waveform-as-uint8", "mfcc-as-uint8", "baseline-not-exported",
+         "baseline-not-exported-by-a-dataset"],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(good, tmp_path, change, expected):
     change(good)
