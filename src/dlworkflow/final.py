@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.archives import save_keras
-from dlworkflow.baselines import baseline_source, fit_baseline, flat_settings, training_part
+from dlworkflow.baselines import baseline_source, fit_baseline, flat_settings, source_training_part
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
@@ -208,30 +208,30 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
 def export_baseline(ctx: RunContext) -> dict[str, Any]:
     """Refit the CV-best baseline on every trainval row and export it (baseline.skops and its
     card baseline.json), with a binary threshold tuned on its own out-of-fold predictions.
-    A baseline on cached embeddings (`features.extractor`; `ON_EMBEDDINGS` ends its name) is
-    refitted on them, and the frozen backbone that made them is exported beside it
-    (`export_extractor`): served, it embeds raw inputs first, as the features step did."""
+    A baseline with cached embeddings beside the tensors' rows (`features.extractor`;
+    `WITH_EMBEDDINGS` ends its name) is refitted on both, and the frozen backbone that made
+    them is exported beside it (`export_extractor`): served, it embeds raw inputs first, as
+    the features step did, and puts the embeddings beside the inputs' flat rows."""
     from sklearn.base import clone
 
     task = ctx.task
     summary = json.loads(Path(ctx.input("summary")).read_text())
     choice = json.loads(Path(ctx.input("metric")).read_text())
     name = summary["best"]
-    registered, source = baseline_source(ctx, name)
+    registered, embedded = baseline_source(ctx, name)
     estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"),
                                      ctx.seed)[registered])
-    embedded = registered != name  # ON_EMBEDDINGS ended its name
-    train, train_rows = training_part(ctx, Part(task, source, None, "trainval"))
+    tensors = Part(task, ctx.folder("index"), None, "trainval")
+    train, train_rows = source_training_part(ctx, tensors, embedded)
     shape = train.take([0]) if isinstance(train, RowSource) else train
     item_shape = np.shape(shape["x"])[1:]
     extractor = None
-    if embedded:  # the stored items' shape, not the embeddings'
+    if embedded:  # the stored items' shape, not the flat rows'
         from dlworkflow.models.extractors import export_extractor
 
-        item_shape = np.shape(RowSource(Part(task, ctx.folder("index"), None, "trainval"))
-                              .take([0])["x"])[1:]
-        extractor = export_extractor(ctx.section("features"), item_shape,
-                                     ctx.folder("model", output=True))
+        item_shape = np.shape(RowSource(tensors).take([0])["x"])[1:]
+        extractor = {**export_extractor(ctx.section("features"), item_shape,
+                                        ctx.folder("model", output=True)), "beside_flat": True}
     else:  # a backbone exported by an earlier run with an extractor would be served with it
         from dlworkflow.models.extractors import EXTRACTOR_FILE
 
@@ -330,8 +330,9 @@ def score_test(ctx: RunContext) -> dict[str, Any]:
             model.card["architecture"], bootstrap)
         spec = model.card.get("extractor")
         if spec:  # what the report says the baseline reads
-            scored[model.kind]["input"] = (f"on the embeddings of the frozen {spec['name']}, "
-                                           "exported beside it")
+            scored[model.kind]["input"] = (
+                f"on its flat rows{' with ' if spec.get('beside_flat') else ' replaced by '}"
+                f"the embeddings of the frozen {spec['name']}, exported beside it")
     shipped = decision["shipped"]
     comparison = compare_on_test(choice["primary"]["name"],
                                  bool(choice["primary"]["greater_is_better"]), shipped, scored,

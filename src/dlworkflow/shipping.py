@@ -9,9 +9,9 @@ not overruled (a margin measured on the visible suite gained nothing, docs/BENCH
 only reported: on another CPU's rounding one such call went the other way. `network` or
 `baseline` force one. The baseline is the CV-best traditional model refitted on every
 trainval row and exported with skops, never pickle: loading refuses any type outside
-scikit-learn's own and `dlworkflow.estimators`; one fitted on cached embeddings
-(`features.extractor`) is exported with the frozen backbone that embeds its inputs, in
-Keras' format beside it. `load_shipped` gives the test, latency and
+scikit-learn's own and `dlworkflow.estimators`; one fitted with cached embeddings beside
+its flat rows (`features.extractor`) is exported with the frozen backbone that embeds its
+inputs, in Keras' format beside it. `load_shipped` gives the test, latency and
 `dlworkflow predict` one interface to both kinds: stored arrays in, outputs (class
 probabilities or values) out.
 """
@@ -270,6 +270,7 @@ def load_extractor(folder: str | Path, card: Mapping[str, Any]) -> Any:
 def baseline_outputs(estimator: Any, card: Mapping[str, Any], backbone: Any = None) -> Callable:
     """Stored arrays -> the baseline's outputs (probabilities in the card's class order).
     `backbone` (`load_extractor`) embeds the arrays first, as the features step did."""
+    from dlworkflow.baselines import beside_flat
     from dlworkflow.estimators import class_probabilities
     from dlworkflow.modalities import create_modality
     from dlworkflow.tasks import get_task
@@ -286,8 +287,11 @@ def baseline_outputs(estimator: Any, card: Mapping[str, Any], backbone: Any = No
         if backbone is not None:
             from dlworkflow.models.extractors import embed
 
-            arrays = {**arrays, "x": embed(backbone, arrays["x"], spec["name"], spec["side"],
-                                           int(spec["batch_size"]))}
+            embeddings = embed(backbone, arrays["x"], spec["name"], spec["side"],
+                               int(spec["batch_size"]))
+            arrays = {**arrays, "x": (beside_flat(modality, arrays["x"], embeddings,
+                                                  card.get("flat") or {})
+                                      if spec.get("beside_flat") else embeddings)}
         x = task.baseline_inputs(modality, arrays, card.get("flat") or {})
         prediction = estimator.predict(x)
         if not classes:

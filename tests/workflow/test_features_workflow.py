@@ -100,16 +100,18 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     targets += ["results/digits/nn/fold-0/model.keras", "results/sms_spam/nn/fold-0/model.keras"]
     done = run(["snakemake", "--cores", "2", "--resources", "gpu=1", "--", *targets], project)
     assert done.returncode == 0, done.stderr[-3000:]
-    # the image and audio baselines ran on their tensors and on the cached embeddings, each
-    # estimator on both (cross-validation chooses), text on its tensors alone
-    for name, sources in (("digits", {"tensors", "cached embeddings"}),
-                          ("fsdd", {"tensors", "cached embeddings"}), ("sms_spam", {"tensors"})):
+    # the image and audio baselines ran on their tensors and on the tensors' flat rows with
+    # the cached embeddings beside them, each estimator on both (cross-validation chooses),
+    # text on its tensors alone
+    both = "tensors and cached embeddings"
+    for name, sources in (("digits", {"tensors", both}), ("fsdd", {"tensors", both}),
+                          ("sms_spam", {"tensors"})):
         fold = json.loads((project / "results" / name / "baseline" / "fold-0" / "metrics.json")
                           .read_text())
         assert {m["input"] for m in fold["models"].values()} == sources
         on_tensors = {m for m, v in fold["models"].items() if v["input"] == "tensors"}
         assert {m for m in fold["models"] if m not in on_tensors} == (
-            {f"{m}_on_embeddings" for m in on_tensors} if len(sources) == 2 else set())
+            {f"{m}_with_embeddings" for m in on_tensors} if len(sources) == 2 else set())
     for name in ("digits", "fsdd"):  # images and spectrograms; text has no extractor
         index = pd.read_parquet(project / "results" / name / "features" / "index.parquet")
         tensors = pd.read_parquet(project / "results" / name / "tensors" / "index.parquet")
@@ -129,7 +131,7 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     assert np.allclose(find_backbone(model).weights[0].numpy(), trained.weights[0].numpy())
     # the backbone in front of the head sees the images at the size the embeddings were made
     assert find_backbone(model).input_shape == (None, 48, 48, 3)
-    _the_final_step_serves_a_baseline_on_embeddings(project)
+    _the_final_step_serves_a_baseline_with_embeddings(project)
     dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", "--", *targets],
               project, env={"DLWORKFLOW_GPUS": "1"})
     assert "gpu=1" in dry.stdout
@@ -164,9 +166,10 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
         ["features", "train", "final"]
 
 
-def _the_final_step_serves_a_baseline_on_embeddings(project):
-    """The final step of a project with an extractor: the baselines the folds fitted on
-    cached embeddings are refitted, exported with the frozen backbone that made them, scored
+def _the_final_step_serves_a_baseline_with_embeddings(project):
+    """The final step of a project with an extractor: the baselines the folds fitted with
+    cached embeddings beside the flat rows are refitted, exported with the frozen backbone
+    that made them, scored
     on the raw test items and served by `dlworkflow predict`'s code from raw files; the report and
     latency follow. Digits, with the baseline forced to ship (final.model: baseline);
     spectrograms embed through the same code (their features above, their decoding for
@@ -177,7 +180,7 @@ def _the_final_step_serves_a_baseline_on_embeddings(project):
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["datasets"]["digits"]["final"] = {"model": "baseline"}
-    # pixels averaged to one a channel: the baselines on the tensors see nothing, so one on
+    # pixels averaged to one a channel: the baselines on the tensors see nothing, so one with
     # the embeddings is the best (at 16 px a logistic regression on these pixels is)
     params["datasets"]["digits"]["baseline"] = {"image": {"pixels": 1}}
     write_params(project, params)
@@ -189,7 +192,14 @@ def _the_final_step_serves_a_baseline_on_embeddings(project):
     assert card["extractor"]["name"] == "mobilenet_v3_small"
     assert card["extractor"]["side"] == 48 and (final / card["extractor"]["file"]).is_file()
     summary = json.loads((project / "results" / "digits" / "baseline" / "summary.json").read_text())
-    assert card["model"] == summary["best"] and card["model"].endswith("_on_embeddings")
+    assert card["model"] == summary["best"] and card["model"].endswith("_with_embeddings")
+    assert card["extractor"]["beside_flat"]
+    # it takes the one averaged pixel of the grayscale digits beside the embeddings
+    from dlworkflow.shardfile import load_shard
+    from dlworkflow.shipping import load_baseline
+
+    width = load_shard(next((project / "results" / "digits" / "features").glob("*.npz")))["x"].shape[1]
+    assert load_baseline(final)[0].n_features_in_ == 1 + width
     test = json.loads((final / "test_metrics.json").read_text())
     assert {"network", "baseline"} <= set(test)  # both scored once on the raw test items
     assert test["baseline"]["model"] == card["model"]
@@ -197,8 +207,9 @@ def _the_final_step_serves_a_baseline_on_embeddings(project):
     assert decision["shipped"] == "baseline" and decision["baseline_exported"]
     # predict's way from raw files (raw_arrays, load_shipped) gives the final step's outputs
     same_outputs(project, "digits")
-    assert (f"{card['model']} (baseline, refitted on trainval, on the embeddings of the frozen "
-            "mobilenet_v3_small, exported beside it, shipped)") in (final / "report.html").read_text()
+    assert (f"{card['model']} (baseline, refitted on trainval, on its flat rows with the "
+            "embeddings of the frozen mobilenet_v3_small, exported beside it, shipped)"
+            ) in (final / "report.html").read_text()
     latency = json.loads((final / "latency.json").read_text())
     # the served baseline runs the backbone: its size and values are counted with it
     assert latency["kind"] == "baseline"
