@@ -131,6 +131,13 @@ def test_the_features_rule_embeds_every_trainval_shard_once_with_a_gpu_slot(proj
     assert np.allclose(find_backbone(model).weights[0].numpy(), trained.weights[0].numpy())
     # the backbone in front of the head sees the images at the size the embeddings were made
     assert find_backbone(model).input_shape == (None, 48, 48, 3)
+    # the head is wide and deep: it took the embeddings and, beside them, the images, whose
+    # averaged pixels feed a linear part (trained with it, as without cached embeddings)
+    head = model.get_layer("head")
+    assert [tuple(i.shape[1:]) for i in head.inputs] == [
+        tuple(find_backbone(model).output_shape[1:]), (32, 32, 1)]
+    assert head.get_layer("linear_logits").kernel.shape[0] == 16 * 16
+    assert np.abs(head.get_layer("linear_logits").kernel.numpy()).max() > 0
     _the_final_step_serves_a_baseline_with_embeddings(project)
     dry = run(["snakemake", "--cores", "2", "--forcerun", "extract_features", "-n", "--", *targets],
               project, env={"DLWORKFLOW_GPUS": "1"})

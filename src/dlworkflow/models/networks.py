@@ -170,8 +170,9 @@ def image_transfer(spec: NetworkSpec):
     images (another domain, small images) then still leave the network at logistic
     regression's level, not below it. `train.fine_tune_layers` > 0 unfreezes the last N
     backbone layers for a second phase at `train.fine_tune_learning_rate` (see
-    dlworkflow.train). A head trained on cached embeddings (the features step), a
-    regression, or a build given no training rows to standardise with has no linear part.
+    dlworkflow.train). A regression, or a build given no training rows to standardise with,
+    has no linear part; a head trained on cached embeddings (the features step) has it where
+    the fold's images were in RAM (`embedding_head`).
     """
     import keras
 
@@ -192,19 +193,28 @@ def image_transfer(spec: NetworkSpec):
     backbone = image_backbone(name, (height, width, 3), transfer.get("weights", "imagenet"))
     x = backbone(x, training=False)  # BatchNormalization stays in inference mode
     head = spec.extra.get("head")  # trained on cached embeddings (features step)
-    if head is not None or spec.fit_rows is None or spec.task.name != "classification":
-        return keras.Model(inputs, head(x) if head is not None else _head(x, spec),
+    if head is not None:  # wide and deep (`embedding_head`) when it takes the images too
+        return keras.Model(inputs, head([x, inputs] if len(head.inputs) == 2 else x),
                            name="image_transfer")
+    if spec.fit_rows is None or spec.task.name != "classification":
+        return keras.Model(inputs, _head(x, spec), name="image_transfer")
     return _wide_and_deep(inputs, _wide_pixels(inputs, spec), _deep_logits(x, spec),
                           "image_transfer")
 
 
-def embedding_head(spec: NetworkSpec):
-    """The transfer head alone, on cached embeddings of `spec.input_shape` (features step)."""
+def embedding_head(spec: NetworkSpec, pixels: NetworkSpec | None = None):
+    """The transfer head alone, on cached embeddings of `spec.input_shape` (features step).
+    Given the images' spec (`pixels`: classes, its fit rows the fold's training images), wide
+    and deep as image_transfer is: it takes the embeddings and the images, and adds the
+    linear part's logits on the pixels to the head's, both starting at zero."""
     import keras
 
     inputs = keras.Input(spec.input_shape, dtype="float32", name="embedding")
-    return keras.Model(inputs, _head(inputs, spec), name="head")
+    if pixels is None:
+        return keras.Model(inputs, _head(inputs, spec), name="head")
+    images = keras.Input(pixels.input_shape, dtype=pixels.input_dtype, name="image")
+    return _wide_and_deep([inputs, images], _wide_pixels(images, pixels),
+                          _deep_logits(inputs, spec), "head")
 
 
 def _spectrogram_input(spec: NetworkSpec):
