@@ -815,12 +815,13 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
                              ctx.seed + (fold or 0), slices)
     head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
                         input_dtype="float32", preprocessing=(), augmentation=())
-    pixels = _pixels_beside(spec, data, embedded)
-    if pixels is not None:
-        embedded.add_computed_input(None, data.train_arrays["x"], pixels)
+    pixels = _pixels_beside(data, embedded)
     head = embedding_head(head_spec, spec if pixels is not None else None)
+    wide = len(head.inputs) == 2  # for classes: the linear part on pixels beside it
+    if wide:
+        embedded.add_computed_input(None, data.train_arrays["x"], pixels)
     log.info("the head trains on the cached embeddings%s", " and the linear part on the "
-             "images' pixels beside them" if pixels is not None else "")
+             "images' pixels beside them" if wide else "")
     weights = ctx.task.class_weights(settings.get("class_weight", "none"),
                                      embedded.train_rows, embedded.classes)
     history = _fit(head, embedded, settings, run, "train",
@@ -834,12 +835,11 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     return full, history
 
 
-def _pixels_beside(spec, data: FoldData, embedded: FoldData) -> np.ndarray | None:
+def _pixels_beside(data: FoldData, embedded: FoldData) -> np.ndarray | None:
     """The validation images for a wide and deep head beside the cached embeddings (the
-    training images are `data.train_arrays`), or None where it has no linear part on pixels:
-    a regression, or images or embeddings not held in RAM in the same rows' order."""
-    if (spec.task.name != "classification" or spec.fit_rows is None or not data.in_memory
-            or not embedded.in_memory or data.train_arrays is None
+    training images are `data.train_arrays`), or None where the images or the embeddings
+    are not held in RAM in the same rows' order."""
+    if (not data.in_memory or not embedded.in_memory or data.train_arrays is None
             or embedded.train_arrays is None):
         return None
     same = (np.array_equal(data.train_arrays["ids"], embedded.train_arrays["ids"])

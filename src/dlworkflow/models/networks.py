@@ -196,7 +196,7 @@ def image_transfer(spec: NetworkSpec):
     if head is not None:  # wide and deep (`embedding_head`) when it takes the images too
         return keras.Model(inputs, head([x, inputs] if len(head.inputs) == 2 else x),
                            name="image_transfer")
-    if spec.fit_rows is None or spec.task.name != "classification":
+    if not _has_wide_pixels(spec):
         return keras.Model(inputs, _head(x, spec), name="image_transfer")
     return _wide_and_deep(inputs, _wide_pixels(inputs, spec), _deep_logits(x, spec),
                           "image_transfer")
@@ -204,17 +204,23 @@ def image_transfer(spec: NetworkSpec):
 
 def embedding_head(spec: NetworkSpec, pixels: NetworkSpec | None = None):
     """The transfer head alone, on cached embeddings of `spec.input_shape` (features step).
-    Given the images' spec (`pixels`: classes, its fit rows the fold's training images), wide
-    and deep as image_transfer is: it takes the embeddings and the images, and adds the
+    Given the images' spec (`pixels`, its fit rows the fold's training images) and classes,
+    wide and deep as image_transfer is: it takes the embeddings and the images, and adds the
     linear part's logits on the pixels to the head's, both starting at zero."""
     import keras
 
     inputs = keras.Input(spec.input_shape, dtype="float32", name="embedding")
-    if pixels is None:
+    if pixels is None or not _has_wide_pixels(pixels):
         return keras.Model(inputs, _head(inputs, spec), name="head")
     images = keras.Input(pixels.input_shape, dtype=pixels.input_dtype, name="image")
     return _wide_and_deep([inputs, images], _wide_pixels(images, pixels),
                           _deep_logits(inputs, spec), "head")
+
+
+def _has_wide_pixels(spec: NetworkSpec) -> bool:
+    """Whether image_transfer (or its head on cached embeddings) has the linear part on
+    pixels: for classes, given the fold's training images to standardise them with."""
+    return spec.fit_rows is not None and spec.task.name == "classification"
 
 
 def _spectrogram_input(spec: NetworkSpec):
