@@ -554,6 +554,41 @@ def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixe
     assert np.allclose(model.predict(x[folds == 0], verbose=0), 0.1, atol=1e-4)
 
 
+def test_the_head_on_cached_embeddings_has_the_linear_part_on_pixels_for_classes_only():
+    """Given the fold's images, the head on cached embeddings (`features.extractor`) takes
+    them beside the embeddings, and its linear part on their standardised, averaged pixels
+    and its own logits both start at zero, as image_transfer's do; a regression's head, or
+    one given no images, takes the embeddings alone."""
+    from dataclasses import replace
+
+    import keras
+    from sklearn.preprocessing import StandardScaler
+
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.models.networks import NetworkSpec, embedding_head
+    from dlworkflow.tasks import get_task
+
+    x, _, folds = digits_images(100)
+    train = x[folds != 0]
+    embeddings = np.random.default_rng(0).normal(size=(len(x), 24)).astype("float32")
+    for task, outputs in (("classification", 10), ("regression", 1)):
+        pixels = NetworkSpec(task=get_task(task), input_shape=x.shape[1:], input_dtype="uint8",
+                             outputs=outputs, settings={}, seed=1, fit_rows=lambda: (train, None))
+        spec = replace(pixels, input_shape=(24,), input_dtype="float32", fit_rows=None)
+        assert len(embedding_head(spec).inputs) == 1
+        head = embedding_head(spec, pixels)
+        if task == "regression":
+            assert len(head.inputs) == 1
+            continue
+        assert [tuple(i.shape[1:]) for i in head.inputs] == [(24,), x.shape[1:]]
+        flat = create_modality("image", {}, {"kind": "folders"}).flat(x, {})
+        expected = StandardScaler().fit(flat[folds != 0]).transform(flat[folds == 0])
+        standard = keras.Model(head.inputs, head.get_layer("standardise").output)
+        rows = [embeddings[folds == 0], x[folds == 0]]
+        assert np.abs(standard.predict(rows, verbose=0) - expected).max() < 1e-3
+        assert np.allclose(head.predict(rows, verbose=0), 0.1, atol=1e-6)  # every class even
+
+
 def test_glove_vectors_initialise_the_embedding(tmp_path, caplog):
     texts, labels, folds = sms_texts(100)
     folder = write_shards(tmp_path / "text", texts, labels, folds)
