@@ -65,20 +65,6 @@ def fit_baseline(ctx: RunContext, estimators: dict[str, Any], train: Any) -> Non
 WITH_EMBEDDINGS = "_with_embeddings"
 
 
-def baseline_sources(ctx: RunContext) -> list[tuple[bool, str, str]]:
-    """What step 2 fits its estimators on, as (with the embeddings, input in words, name
-    suffix): the tensors' flat rows, and, where an extractor cached embeddings, the same rows
-    with the embeddings beside them. Cross-validation chooses. Beside, not instead: on FSDD
-    at 30 a class (two folds) logistic regression scored 0.46 on EfficientNet-Lite0's
-    ImageNet embeddings of the spectrograms alone against 0.79 on their MFCC summary; on the
-    suite's `fashion` photos (five folds) 0.776 on pixels, 0.808 on the embeddings alone and
-    0.847 on both side by side."""
-    sources = [(False, "tensors", "")]
-    if ctx.folder("features"):
-        sources.append((True, "tensors and cached embeddings", WITH_EMBEDDINGS))
-    return sources
-
-
 def baseline_source(ctx: RunContext, name: str) -> tuple[str, bool]:
     """The estimator's registered name for the baseline `name` (as step 2 named it), and
     whether it fits on the embeddings beside the tensors' rows."""
@@ -93,12 +79,13 @@ def beside_flat(modality: Any, x: Any, embeddings: Any, settings: dict[str, Any]
     return np.hstack([modality.flat(x, settings), np.asarray(embeddings, dtype=np.float32)])
 
 
-def source_arrays(ctx: RunContext, part: Part, embedded: bool) -> dict[str, Any]:
-    """A part's rows from the tensors (`part` reads the index folder), with the cached
-    embeddings of the same rows beside their flat rows when `embedded`."""
-    arrays = load_arrays(part)
-    if not embedded:
-        return arrays
+def with_embeddings(ctx: RunContext, part: Part, arrays: dict[str, Any]) -> dict[str, Any]:
+    """`arrays`, a part's rows as loaded from the tensors, with the cached embeddings of the
+    same rows beside their flat rows. Offered beside the tensors' rows, not instead: on FSDD
+    at 30 a class (two folds) logistic regression scored 0.46 on EfficientNet-Lite0's
+    ImageNet embeddings of the spectrograms alone against 0.79 on their MFCC summary; on the
+    suite's `fashion` photos (five folds) 0.776 on pixels, 0.808 on the embeddings alone and
+    0.847 on both side by side."""
     embeddings = load_arrays(replace(part, folder=ctx.folder("features")))
     if not np.array_equal(np.asarray(arrays["ids"]), np.asarray(embeddings["ids"])):
         raise ValueError(f"{ctx.folder('features')}: the cached embeddings' rows of the "
@@ -108,30 +95,27 @@ def source_arrays(ctx: RunContext, part: Part, embedded: bool) -> dict[str, Any]
                                        flat_settings(ctx))}
 
 
-def source_training_part(ctx: RunContext, part: Part, embedded: bool) -> tuple[Any, int]:
-    """`training_part` of the tensors, or, `embedded`, the rows with their embeddings beside
-    them (only in RAM: the tasks that read rows on demand have no extractor)."""
-    if not embedded:
-        return training_part(ctx, part)
-    arrays = source_arrays(ctx, part, True)
-    return arrays, len(arrays["ids"])
-
-
 def run_baseline_fold(ctx: RunContext, fold: int) -> dict:
-    """Fit every baseline on fold-train rows, score it on the fold's validation rows
-    (`baseline_sources`: on the tensors, and on cached embeddings too); write the fold's
-    metrics.json and predictions.parquet."""
+    """Fit every baseline on fold-train rows, score it on the fold's validation rows (on the
+    tensors, and where an extractor cached embeddings also on the same rows with them beside:
+    `with_embeddings`; cross-validation chooses); write the fold's metrics.json and
+    predictions.parquet."""
     choice = json.loads(Path(ctx.input("metric")).read_text())
     task = ctx.task
+    train_part = Part(task, ctx.folder("index"), fold, "train", ctx.gap)
+    valid_part = replace(train_part, name="valid")
+    train, train_rows = training_part(ctx, train_part)
+    valid = load_arrays(valid_part)
+    if not train_rows or not len(valid["ids"]):
+        raise ValueError(f"fold {fold}: {train_rows} training and {len(valid['ids'])} "
+                         "validation rows; every fold needs both")
+    sources = [("", "tensors", train, valid)]
+    if ctx.folder("features"):  # the tensors' rows read once, for both sources
+        sources.append((WITH_EMBEDDINGS, "tensors and cached embeddings",
+                        with_embeddings(ctx, train_part, train),
+                        with_embeddings(ctx, valid_part, valid)))
     models, frames = {}, []
-    for embedded, words, suffix in baseline_sources(ctx):
-        train, train_rows = source_training_part(
-            ctx, Part(task, ctx.folder("index"), fold, "train", ctx.gap), embedded)
-        valid = source_arrays(ctx, Part(task, ctx.folder("index"), fold, "valid", ctx.gap),
-                              embedded)
-        if not train_rows or not len(valid["ids"]):
-            raise ValueError(f"fold {fold}: {train_rows} training and {len(valid['ids'])} "
-                             "validation rows; every fold needs both")
+    for suffix, words, train, valid in sources:
         classes = valid["classes"]
         estimators = {name + suffix: task.prepare_baseline(clone(estimator), choice, valid)
                       for name, estimator in task.baselines(ctx.modality,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dlworkflow.archives import save_keras
-from dlworkflow.baselines import baseline_source, fit_baseline, flat_settings, source_training_part
+from dlworkflow.baselines import baseline_source, fit_baseline, flat_settings, training_part, with_embeddings
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
@@ -222,14 +222,14 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     estimator = clone(task.baselines(ctx.modality, ctx.section("baseline"),
                                      ctx.seed)[registered])
     tensors = Part(task, ctx.folder("index"), None, "trainval")
-    train, train_rows = source_training_part(ctx, tensors, embedded)
+    train, train_rows = training_part(ctx, tensors)
     shape = train.take([0]) if isinstance(train, RowSource) else train
-    item_shape = np.shape(shape["x"])[1:]
+    item_shape = np.shape(shape["x"])[1:]  # the stored items', before any flat rows
     extractor = None
-    if embedded:  # the stored items' shape, not the flat rows'
+    if embedded:
         from dlworkflow.models.extractors import export_extractor
 
-        item_shape = np.shape(RowSource(tensors).take([0])["x"])[1:]
+        train = shape = with_embeddings(ctx, tensors, train)
         extractor = {**export_extractor(ctx.section("features"), item_shape,
                                         ctx.folder("model", output=True)), "beside_flat": True}
     else:  # a backbone exported by an earlier run with an extractor would be served with it
