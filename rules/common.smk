@@ -184,22 +184,40 @@ def get_train_settings(wildcards):
     return dataset_section(PARAMS, wildcards.dataset, "train")
 
 
+def get_transfer_settings(wildcards):
+    """The train keys that decide whether and with what image_transfer's backbone embeds
+    (rule choose_extractor): a change to another train key does not embed again."""
+    train = get_train_settings(wildcards)
+    return {key: train[key] for key in ("architecture", "transfer") if key in train}
+
+
 def get_augment_settings(wildcards):
     """The augment section with the dataset's own augment: keys merged in."""
     return dataset_section(PARAMS, wildcards.dataset, "augment")
 
 
 def get_features_index_if_extracted(wildcards):
-    """The features index when an extractor embeds this dataset's modality, else nothing."""
-    if extracts_features(DATASETS[wildcards.dataset], PARAMS):
+    """The features index when an extractor embeds this dataset, else nothing."""
+    if extracts_features(wildcards.dataset, PARAMS):
         return f"results/{wildcards.dataset}/features/index.parquet"
+    return []
+
+
+def get_extractor_choice_if_auto(wildcards):
+    """The features step's decision where `features.extractor: auto` embeds this dataset:
+    it decided auto's network too (rule choose_extractor), else nothing."""
+    if (
+        extracts_features(wildcards.dataset, PARAMS)
+        and PARAMS["features"]["extractor"] == "auto"
+    ):
+        return f"results/{wildcards.dataset}/features/extractor.json"
     return []
 
 
 def get_features_settings(wildcards):
     """The features section for a dataset the extractor embeds, else nothing: a change to it
     reruns the jobs that read embeddings, not a text or series set's."""
-    if extracts_features(DATASETS[wildcards.dataset], PARAMS):
+    if extracts_features(wildcards.dataset, PARAMS):
         return PARAMS["features"]
     return {}
 
@@ -211,8 +229,9 @@ def get_named_train_files(wildcards):
 
 
 def get_named_features_files(wildcards):
-    """The weights file `features.weights` names, when it is one (as get_named_train_files)."""
-    return named_files(PARAMS, wildcards.dataset, ("features",), folders=False)
+    """The weights file the features step embeds with, when it is one (`features.weights`,
+    or under `auto` `train.transfer.weights`), as get_named_train_files."""
+    return named_files(PARAMS, wildcards.dataset, ("features", "train"), folders=False)
 
 
 def get_network_if_decided(wildcards):

@@ -12,6 +12,7 @@
 rule choose_network:
     input:
         stats="results/{dataset}/tensors/stats.json",
+        extractor=get_extractor_choice_if_auto,
         named=get_named_train_files,
     output:
         network="results/{dataset}/nn/network.json",

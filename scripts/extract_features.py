@@ -1,9 +1,12 @@
 """Adapter: embed one shard with the frozen pretrained base (rule extract_features)."""
 
+from pathlib import Path
+
 from dlworkflow.logs import rule_logging
-from dlworkflow.models.extractors import extract_shard
+from dlworkflow.models.extractors import extract_shard, extractor_choice
 
 with rule_logging(snakemake.log[0]):
-    settings = snakemake.params.features
-    extract_shard(snakemake.input.shard, settings["extractor"], settings["weights"],
-                  settings["batch_size"], snakemake.output.features, side=settings["side"])
+    choice = extractor_choice(Path(snakemake.input.choice).parent)
+    extract_shard(snakemake.input.shard, choice["extractor"], choice["weights"],
+                  choice["batch_size"], snakemake.output.features, side=choice["side"],
+                  key=choice["weights_key"])

@@ -22,6 +22,7 @@ from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_arrays
 from dlworkflow.estimators import class_probabilities
 from dlworkflow.evaluate import write_fold_metrics
+from dlworkflow.models.extractors import embeddings_folder
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ WITH_EMBEDDINGS = "_with_embeddings"
 def baseline_source(ctx: RunContext, name: str) -> tuple[str, bool]:
     """The estimator's registered name for the baseline `name` (as step 2 named it), and
     whether it fits on the embeddings beside the tensors' rows."""
-    if name.endswith(WITH_EMBEDDINGS) and ctx.folder("features"):
+    if name.endswith(WITH_EMBEDDINGS) and embeddings_folder(ctx):
         return name[: -len(WITH_EMBEDDINGS)], True
     return name, False
 
@@ -86,9 +87,10 @@ def with_embeddings(ctx: RunContext, part: Part, arrays: dict[str, Any]) -> dict
     ImageNet embeddings of the spectrograms alone against 0.79 on their MFCC summary; on the
     suite's `fashion` photos (five folds) 0.776 on pixels, 0.808 on the embeddings alone and
     0.847 on both side by side."""
-    embeddings = load_arrays(replace(part, folder=ctx.folder("features")))
+    folder = embeddings_folder(ctx)
+    embeddings = load_arrays(replace(part, folder=folder))
     if not np.array_equal(np.asarray(arrays["ids"]), np.asarray(embeddings["ids"])):
-        raise ValueError(f"{ctx.folder('features')}: the cached embeddings' rows of the "
+        raise ValueError(f"{folder}: the cached embeddings' rows of the "
                          f"{part.name} part are not the tensors' ({len(embeddings['ids'])} "
                          f"against {len(arrays['ids'])}); rerun the features step")
     return {**arrays, "x": beside_flat(ctx.modality, arrays["x"], embeddings["x"],
@@ -110,7 +112,7 @@ def run_baseline_fold(ctx: RunContext, fold: int) -> dict:
         raise ValueError(f"fold {fold}: {train_rows} training and {len(valid['ids'])} "
                          "validation rows; every fold needs both")
     sources = [("", "tensors", train, valid)]
-    if ctx.folder("features"):  # the tensors' rows read once, for both sources
+    if embeddings_folder(ctx):  # the tensors' rows read once, for both sources
         sources.append((WITH_EMBEDDINGS, "tensors and cached embeddings",
                         with_embeddings(ctx, train_part, train),
                         with_embeddings(ctx, valid_part, valid)))

@@ -227,10 +227,10 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     item_shape = np.shape(shape["x"])[1:]  # the stored items', before any flat rows
     extractor = None
     if embedded:
-        from dlworkflow.models.extractors import export_extractor
+        from dlworkflow.models.extractors import export_extractor, extractor_choice
 
         train = shape = with_embeddings(ctx, tensors, train)
-        extractor = {**export_extractor(ctx.section("features"), item_shape,
+        extractor = {**export_extractor(extractor_choice(ctx.folder("features")), item_shape,
                                         ctx.folder("model", output=True)), "beside_flat": True}
     else:  # a backbone exported by an earlier run with an extractor would be served with it
         from dlworkflow.models.extractors import EXTRACTOR_FILE

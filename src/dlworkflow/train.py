@@ -41,6 +41,7 @@ from dlworkflow.data import (
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
 from dlworkflow.heap import keep_freed_heap
+from dlworkflow.models.extractors import embeddings_folder
 from dlworkflow.provenance import environment
 from dlworkflow.tfdata import untuned, untuned_batches
 
@@ -133,16 +134,66 @@ def choose_network(ctx: RunContext, out: str | Path) -> tuple[str, str]:
     what this machine has (pretrained weights at hand, in Keras' cache or downloadable): a
     first use downloads them here, once, not in folds side by side, and a download that
     fails or weights that turn up halfway through a run cannot give the folds different
-    networks. Writes {"architecture", "reason"} as JSON."""
-    shapes = json.loads(Path(ctx.input("stats")).read_text()).get("shapes") or []
-    shape = tuple(json.loads(shapes[0])) if len(shapes) == 1 else ()  # one item shape, or ()
-    architecture, reason = architecture_for(ctx.modality, ctx.task.name, ctx.section("train"),
-                                            shape)
+    networks. Where the features step decided under `features.extractor: auto` (its input
+    `extractor`), its decision stands: the two cannot disagree. Writes {"architecture",
+    "reason"} as JSON."""
+    from dlworkflow.models.extractors import extractor_choice
+
+    if ctx.paths("extractor"):
+        choice = extractor_choice(Path(ctx.input("extractor")).parent)
+        architecture, reason = choice["architecture"], choice["reason"]
+        if choice["extractor"]:
+            reason += (f"; its head trains on the embeddings the features step made once "
+                       f"with the frozen backbone at {choice['side'] or 'its own'} px "
+                       "(features.extractor: auto)")
+    else:
+        architecture, reason = architecture_for(ctx.modality, ctx.task.name,
+                                                ctx.section("train"), stored_shape(ctx))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"architecture": architecture, "reason": reason},
                                     indent=2) + "\n")
     log.info("the network is %s (%s)", architecture, reason)
     return architecture, reason
+
+
+def stored_shape(ctx: RunContext) -> tuple[int, ...]:
+    """The stored items' one shape from the job's `stats` input, or () where they differ."""
+    shapes = json.loads(Path(ctx.input("stats")).read_text()).get("shapes") or []
+    return tuple(json.loads(shapes[0])) if len(shapes) == 1 else ()
+
+
+def choose_extractor(ctx: RunContext, out: str | Path) -> dict[str, Any]:
+    """Rule choose_extractor: the frozen base the features step embeds the dataset with,
+    decided once for all its shards, written as JSON (`extractor_choice` reads it). A named
+    `features.extractor` embeds with `features.weights`. `auto` embeds with
+    image_transfer's own backbone and weights (`train.transfer`) where `train.architecture`
+    trains image_transfer, deciding `auto`'s network here (rule choose_network then takes
+    this decision), and with none where it trains from scratch (no weights at hand, images
+    too small), saying why: the step then holds no embeddings and nothing reads them."""
+    from dlworkflow.models.extractors import BACKBONE_SIDE, DEFAULT_BACKBONE
+
+    features = ctx.section("features")
+    name = features.get("extractor")
+    choice: dict[str, Any] = {"side": int(features.get("side", BACKBONE_SIDE)),
+                              "batch_size": int(features.get("batch_size", 64))}
+    if name == "auto":
+        train = ctx.section("train")
+        transfer = train.get("transfer") or {}
+        architecture, reason = architecture_for(ctx.modality, ctx.task.name, train,
+                                                stored_shape(ctx))
+        embeds = architecture == "image_transfer"
+        choice.update(extractor=transfer.get("backbone", DEFAULT_BACKBONE) if embeds else None,
+                      weights=str(transfer.get("weights", "imagenet")),
+                      weights_key="train.transfer.weights", architecture=architecture,
+                      reason=reason)
+    else:
+        choice.update(extractor=name, weights=str(features.get("weights", "imagenet")),
+                      weights_key="features.weights", reason="features.extractor names it")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(choice, indent=2) + "\n")
+    log.info("the features step embeds with %s (%s)", choice["extractor"] or "nothing",
+             choice["reason"])
+    return choice
 
 
 def decided_network(ctx: RunContext) -> tuple[str, str] | None:
@@ -806,13 +857,12 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     the linear part on the images' pixels beside it, so that it starts at logistic
     regression's level (on the suite's `fashion` photos logistic regression scored 0.85 in
     CV on pixels and embeddings side by side, the head on the embeddings alone 0.81)."""
-    from dlworkflow.models.extractors import BACKBONE_SIDE, DEFAULT_BACKBONE
+    from dlworkflow.models.extractors import extractor_choice
     from dlworkflow.models.networks import build_network, embedding_head
 
     settings = ctx.section("train")
-    features = ctx.section("features")
-    embedded = FoldData.load(ctx, ctx.folder("features"), fold, batch_size,
-                             ctx.seed + (fold or 0), slices)
+    folder = embeddings_folder(ctx)
+    embedded = FoldData.load(ctx, folder, fold, batch_size, ctx.seed + (fold or 0), slices)
     head_spec = replace(spec, input_shape=tuple(embedded.valid["x"].shape[1:]),
                         input_dtype="float32", preprocessing=(), augmentation=())
     pixels = _pixels_beside(data, embedded)
@@ -826,9 +876,9 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
                                      embedded.train_rows, embedded.classes)
     history = _fit(head, embedded, settings, run, "train",
                    float(settings.get("learning_rate", 1e-3)), weights)
-    transfer = {"backbone": features.get("extractor") or DEFAULT_BACKBONE,
-                "weights": features.get("weights", "imagenet"),
-                "side": features.get("side", BACKBONE_SIDE)}  # the size the embeddings saw
+    choice = extractor_choice(folder)
+    transfer = {"backbone": choice["extractor"], "weights": choice["weights"],
+                "side": choice["side"]}  # the size the embeddings saw
     full = build_network("image_transfer", replace(spec, settings={**spec.settings,
                                                                    "transfer": transfer},
                                                    extra={**spec.extra, "head": head}))
@@ -965,7 +1015,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                  len(data.train_rows))
     with strategy.scope():  # variables made here are mirrored on every replica
         spec = _spec(ctx, data, seed)
-        cached = bool(ctx.folder("features")) and architecture == "image_transfer"
+        cached = bool(embeddings_folder(ctx)) and architecture == "image_transfer"
         if cached:  # train the head on the cached embeddings, then put the backbone in front
             model, history = _head_on_embeddings(ctx, spec, fold, batch_size, run, data, slices)
         else:

@@ -33,7 +33,7 @@ class Step:
     #: library modules they import are derived from the source (`step_code`)
     code: tuple[str, ...] = ()
     #: which datasets the step applies to: "all", "demo" (demo sources) or "features"
-    #: (an extractor is configured and supports the dataset's modality)
+    #: (the configured extractor embeds the dataset: `extracts_features`)
     datasets: str = "all"
     #: earlier steps whose outputs are this step's deps
     after: tuple[str, ...] = ()
@@ -99,14 +99,16 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="features",
-        rules=("extract_features", "features_index"),
+        rules=("choose_extractor", "extract_features", "features_index"),
         outputs=("results/{dataset}/features/index.parquet",),
         dvc_outs=("results/{dataset}/features",),
-        params=("features",),
-        code=("rules/features.smk", "scripts/extract_features.py", "scripts/features_index.py"),
+        # under `auto` it embeds with image_transfer's backbone where auto's network is it
+        params=("features", "train.architecture", "train.transfer", "datasets.{dataset}"),
+        code=("rules/features.smk", "scripts/choose_extractor.py", "scripts/extract_features.py",
+              "scripts/features_index.py"),
         datasets="features",
         after=("tensors",),
-        files=("features",),
+        files=("features", "train"),
     ),
     Step(
         name="baseline",
@@ -206,25 +208,33 @@ def get_step(name: str) -> Step:
     raise KeyError(f"unknown step {name!r}; steps: {', '.join(s.name for s in STEPS)}")
 
 
-def extracts_features(dataset: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
-    """Whether `features.extractor` embeds the dataset: its modality is one the extractor
-    takes and its tensors are pictures (not an audio set kept as waveforms, whose baselines
-    and networks then read the tensors, as a text set's do)."""
-    from dlworkflow.config import deep_merge
+def extracts_features(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether the features step runs for dataset `name`. A named `features.extractor`
+    embeds every set whose modality it takes and whose tensors are pictures (not an audio
+    set kept as waveforms, whose baselines and networks then read the tensors, as a text
+    set's do); `auto` the sets whose modality may train its transfer network on them
+    (`Modality.embeds_under_auto`: images large enough for image_transfer, under
+    `train.architecture` auto or image_transfer; whether auto's weights are at hand is
+    decided when it runs, rule choose_extractor)."""
+    from dlworkflow.config import dataset_section
     from dlworkflow.modalities import get_modality_class
     from dlworkflow.models.extractors import get_extractor
 
-    name = (params.get("features") or {}).get("extractor")
-    modality = dataset["modality"]
-    if not name or modality not in get_extractor(name).modalities:
+    extractor = (params.get("features") or {}).get("extractor")
+    dataset = params["datasets"][name]
+    modality = get_modality_class(dataset["modality"])
+    tensors = dataset_section(params, name, "tensors").get(dataset["modality"]) or {}
+    if extractor == "auto":
+        return modality.embeds_under_auto(dataset["task"], dataset_section(params, name, "train"),
+                                          tensors)
+    if not extractor or dataset["modality"] not in get_extractor(extractor).modalities:
         return False
-    tensors = deep_merge(params.get("tensors") or {}, dataset.get("tensors"))
-    return get_modality_class(modality).stores_pictures(tensors.get(modality) or {})
+    return modality.stores_pictures(tensors)
 
 
 DATASET_FILTERS = {
-    "all": lambda dataset, params: True,
-    "demo": lambda dataset, params: bool(dataset.get("demo")),
+    "all": lambda name, params: True,
+    "demo": lambda name, params: bool(params["datasets"][name].get("demo")),
     "features": extracts_features,
 }
 
@@ -232,7 +242,7 @@ DATASET_FILTERS = {
 def step_datasets(step: Step, params: Mapping[str, Any]) -> list[str]:
     """Names of the datasets the step runs on."""
     keep = DATASET_FILTERS[step.datasets]
-    return [n for n, ds in params["datasets"].items() if keep(ds, params)]
+    return [n for n in params["datasets"] if keep(n, params)]
 
 
 def _fill(template: str, name: str, dataset: Mapping[str, Any]) -> str:
@@ -285,7 +295,7 @@ def named_files(params: Mapping[str, Any], name: str, sections: tuple[str, ...],
 
     dataset = params["datasets"][name]
     named = list(get_modality_class(dataset["modality"]).named_files)
-    if extracts_features(dataset, params):  # the features step, and the networks on them
+    if extracts_features(name, params):  # the features step, and the networks on them
         named.append(("features", "weights"))
     found: list[str] = []
     for section, *keys in named:

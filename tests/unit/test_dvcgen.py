@@ -163,8 +163,8 @@ def test_an_extractor_embeds_pictures_not_texts_series_or_waveforms():
 
     params = load_params(REPO / "params.yaml")
     params["features"]["extractor"] = "mobilenet_v3_small"
-    embedded = lambda: {name for name, dataset in params["datasets"].items()  # noqa: E731
-                        if extracts_features(dataset, params)}
+    embedded = lambda: {name for name in params["datasets"]  # noqa: E731
+                        if extracts_features(name, params)}
     assert embedded() == {"digits", "fsdd"}
     params["datasets"]["fsdd"]["tensors"] = {"audio": {"representation": "waveform"}}
     assert embedded() == {"digits"}
@@ -175,3 +175,34 @@ def test_an_extractor_embeds_pictures_not_texts_series_or_waveforms():
     assert embedded() == {"digits"}
     params["features"]["extractor"] = None
     assert embedded() == set()
+
+
+def test_auto_embeds_the_image_sets_image_transfer_may_train():
+    """`features.extractor: auto` (the default) runs the features step for image sets only,
+    where image_transfer may train them: named, or `auto` with images of 64 px or more and
+    weights not `none`. The demo's 16-px digits train from scratch: no features stage."""
+    from dlworkflow.workflow import extracts_features
+
+    params = load_params(REPO / "params.yaml")
+    assert params["features"]["extractor"] == "auto"
+    embedded = lambda: {name for name in params["datasets"]  # noqa: E731
+                        if extracts_features(name, params)}
+    assert embedded() == set()  # 16-px digits, spectrograms, texts, series
+    params["datasets"]["digits"]["tensors"] = {"image": {"size": [64, 64]}}
+    assert embedded() == {"digits"}  # audio is not embedded under auto
+    params["datasets"]["digits"]["train"] = {"transfer": {"weights": "none"}}
+    assert embedded() == set()  # auto trains from scratch without weights
+    params["datasets"]["digits"]["train"] = {"architecture": "image_wide_cnn"}
+    assert embedded() == set()
+    params["datasets"]["digits"]["tensors"] = {"image": {"size": [32, 32]}}
+    params["datasets"]["digits"]["train"] = {"architecture": "image_transfer"}
+    assert embedded() == {"digits"}  # named: whatever the size
+    params["datasets"]["digits"]["train"] = {}
+    params["datasets"]["digits"]["task"] = "regression"  # image_transfer regresses too
+    params["datasets"]["digits"]["tensors"] = {"image": {"size": [96, 64]}}
+    assert embedded() == {"digits"}
+    # DVC's features stage reruns on the keys that decide the backbone, not on every train key
+    stages = yaml.safe_load(render_dvc_yaml(params, read_written(REPO / "params.yaml")))["stages"]
+    assert stages["features"]["params"] == ["features", "train.architecture", "train.transfer",
+                                            "datasets.digits"]
+    assert "results/.steps/features.json" in stages["baseline"]["deps"]

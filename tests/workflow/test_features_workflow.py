@@ -223,3 +223,63 @@ def _the_final_step_serves_a_baseline_with_embeddings(project):
     assert latency["parameters"] > card["extractor"]["parameters"] > 0
     assert latency["model_bytes"] == sum((final / name).stat().st_size
                                          for name in ("baseline.skops", "baseline_extractor.keras"))
+
+
+@pytest.mark.seconds(90)
+def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_weights(
+        project, trained_weights):
+    """`features.extractor: auto` (shipped): an image set that `auto` trains with
+    image_transfer is embedded once by that network's own backbone and weights
+    (`train.transfer`), the decision made once by the features step and taken by
+    choose_network; the baselines get the embeddings beside the flat rows and the head
+    trains on them. With the weights gone, `auto` trains from scratch: the step holds no
+    embeddings and says why, and the baselines and the network read the tensors alone."""
+    path, _ = trained_weights
+    params = shipped_params(per_class=6)
+    params["datasets"] = {"digits": params["datasets"]["digits"]}
+    params["datasets"]["digits"]["tensors"] = {"image": {"size": [64, 64]}}  # photos' size
+    params["train"]["transfer"] = {"backbone": "mobilenet_v3_small", "weights": str(path)}
+    params["features"] = {"side": 72}  # quick: below the 224 shipped
+    write_params(project, params)
+    targets = ["results/digits/baseline/summary.json", "results/digits/nn/fold-0/model.keras"]
+    done = run(["snakemake", "--cores", "2", "--", *targets], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    digits = project / "results" / "digits"
+    choice = json.loads((digits / "features" / "extractor.json").read_text())
+    assert (choice["extractor"], choice["weights"], choice["side"]) == (
+        "mobilenet_v3_small", str(path), 72)
+    assert choice["architecture"] == "image_transfer" and str(path) in choice["reason"]
+    network = json.loads((digits / "nn" / "network.json").read_text())
+    assert network["architecture"] == "image_transfer"
+    assert "features.extractor: auto" in network["reason"]
+    index = pd.read_parquet(digits / "features" / "index.parquet")
+    tensors = pd.read_parquet(digits / "tensors" / "index.parquet")
+    assert sorted(index["id"]) == sorted(tensors.query("role == 'trainval'")["id"])
+    fold = json.loads((digits / "baseline" / "fold-0" / "metrics.json").read_text())
+    assert {m["input"] for m in fold["models"].values()} == {
+        "tensors", "tensors and cached embeddings"}
+    from dlworkflow.models.networks import find_backbone
+
+    model = keras.saving.load_model(digits / "nn" / "fold-0" / "model.keras")
+    assert find_backbone(model).input_shape == (None, 72, 72, 3)  # as the embeddings saw them
+    head = model.get_layer("head")
+    assert tuple(head.inputs[0].shape[1:]) == tuple(find_backbone(model).output_shape[1:])
+    card = json.loads((digits / "nn" / "fold-0" / "model.json").read_text())
+    assert "features.extractor: auto" in json.dumps(card)
+
+    params["train"]["transfer"]["weights"] = str(path.with_name("gone.weights.h5"))
+    write_params(project, params)
+    done = run(["snakemake", "--cores", "2", "--", *targets], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    choice = json.loads((digits / "features" / "extractor.json").read_text())
+    assert choice["extractor"] is None and choice["architecture"] == "image_wide_cnn"
+    assert "gone.weights.h5" in choice["reason"] and "does not exist" in choice["reason"]
+    assert "embeds with nothing" in (project / "logs" / "digits" / "choose_extractor.log"
+                                     ).read_text()
+    assert pd.read_parquet(digits / "features" / "index.parquet").empty
+    network = json.loads((digits / "nn" / "network.json").read_text())
+    assert (network["architecture"], network["reason"]) == ("image_wide_cnn", choice["reason"])
+    fold = json.loads((digits / "baseline" / "fold-0" / "metrics.json").read_text())
+    assert {m["input"] for m in fold["models"].values()} == {"tensors"}
+    card = json.loads((digits / "nn" / "fold-0" / "model.json").read_text())
+    assert card["architecture"] == "image_wide_cnn"

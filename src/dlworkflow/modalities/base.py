@@ -196,6 +196,15 @@ class Modality(ABC):
         return False
 
     @classmethod
+    def embeds_under_auto(cls, task: str, train: Mapping[str, Any],
+                          tensors: Mapping[str, Any]) -> bool:
+        """Whether `features.extractor: auto` runs the features step for a `task` set of
+        this modality under `train` (its train section) and `tensors` (its
+        `tensors.<modality>` section): where its network may be a transfer network on
+        pictures the step can embed once instead; here it may not."""
+        return False
+
+    @classmethod
     def encodes_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
         """Whether the network `settings` (the train section) choose for `task` may run a
         frozen pretrained encoder whose outputs are computed once for the dataset before

@@ -185,6 +185,19 @@ class ImageModality(Modality):
         return ("image_transfer" in cls.networks.get(task, ())
                 and backbone_weights(settings) not in (None, "none"))
 
+    @classmethod
+    def embeds_under_auto(cls, task: str, train: Mapping[str, Any],
+                          tensors: Mapping[str, Any]) -> bool:
+        """Where image_transfer may train: named, or `auto` with images of at least
+        `TRANSFER_MIN_SIDE` and the backbone's weights not `none` (whether they are at hand
+        is decided once, when the features step runs: rule choose_extractor)."""
+        name = train.get("architecture", "auto")
+        if name == "image_transfer":
+            return True
+        size = tensors.get("size", (64, 64))
+        return (name == "auto" and cls.decides_once(task, train)
+                and min(size) >= cls.TRANSFER_MIN_SIDE)
+
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
         """Pixels averaged down to `baseline.image.pixels` on the longer side, scaled to [0, 1]."""
         x = np.asarray(x, dtype=np.float32)

@@ -188,22 +188,24 @@ def pretrained_weights(name: str, weights: str | None,
                    f"downloadable from {extractor.source}")
 
 
-def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str):
-    """The frozen backbone with the requested weights, or a clear error when they are missing."""
+def build_extractor(name: str, input_shape: tuple[int, int, int], weights: str,
+                    key: str = "features.weights"):
+    """The frozen backbone with the requested weights, or a clear error naming the params
+    key that asked for them (`key`) when they are missing."""
     extractor = get_extractor(name)
     if weights == "imagenet":
         try:
             model = extractor.build(input_shape, "imagenet")
         except Exception as exc:  # urllib/HTTP/OS errors differ by platform
             raise ConfigError(
-                f"features.weights: could not get the ImageNet weights of {name} ({exc}). They "
-                "are downloaded on first use and need internet once; without it, put the path "
-                "of a .weights.h5 file in features.weights.") from None
+                f"{key}: could not get the ImageNet weights of {name} ({exc}). They are "
+                "downloaded on first use and need internet once; without it, put the path "
+                f"of a .weights.h5 file in {key}.") from None
     else:
         model = extractor.build(input_shape, None)
         if weights != "none":
             if not Path(weights).is_file():
-                raise ConfigError(f"features.weights: file {weights} does not exist")
+                raise ConfigError(f"{key}: file {weights} does not exist")
             model.load_weights(weights)
     model.trainable = False
     return model
@@ -236,19 +238,47 @@ def embed(model: Any, x: np.ndarray, name: str, side: int | None, batch_size: in
     return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def extract_shard(shard_path: str, name: str, weights: str, batch_size: int, output: str,
-                  model=None, side: int | None = BACKBONE_SIDE) -> int:
-    """Embed every item of a shard (`embed`); write ids and embeddings to output."""
+def extract_shard(shard_path: str, name: str | None, weights: str, batch_size: int,
+                  output: str, model=None, side: int | None = BACKBONE_SIDE,
+                  key: str = "features.weights") -> int:
+    """Embed every item of a shard (`embed`); write ids and embeddings to output. Without
+    an extractor (`name` None: `features.extractor: auto` chose none) the file holds no
+    rows, and nothing reads it (`embeddings_folder`)."""
     from dlworkflow.shardfile import load_shard, save_shard
 
-    keep_freed_heap()
-
     arrays = load_shard(shard_path)
+    if name is None:
+        save_shard(output, {"ids": arrays["ids"][:0], "x": np.zeros((0, 0), np.float32)})
+        return 0
+    keep_freed_heap()
     model = model or build_extractor(name, backbone_input_shape(arrays["x"].shape[1:], name, side),
-                                     weights)
+                                     weights, key)
     embeddings = embed(model, arrays["x"], name, side, batch_size)
     save_shard(output, {"ids": arrays["ids"], "x": embeddings})
     return len(embeddings)
+
+
+#: the extractor the features step embeds a dataset with, decided once (rule
+#: choose_extractor, `dlworkflow.train.choose_extractor`), in the features folder
+CHOICE_FILE = "extractor.json"
+
+
+def extractor_choice(folder: str | Path) -> dict[str, Any]:
+    """The features step's decision in `folder`: {"extractor" (None: no embeddings),
+    "weights", "weights_key", "side", "batch_size", "reason"}, and under `auto` the
+    "architecture" image_transfer's rule choose_network takes from it."""
+    import json
+
+    return json.loads((Path(folder) / CHOICE_FILE).read_text())
+
+
+def embeddings_folder(ctx: Any) -> str | None:
+    """The folder of the dataset's cached embeddings (the job's `features` input), or None
+    where there are none: no features step, or one whose `auto` chose no extractor."""
+    folder = ctx.folder("features")
+    if folder and extractor_choice(folder).get("extractor"):
+        return folder
+    return None
 
 
 #: the frozen backbone an exported baseline on embeddings runs first, beside baseline.skops
@@ -257,8 +287,8 @@ EXTRACTOR_FILE = "baseline_extractor.keras"
 
 def export_extractor(settings: Any, item_shape: tuple[int, ...], folder: str | Path
                      ) -> dict[str, Any]:
-    """Save the backbone the features step embedded with (`settings`: the features
-    section) into `folder` (EXTRACTOR_FILE, its weights inside, so serving needs neither
+    """Save the backbone the features step embedded with (`settings`: its decision,
+    `extractor_choice`) into `folder` (EXTRACTOR_FILE, its weights inside, so serving needs neither
     the weights' file nor Keras' cache), and return what a card records to embed new
     items as that step did: {"name", "side", "batch_size", "weights", "file", "parameters"}."""
     from dlworkflow.archives import save_keras
@@ -266,7 +296,8 @@ def export_extractor(settings: Any, item_shape: tuple[int, ...], folder: str | P
     name = settings.get("extractor") or DEFAULT_BACKBONE
     side = settings.get("side", BACKBONE_SIDE)
     weights = str(settings.get("weights", "imagenet"))
-    model = build_extractor(name, backbone_input_shape(item_shape, name, side), weights)
+    model = build_extractor(name, backbone_input_shape(item_shape, name, side), weights,
+                            settings.get("weights_key", "features.weights"))
     save_keras(model, Path(folder) / EXTRACTOR_FILE)
     return {"name": name, "side": side, "batch_size": int(settings.get("batch_size", 64)),
             "weights": weights, "file": EXTRACTOR_FILE, "parameters": int(model.count_params())}
