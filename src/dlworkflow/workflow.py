@@ -295,7 +295,8 @@ def named_files(params: Mapping[str, Any], name: str, sections: tuple[str, ...],
 
     dataset = params["datasets"][name]
     named = list(get_modality_class(dataset["modality"]).named_files)
-    if extracts_features(name, params):  # the features step, and the networks on them
+    extractor = (params.get("features") or {}).get("extractor")
+    if extractor != "auto" and extracts_features(name, params):  # auto: train.transfer's
         named.append(("features", "weights"))
     found: list[str] = []
     for section, *keys in named:

@@ -177,11 +177,11 @@ def test_an_extractor_embeds_pictures_not_texts_series_or_waveforms():
     assert embedded() == set()
 
 
-def test_auto_embeds_the_image_sets_image_transfer_may_train():
+def test_auto_embeds_the_image_sets_image_transfer_may_train(tmp_path):
     """`features.extractor: auto` (the default) runs the features step for image sets only,
     where image_transfer may train them: named, or `auto` with images of 64 px or more and
     weights not `none`. The demo's 16-px digits train from scratch: no features stage."""
-    from dlworkflow.workflow import extracts_features
+    from dlworkflow.workflow import extracts_features, named_files
 
     params = load_params(REPO / "params.yaml")
     assert params["features"]["extractor"] == "auto"
@@ -201,6 +201,15 @@ def test_auto_embeds_the_image_sets_image_transfer_may_train():
     params["datasets"]["digits"]["task"] = "regression"  # image_transfer regresses too
     params["datasets"]["digits"]["tensors"] = {"image": {"size": [96, 64]}}
     assert embedded() == {"digits"}
+    # the weights the step embeds with are train.transfer's: a file features.weights names
+    # is no input of it (it is a named extractor's)
+    weights, unused = tmp_path / "backbone.weights.h5", tmp_path / "unused.weights.h5"
+    weights.write_bytes(b"x")
+    unused.write_bytes(b"x")
+    params["datasets"]["digits"]["train"] = {"transfer": {"weights": str(weights)}}
+    params["features"]["weights"] = str(unused)
+    assert named_files(params, "digits", ("features", "train")) == [str(weights)]
+    params["datasets"]["digits"]["train"] = {}
     # DVC's features stage reruns on the keys that decide the backbone, not on every train key
     stages = yaml.safe_load(render_dvc_yaml(params, read_written(REPO / "params.yaml")))["stages"]
     assert stages["features"]["params"] == ["features", "train.architecture", "train.transfer",
