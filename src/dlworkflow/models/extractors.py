@@ -246,10 +246,10 @@ def extract_shard(shard_path: str, name: str | None, weights: str, batch_size: i
     rows, and nothing reads it (`embeddings_folder`)."""
     from dlworkflow.shardfile import load_shard, save_shard
 
-    arrays = load_shard(shard_path)
-    if name is None:
-        save_shard(output, {"ids": arrays["ids"][:0], "x": np.zeros((0, 0), np.float32)})
+    if name is None:  # the shard's tensors are not read
+        save_shard(output, {"ids": np.zeros(0, dtype=str), "x": np.zeros((0, 0), np.float32)})
         return 0
+    arrays = load_shard(shard_path)
     keep_freed_heap()
     model = model or build_extractor(name, backbone_input_shape(arrays["x"].shape[1:], name, side),
                                      weights, key)
