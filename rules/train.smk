@@ -8,8 +8,9 @@
 # first use downloads the weights here (not in folds side by side), and weights that turn
 # up or a download that fails halfway through a run cannot give the folds different networks.
 # It runs where Snakemake runs (a cluster's submit host, which reaches the internet where
-# compute nodes often do not).
-rule choose_network:
+# compute nodes often do not). A checkpoint: where it takes a transfer network whose
+# modality has one from scratch to weigh against it (images), the folds train both.
+checkpoint choose_network:
     input:
         stats="results/{dataset}/tensors/stats.json",
         extractor=get_extractor_choice_if_auto,
@@ -103,11 +104,55 @@ rule train_fold:
         "../scripts/train_fold.py"
 
 
+# Where auto took a pretrained image backbone, the folds also train the modality's network
+# from scratch on the tensors, and nn_summary keeps whichever has the better CV score: how
+# far ImageNet's features carry depends on the photos (Fashion-MNIST against digits).
+rule train_scratch_fold:
+    input:
+        index="results/{dataset}/tensors/index.parquet",
+        stats="results/{dataset}/tensors/stats.json",
+        shards=get_trainval_shards,
+        metric="results/{dataset}/intake/metric.json",
+        network="results/{dataset}/nn/network.json",
+    output:
+        model="results/{dataset}/nn/scratch/fold-{fold}/model.keras",
+        card="results/{dataset}/nn/scratch/fold-{fold}/model.json",
+        metrics="results/{dataset}/nn/scratch/fold-{fold}/metrics.json",
+        predictions="results/{dataset}/nn/scratch/fold-{fold}/predictions.parquet",
+        history="results/{dataset}/nn/scratch/fold-{fold}/history.csv",
+    log:
+        "logs/{dataset}/train_scratch_fold-{fold}.log",
+    benchmark:
+        "benchmarks/{dataset}/train_scratch_fold-{fold}.tsv"
+    wildcard_constraints:
+        fold=r"\d+",
+    priority: get_fold_priority
+    threads: NETWORK_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=GPU_SLOT,
+    params:
+        dataset=get_dataset,
+        train=get_train_settings,
+        augment=get_augment_settings,
+        tensors=get_tensor_settings,
+        split=get_split_settings,
+        seed=PARAMS["seed"],
+        out_dir=get_scratch_fold_dir,
+        scratch=True,
+    script:
+        "../scripts/train_fold.py"
+
+
 rule nn_summary:
     input:
         metric="results/{dataset}/intake/metric.json",
         metrics=get_nn_fold_metrics,
         predictions=get_nn_fold_predictions,
+        scratch_metrics=get_scratch_fold_metrics,
+        scratch_predictions=get_scratch_fold_predictions,
+        network=get_network_if_decided,
         baseline="results/{dataset}/baseline/summary.json",
     output:
         oof="results/{dataset}/nn/oof.parquet",

@@ -40,8 +40,10 @@ def best_model(summary: Mapping[str, Mapping[str, Any]], primary: str) -> str:
 
 def fold_outputs_to_summary(kind: str, choice_path: str, fold_metrics: Sequence[str],
                             fold_predictions: Sequence[str], oof_output: str, summary_output: str,
-                            extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Gather per-fold metrics and predictions into `oof.parquet` and `summary.json`."""
+                            extra: Mapping[str, Any] | None = None,
+                            folders: bool = False) -> dict[str, Any]:
+    """Gather per-fold metrics and predictions into `oof.parquet` and `summary.json`; with
+    `folders`, each fold's details name the folder it was written to (`best_fold_files`)."""
     choice = json.loads(Path(choice_path).read_text())
     primary = choice["primary"]["name"]
     per_model: dict[str, dict[int, dict[str, float]]] = {}
@@ -51,7 +53,9 @@ def fold_outputs_to_summary(kind: str, choice_path: str, fold_metrics: Sequence[
         fold = int(payload["fold"])
         for model, entry in payload["models"].items():
             per_model.setdefault(model, {})[fold] = entry["metrics"]
-            details.setdefault(model, {})[fold] = {k: v for k, v in entry.items() if k != "metrics"}
+            details.setdefault(model, {})[fold] = {
+                **{k: v for k, v in entry.items() if k != "metrics"},
+                **({"folder": Path(path).parent.as_posix()} if folders else {})}
     oof = pd.concat([pd.read_parquet(p) for p in fold_predictions], ignore_index=True)
     Path(oof_output).parent.mkdir(parents=True, exist_ok=True)
     oof.to_parquet(oof_output, index=False)
@@ -59,7 +63,8 @@ def fold_outputs_to_summary(kind: str, choice_path: str, fold_metrics: Sequence[
     summary: dict[str, Any] = {
         "kind": kind, "primary": primary,
         "greater_is_better": METRICS[primary].greater_is_better,
-        "folds": len(fold_metrics), "oof_rows": len(oof), "models": models,
+        "folds": len({k for folds in per_model.values() for k in folds}),
+        "oof_rows": len(oof), "models": models,
         "best": best_model(models, primary),
         "fold_details": {m: {str(k): v for k, v in d.items() if v} for m, d in details.items()},
     }
@@ -87,27 +92,65 @@ def write_fold_metrics(path: str, fold: int, models: Mapping[str, Mapping[str, A
     Path(path).write_text(json.dumps({"fold": fold, "models": models}, indent=2) + "\n")
 
 
+def best_fold_files(paths: Sequence[str], summary: Mapping[str, Any]) -> list[str]:
+    """Of the fold files `paths` (histories, models) of every network the folds trained, the
+    CV-best network's (`summary["best"]`), in fold order: those in the folders its folds
+    were written to; all of them where the summary names no folders (one network)."""
+    details = (summary.get("fold_details") or {}).get(summary.get("best"), {})
+    folders = {entry.get("folder") for entry in details.values()}
+    if not folders or None in folders:
+        return list(paths)
+    return [path for path in paths if Path(path).parent.as_posix() in folders]
+
+
+def network_choice(summary: Mapping[str, Any], decided: Mapping[str, Any] | None,
+                   label: str) -> str | None:
+    """Why the network is the one it is when the folds trained more than one (auto's
+    transfer network and the modality's network from scratch beside it): the better CV
+    mean (the first listed, auto's own choice, on a tie); None for one network."""
+    models = summary["models"]
+    if len(models) < 2:
+        return None
+    primary, best = summary["primary"], summary["best"]
+    scores = ", ".join(f"{name} {models[name][primary]['mean']:.4f} ± "
+                       f"{models[name][primary]['std']:.4f}" for name in models)
+    own = (decided or {}).get("architecture")
+    how = ("auto's transfer network" if best == own else
+           f"the network from scratch trained beside auto's transfer network {own}" if own
+           else "the better of the networks the folds trained")
+    return f"{best}, {how}, has the better CV {label} ({scores})"
+
+
 def network_summary(choice_path: str, fold_metrics: Sequence[str], fold_predictions: Sequence[str],
-                    baseline_summary: str, oof_output: str, summary_output: str) -> dict[str, Any]:
-    """The network's CV summary, its best epoch per fold, and the comparison with the baseline."""
+                    baseline_summary: str, oof_output: str, summary_output: str,
+                    decided: str | None = None) -> dict[str, Any]:
+    """The network's CV summary, its best epoch per fold, and the comparison with the baseline.
+    Where the folds trained two networks (auto's transfer network, `decided` being rule
+    choose_network's file, and the modality's network from scratch beside it), the CV-best
+    is the network, and the summary says why (`network_choice`)."""
     baseline = json.loads(Path(baseline_summary).read_text())
     primary = baseline["primary"]
     best_name = baseline["best"]
     reference = baseline["models"][best_name][primary]
     summary = fold_outputs_to_summary("nn", choice_path, fold_metrics, fold_predictions,
-                                      oof_output, summary_output)
+                                      oof_output, summary_output, folders=True)
     network = summary["models"][summary["best"]][primary]
     sign = 1 if summary["greater_is_better"] else -1
     difference = network["mean"] - reference["mean"]
     beats = sign * difference > 0
     label = metric_label(primary, json.loads(Path(choice_path).read_text()))
     epochs = [d.get("best_epoch") for d in summary["fold_details"][summary["best"]].values()]
+    chosen = network_choice(summary, json.loads(Path(decided).read_text()) if decided else None,
+                            label)
     verdict = (f"The network ({summary['best']}) {'beats' if beats else 'does not beat'} the best "
                f"traditional baseline ({best_name}) on {label}: {network['mean']:.4f} ± "
                f"{network['std']:.4f} against {reference['mean']:.4f} ± {reference['std']:.4f} "
                f"(difference {difference:+.4f}).")
+    if chosen:
+        verdict = f"The folds trained {len(summary['models'])} networks: {chosen}. " + verdict
     summary.update(best_epochs=epochs, baseline={"model": best_name, primary: reference},
-                   beats_baseline=bool(beats), verdict=verdict)
+                   beats_baseline=bool(beats), verdict=verdict,
+                   **({"network_choice": chosen} if chosen else {}))
     summary["headline"]["baseline_" + primary + "_mean"] = reference["mean"]
     summary["headline"]["beats_baseline"] = bool(beats)
     Path(summary_output).write_text(json.dumps(summary, indent=2) + "\n")

@@ -24,6 +24,7 @@ from dlworkflow.baselines import baseline_source, fit_baseline, flat_settings, t
 from dlworkflow.context import RunContext
 from dlworkflow.data import Part, RowSource, load_test_arrays
 from dlworkflow.errors import ConfigError
+from dlworkflow.evaluate import best_fold_files
 from dlworkflow.metrics import metric_label
 from dlworkflow.provenance import environment
 from dlworkflow.shipping import SHIPPED_FILE, choose_shipped, load_shipped, save_baseline
@@ -152,7 +153,9 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     details = (summary.get("fold_details") or {}).get(summary.get("best"), {})
     folds = range(len(summary["best_epochs"]))
     rows = [details.get(str(k), {}).get("train_rows") for k in folds]
-    plan, tune_plan = final_phases(summary["best_epochs"], list(ctx.input("histories")),
+    histories = best_fold_files([*ctx.paths("histories"), *ctx.paths("scratch_histories")],
+                                summary)
+    plan, tune_plan = final_phases(summary["best_epochs"], histories,
                                    final_settings.get("epochs", "auto"),
                                    rows if all(r is not None for r in rows) else None,
                                    [details.get(str(k), {}).get("fine_tune_from") for k in folds])
@@ -177,7 +180,8 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
             "steps_per_epoch": trained.data.steps_per_epoch}
     model, averaged = trained.model, None
     if averages_folds(final_settings.get("average_folds", "auto"), ctx.dataset["task"]):
-        members = list(ctx.input("fold_models"))
+        members = best_fold_files([*ctx.paths("fold_models"), *ctx.paths("scratch_models")],
+                                  summary)
         model = averaged_network(trained.model, members)
         save_keras(model, out / "model.keras")  # replaces the final network alone
         averaged = {"members": ["final"] + [f"fold {k}" for k in range(len(members))],
@@ -185,8 +189,12 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
                             "each fold network's"}
         log.info("the exported network averages the final network and %d fold networks",
                  len(members))
-    threshold = ctx.task.threshold(lambda: pd.read_parquet(ctx.input("oof")), choice,
-                                   trained.data.classes, final_settings.get("threshold", "tune"))
+    def oof() -> pd.DataFrame:  # the out-of-fold predictions of the network trained here
+        frame = pd.read_parquet(ctx.input("oof"))
+        return frame[frame["model"] == summary["best"]] if "model" in frame else frame
+
+    threshold = ctx.task.threshold(oof, choice, trained.data.classes,
+                                   final_settings.get("threshold", "tune"))
     write_history(trained.history, out / "history.csv")
     training = {"epochs": plan, "train_rows": len(trained.data.train_rows),
                 "cv": summary.get("headline"),

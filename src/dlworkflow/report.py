@@ -18,6 +18,7 @@ import pandas as pd
 
 from dlworkflow.context import RunContext
 from dlworkflow.data import load_test_arrays
+from dlworkflow.evaluate import best_fold_files
 from dlworkflow.figures import figure_uri, new_figure
 from dlworkflow.provenance import describe
 from dlworkflow.splits import shared_groups_words
@@ -192,6 +193,9 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     names = metric_names(choice)
     primary = names[0]
     predictions = pd.read_parquet(inputs["predictions"])
+    # the folds of the network the final step trained (the CV-best where they trained two)
+    histories = best_fold_files([*inputs["histories"], *(inputs.get("scratch_histories") or [])],
+                                network)
     shipped = result["shipped"]["shipped"]
     mine = predictions[predictions["model"] == result[shipped]["model"]]
     classes = card["classes"]
@@ -204,8 +208,8 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
         "latency": latency, "cv": cv_table(baseline, network, names),
         "environment": describe(card["environment"]) if card.get("environment") else "",
         "test": test_table(result, names), "verdict": network.get("verdict", ""),
-        "diagnosis": fit_diagnosis(inputs["histories"]), "quick_look": quick_look(network),
-        "curves": learning_curves(inputs["histories"], inputs.get("final_history")),
+        "diagnosis": fit_diagnosis(histories), "quick_look": quick_look(network),
+        "curves": learning_curves(histories, inputs.get("final_history")),
         "cells": [], **task.report_figures(mine, predictions, test, card, choice),
     }
     worst = task.worst_errors(mine, classes, int(settings.get("report_examples", 3)))

@@ -199,12 +199,30 @@ def choose_extractor(ctx: RunContext, out: str | Path) -> dict[str, Any]:
 def decided_network(ctx: RunContext) -> tuple[str, str] | None:
     """The network rule choose_network decided on for the dataset and why (its input
     `network`), or None where the folds decide themselves (no input: a named architecture,
-    or a modality whose `auto` does not depend on the machine)."""
+    or a modality whose `auto` does not depend on the machine). Rule train_scratch_fold
+    (param `scratch`) trains the modality's network from scratch beside that decision
+    (`Modality.scratch_beside`); the final model (input `summary`) the folds' CV-best of
+    the two."""
     paths = ctx.paths("network")
     if not paths:
         return None
     choice = json.loads(Path(paths[0]).read_text())
-    return choice["architecture"], choice["reason"]
+    decided, reason = choice["architecture"], choice["reason"]
+    if ctx.values.get("scratch"):
+        scratch = ctx.modality.scratch_beside(ctx.task.name, decided)
+        if scratch is None:
+            raise ConfigError(f"rule train_scratch_fold: {ctx.modality.name} {ctx.task.name} "
+                              f"has no network from scratch to train beside {decided}")
+        return scratch, (f"auto: trained from scratch beside {decided} (auto's choice, "
+                         f"{reason}); cross-validation chooses between the two")
+    summaries = ctx.paths("summary")
+    if summaries:
+        summary = json.loads(Path(summaries[0]).read_text())
+        chosen, best = summary.get("network_choice"), summary.get("best")
+        if chosen:
+            return best, (f"{reason}; {chosen}" if best == decided
+                          else f"auto: trained from scratch: {chosen}")
+    return decided, reason
 
 
 

@@ -122,7 +122,7 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="train",
-        rules=("choose_network", "encode_texts", "train_fold", "nn_summary"),
+        rules=("choose_network", "encode_texts", "train_fold", "train_scratch_fold", "nn_summary"),
         outputs=("results/{dataset}/nn/oof.parquet",),
         metrics=("results/{dataset}/nn/headline.json",),
         params=("seed", "train", "augment", "split", "tensors", "features", "datasets.{dataset}"),
@@ -344,6 +344,19 @@ def decides_network(name: str, params: Mapping[str, Any]) -> bool:
 
     return (dataset_section(params, name, "train").get("architecture", "auto") == "auto"
             and _modality_says("decides_once", name, params))
+
+
+def scratch_beside(name: str, params: Mapping[str, Any], network: str | Path) -> str | None:
+    """The network dataset `name`'s folds also train from scratch beside `auto`'s transfer
+    network (rule train_scratch_fold), so that cross-validation chooses between them, given
+    rule choose_network's decision file `network`; None where they train that one alone."""
+    import json
+
+    from dlworkflow.modalities import get_modality_class
+
+    dataset = params["datasets"][name]
+    decided = json.loads(Path(network).read_text())["architecture"]
+    return get_modality_class(dataset["modality"]).scratch_beside(dataset["task"], decided)
 
 
 def _modality_says(hook: str, name: str, params: Mapping[str, Any]) -> bool:

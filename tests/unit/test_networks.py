@@ -187,6 +187,80 @@ def test_auto_chooses_the_image_network_once_and_downloads_there(tmp_path, monke
     assert len(tried) == 1
 
 
+def test_the_folds_weigh_a_network_from_scratch_against_autos_transfer_network(tmp_path):
+    """Where `auto` took image_transfer, rule train_scratch_fold trains the task's network
+    from scratch beside it; nn_summary keeps the CV-best (auto's own choice on a tie) and
+    says why, and the final model trains it, replaying its folds. Other choices and other
+    modalities train one network."""
+    from dlworkflow.evaluate import best_fold_files, network_summary
+    from dlworkflow.modalities.image import ImageModality
+    from dlworkflow.modalities.text import TextModality
+    from dlworkflow.train import architecture_for, decided_network
+    from dlworkflow.workflow import scratch_beside
+
+    assert ImageModality.scratch_beside("classification", "image_transfer") == "image_wide_cnn"
+    assert ImageModality.scratch_beside("regression", "image_transfer") == "image_cnn"
+    assert ImageModality.scratch_beside("classification", "image_wide_cnn") is None
+    assert TextModality.scratch_beside("classification", "text_transfer") is None
+    network = tmp_path / "network.json"
+    network.write_text(json.dumps({"architecture": "image_transfer",
+                                   "reason": "auto: transfer learning, weights found"}))
+    params = {"datasets": {"photos": dataset("image")}}
+    assert scratch_beside("photos", params, network) == "image_wide_cnn"
+    params = {"datasets": {"texts": dataset("text")}}
+    assert scratch_beside("texts", params, network) is None
+
+    fold = fold_context(dataset("image"), tmp_path, {"train": {"architecture": "auto"}})
+    fold = fold.with_values(inputs={**fold.inputs, "network": str(network)})
+    assert decided_network(fold) == ("image_transfer", "auto: transfer learning, weights found")
+    name, why = decided_network(fold.with_values(values={"scratch": True}))
+    assert name == "image_wide_cnn" and "beside image_transfer" in why and "weights found" in why
+
+    (tmp_path / "metric.json").write_text(json.dumps({"primary": {"name": "accuracy"}}))
+    (tmp_path / "baseline.json").write_text(json.dumps({
+        "primary": "accuracy", "best": "logreg",
+        "models": {"logreg": {"accuracy": {"mean": 0.8, "std": 0.01, "folds": [0.8, 0.8]}}}}))
+
+    def summary(scores):
+        metrics, predictions = [], []
+        for name, folder in (("image_transfer", "nn"), ("image_wide_cnn", "nn/scratch")):
+            for k, score in enumerate(scores[name]):
+                out = tmp_path / "results" / folder / f"fold-{k}"
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "metrics.json").write_text(json.dumps({"fold": k, "models": {name: {
+                    "metrics": {"accuracy": score}, "best_epoch": 3 + k}}}))
+                pd.DataFrame({"id": [f"{k}a", f"{k}b"], "model": name, "fold": k}).to_parquet(
+                    out / "predictions.parquet")
+                metrics.append(str(out / "metrics.json"))
+                predictions.append(str(out / "predictions.parquet"))
+        return network_summary(str(tmp_path / "metric.json"), metrics, predictions,
+                               str(tmp_path / "baseline.json"), str(tmp_path / "oof.parquet"),
+                               str(tmp_path / "summary.json"), str(network))
+
+    result = summary({"image_transfer": [0.85, 0.87], "image_wide_cnn": [0.95, 0.93]})
+    assert result["best"] == "image_wide_cnn" and result["folds"] == 2
+    assert result["network_choice"].startswith("image_wide_cnn, the network from scratch "
+                                               "trained beside auto's transfer network")
+    assert "image_transfer 0.8600" in result["network_choice"]
+    assert result["verdict"].startswith("The folds trained 2 networks: image_wide_cnn")
+    assert len(pd.read_parquet(tmp_path / "oof.parquet")) == 8
+    histories = [str(tmp_path / "results" / f / f"fold-{k}" / "history.csv")
+                 for f in ("nn", "nn/scratch") for k in (0, 1)]
+    assert best_fold_files(histories, result) == histories[2:]
+    final = fold.with_values(inputs={**fold.inputs, "summary": str(tmp_path / "summary.json")})
+    name, why = decided_network(final)
+    assert name == "image_wide_cnn" and why.startswith("auto: trained from scratch: ")
+    assert architecture_for(ImageModality({"kind": "folders"}), "classification",
+                            {"architecture": "auto"}, (64, 64, 3), (name, why))[0] == name
+
+    result = summary({"image_transfer": [0.9, 0.9], "image_wide_cnn": [0.9, 0.9]})  # a tie
+    assert result["best"] == "image_transfer"
+    assert "auto's transfer network" in result["network_choice"]
+    assert best_fold_files(histories, result) == histories[:2]
+    name, why = decided_network(final)
+    assert name == "image_transfer" and why.startswith("auto: transfer learning, weights found; ")
+
+
 def test_same_seed_gives_the_same_network_metrics(image_shards, tmp_path):
     first, _ = _train(image_shards, dataset("image"), tmp_path, "image_cnn", fold=1, name="a")
     second, _ = _train(image_shards, dataset("image"), tmp_path, "image_cnn", fold=1, name="b")

@@ -232,8 +232,10 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     image_transfer is embedded once by that network's own backbone and weights
     (`train.transfer`), the decision made once by the features step and taken by
     choose_network; the baselines get the embeddings beside the flat rows and the head
-    trains on them. With the weights gone, `auto` trains from scratch: the step holds no
-    embeddings and says why, and the baselines and the network read the tensors alone."""
+    trains on them. Beside it the folds train image_wide_cnn from scratch on the tensors,
+    and the final model is the CV-best of the two, the summary and the card saying why.
+    With the weights gone, `auto` trains from scratch: the step holds no embeddings and says
+    why, the baselines and the network read the tensors alone, and one network trains."""
     path, _ = trained_weights
     params = shipped_params(per_class=6)
     params["datasets"] = {"digits": params["datasets"]["digits"]}
@@ -241,7 +243,7 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     params["train"]["transfer"] = {"backbone": "mobilenet_v3_small", "weights": str(path)}
     params["features"] = {"side": 72}  # quick: below the 224 shipped
     write_params(project, params)
-    targets = ["results/digits/baseline/summary.json", "results/digits/nn/fold-0/model.keras"]
+    targets = ["results/digits/baseline/summary.json", "results/digits/final/model.json"]
     done = run(["snakemake", "--cores", "2", "--", *targets], project)
     assert done.returncode == 0, done.stderr[-3000:]
     digits = project / "results" / "digits"
@@ -266,10 +268,37 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     assert tuple(head.inputs[0].shape[1:]) == tuple(find_backbone(model).output_shape[1:])
     card = json.loads((digits / "nn" / "fold-0" / "model.json").read_text())
     assert "features.extractor: auto" in json.dumps(card)
+    # the network from scratch beside it, on the tensors, in every fold
+    folds = params["split"]["folds"]
+    for k in range(folds):
+        scratch = json.loads((digits / "nn" / "scratch" / f"fold-{k}" / "model.json"
+                              ).read_text())
+        assert scratch["architecture"] == "image_wide_cnn"
+        assert "beside image_transfer" in json.dumps(scratch)
+    model = keras.saving.load_model(digits / "nn" / "scratch" / "fold-0" / "model.keras")
+    assert model.input_shape[1:3] == (64, 64)  # the tensors, no backbone
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    summary = json.loads((digits / "nn" / "summary.json").read_text())
+    scores = {name: entry["accuracy"]["mean"] for name, entry in summary["models"].items()}
+    assert set(scores) == {"image_transfer", "image_wide_cnn"}
+    assert summary["best"] == max(scores, key=scores.get) and summary["folds"] == folds
+    assert summary["network_choice"].startswith(summary["best"])
+    assert summary["network_choice"] in summary["verdict"]
+    trainval = int((tensors["role"] == "trainval").sum())
+    oof = pd.read_parquet(digits / "nn" / "oof.parquet")
+    assert oof.groupby("model")["id"].nunique().to_dict() == {
+        "image_transfer": trainval, "image_wide_cnn": trainval}
+    final = json.loads((digits / "final" / "model.json").read_text())
+    assert final["architecture"] == summary["best"]
+    assert summary["network_choice"] in json.dumps(final, ensure_ascii=False)
+    for k in range(folds):  # the final replays the winner's folds
+        assert f"nn/{'scratch/' if summary['best'] == 'image_wide_cnn' else ''}fold-{k}" in (
+            summary["fold_details"][summary["best"]][str(k)]["folder"])
 
     params["train"]["transfer"]["weights"] = str(path.with_name("gone.weights.h5"))
     write_params(project, params)
-    done = run(["snakemake", "--cores", "2", "--", *targets], project)
+    done = run(["snakemake", "--cores", "2", "--", targets[0], "results/digits/nn/summary.json"],
+               project)
     assert done.returncode == 0, done.stderr[-3000:]
     choice = json.loads((digits / "features" / "extractor.json").read_text())
     assert choice["extractor"] is None and choice["architecture"] == "image_wide_cnn"
@@ -283,3 +312,7 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     assert {m["input"] for m in fold["models"].values()} == {"tensors"}
     card = json.loads((digits / "nn" / "fold-0" / "model.json").read_text())
     assert card["architecture"] == "image_wide_cnn"
+    summary = json.loads((digits / "nn" / "summary.json").read_text())
+    assert set(summary["models"]) == {"image_wide_cnn"} and "network_choice" not in summary
+    assert pd.read_parquet(digits / "nn" / "oof.parquet")["id"].nunique() == len(
+        pd.read_parquet(digits / "nn" / "oof.parquet"))

@@ -196,6 +196,14 @@ class Modality(ABC):
         return False
 
     @classmethod
+    def scratch_beside(cls, task: str, decided: str) -> str | None:
+        """The network `auto` trains from scratch in the folds beside `decided`, its
+        transfer network chosen once (rule choose_network), so that cross-validation chooses
+        between the two (rule train_scratch_fold); None where the folds train `decided`
+        alone (here always)."""
+        return None
+
+    @classmethod
     def embeds_under_auto(cls, task: str, train: Mapping[str, Any],
                           tensors: Mapping[str, Any]) -> bool:
         """Whether `features.extractor: auto` runs the features step for a `task` set of
