@@ -383,6 +383,14 @@ def interval(entry: dict) -> str:
     return f"{entry['value']:.4f} [{entry['low']:.4f}, {entry['high']:.4f}]"
 
 
+def others(network: dict) -> str:
+    """The CV means of the networks the folds trained beside the best (auto's transfer
+    network and the one from scratch), in brackets; nothing for one network."""
+    rest = [f"{name} {entry[network['primary']]['mean']:.4f}"
+            for name, entry in network["models"].items() if name != network["best"]]
+    return f" ({', '.join(rest)})" if rest else ""
+
+
 def table(result_folders: list[Path]) -> None:
     """One row per dataset of each results folder."""
     print("| set | metric | best baseline (CV) | network (CV) | shipped: test [95 % CI] | "
@@ -404,8 +412,13 @@ def table(result_folders: list[Path]) -> None:
             made_with.setdefault(describe(card["environment"]) if "environment" in card
                                  else "versions not recorded", []).append(name)
             reference = REFERENCES.get(name, (None, None, ""))
-            times = [pd.read_csv(f, sep="\t")["s"].iloc[0] for f in sorted(
-                (results.parent / "benchmarks" / folder.name).glob("train_fold-*.tsv"))]
+            # a fold's network time: both networks' where auto trained one from scratch beside
+            benchmarks = results.parent / "benchmarks" / folder.name
+            times = [pd.read_csv(f, sep="\t")["s"].iloc[0]
+                     for f in sorted(benchmarks.glob("train_fold-*.tsv"))]
+            times = [t + sum(pd.read_csv(f, sep="\t")["s"].iloc[0] for f in
+                             benchmarks.glob(f"train_scratch_fold-{k}.tsv"))
+                     for k, t in enumerate(times)]
             seconds = f"{sum(times) / len(times):.0f}" if times else "-"
             value = f"{reference[1]}" if reference[1] is not None else "-"
             paired = test.get("comparison")  # the paired bootstrap of the final step
@@ -419,7 +432,7 @@ def table(result_folders: list[Path]) -> None:
                        if lead else "-")
             print(f"| {name} | {primary} | {base['best']}: "
                   f"{fmt(base['models'][base['best']][primary])} | {network['best']}: "
-                  f"{fmt(network['models'][network['best']][primary])} | {shipped} "
+                  f"{fmt(network['models'][network['best']][primary])}{others(network)} | {shipped} "
                   f"{test[shipped]['model']}: {interval(test[shipped]['metrics'][primary])} | "
                   f"{test[other]['model']}: {test[other]['metrics'][primary]['value']:.4f} | "
                   f"{difference} | {value} ({reference[2]}) | {verdict} | {seconds} |"
