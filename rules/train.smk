@@ -107,7 +107,7 @@ rule train_fold:
 # Where auto took a pretrained image backbone, the folds also train the modality's network
 # from scratch on the tensors, and nn_summary keeps whichever has the better CV score: how
 # far ImageNet's features carry depends on the photos (Fashion-MNIST against digits).
-rule train_scratch_fold:
+use rule train_fold as train_scratch_fold with:
     input:
         index="results/{dataset}/tensors/index.parquet",
         stats="results/{dataset}/tensors/stats.json",
@@ -124,25 +124,11 @@ rule train_scratch_fold:
         "logs/{dataset}/train_scratch_fold-{fold}.log",
     benchmark:
         "benchmarks/{dataset}/train_scratch_fold-{fold}.tsv"
-    wildcard_constraints:
-        fold=r"\d+",
-    priority: get_fold_priority
-    threads: NETWORK_THREADS
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=GPU_SLOT,
     params:
-        dataset=get_dataset,
-        train=get_train_settings,
-        augment=get_augment_settings,
-        tensors=get_tensor_settings,
-        split=get_split_settings,
-        seed=PARAMS["seed"],
         out_dir=get_scratch_fold_dir,
         scratch=True,
-    script:
-        "../scripts/train_fold.py"
+        # it reads no embeddings, so a features setting does not retrain it
+        features=None,
 
 
 rule nn_summary:

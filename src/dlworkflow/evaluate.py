@@ -103,21 +103,15 @@ def best_fold_files(paths: Sequence[str], summary: Mapping[str, Any]) -> list[st
     return [path for path in paths if Path(path).parent.as_posix() in folders]
 
 
-def network_choice(summary: Mapping[str, Any], decided: Mapping[str, Any] | None,
-                   label: str) -> str | None:
-    """Why the network is the one it is when the folds trained more than one (auto's
-    transfer network and the modality's network from scratch beside it): the better CV
-    mean (the first listed, auto's own choice, on a tie); None for one network."""
-    models = summary["models"]
-    if len(models) < 2:
-        return None
-    primary, best = summary["primary"], summary["best"]
+def network_choice(summary: Mapping[str, Any], decided: str, label: str) -> str:
+    """Why the network is the one it is where the folds trained two (auto's transfer network
+    `decided` and the modality's network from scratch beside it): the better CV mean (the
+    first listed, auto's own choice, on a tie)."""
+    models, primary, best = summary["models"], summary["primary"], summary["best"]
     scores = ", ".join(f"{name} {models[name][primary]['mean']:.4f} ± "
                        f"{models[name][primary]['std']:.4f}" for name in models)
-    own = (decided or {}).get("architecture")
-    how = ("auto's transfer network" if best == own else
-           f"the network from scratch trained beside auto's transfer network {own}" if own
-           else "the better of the networks the folds trained")
+    how = ("auto's transfer network" if best == decided else
+           f"the network from scratch trained beside auto's transfer network {decided}")
     return f"{best}, {how}, has the better CV {label} ({scores})"
 
 
@@ -140,8 +134,8 @@ def network_summary(choice_path: str, fold_metrics: Sequence[str], fold_predicti
     beats = sign * difference > 0
     label = metric_label(primary, json.loads(Path(choice_path).read_text()))
     epochs = [d.get("best_epoch") for d in summary["fold_details"][summary["best"]].values()]
-    chosen = network_choice(summary, json.loads(Path(decided).read_text()) if decided else None,
-                            label)
+    chosen = (network_choice(summary, json.loads(Path(decided).read_text())["architecture"],
+                             label) if decided and len(summary["models"]) > 1 else None)
     verdict = (f"The network ({summary['best']}) {'beats' if beats else 'does not beat'} the best "
                f"traditional baseline ({best_name}) on {label}: {network['mean']:.4f} ± "
                f"{network['std']:.4f} against {reference['mean']:.4f} ± {reference['std']:.4f} "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,16 @@ def averaged_network(final: Any, members: Sequence[str]) -> Any:
                        name="averaged_networks")
 
 
+def model_oof(ctx: RunContext, name: str) -> Callable[[], pd.DataFrame]:
+    """The out-of-fold predictions of model `name` alone (input `oof` holds every model the
+    folds trained), read when the task asks for them (a binary threshold)."""
+    def read() -> pd.DataFrame:
+        frame = pd.read_parquet(ctx.input("oof"))
+        return frame[frame["model"] == name]
+
+    return read
+
+
 def train_final(ctx: RunContext) -> dict[str, Any]:
     """Retrain the network on every trainval row; write model.keras, model.json (card with
     classes, threshold and the epoch rule), and history.csv into the output folder."""
@@ -189,12 +199,8 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
                             "each fold network's"}
         log.info("the exported network averages the final network and %d fold networks",
                  len(members))
-    def oof() -> pd.DataFrame:  # the out-of-fold predictions of the network trained here
-        frame = pd.read_parquet(ctx.input("oof"))
-        return frame[frame["model"] == summary["best"]] if "model" in frame else frame
-
-    threshold = ctx.task.threshold(oof, choice, trained.data.classes,
-                                   final_settings.get("threshold", "tune"))
+    threshold = ctx.task.threshold(model_oof(ctx, summary["best"]), choice,
+                                   trained.data.classes, final_settings.get("threshold", "tune"))
     write_history(trained.history, out / "history.csv")
     training = {"epochs": plan, "train_rows": len(trained.data.train_rows),
                 "cv": summary.get("headline"),
@@ -249,11 +255,8 @@ def export_baseline(ctx: RunContext) -> dict[str, Any]:
     fit_baseline(ctx, {name: estimator}, train)
     classes = tuple(shape["classes"])
 
-    def oof() -> pd.DataFrame:
-        frame = pd.read_parquet(ctx.input("oof"))
-        return frame[frame["model"] == name]
-
-    threshold = task.threshold(oof, choice, classes, ctx.section("final").get("threshold", "tune"))
+    threshold = task.threshold(model_oof(ctx, name), choice, classes,
+                               ctx.section("final").get("threshold", "tune"))
     card = {"kind": "baseline", "model": name, "dataset": ctx.dataset.get("description", ""),
             "modality": ctx.dataset["modality"], "task": ctx.dataset["task"],
             "architecture": name, "classes": list(classes), "threshold": threshold,
