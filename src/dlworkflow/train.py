@@ -992,10 +992,10 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     `fine_tune` (the rates of the second phase, one per epoch) when the backbone is
     fine-tuned; its epochs are 1/`slices` of a pass, as the fold's it replays were."""
     from dlworkflow.models.networks import (
+        average_down_note,
         build_network,
         encodes_text,
         frozen_linear_view,
-        series_steps_note,
     )
 
     settings = ctx.section("train")
@@ -1012,7 +1012,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
                                             tuple(data.valid["x"].shape[1:]),
                                             decided_network(ctx))
-    reason += series_steps_note(architecture, tuple(data.valid["x"].shape[1:]), settings)
+    reason += average_down_note(architecture, tuple(data.valid["x"].shape[1:]), settings)
     log.info("network %s: %s", architecture, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "

@@ -628,6 +628,45 @@ def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixe
     assert np.allclose(model.predict(x[folds == 0], verbose=0), 0.1, atol=1e-4)
 
 
+def test_networks_from_scratch_average_large_images_down_before_their_convolutions(tmp_path):
+    """64-px digits (RGB): image_wide_cnn's convolutions see them averaged in 2x2 blocks
+    (`train.image.conv_pixels`: 32), after which the augmentation runs; the saved model still
+    takes 64-px images, its linear part still sees the baseline's 16-px features, and the card
+    says so. `conv_pixels: 0` keeps every pixel; the factor is the smallest whole one that
+    leaves at most `conv_pixels` on the longer side."""
+    import keras
+
+    from dlworkflow.models.networks import image_pixels_factor
+
+    x, labels, folds = digits_images(120, size=64)
+    x = np.repeat(x, 3, axis=-1)
+    folder = write_shards(tmp_path / "big", x, labels, folds)
+    write_metric(folder, "classification", labels)
+    _, out = _train(folder, dataset("image"), tmp_path, "image_wide_cnn")
+    _check_outputs(out, "image_wide_cnn")
+    card = json.loads((out / "model.json").read_text())
+    assert ("64x64 images averaged down by 2 to 32x32 inside the network"
+            in card["architecture_reason"])
+    model = keras.saving.load_model(out / "model.keras")
+    assert tuple(model.inputs[0].shape[1:]) == (64, 64, 3)
+    pooled = keras.Model(model.inputs, model.get_layer("average_down").output)
+    sample = x[folds == 0][:5]
+    expected = sample.astype(np.float32).reshape(5, 32, 2, 32, 2, 3).mean(axis=(2, 4))
+    assert np.allclose(pooled.predict(sample, verbose=0), expected, atol=1e-3)
+    assert model.get_layer("standardise").output.shape[-1] == 16 * 16 * 3
+    _, whole = _train(folder, dataset("image"), tmp_path, "image_wide_cnn", name="whole",
+                      image={"conv_pixels": 0})
+    model = keras.saving.load_model(whole / "model.keras")
+    assert "average_down" not in [layer.name for layer in model.layers]
+    assert "averaged down" not in json.loads((whole / "model.json").read_text())[
+        "architecture_reason"]
+    for shape, settings, factor in (((32, 32, 1), {}, 1), ((33, 20, 1), {}, 2),
+                                    ((100, 100, 3), {}, 4), ((28, 224, 3), {}, 7),
+                                    ((64, 64, 1), {"conv_pixels": None}, 1),
+                                    ((64, 64, 1), {"conv_pixels": 64}, 1)):
+        assert image_pixels_factor(shape, {"image": settings}) == factor
+
+
 def test_the_head_on_cached_embeddings_has_the_linear_part_on_pixels_for_classes_only():
     """Given the fold's images, the head on cached embeddings (`features.extractor`) takes
     them beside the embeddings, and its linear part on their standardised, averaged pixels

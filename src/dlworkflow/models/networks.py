@@ -125,20 +125,25 @@ def _conv_blocks(x, spec: NetworkSpec, dims: int, blocks: int, pool_time_only: b
 
 @register("image_cnn")
 def image_cnn(spec: NetworkSpec):
-    """A small CNN from scratch: pixels to [0, 1], augmentation, conv blocks, dense head."""
+    """A small CNN from scratch: the image averaged down to `train.image.conv_pixels`
+    (`image_pixels_factor`), augmentation, pixels to [0, 1], conv blocks, dense head."""
     import keras
 
     inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
-    x = _augmented_pixels(inputs, spec)
+    x = _augmented_pixels(inputs, spec, image_pixels_factor(spec.input_shape, spec.settings))
     return keras.Model(inputs, _head(_conv_blocks(x, spec, 2, depth(spec, 3)), spec),
                        name="image_cnn")
 
 
-def _augmented_pixels(inputs, spec: NetworkSpec):
-    """uint8 images -> augmented (training only) and scaled to [0, 1], then preprocessed."""
+def _augmented_pixels(inputs, spec: NetworkSpec, factor: int = 1):
+    """uint8 images -> averaged down in blocks of `factor` x `factor` pixels (the remainder
+    rows and columns dropped), augmented (training only) and scaled to [0, 1], then
+    preprocessed."""
     import keras
 
     x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
+    if factor > 1:  # before the augmentation, which then runs on a quarter of the pixels
+        x = keras.layers.AveragePooling2D(factor, name="average_down")(x)
     x = _apply(x, spec.augmentation)
     return _apply(keras.layers.Rescaling(1.0 / 255)(x), spec.preprocessing)
 
@@ -545,7 +550,7 @@ def image_wide_cnn(spec: NetworkSpec):
                           "with the fold's training rows, and none were given")
     inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
     linear = _wide_pixels(inputs, spec)  # made first: layer names and seeds as before
-    x = _augmented_pixels(inputs, spec)
+    x = _augmented_pixels(inputs, spec, image_pixels_factor(spec.input_shape, spec.settings))
     deep = _deep_logits(_conv_blocks(x, spec, 2, depth(spec, 3)), spec)
     return _wide_and_deep(inputs, linear, deep, "image_wide_cnn")
 
@@ -756,18 +761,40 @@ def series_steps_factor(steps: int | None, settings: Mapping[str, Any]) -> int:
     return -(-int(steps) // limit)
 
 
-def series_steps_note(architecture: str, input_shape: tuple[int, ...],
+def image_pixels_factor(input_shape: tuple[int, ...], settings: Mapping[str, Any]) -> int:
+    """By how much image_cnn and image_wide_cnn average an image down before their
+    convolutions: the smallest whole factor that leaves at most `train.image.conv_pixels` on
+    the longer side (1 = every pixel; 0 or null there = never). Their cost grows with the
+    pixels: on Fashion-MNIST tensorised at 64 px (from 28), image_wide_cnn scored 0.828 in CV
+    at about 125 s a fold, and at 32 px 0.832 at 35-38 s (docs/BENCHMARKS.md); the tensors,
+    the baselines and the wide part's pixels keep every pixel."""
+    limit = int((settings.get("image") or {}).get("conv_pixels", 32) or 0)
+    side = max(input_shape[:2]) if len(input_shape) >= 2 else 0
+    if not limit or side <= limit:
+        return 1
+    return -(-int(side) // limit)
+
+
+def average_down_note(architecture: str, input_shape: tuple[int, ...],
                       settings: Mapping[str, Any]) -> str:
-    """For the card's reason: what the network does to a series' steps ("" when it keeps
-    every one)."""
-    if architecture != "series_fcn" or len(input_shape) != 2:
-        return ""
-    steps = int(input_shape[0])
-    factor = series_steps_factor(steps, settings)
-    if factor == 1:
-        return ""
-    return (f"; its series of {steps} steps averaged down by {factor} to {-(-steps // factor)} "
-            "inside the network (train.series.network_steps)")
+    """For the card's reason: what a network from scratch does to a series' steps or an
+    image's pixels before its convolutions ("" when it keeps every one)."""
+    if architecture == "series_fcn" and len(input_shape) == 2:
+        steps = int(input_shape[0])
+        factor = series_steps_factor(steps, settings)
+        if factor == 1:
+            return ""
+        return (f"; its series of {steps} steps averaged down by {factor} to "
+                f"{-(-steps // factor)} inside the network (train.series.network_steps)")
+    if architecture in ("image_cnn", "image_wide_cnn") and len(input_shape) == 3:
+        factor = image_pixels_factor(input_shape, settings)
+        if factor == 1:
+            return ""
+        height, width = (int(side) // factor for side in input_shape[:2])
+        return (f"; its {input_shape[0]}x{input_shape[1]} images averaged down by {factor} to "
+                f"{height}x{width} inside the network before the convolutions "
+                "(train.image.conv_pixels)")
+    return ""
 
 
 @register("series_fcn")
