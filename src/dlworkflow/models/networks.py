@@ -765,9 +765,11 @@ def image_pixels_factor(input_shape: tuple[int, ...], settings: Mapping[str, Any
     """By how much image_cnn and image_wide_cnn average an image down before their
     convolutions: the smallest whole factor that leaves at most `train.image.conv_pixels` on
     the longer side (1 = every pixel; 0 or null there = never). Their cost grows with the
-    pixels: on Fashion-MNIST tensorised at 64 px (from 28), image_wide_cnn scored 0.828 in CV
-    at about 125 s a fold, and at 32 px 0.832 at 35-38 s (docs/BENCHMARKS.md); the tensors,
-    the baselines and the wide part's pixels keep every pixel."""
+    pixels and their reach does not (three conv-pool blocks: 22 px, two thirds of a 32-px
+    image, a third of a 64-px one): on Fashion-MNIST tensorised at 64 px (from 28),
+    image_wide_cnn scored 0.828 in CV at about 125 s a fold, averaged down to 32 px 0.831 at
+    40-43 s (docs/BENCHMARKS.md); the tensors, the baselines and the wide part's pixels keep
+    every pixel."""
     limit = int((settings.get("image") or {}).get("conv_pixels", 32) or 0)
     side = max(input_shape[:2]) if len(input_shape) >= 2 else 0
     if not limit or side <= limit:
