@@ -111,6 +111,55 @@ def test_summary_reports_mean_and_std_over_folds(image_shards, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["best"] in ("logreg", "knn")
 
 
+def test_minirocket_stays_the_baseline_unless_another_leads_it_beyond_the_noise(tmp_path):
+    """Series classification: the baseline the later steps compare with and may ship is the
+    best CV mean, except that MiniRocket (the field's first) is kept where another baseline
+    leads it only within the folds' noise; the summary and the network's verdict say so.
+    A lead beyond the noise, or a set without MiniRocket, takes the best mean."""
+    from dlworkflow.evaluate import network_summary
+
+    (tmp_path / "metric.json").write_text(json.dumps({"primary": {"name": "accuracy"}}))
+
+    def summary(scores, name="baseline"):
+        metrics, predictions = [], []
+        for k in range(5):
+            out = tmp_path / name / f"fold-{k}"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps({"fold": k, "models": {
+                model: {"metrics": {"accuracy": folds[k]}} for model, folds in scores.items()}}))
+            pd.DataFrame({"id": [f"{k}{m}" for m in scores], "model": list(scores),
+                          "fold": k}).to_parquet(out / "predictions.parquet")
+            metrics.append(str(out / "metrics.json"))
+            predictions.append(str(out / "predictions.parquet"))
+        return fold_outputs_to_summary(name, str(tmp_path / "metric.json"), metrics,
+                                       predictions, str(tmp_path / f"{name}-oof.parquet"),
+                                       str(tmp_path / f"{name}.json"))
+
+    rocket = [0.70, 0.80, 0.75, 0.90, 0.60]
+    noisy = {"minirocket_ridge": rocket, "knn": [0.80, 0.70, 0.85, 0.80, 0.70],
+             "ridge": [0.5] * 5}  # knn: 0.77 against 0.75, fold leads +.1 -.1 +.1 -.1 +.1
+    result = summary(noisy)
+    assert result["best"] == "minirocket_ridge"
+    assert result["headline"]["model"] == "minirocket_ridge"
+    assert result["baseline_choice"].startswith("minirocket_ridge is kept as the baseline")
+    assert "knn's CV mean (0.7700 against 0.7500)" in result["baseline_choice"]
+    nn = summary({"series_fcn": [0.70, 0.75, 0.80, 0.85, 0.70]}, "nn")
+    assert nn["best"] == "series_fcn" and "baseline_choice" not in nn  # networks: the mean
+    verdict = network_summary(str(tmp_path / "metric.json"),
+                              [str(tmp_path / "nn" / f"fold-{k}" / "metrics.json")
+                               for k in range(5)],
+                              [str(tmp_path / "nn" / f"fold-{k}" / "predictions.parquet")
+                               for k in range(5)],
+                              str(tmp_path / "baseline.json"), str(tmp_path / "nn-oof.parquet"),
+                              str(tmp_path / "nn.json"))["verdict"]
+    assert "best traditional baseline (minirocket_ridge)" in verdict
+    assert verdict.endswith("Among the baselines, " + result["baseline_choice"] + ".")
+    clear = summary({**noisy, "knn": [r + 0.05 + 0.01 * k for k, r in enumerate(rocket)]})
+    assert clear["best"] == "knn" and "baseline_choice" not in clear
+    alone = summary({"knn": noisy["knn"], "ridge": noisy["ridge"]})
+    assert alone["best"] == "knn" and "baseline_choice" not in alone
+
+
 def test_audio_baseline_uses_mfcc_statistics(tmp_path):
     x, labels, folds, _, _ = fsdd_spectrograms(100)
     folder = write_shards(tmp_path / "audio", x, labels, folds)
