@@ -9,7 +9,7 @@ runs the real workflow (`snakemake --cores N --resources gpu=1`) and prints, per
 best baseline's CV score, the network's CV score, the shipped model's test score with its
 interval, the other model's, their paired difference on the test with its interval, the
 published reference, the network's CV lead over the baseline fold by fold with the final
-step's verdict on it (`dlworkflow.shipping.paired_folds`: the corrected t, beyond or within
+step's verdict on it (`dlworkflow.evaluate.paired_folds`: the corrected t, beyond or within
 the folds' noise), and seconds per fold. One recipe for all: no set gets
 settings of its own beyond what describes its data (layout, task, a predefined test split).
 The data come from ../shared/data (see its README), and the photo set `fashion` from Debian's
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dlworkflow.evaluate import paired_folds
 from dlworkflow.provenance import describe
-from dlworkflow.shipping import paired_folds
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -10,7 +10,7 @@ baseline otherwise. For each margin it prints which runs' choices change and the
 runs of the shipped model's test score minus the baseline's, both test scores taken from
 `final/test_metrics.json` (the final step scores the model it does not ship too). A margin
 of 0 is today's rule (`final.lead: auto`) over every baseline but MiniRocket, which a network
-replaces only with a lead beyond the folds' noise (`shipping.FIELD_STRONG_BASELINES`). A
+replaces only with a lead beyond the folds' noise (`evaluate.FIELD_STRONG_BASELINES`). A
 dataset without both test scores, or with folds that do not pair, is named as skipped; a
 result met twice (the same figures in another folder) counts once.
 
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dlworkflow.evaluate import paired_folds
 from dlworkflow.metrics import METRICS
-from dlworkflow.shipping import paired_folds
 from dlworkflow.tasks import get_task
 
 #: the rules of the second table: today's, and the two that score each model at a threshold

@@ -32,10 +32,46 @@ def summarize_folds(per_fold: Mapping[int, Mapping[str, float]]) -> dict[str, di
     return out
 
 
+#: baselines the field ranks level with or above the networks offered beside them: under
+#: `final.lead: auto` a network replaces one only with a CV lead beyond the folds' noise, and
+#: another baseline too (`best_baseline`). MiniRocket is more accurate than FCN on most sets
+#: of the UCR archive (Dempster et al. 2021; Middlehurst, Schäfer and Bagnall's 2024
+#: bake-off), and on small sets a mean lead of a fold or two is noise (ACSF1 and Pickup,
+#: docs/BENCHMARKS.md)
+FIELD_STRONG_BASELINES = frozenset({"minirocket_ridge"})
+
+
 def best_model(summary: Mapping[str, Mapping[str, Any]], primary: str) -> str:
     """The model with the best mean primary metric."""
     better = max if METRICS[primary].greater_is_better else min
     return better(summary, key=lambda name: summary[name][primary]["mean"])
+
+
+def paired_folds(network: Sequence[float], baseline: Sequence[float],
+                 greater_is_better: bool) -> dict[str, Any] | None:
+    """The network's lead over the baseline on the same folds (positive: the network is
+    better, also for an error where lower is better): {"folds", "mean", "std", "t" (the
+    paired t statistic, std² / k the mean's variance), "t_corrected" (Nadeau and Bengio's:
+    std² (1/k + 1/(k - 1)), 1/(k - 1) being k-fold CV's validation-to-training size ratio),
+    "critical" (Student's t at 97.5 % with k - 1 degrees of freedom), "beyond_noise"
+    (|t_corrected| > critical)}.
+    Every fold the same nonzero lead gives infinite t's. None when the folds do not pair."""
+    if len(network) != len(baseline) or len(network) < 2:
+        return None
+    from scipy.stats import t as student
+
+    sign = 1.0 if greater_is_better else -1.0
+    lead = sign * (np.asarray(network, float) - np.asarray(baseline, float))
+    k, mean, std = len(lead), float(lead.mean()), float(lead.std(ddof=1))
+    if std > 1e-9 * max(1.0, abs(mean)):  # leads equal but for the float subtraction are equal
+        t = mean / (std / np.sqrt(k))
+        corrected = mean / np.sqrt((1 / k + 1 / (k - 1)) * std ** 2)
+    else:  # every fold the same lead: a sure sign, or none at all
+        t = corrected = float(np.copysign(np.inf, mean)) if abs(mean) > 1e-12 else 0.0
+    critical = float(student.ppf(0.975, k - 1))
+    return {"folds": k, "mean": mean, "std": std, "t": float(t),
+            "t_corrected": float(corrected), "critical": critical,
+            "beyond_noise": bool(abs(corrected) > critical)}
 
 
 def best_baseline(models: Mapping[str, Mapping[str, Any]], primary: str) -> tuple[str, str | None]:
@@ -47,8 +83,6 @@ def best_baseline(models: Mapping[str, Mapping[str, Any]], primary: str) -> tupl
     the folds' noise than the data: MiniRocket is the more accurate on most sets of the UCR
     archive (Dempster et al. 2021). Returns the name and, where the rule kept the strong
     baseline over the best mean, why (else None)."""
-    from dlworkflow.shipping import FIELD_STRONG_BASELINES, paired_folds
-
     best = best_model(models, primary)
     strong = {name: entry for name, entry in models.items() if name in FIELD_STRONG_BASELINES}
     if not strong or best in strong:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 
 from dlworkflow.archives import normalise_skops
 from dlworkflow.errors import ConfigError
+from dlworkflow.evaluate import FIELD_STRONG_BASELINES, paired_folds
 from dlworkflow.heap import keep_freed_heap
 from dlworkflow.provenance import LOADING, differences
 
@@ -39,40 +40,7 @@ BASELINE_FILE = "baseline.skops"
 BASELINE_CARD = "baseline.json"
 #: modules whose classes an exported baseline may hold (skops refuses everything else)
 TRUSTED_MODULES = ("sklearn.", "numpy", "scipy.", "dlworkflow.estimators.", "builtins.")
-#: baselines the field ranks level with or above the networks offered beside them: under
-#: `final.lead: auto` a network replaces one only with a CV lead beyond the folds' noise.
-#: MiniRocket is more accurate than FCN on most sets of the UCR archive (Dempster et al.
-#: 2021; Middlehurst, Schäfer and Bagnall's 2024 bake-off), and on small sets a mean lead
-#: of a fold or two is noise (ACSF1 and Pickup, docs/BENCHMARKS.md)
-FIELD_STRONG_BASELINES = frozenset({"minirocket_ridge"})
 LEADS = ("auto", "mean", "beyond_noise")
-
-
-def paired_folds(network: Sequence[float], baseline: Sequence[float],
-                 greater_is_better: bool) -> dict[str, Any] | None:
-    """The network's lead over the baseline on the same folds (positive: the network is
-    better, also for an error where lower is better): {"folds", "mean", "std", "t" (the
-    paired t statistic, std² / k the mean's variance), "t_corrected" (Nadeau and Bengio's:
-    std² (1/k + 1/(k - 1)), 1/(k - 1) being k-fold CV's validation-to-training size ratio),
-    "critical" (Student's t at 97.5 % with k - 1 degrees of freedom), "beyond_noise"
-    (|t_corrected| > critical)}.
-    Every fold the same nonzero lead gives infinite t's. None when the folds do not pair."""
-    if len(network) != len(baseline) or len(network) < 2:
-        return None
-    from scipy.stats import t as student
-
-    sign = 1.0 if greater_is_better else -1.0
-    lead = sign * (np.asarray(network, float) - np.asarray(baseline, float))
-    k, mean, std = len(lead), float(lead.mean()), float(lead.std(ddof=1))
-    if std > 1e-9 * max(1.0, abs(mean)):  # leads equal but for the float subtraction are equal
-        t = mean / (std / np.sqrt(k))
-        corrected = mean / np.sqrt((1 / k + 1 / (k - 1)) * std ** 2)
-    else:  # every fold the same lead: a sure sign, or none at all
-        t = corrected = float(np.copysign(np.inf, mean)) if abs(mean) > 1e-12 else 0.0
-    critical = float(student.ppf(0.975, k - 1))
-    return {"folds": k, "mean": mean, "std": std, "t": float(t),
-            "t_corrected": float(corrected), "critical": critical,
-            "beyond_noise": bool(abs(corrected) > critical)}
 
 
 def _closeness(paired: Mapping[str, Any], precision: int = 4) -> str:

@@ -10,11 +10,11 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from dlworkflow.errors import ConfigError
+from dlworkflow.evaluate import paired_folds
 from dlworkflow.shipping import (
     choose_shipped,
     load_baseline,
     load_shipped,
-    paired_folds,
     save_baseline,
 )
 from tests.helpers.shards import sms_texts
