@@ -130,18 +130,19 @@ def image_cnn(spec: NetworkSpec):
     import keras
 
     inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
-    x = _augmented_pixels(inputs, spec, image_pixels_factor(spec.input_shape, spec.settings))
+    x = _augmented_pixels(inputs, spec)
     return keras.Model(inputs, _head(_conv_blocks(x, spec, 2, depth(spec, 3)), spec),
                        name="image_cnn")
 
 
-def _augmented_pixels(inputs, spec: NetworkSpec, factor: int = 1):
-    """uint8 images -> averaged down in blocks of `factor` x `factor` pixels (the remainder
-    rows and columns dropped), augmented (training only) and scaled to [0, 1], then
-    preprocessed."""
+def _augmented_pixels(inputs, spec: NetworkSpec):
+    """uint8 images -> averaged down in blocks of `image_pixels_factor` pixels a side (the
+    remainder rows and columns dropped), augmented (training only) and scaled to [0, 1],
+    then preprocessed."""
     import keras
 
     x = keras.layers.Rescaling(1.0)(inputs)  # to float, still 0-255 for the augmentation
+    factor = image_pixels_factor(spec.input_shape, spec.settings)
     if factor > 1:  # before the augmentation, which then runs on a quarter of the pixels
         x = keras.layers.AveragePooling2D(factor, name="average_down")(x)
     x = _apply(x, spec.augmentation)
@@ -550,7 +551,7 @@ def image_wide_cnn(spec: NetworkSpec):
                           "with the fold's training rows, and none were given")
     inputs = keras.Input(spec.input_shape, dtype=spec.input_dtype, name="image")
     linear = _wide_pixels(inputs, spec)  # made first: layer names and seeds as before
-    x = _augmented_pixels(inputs, spec, image_pixels_factor(spec.input_shape, spec.settings))
+    x = _augmented_pixels(inputs, spec)
     deep = _deep_logits(_conv_blocks(x, spec, 2, depth(spec, 3)), spec)
     return _wide_and_deep(inputs, linear, deep, "image_wide_cnn")
 
@@ -755,10 +756,16 @@ def series_steps_factor(steps: int | None, settings: Mapping[str, Any]) -> int:
     there = never). The convolutions' cost grows with the steps and their reach (14 steps)
     does not, so on a long series a coarser grid costs less and lets them span more of it;
     the baselines and the tensors keep every step."""
-    limit = int((settings.get("series") or {}).get("network_steps", 512) or 0)
-    if not steps or not limit or steps <= limit:
+    return _whole_factor(steps, (settings.get("series") or {}).get("network_steps", 512))
+
+
+def _whole_factor(size: int | None, limit: int | None) -> int:
+    """The smallest whole factor that brings `size` to at most `limit` (1 where it is
+    already, or where `limit` is 0 or None: never)."""
+    limit = int(limit or 0)
+    if not size or not limit or size <= limit:
         return 1
-    return -(-int(steps) // limit)
+    return -(-int(size) // limit)
 
 
 def image_pixels_factor(input_shape: tuple[int, ...], settings: Mapping[str, Any]) -> int:
@@ -770,11 +777,8 @@ def image_pixels_factor(input_shape: tuple[int, ...], settings: Mapping[str, Any
     image_wide_cnn scored 0.828 in CV at about 125 s a fold, averaged down to 32 px 0.831 at
     40-43 s (docs/BENCHMARKS.md); the tensors, the baselines and the wide part's pixels keep
     every pixel."""
-    limit = int((settings.get("image") or {}).get("conv_pixels", 32) or 0)
     side = max(input_shape[:2]) if len(input_shape) >= 2 else 0
-    if not limit or side <= limit:
-        return 1
-    return -(-int(side) // limit)
+    return _whole_factor(side, (settings.get("image") or {}).get("conv_pixels", 32))
 
 
 def average_down_note(architecture: str, input_shape: tuple[int, ...],
