@@ -122,14 +122,14 @@ def fold_outputs_to_summary(kind: str, choice_path: str, fold_metrics: Sequence[
     Path(oof_output).parent.mkdir(parents=True, exist_ok=True)
     oof.to_parquet(oof_output, index=False)
     models = {name: summarize_folds(folds) for name, folds in per_model.items()}
-    best, kept = (best_baseline(models, primary) if kind == "baseline"
-                  else (best_model(models, primary), None))
+    best, choice = (best_baseline(models, primary) if kind == "baseline"
+                    else (best_model(models, primary), None))
     summary: dict[str, Any] = {
         "kind": kind, "primary": primary,
         "greater_is_better": METRICS[primary].greater_is_better,
         "folds": len({k for folds in per_model.values() for k in folds}),
         "oof_rows": len(oof), "models": models, "best": best,
-        **({"baseline_choice": kept} if kept else {}),
+        **({"baseline_choice": choice} if choice else {}),
         "fold_details": {m: {str(k): v for k, v in d.items() if v} for m, d in details.items()},
     }
     summary["headline"] = {
