@@ -111,6 +111,19 @@ class RandomScaling(keras.layers.Layer):
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="dlworkflow")
+class LogitScale(keras.layers.Layer):
+    """Multiplies its input by one trainable number, starting at 1: the weight a wide and
+    deep image network learns for its frozen regression's logits (`train.image.wide_fit:
+    fitted`), as a stacking model learns how far to trust a fitted model's outputs."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.scale, inputs.dtype)
+
+
 def _adaptable(data: Any, dtype: Any) -> Any:
     """Arrays are adapted on directly; a tf.data.Dataset (streamed folds) is passed through."""
     return data if hasattr(data, "element_spec") else np.asarray(data, dtype=dtype)

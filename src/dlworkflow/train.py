@@ -876,7 +876,7 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     regression's level (on the suite's `fashion` photos logistic regression scored 0.85 in
     CV on pixels and embeddings side by side, the head on the embeddings alone 0.81)."""
     from dlworkflow.models.extractors import extractor_choice
-    from dlworkflow.models.networks import build_network, embedding_head
+    from dlworkflow.models.networks import build_network, embedding_head, frozen_linear_view
 
     settings = ctx.section("train")
     folder = embeddings_folder(ctx)
@@ -886,13 +886,22 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     pixels = _pixels_beside(data, embedded)
     head = embedding_head(head_spec, spec if pixels is not None else None)
     wide = len(head.inputs) == 2  # for classes: the linear part on pixels beside it
-    if wide:
+    view = frozen_linear_view(head) if wide else None
+    fit_head = head if view is None else view[0]
+    if view is not None:  # the frozen regression's logits: the training rows' cross-fitted
+        crossfit = spec.extra.get("training_logits")
+        embedded.add_computed_input(None, view[1](data.train_arrays["x"]) if crossfit is None
+                                    else crossfit, view[1](pixels))
+    elif wide:
         embedded.add_computed_input(None, data.train_arrays["x"], pixels)
-    log.info("the head trains on the cached embeddings%s", " and the linear part on the "
-             "images' pixels beside them" if wide else "")
+    log.info("the head trains on the cached embeddings%s", "" if not wide else
+             " and the linear part on the images' pixels beside them" if view is None else
+             " beside the frozen regression on the images' pixels (its logits computed once "
+             "per row%s)" % ("" if spec.extra.get("training_logits") is None else
+                             ", the training rows' own cross-fitted"))
     weights = ctx.task.class_weights(settings.get("class_weight", "none"),
                                      embedded.train_rows, embedded.classes)
-    history = _fit(head, embedded, settings, run, "train",
+    history = _fit(fit_head, embedded, settings, run, "train",
                    float(settings.get("learning_rate", 1e-3)), weights)
     choice = extractor_choice(folder)
     transfer = {"backbone": choice["extractor"], "weights": choice["weights"],
@@ -1036,6 +1045,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         cached = bool(embeddings_folder(ctx)) and architecture == "image_transfer"
         if cached:  # train the head on the cached embeddings, then put the backbone in front
             model, history = _head_on_embeddings(ctx, spec, fold, batch_size, run, data, slices)
+            fit_model = model  # a second phase fine-tunes it on the images
         else:
             model = build_network(architecture, spec)
         weights = ctx.task.class_weights(settings.get("class_weight", "none"),
@@ -1060,12 +1070,12 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
                          " and the sentence vectors" if encodes_text(model) else "",
                          "" if crossfit is None
                          else " (the training rows' own from regressions that did not fit "
-                         "them, train.text.wide_crossfit)")
+                         f"them, train.{ctx.dataset['modality']}.wide_crossfit)")
             elif crossfit is not None:
-                log.warning("train.text.wide_crossfit: the training rows are streamed (over "
+                log.warning("train.%s.wide_crossfit: the training rows are streamed (over "
                             "%d MB of tensors), not held in RAM, so the network trains on the "
                             "logits of the regression of all training rows instead",
-                            IN_MEMORY_BYTES // 1024**2)
+                            ctx.dataset["modality"], IN_MEMORY_BYTES // 1024**2)
             history = _fit(fit_model, data, settings, run, "train",
                            float(settings.get("learning_rate", 1e-3)), weights)
         tune_from = None
@@ -1076,7 +1086,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
             log.info("fine-tuning the last %d backbone layers: %s", opened,
                      f"{tuning.epochs} epochs" if tuning.schedule is not None else
                      f"up to {tuning.epochs} epochs, stopped early")
-            tuned = _fit(model, data, settings, tuning, "fine_tune", tune_rate, weights)
+            tuned = _fit(fit_model, data, settings, tuning, "fine_tune", tune_rate, weights)
             tune_from = len(history.get("loss", []))
             history = {k: history.get(k, []) + tuned.get(k, []) for k in set(history) | set(tuned)}
         recalibrated = recalibrate_batch_norm(model, data.model_batches(data.train))

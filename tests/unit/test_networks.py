@@ -600,32 +600,56 @@ def test_streamed_rows_train_on_the_full_regressions_logits_and_say_so(sms_shard
 
 
 @pytest.mark.parametrize("architecture", ["image_wide_cnn", "image_transfer"])
+@pytest.mark.parametrize("fit", ["fitted", "joint"])
 def test_image_classifiers_have_a_linear_part_on_the_baselines_standardised_pixels(
-        image_shards, tmp_path, architecture):
+        image_shards, tmp_path, architecture, fit):
     """image_wide_cnn's and image_transfer's linear part sees what the step-2 logistic
     regression sees (pixels averaged down to 16 a side, standardised with the fold's training
-    rows) and is trained with the convolutions or the backbone's head; both parts' logits
-    start at zero (untrained: every class even)."""
+    rows). `fitted`: it is that regression, fitted on the fold's training rows
+    (C 1.0, as baseline.C) and frozen, so the untrained network predicts what logistic
+    regression predicts; the deep part trains on the training rows' cross-fitted logits, so
+    at the first epoch it is as accurate on its training rows as the regression out of fold,
+    not as the regression on the rows it fitted. `joint` (the default): trained with the convolutions or
+    the backbone's head, both parts' logits starting at zero (untrained: every class even)."""
     import keras
+    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from dlworkflow.modalities import create_modality
     from dlworkflow.models.networks import find_backbone
 
     _, out = _train(image_shards, dataset("image"), tmp_path, architecture, epochs=1,
-                    learning_rate=1e-12)
+                    learning_rate=1e-12, image={"wide_fit": fit})
     model = keras.saving.load_model(out / "model.keras")
-    assert model.get_layer("linear_logits").trainable and model.get_layer("cnn_logits")
-    assert frozen_linear_view(model) is None  # a trained linear part is not computed once
+    assert model.get_layer("linear_logits").trainable == (fit == "joint")
+    assert model.get_layer("cnn_logits")
+    # a trained linear part is not computed once; a frozen one is (image_transfer's is too,
+    # in a model with the backbone inside it)
+    assert (frozen_linear_view(model) is None) == (fit == "joint")
     if architecture == "image_transfer":  # beside the frozen backbone's head
         assert not find_backbone(model).trainable
-    x, _, folds = digits_images(200)  # the shards' images
+    x, labels, folds = digits_images(200)  # the shards' images
     flat = create_modality("image", {}, {"kind": "folders"}).flat(x, {})
     assert flat.shape[1] == 16 * 16  # 32-px grayscale digits averaged in 2x2 blocks
-    expected = StandardScaler().fit(flat[folds != 0]).transform(flat[folds == 0])
+    scaler = StandardScaler().fit(flat[folds != 0])
     standard = keras.Model(model.inputs, model.get_layer("standardise").output)
-    assert np.abs(standard.predict(x[folds == 0], verbose=0) - expected).max() < 1e-3
-    assert np.allclose(model.predict(x[folds == 0], verbose=0), 0.1, atol=1e-4)
+    assert np.abs(standard.predict(x[folds == 0], verbose=0)
+                  - scaler.transform(flat[folds == 0])).max() < 1e-3
+    predicted = model.predict(x[folds == 0], verbose=0)
+    if fit == "joint":
+        assert np.allclose(predicted, 0.1, atol=1e-4)
+        return
+    regression = LogisticRegression(C=1.0, max_iter=2000).fit(
+        scaler.transform(flat[folds != 0]), labels[folds != 0])
+    expected = regression.predict_proba(scaler.transform(flat[folds == 0]))
+    assert np.abs(predicted - expected).max() < 0.02
+    in_sample = regression.score(scaler.transform(flat[folds != 0]), labels[folds != 0])
+    _, whole = _train(image_shards, dataset("image"), tmp_path, architecture, name="whole",
+                      epochs=1, learning_rate=1e-12, image={"wide_fit": "fitted", "wide_crossfit": 0})
+    first_epoch = {name: pd.read_csv(folder / "history.csv")["accuracy"].iloc[0]
+                   for name, folder in (("crossfit", out), ("whole", whole))}
+    assert in_sample == first_epoch["whole"] == 1.0, (in_sample, first_epoch)
+    assert first_epoch["crossfit"] < 0.99, first_epoch
 
 
 def test_networks_from_scratch_average_large_images_down_before_their_convolutions(tmp_path):
@@ -700,6 +724,50 @@ def test_the_head_on_cached_embeddings_has_the_linear_part_on_pixels_for_classes
         rows = [embeddings[folds == 0], x[folds == 0]]
         assert np.abs(standard.predict(rows, verbose=0) - expected).max() < 1e-3
         assert np.allclose(head.predict(rows, verbose=0), 0.1, atol=1e-6)  # every class even
+
+
+def test_the_head_on_cached_embeddings_trains_beside_a_fitted_regression_on_pixels():
+    """`train.image.wide_fit: fitted` on the head on cached embeddings: its linear part is
+    the fold's logistic regression on the standardised pixels, frozen (the untrained head
+    predicts its probabilities), and the head trains on the embeddings beside the
+    regression's logits (`frozen_linear_view`: the training rows' own cross-fitted, five
+    parts), which it computes once from the images."""
+    from dataclasses import replace
+
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from dlworkflow.modalities import create_modality
+    from dlworkflow.models.networks import NetworkSpec, embedding_head
+    from dlworkflow.tasks import get_task
+
+    x, labels, folds = digits_images(100)
+    train = folds != 0
+    embeddings = np.random.default_rng(0).normal(size=(len(x), 24)).astype("float32")
+    pixels = NetworkSpec(task=get_task("classification"), input_shape=x.shape[1:],
+                         input_dtype="uint8", outputs=10,
+                         settings={"image": {"wide_fit": "fitted"}}, seed=1,
+                         fit_rows=lambda: (x[train], labels[train]))
+    spec = replace(pixels, input_shape=(24,), input_dtype="float32", fit_rows=None)
+    head = embedding_head(spec, pixels)
+    assert not head.get_layer("linear_logits").trainable
+    assert pixels.extra["training_logits"].shape == (int(train.sum()), 10)
+    flat = create_modality("image", {}, {"kind": "folders"}).flat(x, {})
+    scaler = StandardScaler().fit(flat[train])
+    regression = LogisticRegression(C=1.0, max_iter=2000).fit(scaler.transform(flat[train]),
+                                                              labels[train])
+    rows = [embeddings[~train], x[~train]]
+    expected = regression.predict_proba(scaler.transform(flat[~train]))
+    assert np.abs(head.predict(rows, verbose=0) - expected).max() < 0.02
+    fit_model, compute = frozen_linear_view(head)
+    assert [tuple(i.shape[1:]) for i in fit_model.inputs] == [(24,), (10,)]
+    logits = compute(x[~train])
+    assert np.abs(logits - regression.decision_function(scaler.transform(flat[~train]))
+                  ).max() < 0.05
+    # the training model on the embeddings and those logits predicts what the head does
+    assert np.allclose(fit_model.predict([embeddings[~train], logits], verbose=0),
+                       head.predict(rows, verbose=0), atol=1e-5)
 
 
 def test_glove_vectors_initialise_the_embedding(tmp_path, caplog):
