@@ -734,7 +734,6 @@ def test_the_head_on_cached_embeddings_trains_beside_a_fitted_regression_on_pixe
     parts), which it computes once from the images."""
     from dataclasses import replace
 
-    import keras
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
