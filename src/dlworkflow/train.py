@@ -887,18 +887,18 @@ def _head_on_embeddings(ctx: RunContext, spec, fold: int | None, batch_size: int
     head = embedding_head(head_spec, spec if pixels is not None else None)
     wide = len(head.inputs) == 2  # for classes: the linear part on pixels beside it
     view = frozen_linear_view(head) if wide else None
-    fit_head = head if view is None else view[0]
-    if view is not None:  # the frozen regression's logits: the training rows' cross-fitted
+    fit_head, beside = head, ""
+    if view is not None:  # the frozen regression's logits, computed once per row
+        fit_head, logits_of = view
         crossfit = spec.extra.get("training_logits")
-        embedded.add_computed_input(None, view[1](data.train_arrays["x"]) if crossfit is None
-                                    else crossfit, view[1](pixels))
+        embedded.add_computed_input(None, logits_of(data.train_arrays["x"]) if crossfit is None
+                                    else crossfit, logits_of(pixels))
+        beside = (" beside the frozen regression's logits on the images' pixels" +
+                  ("" if crossfit is None else " (the training rows' own cross-fitted)"))
     elif wide:
         embedded.add_computed_input(None, data.train_arrays["x"], pixels)
-    log.info("the head trains on the cached embeddings%s", "" if not wide else
-             " and the linear part on the images' pixels beside them" if view is None else
-             " beside the frozen regression on the images' pixels (its logits computed once "
-             "per row%s)" % ("" if spec.extra.get("training_logits") is None else
-                             ", the training rows' own cross-fitted"))
+        beside = " and the linear part on the images' pixels beside them"
+    log.info("the head trains on the cached embeddings%s", beside)
     weights = ctx.task.class_weights(settings.get("class_weight", "none"),
                                      embedded.train_rows, embedded.classes)
     history = _fit(fit_head, embedded, settings, run, "train",
@@ -1045,9 +1045,9 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         cached = bool(embeddings_folder(ctx)) and architecture == "image_transfer"
         if cached:  # train the head on the cached embeddings, then put the backbone in front
             model, history = _head_on_embeddings(ctx, spec, fold, batch_size, run, data, slices)
-            fit_model = model  # a second phase fine-tunes it on the images
         else:
             model = build_network(architecture, spec)
+        fit_model = model  # or below, frozen_linear_view: a frozen part computed once a row
         weights = ctx.task.class_weights(settings.get("class_weight", "none"),
                                          data.train_rows, data.classes)
         log.info("%s: %s, %d training and %d validation rows, %s, %s, %d parameters",
@@ -1061,7 +1061,6 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
             log.info("sentence vectors: %s", spec.extra["text_vectors_found"])
         if not cached:
             view = frozen_linear_view(model, spec.extra.get("sentence_vectors"))
-            fit_model = model
             crossfit = spec.extra.get("training_logits")
             if view is not None and data.add_computed_input(view[1], crossfit):
                 fit_model = view[0]

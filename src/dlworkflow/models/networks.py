@@ -500,11 +500,11 @@ def _fitted_linear(features, inputs, rows: tuple[Any, Any], spec: NetworkSpec,
     text = spec.settings.get("text") or {}
     c_value = float(text.get("wide_C", 10.0))
     nb_weights = text.get("wide_nb_weights", "auto")
-    texts, labels = np.asarray(rows[0], dtype=str), np.asarray(rows[1]).astype(int)
-    matrix = _sparse_outputs(keras.Model(inputs, features), texts, tf.constant)
+    matrix = _sparse_outputs(keras.Model(inputs, features), np.asarray(rows[0], dtype=str),
+                             tf.constant)
     parts = text.get("wide_crossfit", "auto")
     parts = crossfit_default if parts == "auto" else int(parts)
-    return _frozen_regression(features, matrix, labels, spec, c_value, nb_weights, parts)
+    return _frozen_regression(features, matrix, rows[1], spec, c_value, nb_weights, parts)
 
 
 def _frozen_regression(features, matrix, labels, spec: NetworkSpec, c_value: float,
@@ -587,15 +587,15 @@ def _wide_pixels(inputs, spec: NetworkSpec):
     rows = spec.fit_rows()[0]
     matrix = np.concatenate(_in_batches(keras.Model(inputs, flat).predict_on_batch, rows,
                                          np.asarray))
-    variance = matrix.var(axis=0)
-    variance = np.where(variance > 0, variance, 1.0)
-    standard = keras.layers.Normalization(  # a constant pixel: unit variance, as StandardScaler
-        mean=matrix.mean(axis=0), variance=variance, name="standardise")(flat)
+    mean, variance = matrix.mean(axis=0), matrix.var(axis=0)
+    variance = np.where(variance > 0, variance, 1.0)  # a constant pixel: as StandardScaler
+    standard = keras.layers.Normalization(mean=mean, variance=variance,
+                                          name="standardise")(flat)
     image = spec.settings.get("image") or {}
     if image.get("wide_fit", "joint") == "fitted":
         from dlworkflow.layers import LogitScale
 
-        scaled = ((matrix - matrix.mean(axis=0)) / np.sqrt(variance)).astype(np.float32)
+        scaled = ((matrix - mean) / np.sqrt(variance)).astype(np.float32)
         return LogitScale(name="linear_scale")(_frozen_regression(
             standard, scaled, spec.fit_rows()[1], spec, float(image.get("wide_C", 1.0)), False,
             int(image.get("wide_crossfit", 5))))
@@ -711,16 +711,16 @@ def frozen_linear_view(model, vectors: Callable[[Any], np.ndarray] | None = None
     names = {layer.name for layer in model.layers}
     if not {"linear_logits", "cnn_logits"} <= names or model.get_layer("linear_logits").trainable:
         return None
-    inputs = model.inputs[-1]  # the images beside the embeddings of `embedding_head`
+    source = model.inputs[0]  # what the deep part reads: the inputs, or the embeddings
+    inputs = model.inputs[-1]  # what the frozen part reads: the inputs, or the images
     frozen = [model.get_layer("linear_logits").output]
     if encodes_text(model):  # the head sees only the frozen vectors
         frozen.append(model.get_layer("frozen_vectors").output)
         deep = keras.Model(frozen[1], model.get_layer("cnn_logits").output, name="deep")
     else:
-        deep = keras.Model(model.inputs[0], model.get_layer("cnn_logits").output, name="deep")
+        deep = keras.Model(source, model.get_layer("cnn_logits").output, name="deep")
     outputs = frozen[0] if len(frozen) == 1 else keras.layers.Concatenate()(frozen)
     linear = keras.Model(inputs, outputs, name="frozen_linear")
-    source = model.inputs[0]  # what the deep part reads: the images, or the embeddings
     raw = keras.Input(source.shape[1:], dtype=source.dtype, name=source.name)
     computed = keras.Input(linear.output.shape[1:], name="linear_logits_in")
     classes = frozen[0].shape[-1]
