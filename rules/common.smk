@@ -31,7 +31,7 @@ from dlworkflow.workflow import (
     encodes_texts,
     extracts_features,
     named_files,
-    scratch_beside,
+    networks_beside,
     visible_gpus,
 )  # noqa: E402
 
@@ -290,36 +290,44 @@ def get_scratch_fold_dir(wildcards):
     return f"results/{wildcards.dataset}/nn/scratch/fold-{wildcards.fold}"
 
 
-def _scratch_fold_files(wildcards, name):
-    """`name` of every fold of the network from scratch that the folds train beside auto's
-    transfer network (rule train_scratch_fold), when rule choose_network took one whose
-    modality has a network from scratch to weigh against it; else nothing."""
+def get_fitted_fold_dir(wildcards):
+    """The folder of a fold's transfer network with its linear part fitted (wide_fit fitted),
+    trained beside auto's transfer network."""
+    return f"results/{wildcards.dataset}/nn/fitted/fold-{wildcards.fold}"
+
+
+def _beside_fold_files(wildcards, name):
+    """`name` of every fold of every network the folds train beside auto's transfer network
+    (rules train_scratch_fold and train_fitted_fold), when rule choose_network took one whose
+    modality has networks to weigh against it; else nothing."""
     if not decides_network(wildcards.dataset, PARAMS):
         return []
     network = checkpoints.choose_network.get(dataset=wildcards.dataset).output.network
-    if scratch_beside(wildcards.dataset, PARAMS, network) is None:
-        return []
-    return _fold_files(wildcards, "nn/scratch", name)
+    return [
+        path
+        for folder in networks_beside(wildcards.dataset, PARAMS, network)
+        for path in _fold_files(wildcards, f"nn/{folder}", name)
+    ]
 
 
-def get_scratch_fold_metrics(wildcards):
-    """metrics.json of every fold of the network from scratch (see _scratch_fold_files)."""
-    return _scratch_fold_files(wildcards, "metrics.json")
+def get_beside_fold_metrics(wildcards):
+    """metrics.json of every fold of the networks beside (see _beside_fold_files)."""
+    return _beside_fold_files(wildcards, "metrics.json")
 
 
-def get_scratch_fold_predictions(wildcards):
-    """predictions.parquet of every fold of the network from scratch."""
-    return _scratch_fold_files(wildcards, "predictions.parquet")
+def get_beside_fold_predictions(wildcards):
+    """predictions.parquet of every fold of the networks beside."""
+    return _beside_fold_files(wildcards, "predictions.parquet")
 
 
-def get_scratch_fold_histories(wildcards):
-    """history.csv of every fold of the network from scratch."""
-    return _scratch_fold_files(wildcards, "history.csv")
+def get_beside_fold_histories(wildcards):
+    """history.csv of every fold of the networks beside."""
+    return _beside_fold_files(wildcards, "history.csv")
 
 
-def get_scratch_fold_models(wildcards):
-    """model.keras of every fold of the network from scratch."""
-    return _scratch_fold_files(wildcards, "model.keras")
+def get_beside_fold_models(wildcards):
+    """model.keras of every fold of the networks beside."""
+    return _beside_fold_files(wildcards, "model.keras")
 
 
 def get_test_shards(wildcards):

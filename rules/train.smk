@@ -9,7 +9,7 @@
 # up or a download that fails halfway through a run cannot give the folds different networks.
 # It runs where Snakemake runs (a cluster's submit host, which reaches the internet where
 # compute nodes often do not). A checkpoint: where it takes a transfer network whose
-# modality has one from scratch to weigh against it (images), the folds train both.
+# modality has others to weigh against it (images), the folds train them all.
 checkpoint choose_network:
     input:
         stats="results/{dataset}/tensors/stats.json",
@@ -105,8 +105,8 @@ rule train_fold:
 
 
 # Where auto took a pretrained image backbone, the folds also train the modality's network
-# from scratch on the tensors, and nn_summary keeps whichever has the better CV score: how
-# far ImageNet's features carry depends on the photos (Fashion-MNIST against digits).
+# from scratch on the tensors, and nn_summary keeps whichever has the best CV score: how far
+# ImageNet's features carry depends on the photos (Fashion-MNIST against digits).
 use rule train_fold as train_scratch_fold with:
     input:
         index="results/{dataset}/tensors/index.parquet",
@@ -126,9 +126,30 @@ use rule train_fold as train_scratch_fold with:
         "benchmarks/{dataset}/train_scratch_fold-{fold}.tsv"
     params:
         out_dir=get_scratch_fold_dir,
-        scratch=True,
+        beside="scratch",
         # it reads no embeddings, so a features setting does not retrain it
         features=None,
+
+
+# Where auto took a pretrained image backbone for classes, under train.image.wide_fit auto
+# the folds also train that transfer network with its linear part on pixels the step-2
+# regression, frozen (wide_fit fitted, cheap on the cached embeddings), and nn_summary keeps
+# the best of the three: a spectrogram's pixels carry the class by their place, a photo's
+# do not.
+use rule train_fold as train_fitted_fold with:
+    output:
+        model="results/{dataset}/nn/fitted/fold-{fold}/model.keras",
+        card="results/{dataset}/nn/fitted/fold-{fold}/model.json",
+        metrics="results/{dataset}/nn/fitted/fold-{fold}/metrics.json",
+        predictions="results/{dataset}/nn/fitted/fold-{fold}/predictions.parquet",
+        history="results/{dataset}/nn/fitted/fold-{fold}/history.csv",
+    log:
+        "logs/{dataset}/train_fitted_fold-{fold}.log",
+    benchmark:
+        "benchmarks/{dataset}/train_fitted_fold-{fold}.tsv"
+    params:
+        out_dir=get_fitted_fold_dir,
+        beside="fitted",
 
 
 rule nn_summary:
@@ -136,8 +157,8 @@ rule nn_summary:
         metric="results/{dataset}/intake/metric.json",
         metrics=get_nn_fold_metrics,
         predictions=get_nn_fold_predictions,
-        scratch_metrics=get_scratch_fold_metrics,
-        scratch_predictions=get_scratch_fold_predictions,
+        beside_metrics=get_beside_fold_metrics,
+        beside_predictions=get_beside_fold_predictions,
         network=get_network_if_decided,
         baseline="results/{dataset}/baseline/summary.json",
     output:

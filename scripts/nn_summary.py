@@ -5,7 +5,7 @@ from dlworkflow.logs import rule_logging
 
 with rule_logging(snakemake.log[0]):
     network_summary(snakemake.input.metric,
-                    [*snakemake.input.metrics, *snakemake.input.scratch_metrics],
-                    [*snakemake.input.predictions, *snakemake.input.scratch_predictions],
+                    [*snakemake.input.metrics, *snakemake.input.beside_metrics],
+                    [*snakemake.input.predictions, *snakemake.input.beside_predictions],
                     snakemake.input.baseline, snakemake.output.oof, snakemake.output.summary,
                     snakemake.input.get("network") or None)

@@ -163,7 +163,7 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
     details = (summary.get("fold_details") or {}).get(summary.get("best"), {})
     folds = range(len(summary["best_epochs"]))
     rows = [details.get(str(k), {}).get("train_rows") for k in folds]
-    histories = best_fold_files([*ctx.paths("histories"), *ctx.paths("scratch_histories")],
+    histories = best_fold_files([*ctx.paths("histories"), *ctx.paths("beside_histories")],
                                 summary)
     plan, tune_plan = final_phases(summary["best_epochs"], histories,
                                    final_settings.get("epochs", "auto"),
@@ -190,7 +190,7 @@ def train_final(ctx: RunContext) -> dict[str, Any]:
             "steps_per_epoch": trained.data.steps_per_epoch}
     model, averaged = trained.model, None
     if averages_folds(final_settings.get("average_folds", "auto"), ctx.dataset["task"]):
-        members = best_fold_files([*ctx.paths("fold_models"), *ctx.paths("scratch_models")],
+        members = best_fold_files([*ctx.paths("fold_models"), *ctx.paths("beside_models")],
                                   summary)
         model = averaged_network(trained.model, members)
         save_keras(model, out / "model.keras")  # replaces the final network alone

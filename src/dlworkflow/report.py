@@ -193,8 +193,8 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     names = metric_names(choice)
     primary = names[0]
     predictions = pd.read_parquet(inputs["predictions"])
-    # the folds of the network the final step trained (the CV-best where they trained two)
-    histories = best_fold_files([*inputs["histories"], *(inputs.get("scratch_histories") or [])],
+    # the folds of the network the final step trained (the CV-best where they trained several)
+    histories = best_fold_files([*inputs["histories"], *(inputs.get("beside_histories") or [])],
                                 network)
     shipped = result["shipped"]["shipped"]
     mine = predictions[predictions["model"] == result[shipped]["model"]]

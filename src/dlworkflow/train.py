@@ -41,6 +41,7 @@ from dlworkflow.data import (
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
 from dlworkflow.heap import keep_freed_heap
+from dlworkflow.modalities.base import VARIANT_MARK, split_network_name
 from dlworkflow.models.extractors import embeddings_folder
 from dlworkflow.provenance import environment
 from dlworkflow.tfdata import untuned, untuned_batches
@@ -199,31 +200,43 @@ def choose_extractor(ctx: RunContext, out: str | Path) -> dict[str, Any]:
 def decided_network(ctx: RunContext) -> tuple[str, str] | None:
     """The network rule choose_network decided on for the dataset and why (its input
     `network`), or None where the folds decide themselves (no input: a named architecture,
-    or a modality whose `auto` does not depend on the machine). Rule train_scratch_fold
-    (param `scratch`) trains the modality's network from scratch beside that decision
-    (`Modality.scratch_beside`); the final model (input `summary`) the folds' CV-best of
-    the two."""
+    or a modality whose `auto` does not depend on the machine). Rules train_scratch_fold and
+    train_fitted_fold (param `beside`: the folder) train a network beside that decision
+    (`Modality.networks_beside`); the final model (input `summary`) the folds' CV-best of
+    them. The name may carry a variant (`image_transfer+fitted`, `split_network_name`)."""
     paths = ctx.paths("network")
     if not paths:
         return None
     choice = json.loads(Path(paths[0]).read_text())
     decided, reason = choice["architecture"], choice["reason"]
-    if ctx.values.get("scratch"):
-        scratch = ctx.modality.scratch_beside(ctx.task.name, decided)
-        if scratch is None:
-            raise ConfigError(f"rule train_scratch_fold: {ctx.modality.name} {ctx.task.name} "
-                              f"has no network from scratch to train beside {decided}")
-        return scratch, (f"auto: trained from scratch beside {decided} (auto's choice, "
-                         f"{reason}); cross-validation chooses between the two")
+    folder = ctx.values.get("beside")
+    if folder:
+        beside = ctx.modality.networks_beside(ctx.task.name, decided, ctx.section("train"))
+        if folder not in beside:
+            raise ConfigError(f"rule train_{folder}_fold: {ctx.modality.name} {ctx.task.name} "
+                              f"under these train settings has no network {folder!r} to train "
+                              f"beside {decided}")
+        return beside[folder], (f"auto: trained beside {decided} (auto's choice, {reason}) "
+                                f"as one of the {len(beside) + 1} networks cross-validation "
+                                "chooses among")
     summaries = ctx.paths("summary")
     if summaries:
         summary = json.loads(Path(summaries[0]).read_text())
         chosen, best = summary.get("network_choice"), summary.get("best")
         if chosen:
-            return best, (f"{reason}; {chosen}" if best == decided
+            return best, (f"{reason}; {chosen}" if split_network_name(best)[0] == decided
                           else f"auto: trained from scratch: {chosen}")
     return decided, reason
 
+
+def variant_context(ctx: RunContext, name: str) -> RunContext:
+    """`ctx` with the train section the network `name` trains under: as configured, or with
+    the setting its variant (`image_transfer+fitted`) changes."""
+    variant = split_network_name(name)[1]
+    if variant is None:
+        return ctx
+    train = ctx.modality.variant_settings(variant, ctx.section("train"))
+    return ctx.with_values(sections={**ctx.sections, "train": train})
 
 
 @dataclass(frozen=True)
@@ -978,6 +991,8 @@ class Trained:
     model: Any
     history: dict[str, list]
     spec: Any
+    #: the name its scores go by: the architecture, and its variant where it has one
+    #: (`image_transfer+fitted`)
     architecture: str
     data: FoldData
     devices: list
@@ -1007,6 +1022,12 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         frozen_linear_view,
     )
 
+    decided = decided_network(ctx)
+    variant = None
+    if decided is not None:  # a variant (image_transfer+fitted) trains under its settings
+        ctx = variant_context(ctx, decided[0])
+        (base, variant), why = split_network_name(decided[0]), decided[1]
+        decided = (base, why)
     settings = ctx.section("train")
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
@@ -1019,10 +1040,10 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     batch_size = int(settings.get("batch_size", 32)) * replicas  # per replica x replicas
     data = FoldData.load(ctx, ctx.folder("index"), fold, batch_size, seed, slices)
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
-                                            tuple(data.valid["x"].shape[1:]),
-                                            decided_network(ctx))
+                                            tuple(data.valid["x"].shape[1:]), decided)
     reason += average_down_note(architecture, tuple(data.valid["x"].shape[1:]), settings)
-    log.info("network %s: %s", architecture, reason)
+    name = architecture if variant is None else f"{architecture}{VARIANT_MARK}{variant}"
+    log.info("network %s: %s", name, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "
                          f"{len(data.valid['ids'])} validation rows; every fold needs both")
@@ -1051,7 +1072,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         weights = ctx.task.class_weights(settings.get("class_weight", "none"),
                                          data.train_rows, data.classes)
         log.info("%s: %s, %d training and %d validation rows, %s, %s, %d parameters",
-                 "final" if fold is None else f"fold {fold}", architecture, len(data.train_rows),
+                 "final" if fold is None else f"fold {fold}", name, len(data.train_rows),
                  0 if fold is None else len(data.valid["ids"]),
                  "in RAM" if data.in_memory else "streamed", f"GPU x{len(gpus)}" if gpus else "CPU",
                  model.count_params())
@@ -1096,7 +1117,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
         save_keras(model, out / "model.keras")  # the same bytes for the same weights
         release_backup(run.backup)  # finished: a rerun starts from scratch
         predictor = None if cached or fit_model is model or not encodes_text(model) else fit_model
-        return Trained(model, history, spec, architecture, data, gpus, replicas, reason,
+        return Trained(model, history, spec, name, data, gpus, replicas, reason,
                        predictor, tune_from)
 
 

@@ -122,7 +122,8 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="train",
-        rules=("choose_network", "encode_texts", "train_fold", "train_scratch_fold", "nn_summary"),
+        rules=("choose_network", "encode_texts", "train_fold", "train_scratch_fold",
+               "train_fitted_fold", "nn_summary"),
         outputs=("results/{dataset}/nn/oof.parquet",),
         metrics=("results/{dataset}/nn/headline.json",),
         params=("seed", "train", "augment", "split", "tensors", "features", "datasets.{dataset}"),
@@ -346,17 +347,20 @@ def decides_network(name: str, params: Mapping[str, Any]) -> bool:
             and _modality_says("decides_once", name, params))
 
 
-def scratch_beside(name: str, params: Mapping[str, Any], network: str | Path) -> str | None:
-    """The network dataset `name`'s folds also train from scratch beside `auto`'s transfer
-    network (rule train_scratch_fold), so that cross-validation chooses between them, given
-    rule choose_network's decision file `network`; None where they train that one alone."""
+def networks_beside(name: str, params: Mapping[str, Any], network: str | Path) -> dict[str, str]:
+    """The networks dataset `name`'s folds train beside `auto`'s transfer network (rules
+    train_scratch_fold and train_fitted_fold), so that cross-validation chooses among them,
+    given rule choose_network's decision file `network`: {folder under nn/: name}; empty
+    where they train that one alone."""
     import json
 
+    from dlworkflow.config import dataset_section
     from dlworkflow.modalities import get_modality_class
 
     dataset = params["datasets"][name]
     decided = json.loads(Path(network).read_text())["architecture"]
-    return get_modality_class(dataset["modality"]).scratch_beside(dataset["task"], decided)
+    return get_modality_class(dataset["modality"]).networks_beside(
+        dataset["task"], decided, dataset_section(params, name, "train"))
 
 
 def _modality_says(hook: str, name: str, params: Mapping[str, Any]) -> bool:

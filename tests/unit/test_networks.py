@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlworkflow.errors import ConfigError
 from dlworkflow.items import Item
 from dlworkflow.models.networks import frozen_linear_view
 from dlworkflow.train import backup_dir, train_fold
@@ -187,45 +188,67 @@ def test_auto_chooses_the_image_network_once_and_downloads_there(tmp_path, monke
     assert len(tried) == 1
 
 
-def test_the_folds_weigh_a_network_from_scratch_against_autos_transfer_network(tmp_path):
+def test_the_folds_weigh_networks_beside_autos_transfer_network(tmp_path):
     """Where `auto` took image_transfer, rule train_scratch_fold trains the task's network
-    from scratch beside it; nn_summary keeps the CV-best (auto's own choice on a tie) and
-    says why, and the final model trains it, replaying its folds. Other choices and other
-    modalities train one network."""
+    from scratch beside it, and for classes under `train.image.wide_fit: auto` rule
+    train_fitted_fold trains it with its linear part fitted (`image_transfer+fitted`);
+    nn_summary keeps the CV-best (auto's own choice on a tie) and says why, and the final
+    model trains it, replaying its folds, under the variant's settings. Other choices, other
+    modalities and a wide_fit set by hand train fewer networks."""
     from dlworkflow.evaluate import best_fold_files, network_summary
+    from dlworkflow.modalities.base import split_network_name
     from dlworkflow.modalities.image import ImageModality
     from dlworkflow.modalities.text import TextModality
-    from dlworkflow.train import architecture_for, decided_network
-    from dlworkflow.workflow import scratch_beside
+    from dlworkflow.train import architecture_for, decided_network, variant_context
+    from dlworkflow.workflow import networks_beside
 
-    assert ImageModality.scratch_beside("classification", "image_transfer") == "image_wide_cnn"
-    assert ImageModality.scratch_beside("regression", "image_transfer") == "image_cnn"
-    assert ImageModality.scratch_beside("classification", "image_wide_cnn") is None
-    assert TextModality.scratch_beside("classification", "text_transfer") is None
+    both = {"scratch": "image_wide_cnn", "fitted": "image_transfer+fitted"}
+    assert ImageModality.networks_beside("classification", "image_transfer", {}) == both
+    assert ImageModality.networks_beside("regression", "image_transfer", {}) == {
+        "scratch": "image_cnn"}
+    for fit in ("joint", "fitted"):  # set by hand: the folds train that one alone
+        assert ImageModality.networks_beside("classification", "image_transfer",
+                                             {"image": {"wide_fit": fit}}) == {
+            "scratch": "image_wide_cnn"}
+    assert ImageModality.networks_beside("classification", "image_wide_cnn", {}) == {}
+    assert TextModality.networks_beside("classification", "text_transfer", {}) == {}
+    assert split_network_name("image_transfer+fitted") == ("image_transfer", "fitted")
+    assert split_network_name("image_transfer") == ("image_transfer", None)
     network = tmp_path / "network.json"
     network.write_text(json.dumps({"architecture": "image_transfer",
                                    "reason": "auto: transfer learning, weights found"}))
     params = {"datasets": {"photos": dataset("image")}}
-    assert scratch_beside("photos", params, network) == "image_wide_cnn"
+    assert networks_beside("photos", params, network) == both
     params = {"datasets": {"texts": dataset("text")}}
-    assert scratch_beside("texts", params, network) is None
+    assert networks_beside("texts", params, network) == {}
 
     fold = fold_context(dataset("image"), tmp_path, {"train": {"architecture": "auto"}})
     fold = fold.with_values(inputs={**fold.inputs, "network": str(network)})
     assert decided_network(fold) == ("image_transfer", "auto: transfer learning, weights found")
-    name, why = decided_network(fold.with_values(values={"scratch": True}))
-    assert name == "image_wide_cnn" and "beside image_transfer" in why and "weights found" in why
+    for folder, expected in both.items():
+        name, why = decided_network(fold.with_values(values={"beside": folder}))
+        assert name == expected and "beside image_transfer" in why and "weights found" in why
+        assert "one of the 3 networks" in why
+    with pytest.raises(ConfigError, match=r"train_nothing_fold.*no network 'nothing'"):
+        decided_network(fold.with_values(values={"beside": "nothing"}))
+    image = variant_context(fold, "image_transfer+fitted").section("train")["image"]
+    assert image["wide_fit"] == "fitted"
+    assert variant_context(fold, "image_transfer") is fold
+    with pytest.raises(ConfigError, match="no variant 'other'"):
+        variant_context(fold, "image_transfer+other")
 
     (tmp_path / "metric.json").write_text(json.dumps({"primary": {"name": "accuracy"}}))
     (tmp_path / "baseline.json").write_text(json.dumps({
         "primary": "accuracy", "best": "logreg",
         "models": {"logreg": {"accuracy": {"mean": 0.8, "std": 0.01, "folds": [0.8, 0.8]}}}}))
+    folders = {"image_transfer": "nn", "image_wide_cnn": "nn/scratch",
+               "image_transfer+fitted": "nn/fitted"}
 
     def summary(scores):
         metrics, predictions = [], []
-        for name, folder in (("image_transfer", "nn"), ("image_wide_cnn", "nn/scratch")):
+        for name in scores:
             for k, score in enumerate(scores[name]):
-                out = tmp_path / "results" / folder / f"fold-{k}"
+                out = tmp_path / "results" / folders[name] / f"fold-{k}"
                 out.mkdir(parents=True, exist_ok=True)
                 (out / "metrics.json").write_text(json.dumps({"fold": k, "models": {name: {
                     "metrics": {"accuracy": score}, "best_epoch": 3 + k}}}))
@@ -237,28 +260,43 @@ def test_the_folds_weigh_a_network_from_scratch_against_autos_transfer_network(t
                                str(tmp_path / "baseline.json"), str(tmp_path / "oof.parquet"),
                                str(tmp_path / "summary.json"), str(network))
 
+    histories = [str(tmp_path / "results" / f / f"fold-{k}" / "history.csv")
+                 for f in ("nn", "nn/scratch", "nn/fitted") for k in (0, 1)]
+    final = fold.with_values(inputs={**fold.inputs, "summary": str(tmp_path / "summary.json")})
     result = summary({"image_transfer": [0.85, 0.87], "image_wide_cnn": [0.95, 0.93]})
     assert result["best"] == "image_wide_cnn" and result["folds"] == 2
     assert result["network_choice"].startswith("image_wide_cnn, the network from scratch "
                                                "trained beside auto's transfer network")
+    assert "has the better CV" in result["network_choice"]
     assert "image_transfer 0.8600" in result["network_choice"]
     assert result["verdict"].startswith("The folds trained 2 networks: image_wide_cnn")
     assert len(pd.read_parquet(tmp_path / "oof.parquet")) == 8
-    histories = [str(tmp_path / "results" / f / f"fold-{k}" / "history.csv")
-                 for f in ("nn", "nn/scratch") for k in (0, 1)]
-    assert best_fold_files(histories, result) == histories[2:]
-    final = fold.with_values(inputs={**fold.inputs, "summary": str(tmp_path / "summary.json")})
+    assert best_fold_files(histories, result) == histories[2:4]
     name, why = decided_network(final)
     assert name == "image_wide_cnn" and why.startswith("auto: trained from scratch: ")
     assert architecture_for(ImageModality({"kind": "folders"}), "classification",
                             {"architecture": "auto"}, (64, 64, 3), (name, why))[0] == name
 
-    result = summary({"image_transfer": [0.9, 0.9], "image_wide_cnn": [0.9, 0.9]})  # a tie
+    result = summary({"image_transfer": [0.9, 0.9], "image_wide_cnn": [0.9, 0.9],
+                      "image_transfer+fitted": [0.9, 0.9]})  # a tie
     assert result["best"] == "image_transfer"
     assert "auto's transfer network" in result["network_choice"]
+    assert "has the best CV" in result["network_choice"]
     assert best_fold_files(histories, result) == histories[:2]
     name, why = decided_network(final)
     assert name == "image_transfer" and why.startswith("auto: transfer learning, weights found; ")
+
+    result = summary({"image_transfer": [0.9, 0.9], "image_wide_cnn": [0.89, 0.9],
+                      "image_transfer+fitted": [0.93, 0.92]})
+    assert result["best"] == "image_transfer+fitted"
+    assert result["network_choice"].startswith(
+        "image_transfer+fitted, auto's transfer network as its variant fitted, has the best CV")
+    assert result["verdict"].startswith("The folds trained 3 networks: image_transfer+fitted")
+    assert best_fold_files(histories, result) == histories[4:]
+    assert len(pd.read_parquet(tmp_path / "oof.parquet")) == 12
+    name, why = decided_network(final)  # the final model: the variant, auto's own reason
+    assert name == "image_transfer+fitted"
+    assert why.startswith("auto: transfer learning, weights found; image_transfer+fitted")
 
 
 def test_same_seed_gives_the_same_network_metrics(image_shards, tmp_path):

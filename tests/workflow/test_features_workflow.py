@@ -232,8 +232,9 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     image_transfer is embedded once by that network's own backbone and weights
     (`train.transfer`), the decision made once by the features step and taken by
     choose_network; the baselines get the embeddings beside the flat rows and the head
-    trains on them. Beside it the folds train image_wide_cnn from scratch on the tensors,
-    and the final model is the CV-best of the two, the summary and the card saying why.
+    trains on them. Beside it the folds train image_wide_cnn from scratch on the tensors and
+    the transfer network with its linear part fitted (`train.image.wide_fit: auto`), and the
+    final model is the CV-best of the three, the summary and the card saying why.
     With the weights gone, `auto` trains from scratch: the step holds no embeddings and says
     why, the baselines and the network read the tensors alone, and one network trains."""
     path, _ = trained_weights
@@ -278,22 +279,39 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     model = keras.saving.load_model(digits / "nn" / "scratch" / "fold-0" / "model.keras")
     assert model.input_shape[1:3] == (64, 64)  # the tensors, no backbone
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    # and the transfer network with its linear part fitted (wide_fit auto), on the embeddings
+    for k in range(folds):
+        fitted = json.loads((digits / "nn" / "fitted" / f"fold-{k}" / "model.json").read_text())
+        assert fitted["architecture"] == "image_transfer+fitted"
+        assert "beside image_transfer" in json.dumps(fitted)
+    log = (project / "logs" / "digits" / "train_fitted_fold-0.log").read_text()
+    assert "beside the frozen regression's logits on the images' pixels" in log
+    from dlworkflow.shipping import load_network
+
+    model, _ = load_network(digits / "nn" / "fitted" / "fold-0")
+    assert find_backbone(model) is not None
+    scale = model.get_layer("head").get_layer("linear_scale")
+    assert not model.get_layer("head").get_layer("linear_logits").trainable
+    assert scale.trainable and float(np.asarray(scale.get_weights()[0]).ravel()[0]) != 1.0
     summary = json.loads((digits / "nn" / "summary.json").read_text())
     scores = {name: entry["accuracy"]["mean"] for name, entry in summary["models"].items()}
-    assert set(scores) == {"image_transfer", "image_wide_cnn"}
+    assert set(scores) == {"image_transfer", "image_wide_cnn", "image_transfer+fitted"}
     assert summary["best"] == max(scores, key=scores.get) and summary["folds"] == folds
     assert summary["network_choice"].startswith(summary["best"])
     assert summary["network_choice"] in summary["verdict"]
     trainval = int((tensors["role"] == "trainval").sum())
     oof = pd.read_parquet(digits / "nn" / "oof.parquet")
     assert oof.groupby("model")["id"].nunique().to_dict() == {
-        "image_transfer": trainval, "image_wide_cnn": trainval}
+        "image_transfer": trainval, "image_wide_cnn": trainval,
+        "image_transfer+fitted": trainval}
     final = json.loads((digits / "final" / "model.json").read_text())
     assert final["architecture"] == summary["best"]
     assert summary["network_choice"] in json.dumps(final, ensure_ascii=False)
+    folder = {"image_transfer": "", "image_wide_cnn": "scratch/",
+              "image_transfer+fitted": "fitted/"}[summary["best"]]
     for k in range(folds):  # the final replays the winner's folds
-        assert f"nn/{'scratch/' if summary['best'] == 'image_wide_cnn' else ''}fold-{k}" in (
-            summary["fold_details"][summary["best"]][str(k)]["folder"])
+        assert f"nn/{folder}fold-{k}" in summary["fold_details"][summary["best"]][str(k)][
+            "folder"]
 
     params["train"]["transfer"]["weights"] = str(path.with_name("gone.weights.h5"))
     write_params(project, params)

@@ -17,6 +17,18 @@ from dlworkflow.errors import ConfigError
 from dlworkflow.items import Item
 from dlworkflow.layouts import Discovery, LayoutContext, discover
 
+#: joins a network's architecture and the variant it was trained as, in the name its scores go
+#: by: `image_transfer+fitted` is image_transfer under train.image.wide_fit fitted
+VARIANT_MARK = "+"
+
+
+def split_network_name(name: str) -> tuple[str, str | None]:
+    """A network's name as its scores go by: its architecture and its variant (None for the
+    architecture as configured)."""
+    architecture, mark, variant = name.partition(VARIANT_MARK)
+    return architecture, (variant if mark else None)
+
+
 FILE_LAYOUTS = ("folders", "filename_regex", "manifest")
 
 
@@ -196,12 +208,21 @@ class Modality(ABC):
         return False
 
     @classmethod
-    def scratch_beside(cls, task: str, decided: str) -> str | None:
-        """The network `auto` trains from scratch in the folds beside `decided`, its
-        transfer network chosen once (rule choose_network), so that cross-validation chooses
-        between the two (rule train_scratch_fold); None where the folds train `decided`
-        alone (here always)."""
-        return None
+    def networks_beside(cls, task: str, decided: str,
+                        train: Mapping[str, Any]) -> dict[str, str]:
+        """The networks `auto`'s folds train beside `decided`, its transfer network chosen once
+        (rule choose_network), so that cross-validation chooses among them: {the folder under
+        `nn/` they are written to (rule train_<folder>_fold): the name their scores go by};
+        empty where the folds train `decided` alone (here always). `train` is the dataset's
+        train section."""
+        return {}
+
+    @classmethod
+    def variant_settings(cls, variant: str, train: Mapping[str, Any]) -> dict[str, Any]:
+        """The train section a network named `<architecture>+<variant>` (one of
+        `networks_beside`'s) trains under: `train` with the setting the variant changes; none
+        here."""
+        raise ConfigError(f"{cls.name} networks have no variant {variant!r}")
 
     @classmethod
     def embeds_under_auto(cls, task: str, train: Mapping[str, Any],

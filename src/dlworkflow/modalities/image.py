@@ -14,11 +14,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from dlworkflow.errors import BadInput
 from dlworkflow.figures import data_uri
 from dlworkflow.items import Item
-from dlworkflow.modalities.base import Modality
+from dlworkflow.modalities.base import VARIANT_MARK, Modality
 
 _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # width and height swap once the EXIF rotation is applied
 _BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
+
+
+def wide_fit(train: Mapping[str, Any]) -> str:
+    """`train.image.wide_fit` of a train section: auto, joint or fitted."""
+    return str((train.get("image") or {}).get("wide_fit", "auto"))
 
 
 def _orientation(image: Image.Image) -> int:
@@ -186,15 +191,34 @@ class ImageModality(Modality):
                 and backbone_weights(settings) not in (None, "none"))
 
     @classmethod
-    def scratch_beside(cls, task: str, decided: str) -> str | None:
-        """The task's network from scratch where `auto` took image_transfer: how far
-        ImageNet's features carry depends on the photos (a CNN from scratch is the
-        literature's answer for hand signs), and only the folds can tell for a user's set.
-        On the benchmark's photo sets: Fashion-MNIST kept the transfer network (0.875 in CV
-        against `image_wide_cnn`'s 0.831), digits enlarged to 64 px took the network from
-        scratch (0.973 against 0.970)."""
+    def networks_beside(cls, task: str, decided: str,
+                        train: Mapping[str, Any]) -> dict[str, str]:
+        """Where `auto` took image_transfer: the task's network from scratch (folder
+        `scratch`), since how far ImageNet's features carry depends on the photos (a CNN from
+        scratch is the literature's answer for hand signs) and only the folds can tell for a
+        user's set; and for classes under `train.image.wide_fit: auto` the transfer network
+        whose linear part on pixels is the step-2 regression, frozen (`fitted`, named
+        `image_transfer+fitted`): a picture whose pixels' place carries the class, as a
+        spectrogram's frequency does, wants it, a photo does not (docs/BENCHMARKS.md). On the
+        benchmark's sets: Fashion-MNIST kept the joint transfer network (0.875 in CV against
+        `image_wide_cnn`'s 0.831 and fitted's 0.851), FSDD's spectrograms as 64-px PNGs took
+        fitted (0.933 against 0.904 joint)."""
+        if decided != "image_transfer":
+            return {}
+        beside = {}
         scratch = cls.networks.get(task, ("",))[0]
-        return scratch if decided == "image_transfer" and scratch != decided else None
+        if scratch != decided:
+            beside["scratch"] = scratch
+        if task == "classification" and wide_fit(train) == "auto":
+            beside["fitted"] = f"{decided}{VARIANT_MARK}fitted"
+        return beside
+
+    @classmethod
+    def variant_settings(cls, variant: str, train: Mapping[str, Any]) -> dict[str, Any]:
+        """`fitted`: train.image.wide_fit fitted."""
+        if variant != "fitted":
+            return super().variant_settings(variant, train)
+        return {**train, "image": {**(train.get("image") or {}), "wide_fit": "fitted"}}
 
     @classmethod
     def embeds_under_auto(cls, task: str, train: Mapping[str, Any],
