@@ -209,7 +209,9 @@ class ImageModality(Modality):
         scratch = cls.networks.get(task, ("",))[0]
         if scratch != decided:
             beside["scratch"] = scratch
-        if task == "classification" and wide_fit(train) == "auto":
+        from dlworkflow.tasks import get_task
+
+        if get_task(task).estimator_kind == "classifier" and wide_fit(train) == "auto":
             beside["fitted"] = f"{decided}{VARIANT_MARK}fitted"
         return beside
 
