@@ -244,7 +244,7 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     params["train"]["transfer"] = {"backbone": "mobilenet_v3_small", "weights": str(path)}
     params["features"] = {"side": 72}  # quick: below the 224 shipped
     write_params(project, params)
-    targets = ["results/digits/baseline/summary.json", "results/digits/final/model.json"]
+    targets = ["results/digits/baseline/summary.json", "results/digits/final/report.html"]
     done = run(["snakemake", "--cores", "2", "--", *targets], project)
     assert done.returncode == 0, done.stderr[-3000:]
     digits = project / "results" / "digits"
@@ -307,6 +307,9 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     final = json.loads((digits / "final" / "model.json").read_text())
     assert final["architecture"] == summary["best"]
     assert summary["network_choice"] in json.dumps(final, ensure_ascii=False)
+    html = (digits / "final" / "report.html").read_text()  # one tile: the CV-best network
+    tiles = re.findall(r'class="kpi"><b>[^<]*</b>CV accuracy, network ([^<]*)</div>', html)
+    assert tiles == [summary["best"]]
     folder = {"image_transfer": "", "image_wide_cnn": "scratch/",
               "image_transfer+fitted": "fitted/"}[summary["best"]]
     for k in range(folds):  # the final replays the winner's folds

@@ -203,14 +203,14 @@ class ImageModality(Modality):
         benchmark's sets: Fashion-MNIST kept the joint transfer network (0.875 in CV against
         `image_wide_cnn`'s 0.831 and fitted's 0.851), FSDD's spectrograms as 64-px PNGs took
         fitted (0.933 against 0.904 joint)."""
+        from dlworkflow.tasks import get_task
+
         if decided != "image_transfer":
             return {}
         beside = {}
         scratch = cls.networks.get(task, ("",))[0]
         if scratch != decided:
             beside["scratch"] = scratch
-        from dlworkflow.tasks import get_task
-
         if get_task(task).estimator_kind == "classifier" and wide_fit(train) == "auto":
             beside["fitted"] = f"{decided}{VARIANT_MARK}fitted"
         return beside
