@@ -285,15 +285,13 @@ def get_fold_dir(wildcards):
     return f"results/{wildcards.dataset}/nn/fold-{wildcards.fold}"
 
 
-def get_scratch_fold_dir(wildcards):
-    """The folder of a fold's network from scratch, trained beside auto's transfer network."""
-    return f"results/{wildcards.dataset}/nn/scratch/fold-{wildcards.fold}"
-
-
-def get_fitted_fold_dir(wildcards):
-    """The folder of a fold's transfer network with its linear part fitted (wide_fit fitted),
-    trained beside auto's transfer network."""
-    return f"results/{wildcards.dataset}/nn/fitted/fold-{wildcards.fold}"
+def beside_fold_dir(folder):
+    """The params function of the folder of a fold's network trained beside auto's transfer
+    network, `nn/<folder>/fold-<k>` (`scratch`: from scratch; `fitted`: its linear part
+    fitted, wide_fit fitted)."""
+    return (
+        lambda wildcards: f"results/{wildcards.dataset}/nn/{folder}/fold-{wildcards.fold}"
+    )
 
 
 def _beside_fold_files(wildcards, name):

@@ -125,7 +125,7 @@ use rule train_fold as train_scratch_fold with:
     benchmark:
         "benchmarks/{dataset}/train_scratch_fold-{fold}.tsv"
     params:
-        out_dir=get_scratch_fold_dir,
+        out_dir=beside_fold_dir("scratch"),
         beside="scratch",
         # it reads no embeddings, so a features setting does not retrain it
         features=None,
@@ -148,7 +148,7 @@ use rule train_fold as train_fitted_fold with:
     benchmark:
         "benchmarks/{dataset}/train_fitted_fold-{fold}.tsv"
     params:
-        out_dir=get_fitted_fold_dir,
+        out_dir=beside_fold_dir("fitted"),
         beside="fitted",
 
 

@@ -41,7 +41,7 @@ from dlworkflow.data import (
 from dlworkflow.errors import ConfigError
 from dlworkflow.evaluate import write_fold_metrics
 from dlworkflow.heap import keep_freed_heap
-from dlworkflow.modalities.base import VARIANT_MARK, split_network_name
+from dlworkflow.modalities.base import network_name, split_network_name
 from dlworkflow.models.extractors import embeddings_folder
 from dlworkflow.provenance import environment
 from dlworkflow.tfdata import untuned, untuned_batches
@@ -1026,8 +1026,8 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     variant = None
     if decided is not None:  # a variant (image_transfer+fitted) trains under its settings
         ctx = variant_context(ctx, decided[0])
-        (base, variant), why = split_network_name(decided[0]), decided[1]
-        decided = (base, why)
+        base, variant = split_network_name(decided[0])
+        decided = (base, decided[1])
     settings = ctx.section("train")
     out.mkdir(parents=True, exist_ok=True)
     # outside nn/ and final/: neither Snakemake (failed job) nor DVC (stage rerun) deletes it
@@ -1042,7 +1042,7 @@ def train_network(ctx: RunContext, fold: int | None, out: Path, epochs: int,
     architecture, reason = architecture_for(ctx.modality, ctx.task.name, settings,
                                             tuple(data.valid["x"].shape[1:]), decided)
     reason += average_down_note(architecture, tuple(data.valid["x"].shape[1:]), settings)
-    name = architecture if variant is None else f"{architecture}{VARIANT_MARK}{variant}"
+    name = network_name(architecture, variant)
     log.info("network %s: %s", name, reason)
     if not len(data.train_rows) or not len(data.valid["ids"]):
         raise ValueError(f"fold {fold}: {len(data.train_rows)} training and "

@@ -29,6 +29,11 @@ def split_network_name(name: str) -> tuple[str, str | None]:
     return architecture, (variant if mark else None)
 
 
+def network_name(architecture: str, variant: str | None) -> str:
+    """The name a network's scores go by (`split_network_name`'s inverse)."""
+    return architecture if variant is None else f"{architecture}{VARIANT_MARK}{variant}"
+
+
 FILE_LAYOUTS = ("folders", "filename_regex", "manifest")
 
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from dlworkflow.errors import BadInput
 from dlworkflow.figures import data_uri
 from dlworkflow.items import Item
-from dlworkflow.modalities.base import VARIANT_MARK, Modality
+from dlworkflow.modalities.base import Modality, network_name
 
 _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # width and height swap once the EXIF rotation is applied
@@ -212,7 +212,7 @@ class ImageModality(Modality):
         if scratch != decided:
             beside["scratch"] = scratch
         if get_task(task).estimator_kind == "classifier" and wide_fit(train) == "auto":
-            beside["fitted"] = f"{decided}{VARIANT_MARK}fitted"
+            beside["fitted"] = network_name(decided, "fitted")
         return beside
 
     @classmethod

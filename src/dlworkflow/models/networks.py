@@ -584,7 +584,7 @@ def _wide_pixels(inputs, spec: NetworkSpec):
     if factor > 1:  # block means, the remainder rows and columns dropped (the baseline's)
         pixels = keras.layers.AveragePooling2D(factor)(pixels)
     flat = keras.layers.Flatten(name="flat_pixels")(pixels)
-    rows = spec.fit_rows()[0]
+    rows, labels = spec.fit_rows()  # a streamed fold is read through once
     matrix = np.concatenate(_in_batches(keras.Model(inputs, flat).predict_on_batch, rows,
                                          np.asarray))
     mean, variance = matrix.mean(axis=0), matrix.var(axis=0)
@@ -597,7 +597,7 @@ def _wide_pixels(inputs, spec: NetworkSpec):
 
         scaled = ((matrix - mean) / np.sqrt(variance)).astype(np.float32)
         return LogitScale(name="linear_scale")(_frozen_regression(
-            standard, scaled, spec.fit_rows()[1], spec, float(image.get("wide_C", 1.0)), False,
+            standard, scaled, labels, spec, float(image.get("wide_C", 1.0)), False,
             int(image.get("wide_crossfit", 5))))
     return keras.layers.Dense(spec.outputs, kernel_initializer="zeros",
                               kernel_regularizer=_regularizer(spec),
