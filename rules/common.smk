@@ -286,24 +286,24 @@ def get_fold_dir(wildcards):
 
 
 def beside_fold_dir(folder):
-    """The params function of the folder of a fold's network trained beside auto's transfer
-    network, `nn/<folder>/fold-<k>` (`scratch`: from scratch; `fitted`: its linear part
-    fitted, wide_fit fitted)."""
+    """The params function of the folder of a fold's network trained beside auto's choice,
+    `nn/<folder>/fold-<k>` (`scratch`: from scratch beside a transfer network; `fitted`: auto's
+    choice with its linear part fitted, wide_fit fitted)."""
     return (
         lambda wildcards: f"results/{wildcards.dataset}/nn/{folder}/fold-{wildcards.fold}"
     )
 
 
 def _beside_fold_files(wildcards, name):
-    """`name` of every fold of every network the folds train beside auto's transfer network
-    (rules train_scratch_fold and train_fitted_fold), when rule choose_network took one whose
-    modality has networks to weigh against it; else nothing."""
+    """`name` of every fold of every network the folds train beside auto's choice (rules
+    train_scratch_fold and train_fitted_fold), as rule choose_network's decision lists them;
+    nothing where it lists none or the folds decide themselves."""
     if not decides_network(wildcards.dataset, PARAMS):
         return []
     network = checkpoints.choose_network.get(dataset=wildcards.dataset).output.network
     return [
         path
-        for folder in networks_beside(wildcards.dataset, PARAMS, network)
+        for folder in networks_beside(network)
         for path in _fold_files(wildcards, f"nn/{folder}", name)
     ]
 

@@ -8,8 +8,9 @@
 # first use downloads the weights here (not in folds side by side), and weights that turn
 # up or a download that fails halfway through a run cannot give the folds different networks.
 # It runs where Snakemake runs (a cluster's submit host, which reaches the internet where
-# compute nodes often do not). A checkpoint: where it takes a transfer network whose
-# modality has others to weigh against it (images), the folds train them all.
+# compute nodes often do not). A checkpoint: where its decision lists networks to weigh
+# against its choice (images: the network from scratch beside a transfer network, the fitted
+# variant beside either on pictures of 64 px or more), the folds train them all.
 checkpoint choose_network:
     input:
         stats="results/{dataset}/tensors/stats.json",

@@ -168,18 +168,18 @@ def best_fold_files(paths: Sequence[str], summary: Mapping[str, Any]) -> list[st
 
 
 def network_choice(summary: Mapping[str, Any], decided: str, label: str) -> str:
-    """Why the network is the one it is where the folds trained several (auto's transfer
-    network `decided` and the networks beside it: the modality's network from scratch, the
-    transfer network's variant `<decided>+fitted`): the best CV mean (the first listed, auto's
-    own choice, on a tie)."""
+    """Why the network is the one it is where the folds trained several (auto's choice
+    `decided` and the networks beside it: the modality's network from scratch beside a
+    transfer network, the variant `<decided>+fitted`): the best CV mean (the first listed,
+    auto's own choice, on a tie)."""
     from dlworkflow.modalities.base import split_network_name
 
     models, primary, best = summary["models"], summary["primary"], summary["best"]
     scores = ", ".join(f"{name} {models[name][primary]['mean']:.4f} ± "
                        f"{models[name][primary]['std']:.4f}" for name in models)
     architecture, variant = split_network_name(best)
-    how = ("auto's transfer network" if best == decided else
-           f"auto's transfer network as its variant {variant}" if architecture == decided else
+    how = ("auto's own choice" if best == decided else
+           f"auto's choice {decided} as its variant {variant}" if architecture == decided else
            f"the network from scratch trained beside auto's transfer network {decided}")
     return (f"{best}, {how}, has the {'better' if len(models) == 2 else 'best'} CV {label} "
             f"({scores})")
@@ -189,7 +189,7 @@ def network_summary(choice_path: str, fold_metrics: Sequence[str], fold_predicti
                     baseline_summary: str, oof_output: str, summary_output: str,
                     decided: str | None = None) -> dict[str, Any]:
     """The network's CV summary, its best epoch per fold, and the comparison with the baseline.
-    Where the folds trained several networks (auto's transfer network, `decided` being rule
+    Where the folds trained several networks (auto's choice, `decided` being rule
     choose_network's file, and the networks beside it), the CV-best is the network, and the
     summary says why (`network_choice`)."""
     baseline = json.loads(Path(baseline_summary).read_text())

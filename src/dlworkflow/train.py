@@ -137,7 +137,8 @@ def choose_network(ctx: RunContext, out: str | Path) -> tuple[str, str]:
     fails or weights that turn up halfway through a run cannot give the folds different
     networks. Where the features step decided under `features.extractor: auto` (its input
     `extractor`), its decision stands: the two cannot disagree. Writes {"architecture",
-    "reason"} as JSON."""
+    "reason", "beside"} as JSON, `beside` being the networks the folds train beside it for
+    cross-validation to choose among (`Modality.networks_beside`, {folder: name})."""
     from dlworkflow.models.extractors import extractor_choice
 
     if ctx.paths("extractor"):
@@ -150,10 +151,13 @@ def choose_network(ctx: RunContext, out: str | Path) -> tuple[str, str]:
     else:
         architecture, reason = architecture_for(ctx.modality, ctx.task.name,
                                                 ctx.section("train"), stored_shape(ctx))
+    beside = ctx.modality.networks_beside(ctx.task.name, architecture, ctx.section("train"),
+                                          stored_shape(ctx))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"architecture": architecture, "reason": reason},
-                                    indent=2) + "\n")
-    log.info("the network is %s (%s)", architecture, reason)
+    Path(out).write_text(json.dumps({"architecture": architecture, "reason": reason,
+                                     "beside": beside}, indent=2) + "\n")
+    log.info("the network is %s (%s)%s", architecture, reason,
+             f"; the folds also train {', '.join(beside.values())}" if beside else "")
     return architecture, reason
 
 
@@ -201,8 +205,8 @@ def decided_network(ctx: RunContext) -> tuple[str, str] | None:
     """The network rule choose_network decided on for the dataset and why (its input
     `network`), or None where the folds decide themselves (no input: a named architecture,
     or a modality whose `auto` does not depend on the machine). Rules train_scratch_fold and
-    train_fitted_fold (param `beside`: the folder) train a network beside that decision
-    (`Modality.networks_beside`); the final model (input `summary`) the folds' CV-best of
+    train_fitted_fold (param `beside`: the folder) train a network the decision lists beside
+    it (`Modality.networks_beside`); the final model (input `summary`) the folds' CV-best of
     them. The name may carry a variant (`image_transfer+fitted`, `split_network_name`)."""
     paths = ctx.paths("network")
     if not paths:
@@ -211,7 +215,7 @@ def decided_network(ctx: RunContext) -> tuple[str, str] | None:
     decided, reason = choice["architecture"], choice["reason"]
     folder = ctx.values.get("beside")
     if folder:
-        beside = ctx.modality.networks_beside(ctx.task.name, decided, ctx.section("train"))
+        beside = choice.get("beside") or {}
         if folder not in beside:
             raise ConfigError(f"rule train_{folder}_fold: {ctx.modality.name} {ctx.task.name} "
                               f"under these train settings has no network {folder!r} to train "

@@ -167,8 +167,10 @@ def test_auto_chooses_the_image_network_once_and_downloads_there(tmp_path, monke
         (folder / "stats.json").write_text(json.dumps({"shapes": [f"[{side}, {side}, 3]"]}))
         ctx = fold_context(dataset("image"), folder, {"train": settings})
         choices[side] = choose_network(ctx, folder / "network.json")
-        assert json.loads((folder / "network.json").read_text()) == dict(zip(
-            ("architecture", "reason"), choices[side], strict=True))
+        beside = {"fitted": "image_wide_cnn+fitted"} if side == 64 else {}
+        assert json.loads((folder / "network.json").read_text()) == {
+            **dict(zip(("architecture", "reason"), choices[side], strict=True)),
+            "beside": beside}
     assert len(tried) == 1  # the 32-px images did not try
     assert choices[64][0] == "image_wide_cnn" and "neither in Keras' cache" in choices[64][1]
     assert choices[32][0] == "image_wide_cnn" and "32-pixel images" in choices[32][1]
@@ -203,24 +205,34 @@ def test_the_folds_weigh_networks_beside_autos_transfer_network(tmp_path):
     from dlworkflow.workflow import networks_beside
 
     both = {"scratch": "image_wide_cnn", "fitted": "image_transfer+fitted"}
-    assert ImageModality.networks_beside("classification", "image_transfer", {}) == both
-    assert ImageModality.networks_beside("regression", "image_transfer", {}) == {
+    photo = (64, 80, 3)
+    assert ImageModality.networks_beside("classification", "image_transfer", {}, photo) == both
+    assert ImageModality.networks_beside("regression", "image_transfer", {}, photo) == {
         "scratch": "image_cnn"}
     for fit in ("joint", "fitted"):  # set by hand: the folds train that one alone
         assert ImageModality.networks_beside("classification", "image_transfer",
-                                             {"image": {"wide_fit": fit}}) == {
+                                             {"image": {"wide_fit": fit}}, photo) == {
             "scratch": "image_wide_cnn"}
-    assert ImageModality.networks_beside("classification", "image_wide_cnn", {}) == {}
-    assert TextModality.networks_beside("classification", "text_transfer", {}) == {}
+        assert ImageModality.networks_beside("classification", "image_wide_cnn",
+                                             {"image": {"wide_fit": fit}}, photo) == {}
+    # from scratch for want of weights: its fitted variant beside it, on photos only
+    assert ImageModality.networks_beside("classification", "image_wide_cnn", {}, photo) == {
+        "fitted": "image_wide_cnn+fitted"}
+    for shape in ((63, 80, 3), (16, 16, 1), ()):
+        assert ImageModality.networks_beside("classification", "image_wide_cnn", {},
+                                             shape) == {}
+    assert ImageModality.networks_beside("regression", "image_cnn", {}, photo) == {}
+    assert TextModality.networks_beside("classification", "text_transfer", {}, (300,)) == {}
     assert split_network_name("image_transfer+fitted") == ("image_transfer", "fitted")
     assert split_network_name("image_transfer") == ("image_transfer", None)
     network = tmp_path / "network.json"
     network.write_text(json.dumps({"architecture": "image_transfer",
-                                   "reason": "auto: transfer learning, weights found"}))
-    params = {"datasets": {"photos": dataset("image")}}
-    assert networks_beside("photos", params, network) == both
-    params = {"datasets": {"texts": dataset("text")}}
-    assert networks_beside("texts", params, network) == {}
+                                   "reason": "auto: transfer learning, weights found",
+                                   "beside": both}))
+    assert networks_beside(network) == both
+    alone = tmp_path / "alone.json"
+    alone.write_text(json.dumps({"architecture": "text_transfer", "reason": "found"}))
+    assert networks_beside(alone) == {}
 
     fold = fold_context(dataset("image"), tmp_path, {"train": {"architecture": "auto"}})
     fold = fold.with_values(inputs={**fold.inputs, "network": str(network)})
@@ -280,7 +292,7 @@ def test_the_folds_weigh_networks_beside_autos_transfer_network(tmp_path):
     result = summary({"image_transfer": [0.9, 0.9], "image_wide_cnn": [0.9, 0.9],
                       "image_transfer+fitted": [0.9, 0.9]})  # a tie
     assert result["best"] == "image_transfer"
-    assert "auto's transfer network" in result["network_choice"]
+    assert "auto's own choice" in result["network_choice"]
     assert "has the best CV" in result["network_choice"]
     assert best_fold_files(histories, result) == histories[:2]
     name, why = decided_network(final)
@@ -290,13 +302,33 @@ def test_the_folds_weigh_networks_beside_autos_transfer_network(tmp_path):
                       "image_transfer+fitted": [0.93, 0.92]})
     assert result["best"] == "image_transfer+fitted"
     assert result["network_choice"].startswith(
-        "image_transfer+fitted, auto's transfer network as its variant fitted, has the best CV")
+        "image_transfer+fitted, auto's choice image_transfer as its variant fitted, has the "
+        "best CV")
     assert result["verdict"].startswith("The folds trained 3 networks: image_transfer+fitted")
     assert best_fold_files(histories, result) == histories[4:]
     assert len(pd.read_parquet(tmp_path / "oof.parquet")) == 12
     name, why = decided_network(final)  # the final model: the variant, auto's own reason
     assert name == "image_transfer+fitted"
     assert why.startswith("auto: transfer learning, weights found; image_transfer+fitted")
+
+    # from scratch for want of weights, on photos: the network and its fitted variant
+    network.write_text(json.dumps({"architecture": "image_wide_cnn",
+                                   "reason": "auto: trained from scratch, no weights",
+                                   "beside": {"fitted": "image_wide_cnn+fitted"}}))
+    folders = {"image_wide_cnn": "nn", "image_wide_cnn+fitted": "nn/fitted"}
+    name, why = decided_network(fold.with_values(values={"beside": "fitted"}))
+    assert name == "image_wide_cnn+fitted" and "one of the 2 networks" in why
+    with pytest.raises(ConfigError, match="no network 'scratch'"):
+        decided_network(fold.with_values(values={"beside": "scratch"}))
+    result = summary({"image_wide_cnn": [0.9, 0.9], "image_wide_cnn+fitted": [0.93, 0.92]})
+    assert result["network_choice"].startswith(
+        "image_wide_cnn+fitted, auto's choice image_wide_cnn as its variant fitted, has the "
+        "better CV")
+    assert len(pd.read_parquet(tmp_path / "oof.parquet")) == 8
+    name, why = decided_network(final)
+    assert name == "image_wide_cnn+fitted"
+    assert why.startswith("auto: trained from scratch, no weights; image_wide_cnn+fitted")
+    assert variant_context(final, name).section("train")["image"]["wide_fit"] == "fitted"
 
 
 def test_same_seed_gives_the_same_network_metrics(image_shards, tmp_path):

@@ -236,7 +236,8 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
     the transfer network with its linear part fitted (`train.image.wide_fit: auto`), and the
     final model is the CV-best of the three, the summary and the card saying why.
     With the weights gone, `auto` trains from scratch: the step holds no embeddings and says
-    why, the baselines and the network read the tensors alone, and one network trains."""
+    why, the baselines and the networks read the tensors alone, and on these 64-px pictures
+    the network from scratch trains beside its fitted variant, the CV-best kept."""
     path, _ = trained_weights
     params = shipped_params(per_class=6)
     params["datasets"] = {"digits": params["datasets"]["digits"]}
@@ -328,12 +329,25 @@ def test_auto_embeds_with_image_transfers_backbone_and_holds_none_without_its_we
                                      ).read_text()
     assert pd.read_parquet(digits / "features" / "index.parquet").empty
     network = json.loads((digits / "nn" / "network.json").read_text())
-    assert (network["architecture"], network["reason"]) == ("image_wide_cnn", choice["reason"])
+    assert network == {"architecture": "image_wide_cnn", "reason": choice["reason"],
+                       "beside": {"fitted": "image_wide_cnn+fitted"}}
     fold = json.loads((digits / "baseline" / "fold-0" / "metrics.json").read_text())
     assert {m["input"] for m in fold["models"].values()} == {"tensors"}
     card = json.loads((digits / "nn" / "fold-0" / "model.json").read_text())
     assert card["architecture"] == "image_wide_cnn"
+    for k in range(folds):
+        fitted = json.loads((digits / "nn" / "fitted" / f"fold-{k}" / "model.json").read_text())
+        assert fitted["architecture"] == "image_wide_cnn+fitted"
+        assert "beside image_wide_cnn" in json.dumps(fitted)
+    model, _ = load_network(digits / "nn" / "fitted" / "fold-0")
+    assert model.input_shape[1:3] == (64, 64)  # the tensors, no backbone
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    assert not model.get_layer("linear_logits").trainable
     summary = json.loads((digits / "nn" / "summary.json").read_text())
-    assert set(summary["models"]) == {"image_wide_cnn"} and "network_choice" not in summary
-    assert pd.read_parquet(digits / "nn" / "oof.parquet")["id"].nunique() == len(
-        pd.read_parquet(digits / "nn" / "oof.parquet"))
+    scores = {name: entry["accuracy"]["mean"] for name, entry in summary["models"].items()}
+    assert set(scores) == {"image_wide_cnn", "image_wide_cnn+fitted"}
+    assert summary["best"] == max(scores, key=scores.get)
+    assert summary["network_choice"].startswith(summary["best"])
+    oof = pd.read_parquet(digits / "nn" / "oof.parquet")
+    assert oof.groupby("model")["id"].nunique().to_dict() == {
+        "image_wide_cnn": trainval, "image_wide_cnn+fitted": trainval}

@@ -213,13 +213,14 @@ class Modality(ABC):
         return False
 
     @classmethod
-    def networks_beside(cls, task: str, decided: str,
-                        train: Mapping[str, Any]) -> dict[str, str]:
-        """The networks `auto`'s folds train beside `decided`, its transfer network chosen once
-        (rule choose_network), so that cross-validation chooses among them: {the folder under
-        `nn/` they are written to (rule train_<folder>_fold): the name their scores go by};
-        empty where the folds train `decided` alone (here always). `train` is the dataset's
-        train section."""
+    def networks_beside(cls, task: str, decided: str, train: Mapping[str, Any],
+                        shape: tuple[int, ...] = ()) -> dict[str, str]:
+        """The networks `auto`'s folds train beside `decided`, the network it chose once
+        (rule choose_network, which records them), so that cross-validation chooses among
+        them: {the folder under `nn/` they are written to (rule train_<folder>_fold): the
+        name their scores go by}; empty where the folds train `decided` alone (here always).
+        `train` is the dataset's train section, `shape` the stored items' one shape (() where
+        they differ)."""
         return {}
 
     @classmethod

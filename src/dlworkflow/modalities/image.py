@@ -191,26 +191,30 @@ class ImageModality(Modality):
                 and backbone_weights(settings) not in (None, "none"))
 
     @classmethod
-    def networks_beside(cls, task: str, decided: str,
-                        train: Mapping[str, Any]) -> dict[str, str]:
+    def networks_beside(cls, task: str, decided: str, train: Mapping[str, Any],
+                        shape: tuple[int, ...] = ()) -> dict[str, str]:
         """Where `auto` took image_transfer: the task's network from scratch (folder
         `scratch`), since how far ImageNet's features carry depends on the photos (a CNN from
         scratch is the literature's answer for hand signs) and only the folds can tell for a
-        user's set; and for classes under `train.image.wide_fit: auto` the transfer network
-        whose linear part on pixels is the step-2 regression, frozen (`fitted`, named
-        `image_transfer+fitted`): a picture whose pixels' place carries the class, as a
-        spectrogram's frequency does, wants it, a photo does not (docs/BENCHMARKS.md). On the
-        benchmark's sets: Fashion-MNIST kept the joint transfer network (0.875 in CV against
-        `image_wide_cnn`'s 0.831 and fitted's 0.851), FSDD's spectrograms as 64-px PNGs took
-        fitted (0.933 against 0.904 joint)."""
+        user's set. For classes under `train.image.wide_fit: auto`, the network `auto` took
+        with its linear part on pixels the step-2 regression, frozen (`fitted`, named
+        `<decided>+fitted`): a picture whose pixels' place carries the class, as a
+        spectrogram's frequency does, wants it, a photo does not (docs/BENCHMARKS.md). The
+        network from scratch gets it too where `auto` took it only for want of weights
+        (pictures of `TRANSFER_MIN_SIDE` or more), not on small scans such as the digits,
+        where joint won by 1.6 points. On the benchmark's sets: Fashion-MNIST kept the joint
+        transfer network (0.875 in CV against `image_wide_cnn`'s 0.831 and fitted's 0.851),
+        FSDD's spectrograms as 64-px PNGs took fitted (0.933 against 0.904 joint; without
+        weights 0.929 against the network from scratch's 0.901)."""
         from dlworkflow.tasks import get_task
 
-        if decided != "image_transfer":
-            return {}
-        beside = {}
         scratch = cls.networks.get(task, ("",))[0]
-        if scratch != decided:
-            beside["scratch"] = scratch
+        beside = {}
+        if decided == "image_transfer":
+            if scratch != decided:
+                beside["scratch"] = scratch
+        elif decided != scratch or len(shape) < 2 or min(shape[:2]) < cls.TRANSFER_MIN_SIDE:
+            return {}
         if get_task(task).estimator_kind == "classifier" and wide_fit(train) == "auto":
             beside["fitted"] = network_name(decided, "fitted")
         return beside
