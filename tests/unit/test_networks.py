@@ -174,6 +174,13 @@ def test_auto_chooses_the_image_network_once_and_downloads_there(tmp_path, monke
     assert len(tried) == 1  # the 32-px images did not try
     assert choices[64][0] == "image_wide_cnn" and "neither in Keras' cache" in choices[64][1]
     assert choices[32][0] == "image_wide_cnn" and "32-pixel images" in choices[32][1]
+    # weights none: nothing tried, the network from scratch and its fitted variant beside it
+    none = {**settings, "transfer": {**settings["transfer"], "weights": "none"}}
+    ctx = fold_context(dataset("image"), tmp_path / "side64", {"train": none})
+    assert choose_network(ctx, tmp_path / "none.json") == (
+        "image_wide_cnn", "auto: trained from scratch, train.transfer.weights is none")
+    assert json.loads((tmp_path / "none.json").read_text())["beside"] == {
+        "fitted": "image_wide_cnn+fitted"}
     cached = tmp_path / "keras" / "models" / get_extractor("mobilenet_v3_small").imagenet_file
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"weights")  # the weights turn up: a fold deciding now would transfer

@@ -535,7 +535,8 @@ def test_auto_decides_the_text_network_once_for_every_fold(sms_encoder, tmp_path
 
 def test_the_workflow_encodes_texts_and_decides_once_only_where_a_pretrained_net_may_run():
     """encode_texts where text_transfer may run; choose_network where `auto` may take a
-    pretrained network (text_transfer, image_transfer), not for a named one or elsewhere."""
+    pretrained network (text_transfer, image_transfer) or train image classes' fitted variant
+    beside its choice, not for a named one or elsewhere."""
     from dlworkflow.workflow import decides_network, encodes_texts
 
     def params(modality="text", task="classification", **train):
@@ -548,7 +549,9 @@ def test_the_workflow_encodes_texts_and_decides_once_only_where_a_pretrained_net
     assert not decides_network("d", params(architecture="text_transfer"))
     for other in (params(architecture="text_wide_cnn"),
                   params(transfer={"text_weights": "none"}), params(task="regression"),
-                  params(modality="image", transfer={"weights": "none"}),
+                  params(modality="image", task="regression", transfer={"weights": "none"}),
+                  params(modality="image", transfer={"weights": "none"},
+                         image={"wide_fit": "joint"}),
                   params(modality="image", architecture="image_cnn"),
                   params(modality="audio"), params(modality="timeseries"),
                   params(modality="timeseries", task="forecasting")):
@@ -556,3 +559,5 @@ def test_the_workflow_encodes_texts_and_decides_once_only_where_a_pretrained_net
     assert not encodes_texts("d", params(modality="image"))
     assert decides_network("d", params(modality="image"))  # ImageNet weights, if downloadable
     assert decides_network("d", params(modality="image", task="regression"))
+    # no weights, but the networks beside the one from scratch depend on the pictures' size
+    assert decides_network("d", params(modality="image", transfer={"weights": "none"}))

@@ -207,9 +207,10 @@ class Modality(ABC):
     @classmethod
     def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
         """Whether `train.architecture: auto`'s choice for `task` depends on what the machine
-        has (pretrained weights at hand or downloadable), so that rule choose_network makes
-        it once for every fold and the final model (asked under `auto` only: a named network
-        is as configured); here it does not (the task's network)."""
+        has (pretrained weights at hand or downloadable), or the networks beside it on the
+        stored items (`networks_beside`), so that rule choose_network makes it once for
+        every fold and the final model (asked under `auto` only: a named network is as
+        configured); here it does not (the task's network)."""
         return False
 
     @classmethod

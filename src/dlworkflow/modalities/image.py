@@ -184,11 +184,23 @@ class ImageModality(Modality):
         return scratch, f"auto: trained from scratch, {why}"
 
     @classmethod
-    def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
-        """Where `auto` may take image_transfer: whether the backbone's weights are at hand
-        (ImageNet's downloaded on first use) and the images large enough."""
+    def may_transfer(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """Whether `auto` may take image_transfer for `task` under the train section
+        `settings`: the backbone's weights not `none` (whether they are at hand, ImageNet's
+        downloaded on first use, and the images large enough is for rule choose_network)."""
         return ("image_transfer" in cls.networks.get(task, ())
                 and backbone_weights(settings) not in (None, "none"))
+
+    @classmethod
+    def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """Where `auto` may take image_transfer (`may_transfer`), or, for classes under
+        `train.image.wide_fit: auto`, where the networks beside its choice depend on the
+        pictures' size (`networks_beside`), both read by rule choose_network."""
+        from dlworkflow.tasks import get_task
+
+        return cls.may_transfer(task, settings) or (
+            "image_transfer" in cls.networks.get(task, ())
+            and get_task(task).estimator_kind == "classifier" and wide_fit(settings) == "auto")
 
     @classmethod
     def networks_beside(cls, task: str, decided: str, train: Mapping[str, Any],
@@ -236,7 +248,7 @@ class ImageModality(Modality):
         if name == "image_transfer":
             return True
         size = tensors.get("size", (64, 64))
-        return (name == "auto" and cls.decides_once(task, train)
+        return (name == "auto" and cls.may_transfer(task, train)
                 and min(size) >= cls.TRANSFER_MIN_SIDE)
 
     def flat(self, x: Any, settings: Mapping[str, Any]) -> np.ndarray:
