@@ -303,7 +303,7 @@ def _beside_fold_files(wildcards, name):
     network = checkpoints.choose_network.get(dataset=wildcards.dataset).output.network
     return [
         path
-        for folder in networks_beside(network)
+        for folder in networks_beside(wildcards.dataset, PARAMS, network)
         for path in _fold_files(wildcards, f"nn/{folder}", name)
     ]
 

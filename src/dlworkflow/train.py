@@ -215,7 +215,7 @@ def decided_network(ctx: RunContext) -> tuple[str, str] | None:
     decided, reason = choice["architecture"], choice["reason"]
     folder = ctx.values.get("beside")
     if folder:
-        beside = choice.get("beside") or {}
+        beside = ctx.modality.recorded_beside(ctx.task.name, choice, ctx.section("train"))
         if folder not in beside:
             raise ConfigError(f"rule train_{folder}_fold: {ctx.modality.name} {ctx.task.name} "
                               f"under these train settings has no network {folder!r} to train "

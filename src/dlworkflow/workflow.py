@@ -347,14 +347,20 @@ def decides_network(name: str, params: Mapping[str, Any]) -> bool:
             and _modality_says("decides_once", name, params))
 
 
-def networks_beside(network: str | Path) -> dict[str, str]:
-    """The networks a dataset's folds train beside `auto`'s choice (rules train_scratch_fold
-    and train_fitted_fold), so that cross-validation chooses among them, as rule
-    choose_network's decision file `network` lists them: {folder under nn/: name}; empty
-    where they train that one alone."""
+def networks_beside(name: str, params: Mapping[str, Any], network: str | Path) -> dict[str, str]:
+    """The networks dataset `name`'s folds train beside `auto`'s choice (rules
+    train_scratch_fold and train_fitted_fold), so that cross-validation chooses among them,
+    as rule choose_network's decision file `network` lists them (`Modality.recorded_beside`):
+    {folder under nn/: name}; empty where they train that one alone."""
     import json
 
-    return json.loads(Path(network).read_text()).get("beside") or {}
+    from dlworkflow.config import dataset_section
+    from dlworkflow.modalities import get_modality_class
+
+    dataset = params["datasets"][name]
+    return get_modality_class(dataset["modality"]).recorded_beside(
+        dataset["task"], json.loads(Path(network).read_text()),
+        dataset_section(params, name, "train"))
 
 
 def _modality_says(hook: str, name: str, params: Mapping[str, Any]) -> bool:

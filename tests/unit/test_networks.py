@@ -236,10 +236,17 @@ def test_the_folds_weigh_networks_beside_autos_transfer_network(tmp_path):
     network.write_text(json.dumps({"architecture": "image_transfer",
                                    "reason": "auto: transfer learning, weights found",
                                    "beside": both}))
-    assert networks_beside(network) == both
+    params = {"datasets": {"photos": dataset("image"), "texts": dataset("text")}}
+    assert networks_beside("photos", params, network) == both
     alone = tmp_path / "alone.json"
-    alone.write_text(json.dumps({"architecture": "text_transfer", "reason": "found"}))
-    assert networks_beside(alone) == {}
+    alone.write_text(json.dumps({"architecture": "text_transfer", "reason": "found",
+                                 "beside": {}}))
+    assert networks_beside("texts", params, alone) == {}
+    # a decision written before it listed them: the networks its choice alone gave then
+    older = tmp_path / "older.json"
+    for decided, expected in (("image_transfer", both), ("image_wide_cnn", {})):
+        older.write_text(json.dumps({"architecture": decided, "reason": "found"}))
+        assert networks_beside("photos", params, older) == expected
 
     fold = fold_context(dataset("image"), tmp_path, {"train": {"architecture": "auto"}})
     fold = fold.with_values(inputs={**fold.inputs, "network": str(network)})

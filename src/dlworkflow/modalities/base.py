@@ -225,6 +225,16 @@ class Modality(ABC):
         return {}
 
     @classmethod
+    def recorded_beside(cls, task: str, choice: Mapping[str, Any],
+                        train: Mapping[str, Any]) -> dict[str, str]:
+        """The networks beside the network rule choose_network decided on, as its decision
+        `choice` (nn/network.json) lists them; a decision written before it listed them
+        (no key `beside`) keeps the networks the choice alone gave then."""
+        if "beside" in choice:
+            return dict(choice["beside"] or {})
+        return cls.networks_beside(task, choice["architecture"], train)
+
+    @classmethod
     def variant_settings(cls, variant: str, train: Mapping[str, Any]) -> dict[str, Any]:
         """The train section a network named `<architecture>+<variant>` (one of
         `networks_beside`'s) trains under: `train` with the setting the variant changes; none
