@@ -141,6 +141,7 @@ def choose_network(ctx: RunContext, out: str | Path) -> tuple[str, str]:
     cross-validation to choose among (`Modality.networks_beside`, {folder: name})."""
     from dlworkflow.models.extractors import extractor_choice
 
+    shape = stored_shape(ctx)
     if ctx.paths("extractor"):
         choice = extractor_choice(Path(ctx.input("extractor")).parent)
         architecture, reason = choice["architecture"], choice["reason"]
@@ -150,9 +151,9 @@ def choose_network(ctx: RunContext, out: str | Path) -> tuple[str, str]:
                        "(features.extractor: auto)")
     else:
         architecture, reason = architecture_for(ctx.modality, ctx.task.name,
-                                                ctx.section("train"), stored_shape(ctx))
+                                                ctx.section("train"), shape)
     beside = ctx.modality.networks_beside(ctx.task.name, architecture, ctx.section("train"),
-                                          stored_shape(ctx))
+                                          shape)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"architecture": architecture, "reason": reason,
                                      "beside": beside}, indent=2) + "\n")

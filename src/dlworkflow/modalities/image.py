@@ -192,15 +192,21 @@ class ImageModality(Modality):
                 and backbone_weights(settings) not in (None, "none"))
 
     @classmethod
-    def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
-        """Where `auto` may take image_transfer (`may_transfer`), or, for classes under
-        `train.image.wide_fit: auto`, where the networks beside its choice depend on the
-        pictures' size (`networks_beside`), both read by rule choose_network."""
+    def weighs_fitted(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """Whether `auto`'s folds may train its choice `fitted` beside it: classes under
+        `train.image.wide_fit: auto`."""
         from dlworkflow.tasks import get_task
 
-        return cls.may_transfer(task, settings) or (
-            "image_transfer" in cls.networks.get(task, ())
-            and get_task(task).estimator_kind == "classifier" and wide_fit(settings) == "auto")
+        return ("image_transfer" in cls.networks.get(task, ())
+                and get_task(task).estimator_kind == "classifier"
+                and wide_fit(settings) == "auto")
+
+    @classmethod
+    def decides_once(cls, task: str, settings: Mapping[str, Any]) -> bool:
+        """Where `auto` may take image_transfer (`may_transfer`), or may train its choice
+        fitted beside it (`weighs_fitted`), which depends on the pictures' size
+        (`networks_beside`): both read by rule choose_network."""
+        return cls.may_transfer(task, settings) or cls.weighs_fitted(task, settings)
 
     @classmethod
     def networks_beside(cls, task: str, decided: str, train: Mapping[str, Any],
@@ -218,16 +224,15 @@ class ImageModality(Modality):
         transfer network (0.875 in CV against `image_wide_cnn`'s 0.831 and fitted's 0.851),
         FSDD's spectrograms as 64-px PNGs took fitted (0.933 against 0.904 joint; without
         weights 0.929 against the network from scratch's 0.901)."""
-        from dlworkflow.tasks import get_task
-
         scratch = cls.networks.get(task, ("",))[0]
-        beside = {}
+        photos = len(shape) >= 2 and min(shape[:2]) >= cls.TRANSFER_MIN_SIDE
         if decided == "image_transfer":
-            if scratch != decided:
-                beside["scratch"] = scratch
-        elif decided != scratch or len(shape) < 2 or min(shape[:2]) < cls.TRANSFER_MIN_SIDE:
+            beside = {"scratch": scratch}
+        elif decided == scratch and photos:
+            beside = {}
+        else:
             return {}
-        if get_task(task).estimator_kind == "classifier" and wide_fit(train) == "auto":
+        if cls.weighs_fitted(task, train):
             beside["fitted"] = network_name(decided, "fitted")
         return beside
 
