@@ -72,24 +72,26 @@ def model_function(model, task: Any, dtype: Any, output: int | None, future: Any
 
 
 def explain(model, modality, task: Any, test: Mapping[str, Any], frame: pd.DataFrame,
-            background: Any, limits: tuple[int, int] = (1, 300),
+            background: Any, limits: tuple[int, int, int] = (1, 20, 300),
             settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """SHAP attributions for a few test rows (`test`: x and x_future in `frame`'s order,
     `frame`: their predictions), each as {id, true, predicted, what, html}; `limits`: rows
-    explained per class and SHAP's evaluations per row; `settings`: the dataset's tensors
-    settings of the modality (the maps' axes are in its units)."""
-    per_class, max_evals = limits
+    explained per class, rows explained in all (SHAP's cost is per row: a set of a hundred
+    classes would otherwise explain a hundred times as many) and SHAP's evaluations per row;
+    `settings`: the dataset's tensors settings of the modality (the maps' axes are in its
+    units)."""
     with numba_as_python():
         shap = import_shap()
         return _explain_rows(shap, model, (modality, task, settings or {}), test, frame,
-                             background, per_class, max_evals)
+                             background, limits)
 
 
 def _explain_rows(shap, model, plugins: tuple, test: Mapping[str, Any], frame: pd.DataFrame,
-                  background: Any, per_class: int, max_evals: int) -> list[dict[str, Any]]:
+                  background: Any, limits: tuple[int, int, int]) -> list[dict[str, Any]]:
     """`explain`'s work, with SHAP imported (`plugins`: the modality, the task and the
     modality's tensors settings)."""
     modality, task, settings = plugins
+    per_class, in_all, max_evals = limits
     classes = [c[2:] for c in frame.columns if c.startswith("p_")]
     x = np.asarray(test["x"])
     x_future = test.get("x_future")
@@ -97,7 +99,7 @@ def _explain_rows(shap, model, plugins: tuple, test: Mapping[str, Any], frame: p
     expand = not strings and x.ndim == 3  # (time, channels) items: SHAP's masker wants 3-D
     masker = modality.shap_masker(np.asarray(background)[..., None] if expand else background)
     cells = []
-    for row in task.explained_rows(frame, classes, per_class):
+    for row in task.explained_rows(frame, classes, per_class, in_all):
         output = list(classes).index(str(frame["y_pred"].iloc[row])) if classes else None
         future = None if x_future is None or not x_future.shape[-1] else x_future[row]
         function = model_function(model, task, x.dtype, output, future, squeeze=expand)

@@ -297,12 +297,15 @@ def compare_on_test(primary: str, greater_is_better: bool, shipped: str,
 
 
 def explain_network(ctx: RunContext, network: Any, test: dict[str, Any], frame: pd.DataFrame,
-                    per_class: int) -> list[dict[str, Any]]:
-    """SHAP explanations of `per_class` of the network's test predictions a class (`frame`:
-    its rows of predictions.parquet), over a background of up to 100 trainval rows: they
-    explain the network, the exported model itself, whichever model ships. Computed here,
-    where the network is loaded and the test rows are read, so the report only draws them."""
-    if per_class <= 0:
+                    rows_wanted: tuple[int, int]) -> list[dict[str, Any]]:
+    """SHAP explanations of the network's test predictions (`frame`: its rows of
+    predictions.parquet), `rows_wanted`: rows a predicted class and rows in all
+    (`final.explanations`, `final.explained_rows`), over a background of up to 100 trainval
+    rows: they explain the network, the exported model itself, whichever model ships.
+    Computed here, where the network is loaded and the test rows are read, so the report only
+    draws them."""
+    per_class, in_all = rows_wanted
+    if per_class <= 0 or in_all <= 0:
         return []
     from dlworkflow.explain import explain
 
@@ -311,7 +314,7 @@ def explain_network(ctx: RunContext, network: Any, test: dict[str, Any], frame: 
     background = rows.take(rng.choice(len(rows), min(100, len(rows)), replace=False))["x"]
     in_test_order = frame.drop_duplicates("id").set_index("id").loc[list(test["ids"])].reset_index()
     return explain(network.model, ctx.modality, ctx.task, test, in_test_order, background,
-                   (per_class, 300), network.card.get("tensors"))
+                   (per_class, in_all, 300), network.card.get("tensors"))
 
 
 def score_test(ctx: RunContext) -> dict[str, Any]:
@@ -372,7 +375,8 @@ def score_test(ctx: RunContext) -> dict[str, Any]:
     pd.concat(list(frames.values()), ignore_index=True).to_parquet(ctx.output("predictions"),
                                                                     index=False)
     explained = explain_network(ctx, network, test, frames["network"],
-                                int(final_settings.get("explanations", 2)))
+                                (int(final_settings.get("explanations", 2)),
+                                 int(final_settings.get("explained_rows", 20))))
     Path(ctx.output("explanations")).write_text(json.dumps(explained, indent=1) + "\n")
     log.info("test %s of the shipped %s (%s): %.4f [%.4f, %.4f] (%d rows)", primary, shipped,
              scored[shipped]["model"], head["value"], head["low"], head["high"],

@@ -216,6 +216,8 @@ def build_report(ctx: RunContext) -> tuple[str, dict]:
     context["cells"] = error_cells(ctx, worst, pd.read_parquet(inputs["inventory"]))
     context["no_errors"] = worst is not None and worst.empty
     context["explanations"] = json.loads(Path(inputs["explanations"]).read_text())
+    context["explained_limits"] = (int(settings.get("explanations", 2)),
+                                   int(settings.get("explained_rows", 20)))
     env = environment(choice)
     env.filters["milliseconds"] = milliseconds
     context["size_unit"] = ("parameters" if (latency.get("kind") or shipped) == "network"

@@ -579,7 +579,7 @@ def test_shap_attributions_of_a_digit_add_up_to_the_change_they_explain(tmp_path
     modality = create_modality("image", {}, {"kind": "folders"})
     background = x[:100]
     cells = explain(model, modality, CLASSIFICATION, {"x": x[250:]}, frame, background,
-                    limits=(1, 200))
+                    limits=(1, 20, 200))
     predicted = set(frame["y_pred"])
     assert len(cells) == len(predicted) and {c["predicted"] for c in cells} == predicted
     for cell in cells[:3]:  # efficiency: attributions share out f(x) - f(all hidden)
@@ -590,6 +590,32 @@ def test_shap_attributions_of_a_digit_add_up_to_the_change_they_explain(tmp_path
         change = function(x[250 + row: 251 + row]) - function(hidden)
         assert cell["total"] == pytest.approx(float(change[0]), abs=2e-3)
         assert cell["html"].startswith('<img alt="SHAP attributions" src="data:image/png')
+
+
+def test_explained_rows_are_capped_in_all_each_classs_best_row_first():
+    """SHAP's cost is per row (seconds a row with a pretrained backbone): a set of 30
+    classes at 2 rows a class explains at most `final.explained_rows` rows, one for each of
+    its first classes, the most confident, before any class's second."""
+    rng = np.random.default_rng(3)
+    classes = [f"c{k:02d}" for k in range(30)]
+    proba = rng.dirichlet(np.ones(30), size=300)
+    predicted = np.asarray(classes)[proba.argmax(axis=1)]
+    frame = pd.DataFrame({"y_pred": predicted, **{f"p_{c}": proba[:, k]
+                                                  for k, c in enumerate(classes)}})
+    confidence = proba.max(axis=1)
+    uncapped = CLASSIFICATION.explained_rows(frame, classes, 2)
+    present = [c for c in classes if c in set(predicted)]
+    assert len(uncapped) == sum(min(2, (predicted == c).sum()) for c in present) > 20
+    capped = CLASSIFICATION.explained_rows(frame, classes, 2, 20)
+    assert len(capped) == 20 and len(set(capped)) == 20
+    assert [predicted[row] for row in capped] == present[:20]  # one a class, in class order
+    for row in capped:  # each its class's most confident row
+        assert confidence[row] == confidence[predicted == predicted[row]].max()
+    more = CLASSIFICATION.explained_rows(frame, classes, 2, len(present) + 5)
+    seconds = [c for c in present if (predicted == c).sum() > 1][:5]
+    assert sorted(predicted[more]) == sorted(present + seconds)  # then the seconds, in order
+    assert CLASSIFICATION.explained_rows(frame, classes, 2, 0) == []
+    assert get_task("regression").explained_rows(frame, (), 5, 3) == [0, 1, 2]
 
 
 def test_final_regression_streams_shards_and_scores_in_target_units(tmp_path, monkeypatch):

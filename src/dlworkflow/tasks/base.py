@@ -396,10 +396,11 @@ class Task(ABC):
         return frame.assign(error=residual).sort_values("error", ascending=False).head(
             4 * max(per_class, 1))
 
-    def explained_rows(self, frame: pd.DataFrame, classes: Sequence[str],
-                       per_class: int) -> list[int]:
-        """Row positions of test predictions to explain."""
-        return list(range(min(per_class, len(frame))))
+    def explained_rows(self, frame: pd.DataFrame, classes: Sequence[str], per_class: int,
+                       limit: int | None = None) -> list[int]:
+        """Row positions of test predictions to explain: `per_class` (the task's own
+        grouping; for a task without classes, rows), at most `limit` in all."""
+        return list(range(min(per_class, len(frame), len(frame) if limit is None else limit)))
 
     def explained_value(self, values: np.ndarray, output: int | None) -> np.ndarray:
         """The one number per row that explanations attribute."""

@@ -337,16 +337,22 @@ class ClassificationTask(ItemTask):
         wrong = wrong.sort_values(["confidence", "id"], ascending=[False, True])
         return wrong.groupby("y_true", sort=True).head(per_class).head(4 * max(per_class, 1))
 
-    def explained_rows(self, frame: pd.DataFrame, classes: Sequence[str],
-                       per_class: int) -> list[int]:
-        """For each predicted class its `per_class` most confident test rows."""
+    def explained_rows(self, frame: pd.DataFrame, classes: Sequence[str], per_class: int,
+                       limit: int | None = None) -> list[int]:
+        """For each predicted class its `per_class` most confident test rows, class by class;
+        at most `limit` in all, where every class's most confident row comes before any
+        class's second (so a set of many classes shows one row each of its first `limit`
+        classes rather than all rows of a few)."""
         columns = [f"p_{c}" for c in classes]
         confidence = frame[columns].max(axis=1).to_numpy()
-        picked = []
-        for label in classes:
-            rows = np.flatnonzero(frame["y_pred"].astype(str).to_numpy() == label)
-            picked.extend(rows[np.argsort(-confidence[rows], kind="stable")][:per_class].tolist())
-        return picked
+        predicted = frame["y_pred"].astype(str).to_numpy()
+        ranked = []  # (rank within its class, class, row)
+        for position, label in enumerate(classes):
+            rows = np.flatnonzero(predicted == label)
+            best = rows[np.argsort(-confidence[rows], kind="stable")][:per_class]
+            ranked.extend((rank, position, int(row)) for rank, row in enumerate(best))
+        kept = sorted(ranked)[:limit] if limit is not None else ranked
+        return [row for _, _, row in sorted(kept, key=lambda entry: (entry[1], entry[0]))]
 
     def explained_what(self, predicted: Any, classes: Sequence[str]) -> str:
         return f"p({predicted})"
