@@ -505,13 +505,14 @@ def resume_key(ctx: RunContext, fold: int | None, epochs: int,
 def claim_backup(backup: Path, key: str, what: str) -> bool:
     """Keep `backup` (a killed job's resume state) only when it was made for `key`; else
     discard it and say so. Returns whether a run resumes. Writes the key for this run."""
+    _sweep_released(backup)
     marker = backup / "key.txt"
     resumes = backup.exists() and marker.is_file() and marker.read_text().strip() == key
     if backup.exists() and not resumes:
         log.warning("%s: discarded the resume state in %s: it was made with other params or "
                     "inputs (a killed run before a change); training starts from scratch",
                     what, backup)
-        shutil.rmtree(backup, ignore_errors=True)
+        _remove_whole(backup)
     elif resumes:
         log.info("%s: resuming from the state in %s (same params and inputs)", what, backup)
     for _ in range(4):  # another job may remove the shared parent between pathlib's steps
@@ -526,12 +527,45 @@ def claim_backup(backup: Path, key: str, what: str) -> bool:
     return resumes
 
 
+def _released_prefix(backup: Path) -> str:
+    return f".released-{backup.name}."
+
+
+def _remove_whole(backup: Path) -> None:
+    """Remove a resume state whole or not at all: the folder is first renamed out of the way
+    (one atomic step), then deleted. `shutil.rmtree` removes one file after another, and a
+    job killed inside it left part of a state that the rerun resumed from: in the kill trial
+    of 50b235d's CI-like run, a final model's weights backup outlived its history, and the
+    resumed job's history.csv held its last epoch alone. What a killed removal leaves under
+    the new name is swept by the job's next claim or release (`_sweep_released`)."""
+    trash = backup.with_name(f"{_released_prefix(backup)}{os.getpid()}-{time.time_ns()}")
+    try:
+        os.rename(backup, trash)
+    except FileNotFoundError:  # nothing to remove
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sweep_released(backup: Path) -> None:
+    """Delete what a killed `_remove_whole` of this job's state left (no other job's: the
+    name's prefix ends with a dot, which job names do not hold)."""
+    try:
+        leftovers = [entry for entry in os.scandir(backup.parent)
+                     if entry.name.startswith(_released_prefix(backup))]
+    except FileNotFoundError:  # no .backup folder: nothing left over
+        return
+    for entry in leftovers:
+        shutil.rmtree(entry.path, ignore_errors=True)
+
+
 def release_backup(backup: Path) -> None:
-    """Remove a finished job's resume state, and the dataset's `.backup` folder with it when
-    no other job keeps state there. Jobs of one dataset finish side by side: the folder may
-    be gone already (the other job removed it) or hold another job's state by now; both are
-    fine, and neither may fail a job that trained to the end."""
-    shutil.rmtree(backup, ignore_errors=True)
+    """Remove a finished job's resume state (whole or not at all: `_remove_whole`), and the
+    dataset's `.backup` folder with it when no other job keeps state there. Jobs of one
+    dataset finish side by side: the folder may be gone already (the other job removed it)
+    or hold another job's state by now; both are fine, and neither may fail a job that
+    trained to the end."""
+    _remove_whole(backup)
+    _sweep_released(backup)
     try:
         backup.parent.rmdir()
     except OSError as error:  # gone already, or another job's state in it

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from dlworkflow.train import claim_backup, release_backup
 
 
@@ -75,3 +77,40 @@ def test_jobs_claiming_and_releasing_side_by_side_never_fail(tmp_path: Path):
         thread.join()
     assert not errors, errors
     assert not shared.exists()
+
+
+def test_a_job_killed_while_its_state_is_removed_leaves_none_to_resume_from(tmp_path: Path,
+                                                                            monkeypatch):
+    """What failed the kill trial of 50b235d's CI-like run: the final model's job was killed
+    while `shutil.rmtree` removed its finished state, after the history and before the
+    weights backup, and the rerun resumed from the weights with no history (its history.csv
+    held the last epoch alone). Removal is whole or nothing: a rerun finds no state and
+    trains from the start, and what the killed removal left is swept."""
+    import shutil
+
+    import dlworkflow.train
+
+    backup = tmp_path / "results" / "ds" / ".backup" / "ds-final"
+    assert claim_backup(backup, "params-1", "final model") is False
+    (backup / "train").mkdir()  # a state as the training writes it
+    (backup / "train" / "backup.json").write_text(
+        '{"epoch": 99, "weights": "weights-99.weights.h5", "state": "state-99.npz"}')
+    (backup / "train" / "weights-99.weights.h5").write_bytes(b"weights")
+    (backup / "train-state").mkdir()
+    (backup / "train-state" / "history.csv").write_text("accuracy,epoch\n0.5,0\n")
+
+    rmtree = shutil.rmtree
+
+    def killed_midway(path, ignore_errors=False):  # removes the history, then the job dies
+        rmtree(Path(path) / "train-state")
+        raise KeyboardInterrupt("SIGKILL")
+
+    monkeypatch.setattr(dlworkflow.train.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        release_backup(backup)
+    monkeypatch.undo()
+    assert not backup.exists(), "no half state under the job's own name"
+    assert claim_backup(backup, "params-1", "final model") is False, "nothing to resume"
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["ds-final"], "leftovers swept"
+    release_backup(backup)
+    assert not backup.parent.exists()
