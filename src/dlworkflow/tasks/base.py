@@ -400,7 +400,8 @@ class Task(ABC):
                        limit: int | None = None) -> list[int]:
         """Row positions of test predictions to explain: `per_class` (the task's own
         grouping; for a task without classes, rows), at most `limit` in all."""
-        return list(range(min(per_class, len(frame), len(frame) if limit is None else limit)))
+        count = min(per_class, len(frame))
+        return list(range(count if limit is None else min(count, limit)))
 
     def explained_value(self, values: np.ndarray, output: int | None) -> np.ndarray:
         """The one number per row that explanations attribute."""
